@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point down this list and never back up (docs/architecture.md).
+let package = Package(
+    name: "swetcd",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "swetcd", targets: ["swetcd"]),
+        .library(name: "MVCC", targets: ["MVCC"]),
+        .library(name: "EtcdProto", targets: ["EtcdProto"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+    ],
+    targets: [
+        // C libraries, each a module map + shim header, installed from Debian.
+        .systemLibrary(
+            name: "CLibevent", pkgConfig: "libevent",
+            providers: [.apt(["libevent-dev"])]),
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CNghttp2", pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(
+            name: "CLMDB", pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]),
+
+        // etcd's wire messages: swift-protobuf code generated from proto/ by
+        // scripts/generate-protos.sh and committed.
+        .target(
+            name: "EtcdProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["proto"]),
+
+        // Revisioned key-value store: key index, LMDB backend, compaction.
+        // No sockets, threads or clocks of its own.
+        .target(name: "EtcdStatus"),
+        .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus"]),
+
+        .executableTarget(name: "swetcd", dependencies: ["MVCC"]),
+
+        .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto"]),
+        .testTarget(
+            name: "CLibrariesTests",
+            dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CLMDB"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,257 @@
+import CLMDB
+
+/// An LMDB error, with LMDB's own description.
+public struct LMDBError: Error, CustomStringConvertible {
+    public let code: Int32
+    public let operation: String
+    public var description: String {
+        "lmdb \(operation): \(String(cString: mdb_strerror(code))) (\(code))"
+    }
+}
+
+@inline(__always)
+private func check(_ rc: Int32, _ operation: String) throws {
+    if rc != 0 { throw LMDBError(code: rc, operation: operation) }
+}
+
+/// The backend on LMDB: one file (plus its `-lock` file) holding the tables
+/// `key` (revision key → `mvccpb.KeyValue` bytes) and `meta`.
+///
+/// Writes go into one open write transaction until `commit()`. Reads use that
+/// transaction when one is open (so they see uncommitted writes), otherwise a
+/// read transaction that is renewed on first use and reset by `endRead()`.
+/// Everything here belongs to one thread, the store's.
+///
+/// The map (LMDB's address-space reservation) starts at `mapSize` and doubles
+/// when full: the failed batch is replayed from `uncommitted` into a fresh
+/// transaction, so a full map never fails a write.
+public final class LMDBBackend: Backend {
+    private var env: OpaquePointer?
+    private var keyTable: MDB_dbi = 0
+    private var metaTable: MDB_dbi = 0
+    private var writeTxn: OpaquePointer?
+    private var readTxn: OpaquePointer?
+    private var readTxnIsLive = false
+    public let path: String
+    public private(set) var mapSize: Int
+
+    private enum Write {
+        case put(table: MDB_dbi, key: [UInt8], value: [UInt8])
+        case delete(table: MDB_dbi, key: [UInt8])
+    }
+    /// The writes of the open transaction, kept to replay after map growth.
+    private var uncommitted: [Write] = []
+    public var uncommittedWrites: Int { uncommitted.count }
+
+    /// Opens (creating if needed) the database file at `path`.
+    /// - Parameter syncOnCommit: fsync at every commit; off when a WAL
+    ///   provides durability and syncs the backend itself.
+    public init(path: String, mapSize: Int = 1 << 31, syncOnCommit: Bool = true) throws {
+        self.path = path
+        self.mapSize = mapSize
+        try check(mdb_env_create(&env), "env_create")
+        do {
+            try check(mdb_env_set_maxdbs(env, 16), "env_set_maxdbs")
+            try check(mdb_env_set_mapsize(env, mapSize), "env_set_mapsize")
+            // NOTLS: read transactions belong to their handle, not the thread,
+            // so a read handle can sit beside the write transaction.
+            var flags = UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS)
+            if !syncOnCommit { flags |= UInt32(MDB_NOSYNC) }
+            try check(mdb_env_open(env, path, flags, 0o644), "env_open \(path)")
+            var info = MDB_envinfo()
+            mdb_env_info(env, &info)
+            self.mapSize = info.me_mapsize
+
+            var txn: OpaquePointer?
+            try check(mdb_txn_begin(env, nil, 0, &txn), "txn_begin")
+            do {
+                try check(mdb_dbi_open(txn, "key", UInt32(MDB_CREATE), &keyTable), "dbi_open key")
+                try check(mdb_dbi_open(txn, "meta", UInt32(MDB_CREATE), &metaTable), "dbi_open meta")
+                try check(mdb_txn_commit(txn), "txn_commit")
+            } catch {
+                mdb_txn_abort(txn)
+                throw error
+            }
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Aborts uncommitted writes and closes the file.
+    public func close() {
+        guard let env else { return }
+        if let writeTxn { mdb_txn_abort(writeTxn) }
+        if let readTxn { mdb_txn_abort(readTxn) }
+        writeTxn = nil
+        readTxn = nil
+        uncommitted.removeAll()
+        mdb_env_close(env)
+        self.env = nil
+    }
+
+    // MARK: Transactions
+
+    private func openWriteTxn() throws -> OpaquePointer {
+        if let writeTxn { return writeTxn }
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, 0, &txn), "txn_begin")
+        writeTxn = txn
+        return txn!
+    }
+
+    private func readView() throws -> OpaquePointer {
+        if let writeTxn { return writeTxn }
+        if let readTxn {
+            if !readTxnIsLive { try check(mdb_txn_renew(readTxn), "txn_renew"); readTxnIsLive = true }
+            return readTxn
+        }
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "txn_begin read")
+        readTxn = txn
+        readTxnIsLive = true
+        return txn!
+    }
+
+    public func endRead() {
+        if let readTxn, readTxnIsLive {
+            mdb_txn_reset(readTxn)
+            readTxnIsLive = false
+        }
+    }
+
+    public func commit() throws {
+        guard let txn = writeTxn else { return }
+        writeTxn = nil
+        let rc = mdb_txn_commit(txn)
+        if rc == MDB_MAP_FULL {
+            try growAndReplay()
+            return try commit()
+        }
+        try check(rc, "txn_commit")
+        uncommitted.removeAll(keepingCapacity: true)
+    }
+
+    /// Doubles the map and rebuilds the open transaction from `uncommitted`.
+    private func growAndReplay() throws {
+        if let writeTxn { mdb_txn_abort(writeTxn) }
+        writeTxn = nil
+        if let readTxn { mdb_txn_abort(readTxn) }  // no transaction may be open
+        readTxn = nil
+        readTxnIsLive = false
+        mapSize *= 2
+        try check(mdb_env_set_mapsize(env, mapSize), "env_set_mapsize")
+        let txn = try openWriteTxn()
+        for write in uncommitted {
+            let rc: Int32
+            switch write {
+            case .put(let table, let key, let value): rc = Self.put(txn, table, key, value)
+            case .delete(let table, let key): rc = Self.delete(txn, table, key)
+            }
+            if rc == MDB_MAP_FULL { return try growAndReplay() }
+            if rc != MDB_NOTFOUND { try check(rc, "replay") }
+        }
+    }
+
+    // MARK: Writes
+
+    private static func put(_ txn: OpaquePointer, _ table: MDB_dbi, _ key: [UInt8], _ value: [UInt8]) -> Int32 {
+        key.withUnsafeBytes { k in
+            value.withUnsafeBytes { v in
+                var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+                var mv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
+                return mdb_put(txn, table, &mk, &mv, 0)
+            }
+        }
+    }
+
+    private static func delete(_ txn: OpaquePointer, _ table: MDB_dbi, _ key: [UInt8]) -> Int32 {
+        key.withUnsafeBytes { k in
+            var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+            return mdb_del(txn, table, &mk, nil)
+        }
+    }
+
+    private func write(_ w: Write) throws {
+        let txn = try openWriteTxn()
+        uncommitted.append(w)
+        let rc: Int32
+        switch w {
+        case .put(let table, let key, let value): rc = Self.put(txn, table, key, value)
+        case .delete(let table, let key): rc = Self.delete(txn, table, key)
+        }
+        if rc == MDB_MAP_FULL { return try growAndReplay() }
+        if rc == MDB_NOTFOUND { return }  // deleting what is not there
+        try check(rc, "write")
+    }
+
+    public func putRevision(_ key: RevisionKey, value: [UInt8]) throws {
+        try write(.put(table: keyTable, key: key.bytes, value: value))
+    }
+
+    public func deleteRevision(_ key: RevisionKey) throws {
+        try write(.delete(table: keyTable, key: key.bytes))
+    }
+
+    public func setMeta(_ name: MetaKey, _ value: [UInt8]) throws {
+        try write(.put(table: metaTable, key: name.bytes, value: value))
+    }
+
+    // MARK: Reads
+
+    private func get<R>(_ table: MDB_dbi, _ key: [UInt8], _ body: (UnsafeRawBufferPointer) -> R) throws -> R? {
+        let txn = try readView()
+        return try key.withUnsafeBytes { k -> R? in
+            var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+            var mv = MDB_val()
+            let rc = mdb_get(txn, table, &mk, &mv)
+            if rc == MDB_NOTFOUND { return nil }
+            try check(rc, "get")
+            return body(UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size))
+        }
+    }
+
+    public func keyValue(at key: RevisionKey, skipValue: Bool) throws -> KeyValue? {
+        try get(keyTable, key.bytes) { KeyValue(encoded: $0, skipValue: skipValue) } ?? nil
+    }
+
+    public func meta(_ name: MetaKey) throws -> [UInt8]? {
+        try get(metaTable, name.bytes) { Array($0) }
+    }
+
+    public func forEachRevision(from start: Revision,
+                                _ body: (RevisionKey, UnsafeRawBufferPointer) throws -> Bool) throws {
+        let txn = try readView()
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(txn, keyTable, &cursor), "cursor_open")
+        defer { mdb_cursor_close(cursor) }
+        let startKey = RevisionKey(start).bytes
+        try startKey.withUnsafeBytes { s in
+            var mk = MDB_val(mv_size: s.count, mv_data: UnsafeMutableRawPointer(mutating: s.baseAddress))
+            var mv = MDB_val()
+            var rc = mdb_cursor_get(cursor, &mk, &mv, MDB_SET_RANGE)
+            while rc == 0 {
+                let k = UnsafeRawBufferPointer(start: mk.mv_data, count: mk.mv_size)
+                guard let revKey = RevisionKey(bytes: k) else {
+                    throw LMDBError(code: MDB_CORRUPTED, operation: "revision key of \(k.count) bytes")
+                }
+                if try !body(revKey, UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size)) { return }
+                rc = mdb_cursor_get(cursor, &mk, &mv, MDB_NEXT)
+            }
+            if rc != MDB_NOTFOUND { try check(rc, "cursor_get") }
+        }
+    }
+
+    // MARK: Size
+
+    /// Bytes of the database file the map has used (LMDB's high-water mark).
+    public var sizeInUse: Int {
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        mdb_env_info(env, &info)
+        mdb_env_stat(env, &stat)
+        return (info.me_last_pgno + 1) * Int(stat.ms_psize)
+    }
+}

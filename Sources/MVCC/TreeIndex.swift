@@ -1,0 +1,88 @@
+/// The in-memory index of every key's revisions, in key order. It answers
+/// "which revision of which keys are visible at revision r in [key, end)"
+/// without touching values; the backend is read only for the values.
+struct TreeIndex {
+    private var keys = OrderedKeyMap<KeyIndex>()
+
+    var keyCount: Int { keys.count }
+
+    func get(_ key: [UInt8], atRev: Int64) -> KeyIndex.Found? {
+        keys.value(for: key)?.get(atRev: atRev)
+    }
+
+    /// The key's whole index, for operations that need more than one read.
+    func keyIndex(_ key: [UInt8]) -> KeyIndex? { keys.value(for: key) }
+
+    /// Keys of `range` visible at `atRev`, in key order: the first `limit`
+    /// of them (0 = all) and how many there are in all.
+    func range(_ range: KeyRange, atRev: Int64, limit: Int = 0)
+        -> (entries: [(key: [UInt8], found: KeyIndex.Found)], total: Int) {
+        var entries: [(key: [UInt8], found: KeyIndex.Found)] = []
+        var total = 0
+        visit(range, atRev: atRev) { key, found in
+            total += 1
+            if limit == 0 || entries.count < limit { entries.append((Array(key), found)) }
+            return true
+        }
+        return (entries, total)
+    }
+
+    /// Counts keys of `range` visible at `atRev`.
+    func count(_ range: KeyRange, atRev: Int64) -> Int {
+        var total = 0
+        visit(range, atRev: atRev) { _, _ in total += 1; return true }
+        return total
+    }
+
+    /// Calls `body` for each key of `range` visible at `atRev` until it
+    /// returns false.
+    func visit(_ range: KeyRange, atRev: Int64,
+               _ body: (UnsafeRawBufferPointer, KeyIndex.Found) -> Bool) {
+        switch range {
+        case .single(let key):
+            if let found = get(key, atRev: atRev) { key.withUnsafeBytes { _ = body($0, found) } }
+        case .from(let start, let end):
+            keys.forEach(from: start, to: end) { key, index in
+                guard let found = index.get(atRev: atRev) else { return true }
+                return body(key, found)
+            }
+        }
+    }
+
+    mutating func put(_ key: [UInt8], _ rev: Revision) {
+        keys.update(key, orInsert: { KeyIndex() }) { $0.put(rev) }
+    }
+
+    /// Records the delete of a live key.
+    mutating func tombstone(_ key: [UInt8], _ rev: Revision) {
+        let live = keys.modify(key) { $0.tombstone(rev) }
+        precondition(live, "tombstone of a key that is not in the index")
+    }
+
+    /// Rebuilds a key's entry from the backend (see `KeyIndex.restore`).
+    mutating func restore(_ kv: KeyValue, at rev: Revision, isTombstone: Bool) {
+        if isTombstone {
+            // A tombstone for a key we have not seen has nothing left to end.
+            keys.modify(kv.key) { if $0.isLive { $0.tombstone(rev) } }
+            return
+        }
+        keys.update(kv.key, orInsert: { KeyIndex() }) { index in
+            if index.generations.isEmpty {
+                index.restore(created: Revision(main: kv.createRevision), modified: rev, version: kv.version)
+            } else {
+                index.put(rev)
+            }
+        }
+    }
+
+    /// Compacts every key at `atRev` and returns the revisions the backend
+    /// must keep among those <= atRev; keys left with no generation go.
+    mutating func compact(atRev: Int64) -> Set<Revision> {
+        var keep = Set<Revision>()
+        keys.updateAll { _, index in
+            if let kept = index.compact(atRev: atRev) { keep.insert(kept) }
+            return !index.isEmpty
+        }
+        return keep
+    }
+}
