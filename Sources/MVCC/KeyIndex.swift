@@ -37,12 +37,24 @@ struct KeyIndex {
         /// Revisions still held, ascending; the last is a tombstone when the
         /// generation is closed.
         var revs: [Revision]
+
+        static let empty = Generation(created: Revision(main: 0), version: 0, revs: [])
     }
 
-    /// Never empty while the key is in the index. All but the last
-    /// generation are closed; an empty `revs` in the last one means the key
-    /// is deleted now.
-    private(set) var generations: [Generation] = []
+    // The newest generation is stored inline and the closed ones apart, so
+    // the common key (never deleted) costs one allocation, its `revs`, not
+    // two: the empty `closed` array allocates nothing.
+
+    /// Every generation but the newest; each ends in a tombstone.
+    private var closed: [Generation] = []
+    /// The newest generation: open, or empty when the key is deleted now
+    /// (or was never written).
+    private var current = Generation.empty
+
+    /// All generations, oldest first (for tests and rare paths).
+    var generations: [Generation] {
+        closed.isEmpty && current.revs.isEmpty ? [] : closed + [current]
+    }
 
     /// What a read of the key at a revision finds.
     struct Found: Equatable {
@@ -51,57 +63,52 @@ struct KeyIndex {
         var version: Int64
     }
 
-    var isEmpty: Bool { generations.count == 1 && generations[0].revs.isEmpty || generations.isEmpty }
+    /// True when nothing of the key is left: it should leave the index.
+    var isEmpty: Bool { closed.isEmpty && current.revs.isEmpty }
 
     /// True when the key exists at the newest revision.
-    var isLive: Bool { !(generations.last?.revs.isEmpty ?? true) }
+    var isLive: Bool { !current.revs.isEmpty }
 
     /// The newest revision of the key (a tombstone when it is deleted).
-    var modified: Revision? {
-        for g in generations.reversed() { if let r = g.revs.last { return r } }
-        return nil
-    }
+    var modified: Revision? { current.revs.last ?? closed.last?.revs.last }
 
     mutating func put(_ rev: Revision) {
-        if generations.isEmpty { generations.append(Generation(created: rev, version: 0, revs: [])) }
-        let last = generations.count - 1
         precondition(modified.map { $0 < rev } ?? true, "put at \(rev) is not after the key's newest revision")
-        if generations[last].revs.isEmpty { generations[last].created = rev }
-        generations[last].revs.append(rev)
-        generations[last].version += 1
+        if current.revs.isEmpty { current.created = rev }
+        current.revs.append(rev)
+        current.version += 1
     }
 
     /// Records a delete; the key must be live.
     mutating func tombstone(_ rev: Revision) {
         precondition(isLive, "tombstone of a key that is not live")
         put(rev)
-        generations.append(Generation(created: Revision(main: 0), version: 0, revs: []))
+        closed.append(current)
+        current = .empty
     }
 
     /// Re-creates the index of a key from the first revision the backend
     /// still holds for it (after compaction earlier ones are gone).
     mutating func restore(created: Revision, modified: Revision, version: Int64) {
-        precondition(generations.isEmpty)
-        generations = [Generation(created: created, version: version, revs: [modified])]
+        precondition(isEmpty)
+        current = Generation(created: created, version: version, revs: [modified])
     }
 
     /// The version of the key visible at `atRev`, nil if it did not exist then.
     func get(atRev: Int64) -> Found? {
-        guard let g = findGeneration(atRev: atRev) else { return nil }
-        guard let n = g.revs.lastIndex(where: { $0.main <= atRev }) else { return nil }
+        guard let g = findGeneration(atRev: atRev),
+              let n = g.revs.lastIndex(where: { $0.main <= atRev }) else { return nil }
         return Found(modified: g.revs[n], created: g.created,
                      version: g.version - Int64(g.revs.count - 1 - n))
     }
 
     private func findGeneration(atRev: Int64) -> Generation? {
-        let lastIndex = generations.count - 1
-        for gi in stride(from: lastIndex, through: 0, by: -1) {
-            let g = generations[gi]
-            guard let first = g.revs.first else { continue }
+        if let first = current.revs.first, first.main <= atRev { return current }
+        for g in closed.reversed() {
             // A closed generation whose tombstone is at or before atRev means
             // the key was deleted then.
-            if gi != lastIndex, g.revs[g.revs.count - 1].main <= atRev { return nil }
-            if first.main <= atRev { return g }
+            if g.revs[g.revs.count - 1].main <= atRev { return nil }
+            if g.revs[0].main <= atRev { return g }
         }
         return nil
     }
@@ -109,11 +116,10 @@ struct KeyIndex {
     /// All revisions (tombstones included) with main >= `rev`, oldest first.
     func revisions(since rev: Int64) -> [(Revision, isTombstone: Bool)] {
         var out: [(Revision, isTombstone: Bool)] = []
-        for (gi, g) in generations.enumerated() {
-            for (ri, r) in g.revs.enumerated() where r.main >= rev {
-                out.append((r, gi != generations.count - 1 && ri == g.revs.count - 1))
-            }
+        for g in closed {
+            for (i, r) in g.revs.enumerated() where r.main >= rev { out.append((r, i == g.revs.count - 1)) }
         }
+        for r in current.revs where r.main >= rev { out.append((r, false)) }
         return out
     }
 
@@ -121,15 +127,14 @@ struct KeyIndex {
     /// of this key that the backend must keep, if any. After it, `isEmpty`
     /// tells whether the key should leave the index.
     mutating func compact(atRev: Int64) -> Revision? {
-        var gi = 0
-        // Skip closed generations that ended at or before atRev.
-        while gi < generations.count - 1,
-              let tomb = generations[gi].revs.last, tomb.main <= atRev {
-            gi += 1
+        // Drop closed generations that ended at or before atRev.
+        let ended = closed.prefix { $0.revs[$0.revs.count - 1].main <= atRev }.count
+        closed.removeFirst(ended)
+        func keepNewest(_ g: inout Generation) -> Revision? {
+            guard let n = g.revs.lastIndex(where: { $0.main <= atRev }) else { return nil }
+            g.revs.removeFirst(n)
+            return g.revs[0]
         }
-        generations.removeFirst(gi)
-        guard let n = generations[0].revs.lastIndex(where: { $0.main <= atRev }) else { return nil }
-        generations[0].revs.removeFirst(n)
-        return generations[0].revs[0]
+        return closed.isEmpty ? keepNewest(&current) : keepNewest(&closed[0])
     }
 }

@@ -67,7 +67,7 @@ struct TreeIndex {
             return
         }
         keys.update(kv.key, orInsert: { KeyIndex() }) { index in
-            if index.generations.isEmpty {
+            if index.isEmpty {
                 index.restore(created: Revision(main: kv.createRevision), modified: rev, version: kv.version)
             } else {
                 index.put(rev)
