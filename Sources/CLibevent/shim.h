@@ -1,11 +1,11 @@
 #ifndef SWETCD_CLIBEVENT_SHIM_H
 #define SWETCD_CLIBEVENT_SHIM_H
-// Every shim sees the C library with the same feature macros (libevent's
-// headers define _GNU_SOURCE, which changes struct layouts such as fd_set);
-// otherwise two modules disagree about one type and cannot be imported together.
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
+// glibc's feature macros are fixed by the first libc header a translation
+// unit includes. libevent's event-config.h defines _GNU_SOURCE, which would
+// change struct layouts (fd_set) from what SwiftGlibc and the other C modules
+// see, and clang refuses to import two modules that disagree on a type. So a
+// libc header comes first, with the same feature macros as everywhere else.
+#include <sys/types.h>
 #include <event2/event.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>

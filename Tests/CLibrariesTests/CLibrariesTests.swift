@@ -3,6 +3,9 @@ import CLMDB
 import CNghttp2
 import COpenSSL
 import Testing
+#if canImport(Glibc)
+import Glibc  // with every C module in one Swift module: their types must agree
+#endif
 
 /// Each system library target resolves, links and answers a call.
 @Suite struct CLibrariesTests {
@@ -31,6 +34,14 @@ import Testing
         #expect(swetcd_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1)
         let opts = swetcd_SSL_CTX_set_options(ctx, swetcd_SSL_OP_IGNORE_UNEXPECTED_EOF)
         #expect(opts & swetcd_SSL_OP_IGNORE_UNEXPECTED_EOF != 0)
+    }
+
+    @Test func fdSetIsOneTypeAcrossModules() {
+        // fd_set comes from glibc through every shim; a layout disagreement
+        // would stop this file from compiling at all.
+        var set = fd_set()
+        withUnsafeMutableBytes(of: &set) { $0[0] = 1 }
+        #expect(MemoryLayout<fd_set>.size == 128)
     }
 
     @Test func lmdbReportsItsVersion() {
