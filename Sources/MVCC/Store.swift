@@ -133,7 +133,6 @@ public final class Store {
 
     public func put(_ request: PutRequest) throws -> PutResult {
         try request.validate()
-        if request.lease != 0 && !leaseExists(request.lease) { throw MVCCError.leaseNotFound }
         try checkPut(request, at: currentRevision, leaseFirst: true)
         return write { try applyPut(request, &$0) }
     }
@@ -172,14 +171,18 @@ public final class Store {
         return result
     }
 
+    /// The checks a put passes before anything is written. etcd checks the
+    /// lease first for a lone Put and the key first inside a Txn; so do we.
     private func checkPut(_ p: PutRequest, at rev: Int64, leaseFirst: Bool) throws {
-        if leaseFirst == false && (p.ignoreValue || p.ignoreLease) && index.get(p.key, atRev: rev) == nil {
-            throw MVCCError.keyNotFound
+        func checkKey() throws {
+            if (p.ignoreValue || p.ignoreLease) && index.get(p.key, atRev: rev) == nil {
+                throw MVCCError.keyNotFound
+            }
         }
-        if p.lease != 0 && !leaseExists(p.lease) { throw MVCCError.leaseNotFound }
-        if (p.ignoreValue || p.ignoreLease) && index.get(p.key, atRev: rev) == nil {
-            throw MVCCError.keyNotFound
+        func checkLease() throws {
+            if p.lease != 0 && !leaseExists(p.lease) { throw MVCCError.leaseNotFound }
         }
+        if leaseFirst { try checkLease(); try checkKey() } else { try checkKey(); try checkLease() }
     }
 
     private func applyPut(_ p: PutRequest, _ ctx: inout WriteContext) throws -> PutResult {
@@ -246,10 +249,10 @@ public final class Store {
             if case .value = c.target { return false }
             return Self.compare(KeyValue(key: c.key), c)
         }
+        var needsValue = false
+        if case .value = c.target { needsValue = true }
         for e in entries {
-            let needValue: Bool
-            if case .value = c.target { needValue = true } else { needValue = false }
-            guard let kv = try backend.keyValue(at: RevisionKey(e.found.modified), skipValue: !needValue) else {
+            guard let kv = try backend.keyValue(at: RevisionKey(e.found.modified), skipValue: !needsValue) else {
                 preconditionFailure("index has \(e.found.modified) but the backend does not")
             }
             if !Self.compare(kv, c) { return false }

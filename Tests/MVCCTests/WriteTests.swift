@@ -56,6 +56,14 @@ import Testing
         #expect(s.currentRevision == 1, "failed puts change nothing")
     }
 
+    @Test func aLonePutChecksTheLeaseFirstATxnTheKey() throws {
+        let s = try Store(backend: MemoryBackend())
+        var p = PutRequest(key: bytes("missing"), value: [], lease: 9)
+        p.ignoreValue = true
+        #expect(throws: MVCCError.leaseNotFound) { try s.put(p) }
+        #expect(throws: MVCCError.keyNotFound) { try s.txn(TxnRequest(success: [.put(p)])) }
+    }
+
     @Test func deleteRangeCountsAndReturnsPrevious() throws {
         let s = try Store(backend: MemoryBackend())
         for k in ["p/1", "p/2", "q"] { _ = try s.put(PutRequest(key: bytes(k), value: bytes(k))) }
