@@ -12,6 +12,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
     ],
     targets: [
         // C libraries, each a module map + shim header, installed from Debian.
@@ -38,9 +39,24 @@ let package = Package(
         // Revisioned key-value store: key index, LMDB backend, compaction.
         // No sockets, threads or clocks of its own.
         .target(name: "EtcdStatus"),
-        .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus"]),
+        .target(name: "Checksum"),
+        .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"]),
 
-        .executableTarget(name: "swetcd", dependencies: ["MVCC"]),
+        // Event loop, connections, HTTP/2 via nghttp2, gRPC framing, HTTP/1.1.
+        .target(
+            name: "Transport",
+            dependencies: ["CLibevent", "CNghttp2", "EtcdStatus",
+                           .product(name: "Logging", package: "swift-log")]),
+
+        // The services over the store, etcd's flags, metrics, logs.
+        .target(
+            name: "Server",
+            dependencies: ["MVCC", "Transport", "EtcdProto", "EtcdStatus", "COpenSSL",
+                           .product(name: "Logging", package: "swift-log")]),
+
+        .executableTarget(
+            name: "swetcd",
+            dependencies: ["Server", "Transport", .product(name: "Logging", package: "swift-log")]),
 
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto"]),
         .testTarget(

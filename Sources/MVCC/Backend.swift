@@ -22,6 +22,9 @@ public protocol Backend: AnyObject {
     /// Ends the read view a burst of reads used, so the backend may reclaim
     /// space those reads pinned.
     func endRead()
+    /// Visits every entry of every table (table name, key, value), for the
+    /// whole-backend hash.
+    func forEachEntry(_ body: (String, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws
 }
 
 /// Names of the entries of the backend's `meta` table.
@@ -32,17 +35,20 @@ public enum MetaKey: String, CaseIterable, Sendable {
     case scheduledCompactRevision = "scheduledCompactRev"
     /// Revision of the newest compaction whose backend part is complete.
     case finishedCompactRevision = "finishedCompactRev"
+    /// The member's and cluster's IDs, chosen once when the data dir is new.
+    case memberID = "member_id"
+    case clusterID = "cluster_id"
 
     var bytes: [UInt8] { Array(rawValue.utf8) }
 }
 
 extension Backend {
-    func metaInt64(_ name: MetaKey) throws -> Int64? {
+    public func metaInt64(_ name: MetaKey) throws -> Int64? {
         guard let b = try meta(name), b.count == 8 else { return nil }
         return b.reduce(Int64(0)) { $0 << 8 | Int64($1) }
     }
 
-    func setMetaInt64(_ name: MetaKey, _ v: Int64) throws {
+    public func setMetaInt64(_ name: MetaKey, _ v: Int64) throws {
         try setMeta(name, (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * Int64($0))) })
     }
 }
@@ -91,6 +97,15 @@ public final class MemoryBackend: Backend {
 
     public func commit() throws { uncommittedWrites = 0 }
     public func endRead() {}
+
+    public func forEachEntry(_ body: (String, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
+        for (k, v) in revisions.sorted(by: { compareBytes($0.key.bytes, $1.key.bytes) < 0 }) {
+            try k.bytes.withUnsafeBytes { kb in try v.withUnsafeBytes { try body("key", kb, $0) } }
+        }
+        for (k, v) in metas.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            try k.bytes.withUnsafeBytes { kb in try v.withUnsafeBytes { try body("meta", kb, $0) } }
+        }
+    }
 
     public var revisionCount: Int { revisions.count }
 }

@@ -1,4 +1,7 @@
 import CLMDB
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An LMDB error, with LMDB's own description.
 public struct LMDBError: Error, CustomStringConvertible {
@@ -49,6 +52,13 @@ public final class LMDBBackend: Backend {
     public init(path: String, mapSize: Int = 1 << 31, syncOnCommit: Bool = true) throws {
         self.path = path
         self.mapSize = mapSize
+        self.syncOnCommit = syncOnCommit
+        try open(mapSize: mapSize)
+    }
+
+    private let syncOnCommit: Bool
+
+    private func open(mapSize: Int) throws {
         try check(mdb_env_create(&env), "env_create")
         do {
             try check(mdb_env_set_maxdbs(env, 16), "env_set_maxdbs")
@@ -74,6 +84,7 @@ public final class LMDBBackend: Backend {
             }
         } catch {
             mdb_env_close(env)
+            env = nil
             throw error
         }
     }
@@ -244,7 +255,66 @@ public final class LMDBBackend: Backend {
         }
     }
 
+    public func forEachEntry(_ body: (String, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
+        let txn = try readView()
+        for (name, table) in [("key", keyTable), ("meta", metaTable)] {
+            var cursor: OpaquePointer?
+            try check(mdb_cursor_open(txn, table, &cursor), "cursor_open")
+            defer { mdb_cursor_close(cursor) }
+            var mk = MDB_val(), mv = MDB_val()
+            var rc = mdb_cursor_get(cursor, &mk, &mv, MDB_FIRST)
+            while rc == 0 {
+                try body(name, UnsafeRawBufferPointer(start: mk.mv_data, count: mk.mv_size),
+                         UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size))
+                rc = mdb_cursor_get(cursor, &mk, &mv, MDB_NEXT)
+            }
+            if rc != MDB_NOTFOUND { try check(rc, "cursor_get") }
+        }
+    }
+
+    // MARK: Copies
+
+    /// A handle that copies the committed database from another thread
+    /// (LMDB's copy runs in its own read transaction). Valid while this
+    /// backend stays open and is not defragmented.
+    public struct Copier: @unchecked Sendable {
+        fileprivate let env: OpaquePointer?
+
+        /// Writes a compacted copy of the committed state to `path`.
+        public func copy(to path: String) throws {
+            try check(mdb_env_copy2(env, path, UInt32(MDB_CP_COMPACT)), "env_copy2 \(path)")
+        }
+    }
+
+    public var copier: Copier { Copier(env: env) }
+
+    /// Rewrites the file compactly: commits, copies with compaction, and
+    /// swaps the copy in. Blocks its caller for the copy.
+    public func defragment() throws {
+        try commit()
+        endRead()
+        if let readTxn { mdb_txn_abort(readTxn) }
+        readTxn = nil
+        let temporary = path + ".defrag"
+        unlink(temporary)
+        try copier.copy(to: temporary)
+        let size = mapSize
+        mdb_env_close(env)
+        env = nil
+        guard rename(temporary, path) == 0 else {
+            throw LMDBError(code: errno, operation: "rename \(temporary)")
+        }
+        unlink(temporary + "-lock")
+        try open(mapSize: size)
+    }
+
     // MARK: Size
+
+    /// Bytes of the database file on disk.
+    public var fileSize: Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : 0
+    }
 
     /// Bytes of the database file the map has used (LMDB's high-water mark).
     public var sizeInUse: Int {

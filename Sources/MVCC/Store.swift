@@ -1,3 +1,5 @@
+import Checksum
+
 /// The revisioned key-value store: etcd's KV semantics over a `TreeIndex`
 /// (which revisions exist) and a `Backend` (what they hold).
 ///
@@ -361,6 +363,49 @@ public final class Store {
     public func finishCompaction() throws {
         while try !compactionStep() { try commit() }
         try commit()
+    }
+
+    // MARK: Hashes
+
+    /// etcd's HashKV: CRC-32C over the `key` table's entries a member must
+    /// hold for reads at revisions up to `revision` (0: the current one):
+    /// every revision above the compacted one, and below it only what a
+    /// read at the compacted revision still sees.
+    public func hashKV(revision: Int64) throws -> (hash: UInt32, compactRevision: Int64, hashRevision: Int64) {
+        let rev = revision <= 0 ? currentRevision : revision
+        if rev > currentRevision { throw MVCCError.futureRevision }
+        if rev < compactedRevision { throw MVCCError.compacted }
+        var kept = Set<Revision>()
+        if compactedRevision > 0 {
+            index.visit(.from([], to: nil), atRev: compactedRevision) { _, found in
+                kept.insert(found.modified)
+                return true
+            }
+        }
+        var crc = CRC32C()
+        crc.update(Array("key".utf8))
+        try backend.forEachRevision(from: Revision(main: 0)) { key, value in
+            if key.revision.main > rev { return false }
+            if key.revision.main > compactedRevision || (!key.isTombstone && kept.contains(key.revision)) {
+                crc.update(key.bytes)
+                crc.update(value)
+            }
+            return true
+        }
+        backend.endRead()
+        return (crc.value, compactedRevision, rev)
+    }
+
+    /// etcd's Hash: CRC-32C over every table of the backend.
+    public func hash() throws -> UInt32 {
+        var crc = CRC32C()
+        try backend.forEachEntry { table, key, value in
+            crc.update(Array(table.utf8))
+            crc.update(key)
+            crc.update(value)
+        }
+        backend.endRead()
+        return crc.value
     }
 
     // MARK: Backend batches and recovery

@@ -1,22 +1,73 @@
+import Logging
+import Server
+import Transport
 #if canImport(Glibc)
 import Glibc
 #endif
-import MVCC
 
-// Until the server lands (issue 3) this opens the default data directory,
-// writes and reads back one key, and reports the store's state.
-let dataDir = CommandLine.arguments.dropFirst().first ?? "default.swetcd"
+// swetcd: parse etcd's flags, open the store, serve clients until SIGINT or
+// SIGTERM, then shut down cleanly.
+
+func writeError(_ s: String) {
+    var bytes = Array((s + "\n").utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+var environment: [String: String] = [:]
+var envp = environ
+while let entry = envp.pointee {
+    let s = String(cString: entry)
+    if let eq = s.firstIndex(of: "=") { environment[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+    envp += 1
+}
+
+let config: ServerConfig
 do {
-    try makeDirectory(dataDir)
-    let backend = try LMDBBackend(path: dataDir + "/db")
-    let store = try Store(backend: backend)
-    let put = try store.put(PutRequest(key: Array("swetcd/self-check".utf8), value: Array("ok".utf8)))
-    try store.commit()
-    let got = try store.range(RangeRequest(key: Array("swetcd/self-check".utf8)))
-    let value = got.kvs.first.map { String(decoding: $0.value, as: UTF8.self) } ?? "<missing>"
-    print("swetcd self-check: data dir \(dataDir), revision \(put.revision), keys \(store.keyCount), value \(value)")
-    print("The gRPC server (http://127.0.0.1:2379) arrives with issue 3.")
+    config = try ServerConfig.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: environment)
+} catch ServerConfig.ParseError.helpRequested {
+    print(ServerConfig.usage)
+    exit(0)
+} catch ServerConfig.ParseError.versionRequested {
+    print("swetcd Version: \(ServerVersion.server)")
+    exit(0)
 } catch {
-    print("swetcd self-check failed: \(error)")
+    writeError("swetcd: \(error)\n\n\(ServerConfig.usage)")
+    exit(2)
+}
+
+let level = config.logLevel
+LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+let logger = Logger(label: "swetcd")
+signal(SIGPIPE, SIG_IGN)
+
+let loop = EventLoop()
+let server: EtcdServer
+do {
+    server = try EtcdServer(config: config, loop: loop, logger: logger)
+} catch {
+    logger.critical("cannot open the store", metadata: ["error": "\(error)"])
     exit(1)
 }
+var transportLimits = TransportLimits()
+transportLimits.maxReceiveMessageBytes = config.maxRequestBytes + 512 * 1024
+transportLimits.maxHTTP1BodyBytes = config.maxRequestBytes + 512 * 1024
+let transport = TransportServer(loop: loop, router: server, http1: server, limits: transportLimits, logger: logger)
+for url in config.listenClientURLs {
+    do {
+        let port = try transport.listen(host: url.host, port: url.port)
+        logger.info("serving client traffic insecurely", metadata: ["address": "\(url.host):\(port)"])
+    } catch {
+        logger.critical("cannot listen for clients", metadata: ["url": "\(url)", "error": "\(error)"])
+        exit(1)
+    }
+}
+for sig in [SIGINT, SIGTERM] {
+    loop.onSignal(sig) {
+        logger.info("received a signal, shutting down", metadata: ["signal": "\(sig)"])
+        loop.stop()
+    }
+}
+loop.run()
+transport.closeAll()
+server.shutdown()
+logger.info("stopped")

@@ -1,0 +1,289 @@
+import EtcdProto
+import EtcdStatus
+import Logging
+import MVCC
+import SwiftProtobuf
+import Transport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The version this server reports (Status, /version): the etcd API level
+/// its clients may expect.
+public enum ServerVersion {
+    public static let server = "3.5.0"
+    public static let cluster = "3.5.0"
+}
+
+/// One swetcd member: the store and the services over it, on one event loop.
+/// Everything here runs on the loop thread.
+public final class EtcdServer {
+    public let config: ServerConfig
+    let loop: EventLoop
+    let logger: Logger
+    let backend: LMDBBackend
+    let store: Store
+    let memberID: UInt64
+    let clusterID: UInt64
+    /// Without Raft yet, one member is leader in a fixed term.
+    let raftTerm: UInt64 = 2
+    /// Writes applied so far (the consistent index; Raft's index later).
+    var appliedIndex: UInt64
+    let metrics = Metrics()
+
+    private var methods: [String: GRPCMethod] = [:]
+    private var services = Set<String>()
+    private var commitTask: DeferredTask!
+    private var awaitingCommit: [() -> Void] = []
+    private var compactionTask: DeferredTask!
+    private var awaitingCompaction: [() -> Void] = []
+    var snapshotsInProgress = 0
+
+    public init(config: ServerConfig, loop: EventLoop, logger: Logger) throws {
+        self.config = config
+        self.loop = loop
+        self.logger = logger
+        for dir in [config.dataDir, config.dataDir + "/member", config.dataDir + "/member/snap"] {
+            if mkdir(dir, 0o700) != 0 && errno != EEXIST {
+                throw ServerError.dataDir(dir, String(cString: strerror(errno)))
+            }
+        }
+        // Durability against kill -9: every write is committed to LMDB before
+        // it is acknowledged (the OS keeps what was written); fsync for power
+        // loss arrives with the WAL.
+        backend = try LMDBBackend(path: config.dataDir + "/member/snap/db",
+                                  mapSize: Int(max(config.quotaBackendBytes, 1 << 30)), syncOnCommit: false)
+        var limits = Limits()
+        limits.maxTxnOps = config.maxTxnOps
+        store = try Store(backend: backend, limits: limits)
+        appliedIndex = try store.consistentIndex
+        memberID = try Self.persistentID(.memberID, backend)
+        clusterID = try Self.persistentID(.clusterID, backend)
+        try store.commit()
+        commitTask = loop.makeDeferredTask { [unowned self] in self.commitAndReply() }
+        compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
+        registerKV()
+        registerMaintenance()
+        registerCluster()
+        if store.hasPendingCompaction { compactionTask.trigger() }
+        logger.info("opened the store", metadata: [
+            "data-dir": "\(config.dataDir)", "revision": "\(store.currentRevision)",
+            "compact-revision": "\(store.compactedRevision)", "keys": "\(store.keyCount)",
+            "member-id": "\(hex(memberID))", "cluster-id": "\(hex(clusterID))",
+        ])
+    }
+
+    /// An ID chosen at random the first time and kept in the backend.
+    private static func persistentID(_ key: MetaKey, _ backend: LMDBBackend) throws -> UInt64 {
+        if let v = try backend.metaInt64(key) { return UInt64(bitPattern: v) }
+        var rng = SystemRandomNumberGenerator()
+        let id = rng.next() | 1  // never zero
+        try backend.setMetaInt64(key, Int64(bitPattern: id))
+        return id
+    }
+
+    /// Commits what is pending and closes the backend.
+    public func shutdown() {
+        do {
+            try store.setConsistentIndex(appliedIndex)
+            try store.commit()
+        } catch {
+            logger.error("final commit failed", metadata: ["error": "\(error)"])
+        }
+        backend.close()
+    }
+
+    func header(revision: Int64? = nil) -> Etcdserverpb_ResponseHeader {
+        var h = Etcdserverpb_ResponseHeader()
+        h.clusterID = clusterID
+        h.memberID = memberID
+        h.revision = revision ?? store.currentRevision
+        h.raftTerm = raftTerm
+        return h
+    }
+
+    // MARK: Write batching
+
+    /// Holds a reply until the writes before it are committed. All writes
+    /// of one loop iteration share one commit (group commit).
+    func afterCommit(_ reply: @escaping () -> Void) {
+        awaitingCommit.append(reply)
+        commitTask.trigger()
+    }
+
+    private func commitAndReply() {
+        do {
+            try store.setConsistentIndex(appliedIndex)
+            try store.commit()
+        } catch {
+            // An acknowledged write must never be lost: stop rather than
+            // reply to writes that may not be stored.
+            logger.critical("backend commit failed", metadata: ["error": "\(error)"])
+            fatalError("backend commit failed: \(error)")
+        }
+        let replies = awaitingCommit
+        awaitingCommit.removeAll()
+        for r in replies { r() }
+    }
+
+    /// Runs once compaction has deleted everything it had to.
+    func afterCompaction(_ reply: @escaping () -> Void) {
+        awaitingCompaction.append(reply)
+        compactionTask.trigger()
+    }
+
+    func startCompaction() { compactionTask.trigger() }
+
+    /// One bounded batch of compaction per loop iteration, so writes and
+    /// reads go on between batches.
+    private func compactionBatch() {
+        do {
+            let done = try store.compactionStep()
+            try store.commit()
+            if done {
+                let waiting = awaitingCompaction
+                awaitingCompaction.removeAll()
+                for w in waiting { w() }
+            } else {
+                compactionTask.trigger()
+            }
+        } catch {
+            logger.critical("compaction failed", metadata: ["error": "\(error)"])
+            fatalError("compaction failed: \(error)")
+        }
+    }
+
+    // MARK: Method registration
+
+    enum Reply<Response: SwiftProtobuf.Message> {
+        /// Send now (reads).
+        case now(Response)
+        /// Send once the writes made for it are committed.
+        case afterCommit(Response)
+        /// The handler answers the call itself later.
+        case later
+    }
+
+    /// Registers a unary method. `isWrite` methods are held to
+    /// --max-request-bytes, as etcd holds its Raft proposals.
+    func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ service: String, _ method: String, isWrite: Bool = false,
+        _ body: @escaping (Request, GRPCCall) throws -> Reply<Response>
+    ) {
+        let key = Metrics.CallKey(type: "unary", service: service, method: method)
+        register(service, method, .unary) { [unowned self] call, bytes in
+            metrics.callStarted(key)
+            if isWrite && bytes.count > config.maxRequestBytes {
+                finish(call, key, status: GRPCStatus(.invalidArgument, "etcdserver: request is too large"))
+                return
+            }
+            let request: Request
+            do {
+                request = try Request(serializedBytes: bytes)
+            } catch {
+                finish(call, key, status: GRPCStatus(.internal, "grpc: error unmarshalling request: \(error)"))
+                return
+            }
+            do {
+                switch try body(request, call) {
+                case .now(let response):
+                    respond(call, key, response)
+                case .afterCommit(let response):
+                    afterCommit { [unowned self] in self.respond(call, key, response) }
+                case .later:
+                    break
+                }
+            } catch let error as any EtcdStatusError {
+                finish(call, key, status: GRPCStatus(error))
+            } catch let status as GRPCStatus {
+                finish(call, key, status: status)
+            } catch {
+                finish(call, key, status: GRPCStatus(.unknown, "\(error)"))
+            }
+        }
+    }
+
+    func register(_ service: String, _ method: String, _ kind: GRPCMethodKind,
+                  _ handler: @escaping (GRPCCall, [UInt8]) -> Void) {
+        services.insert(service)
+        methods["/\(service)/\(method)"] = GRPCMethod(kind, handler)
+    }
+
+    func respond<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: Metrics.CallKey, _ response: Response) {
+        do {
+            call.respond(try response.serializedBytes())
+            metrics.callHandled(key, code: 0)
+        } catch {
+            finish(call, key, status: GRPCStatus(.internal, "grpc: error marshalling response: \(error)"))
+        }
+    }
+
+    func finish(_ call: GRPCCall, _ key: Metrics.CallKey, status: GRPCStatus) {
+        call.finish(status)
+        metrics.callHandled(key, code: status.code.rawValue)
+    }
+}
+
+extension EtcdServer: GRPCRouter {
+    public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
+        if let m = methods[path] { return .success(m) }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].isEmpty else {
+            return .failure(GRPCStatus(.unimplemented, "malformed method name: \"\(path)\""))
+        }
+        if services.contains(String(parts[1])) {
+            return .failure(GRPCStatus(.unimplemented, "unknown method \(parts[2]) for service \(parts[1])"))
+        }
+        return .failure(GRPCStatus(.unimplemented, "unknown service \(parts[1])"))
+    }
+}
+
+extension EtcdServer: HTTP1Handler {
+    public func handle(_ request: HTTP1Request) -> HTTP1Response {
+        let json = "application/json"
+        switch request.path {
+        case "/health":
+            guard request.method == "GET" || request.method == "HEAD" else { return Self.methodNotAllowed }
+            return HTTP1Response(contentType: json, text: "{\"health\":\"true\",\"reason\":\"\"}")
+        case "/version":
+            guard request.method == "GET" || request.method == "HEAD" else { return Self.methodNotAllowed }
+            return HTTP1Response(contentType: json,
+                                 text: "{\"etcdserver\":\"\(ServerVersion.server)\",\"etcdcluster\":\"\(ServerVersion.cluster)\"}")
+        case "/metrics":
+            guard request.method == "GET" || request.method == "HEAD" else { return Self.methodNotAllowed }
+            return HTTP1Response(contentType: "text/plain; version=0.0.4; charset=utf-8", text: metricsText())
+        default:
+            return HTTP1Response(status: 404, text: "404 page not found\n")
+        }
+    }
+
+    static let methodNotAllowed = HTTP1Response(status: 405, text: "Method Not Allowed\n")
+
+    func metricsText() -> String {
+        metrics.render(gauges: [
+            ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", 1),
+            ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", 1),
+            ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", 1),
+            ("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", Double(backend.fileSize)),
+            ("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", Double(backend.sizeInUse)),
+            ("etcd_debugging_mvcc_keys_total", "Total number of keys.", Double(store.keyCount)),
+            ("etcd_debugging_mvcc_current_revision", "The current revision of store.", Double(store.currentRevision)),
+            ("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", Double(store.compactedRevision)),
+            ("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", Double(config.quotaBackendBytes)),
+            ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", Double(appliedIndex)),
+            ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", Double(appliedIndex)),
+        ])
+    }
+}
+
+public enum ServerError: Error, CustomStringConvertible {
+    case dataDir(String, String)
+
+    public var description: String {
+        switch self {
+        case .dataDir(let d, let why): return "cannot create data directory \(d): \(why)"
+        }
+    }
+}
+
+func hex(_ v: UInt64) -> String { String(v, radix: 16) }

@@ -1,0 +1,203 @@
+import COpenSSL
+import EtcdProto
+import Foundation
+import MVCC
+import Transport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// etcdserverpb.Maintenance: Status, Hash, HashKV, Alarm, Defragment,
+/// Snapshot.
+extension EtcdServer {
+    func registerMaintenance() {
+        let m = "etcdserverpb.Maintenance"
+        unary(m, "Status") { [unowned self] (_: Etcdserverpb_StatusRequest, _) -> Reply<Etcdserverpb_StatusResponse> in
+            var r = Etcdserverpb_StatusResponse()
+            r.header = header()
+            r.version = ServerVersion.server
+            r.dbSize = Int64(backend.fileSize)
+            r.dbSizeInUse = Int64(backend.sizeInUse)
+            r.leader = memberID
+            r.raftIndex = appliedIndex
+            r.raftTerm = raftTerm
+            r.raftAppliedIndex = appliedIndex
+            r.dbSizeQuota = config.quotaBackendBytes
+            return .now(r)
+        }
+        unary(m, "Hash") { [unowned self] (_: Etcdserverpb_HashRequest, _) -> Reply<Etcdserverpb_HashResponse> in
+            try store.commit()
+            var r = Etcdserverpb_HashResponse()
+            r.header = header()
+            r.hash = try store.hash()
+            return .now(r)
+        }
+        unary(m, "HashKV") { [unowned self] (req: Etcdserverpb_HashKVRequest, _) -> Reply<Etcdserverpb_HashKVResponse> in
+            let h = try store.hashKV(revision: req.revision)
+            var r = Etcdserverpb_HashKVResponse()
+            r.header = header()
+            r.hash = h.hash
+            r.compactRevision = h.compactRevision
+            r.hashRevision = h.hashRevision
+            return .now(r)
+        }
+        unary(m, "Alarm") { [unowned self] (req: Etcdserverpb_AlarmRequest, _) -> Reply<Etcdserverpb_AlarmResponse> in
+            // No alarm can be raised yet (quota and corruption checks come
+            // later), so GET lists none and changing one is refused.
+            guard req.action == .get else {
+                throw GRPCStatus(.unimplemented, "swetcd: raising or clearing alarms is not built yet")
+            }
+            var r = Etcdserverpb_AlarmResponse()
+            r.header = header()
+            return .now(r)
+        }
+        unary(m, "Defragment") { [unowned self] (_: Etcdserverpb_DefragmentRequest, _) -> Reply<Etcdserverpb_DefragmentResponse> in
+            guard snapshotsInProgress == 0 else {
+                throw GRPCStatus(.unavailable, "swetcd: a snapshot is being taken; defragment again after it")
+            }
+            let before = backend.fileSize
+            try backend.defragment()
+            logger.info("defragmented", metadata: ["size-before": "\(before)", "size-after": "\(backend.fileSize)"])
+            var r = Etcdserverpb_DefragmentResponse()
+            r.header = header()
+            return .now(r)
+        }
+        for method in ["MoveLeader", "Downgrade"] {
+            register(m, method, .unary) { [unowned self] call, _ in
+                let key = Metrics.CallKey(type: "unary", service: m, method: method)
+                metrics.callStarted(key)
+                finish(call, key, status: GRPCStatus(.unimplemented, "swetcd: \(method) needs clustering, which is not built yet"))
+            }
+        }
+        register(m, "Snapshot", .serverStreaming) { [unowned self] call, _ in
+            startSnapshot(call, Metrics.CallKey(type: "server_stream", service: m, method: "Snapshot"))
+        }
+    }
+
+    /// Copies the committed backend on a thread of its own, then streams the
+    /// copy in 32 KiB chunks as flow control allows, followed by its SHA-256
+    /// (as etcd does, so `etcdctl snapshot save` can verify it).
+    private func startSnapshot(_ call: GRPCCall, _ key: Metrics.CallKey) {
+        metrics.callStarted(key)
+        do {
+            try store.setConsistentIndex(appliedIndex)
+            try store.commit()  // every acknowledged write is in the copy
+        } catch {
+            finish(call, key, status: GRPCStatus(.internal, "snapshot: \(error)"))
+            return
+        }
+        snapshotsInProgress += 1
+        let path = config.dataDir + "/member/snap/snapshot-\(UInt64.random(in: 0...UInt64.max)).tmp"
+        let header = self.header()
+        let copier = backend.copier
+        let bound = LoopBound((server: self, call: call))
+        let loop = self.loop
+        runOnNewThread {
+            unlink(path)
+            let result = Result { try copier.copy(to: path) }.mapError { "\($0)" }
+            loop.execute {
+                let (server, call) = bound.value
+                server.snapshotsInProgress -= 1
+                switch result {
+                case .success:
+                    SnapshotStream(path: path, header: header, call: call, server: server, key: key).start()
+                case .failure(let why):
+                    unlink(path)
+                    server.finish(call, key, status: GRPCStatus(.internal, "snapshot copy failed: \(why)"))
+                }
+            }
+        }
+    }
+}
+
+extension Result where Failure == Error {
+    init(_ body: () throws -> Success) {
+        do { self = .success(try body()) } catch { self = .failure(error) }
+    }
+}
+
+extension String: @retroactive Error {}
+
+/// Streams one snapshot file to one call, pulled by the call's flow control.
+final class SnapshotStream {
+    static let chunkBytes = 32 * 1024
+    let path: String
+    let header: Etcdserverpb_ResponseHeader
+    let call: GRPCCall
+    unowned let server: EtcdServer
+    let key: Metrics.CallKey
+    private var fd: Int32 = -1
+    private var total = 0
+    private var sent = 0
+    private var digest: OpaquePointer?
+
+    init(path: String, header: Etcdserverpb_ResponseHeader, call: GRPCCall, server: EtcdServer, key: Metrics.CallKey) {
+        self.path = path
+        self.header = header
+        self.call = call
+        self.server = server
+        self.key = key
+    }
+
+    func start() {
+        fd = open(path, O_RDONLY)
+        var st = stat()
+        guard fd >= 0, fstat(fd, &st) == 0 else {
+            end(GRPCStatus(.internal, "snapshot: cannot open the copy"))
+            return
+        }
+        unlink(path)  // the open descriptor keeps it readable
+        total = Int(st.st_size)
+        digest = EVP_MD_CTX_new()
+        EVP_DigestInit_ex(digest, EVP_sha256(), nil)
+        // The stream keeps itself alive through these closures until it ends.
+        call.onWritable = { [self] in produce() }
+        call.onClose = { [self] in release() }
+        produce()
+    }
+
+    private func produce() {
+        var buffer = [UInt8](repeating: 0, count: Self.chunkBytes)
+        while !call.isClosed && call.queuedBytes < GRPCCall.lowWaterBytes {
+            if sent == total {
+                var sha = [UInt8](repeating: 0, count: 32)
+                var length: UInt32 = 0
+                EVP_DigestFinal_ex(digest, &sha, &length)
+                send(blob: Array(sha.prefix(Int(length))), remaining: 0)
+                end(.ok)
+                return
+            }
+            let n = read(fd, &buffer, min(Self.chunkBytes, total - sent))
+            guard n > 0 else {
+                end(GRPCStatus(.internal, "snapshot: read failed"))
+                return
+            }
+            EVP_DigestUpdate(digest, buffer, n)
+            sent += n
+            send(blob: Array(buffer.prefix(n)), remaining: total - sent)
+        }
+    }
+
+    private func send(blob: [UInt8], remaining: Int) {
+        var r = Etcdserverpb_SnapshotResponse()
+        r.header = header
+        r.remainingBytes = UInt64(remaining)
+        r.blob = Data(blob)
+        r.version = ServerVersion.server
+        if let bytes: [UInt8] = try? r.serializedBytes() { call.send(bytes) }
+    }
+
+    private func end(_ status: GRPCStatus) {
+        server.finish(call, key, status: status)
+        release()
+    }
+
+    private func release() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        if let digest { EVP_MD_CTX_free(digest) }
+        digest = nil
+        call.onWritable = nil
+        call.onClose = nil
+    }
+}

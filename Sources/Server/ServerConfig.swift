@@ -1,0 +1,155 @@
+import Logging
+
+/// The server's settings, from etcd's flags and their `ETCD_*` environment
+/// variables (a flag wins over its variable).
+public struct ServerConfig: Equatable, Sendable {
+    public var name = "default"
+    public var dataDir = "default.swetcd"
+    public var listenClientURLs = [ClientURL(host: "127.0.0.1", port: 2379)]
+    public var advertiseClientURLs: [ClientURL]?
+    public var maxRequestBytes = 1_572_864
+    public var maxTxnOps = 128
+    public var logLevel = Logger.Level.info
+    public var quotaBackendBytes: Int64 = 2 << 30
+
+    public init() {}
+
+    /// What clients are told to use (MemberList): the advertised URLs, or
+    /// the listened ones.
+    public var clientURLs: [ClientURL] { advertiseClientURLs ?? listenClientURLs }
+
+    public struct ClientURL: Equatable, Sendable, CustomStringConvertible {
+        public var host: String
+        public var port: UInt16
+        public var description: String { "http://\(host):\(port)" }
+
+        /// Parses `http://host:port`.
+        public init?(_ s: String) {
+            guard s.hasPrefix("http://") else { return nil }
+            let rest = s.dropFirst("http://".count).split(separator: "/", maxSplits: 1).first ?? ""
+            guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
+                return nil
+            }
+            host = String(rest[..<colon])
+            if host == "localhost" { host = "127.0.0.1" }
+            self.port = port
+        }
+
+        public init(host: String, port: UInt16) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public enum ParseError: Error, Equatable, CustomStringConvertible {
+        case unknownFlag(String)
+        case missingValue(String)
+        case badValue(flag: String, value: String, why: String)
+        case helpRequested
+        case versionRequested
+
+        public var description: String {
+            switch self {
+            case .unknownFlag(let f): return "unknown flag: \(f)"
+            case .missingValue(let f): return "flag needs an argument: \(f)"
+            case .badValue(let f, let v, let why): return "invalid value \"\(v)\" for flag --\(f): \(why)"
+            case .helpRequested: return "help requested"
+            case .versionRequested: return "version requested"
+            }
+        }
+    }
+
+    static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls",
+                        "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes"]
+
+    public static let usage = """
+    usage: swetcd [flags]
+
+      --name                  human-readable name of this member (default "default")
+      --data-dir              path to the data directory (default "default.swetcd")
+      --listen-client-urls    comma-separated URLs to serve clients on (default "http://127.0.0.1:2379")
+      --advertise-client-urls comma-separated client URLs to tell clients (default: the listen URLs)
+      --max-request-bytes     largest client request accepted, in bytes (default 1572864)
+      --max-txn-ops           most operations in one transaction (default 128)
+      --log-level             debug, info, warn, error, panic or fatal (default info)
+      --quota-backend-bytes   backend size that raises the NOSPACE alarm (default 2 GiB)
+      --version               print the version and exit
+      -h, --help              print this help
+
+    Every flag may also come from its environment variable: ETCD_ and the flag's
+    name in capitals with '-' as '_' (ETCD_DATA_DIR=...).
+    """
+
+    /// Parses Go-flag style arguments (`--flag value`, `--flag=value`, one or
+    /// two dashes) over the environment's `ETCD_*` values.
+    public static func parse(arguments: [String], environment: [String: String]) throws -> ServerConfig {
+        var values: [String: String] = [:]
+        for flag in flags {
+            let variable = "ETCD_" + flag.uppercased().replacingDashes()
+            if let v = environment[variable] { values[flag] = v }
+        }
+        var i = 0
+        while i < arguments.count {
+            let arg = arguments[i]
+            i += 1
+            guard arg.hasPrefix("-") else { throw ParseError.unknownFlag(arg) }
+            let body = arg.drop { $0 == "-" }
+            let name: String, inline: String?
+            if let eq = body.firstIndex(of: "=") {
+                name = String(body[..<eq])
+                inline = String(body[body.index(after: eq)...])
+            } else {
+                name = String(body)
+                inline = nil
+            }
+            if name == "h" || name == "help" { throw ParseError.helpRequested }
+            if name == "version" { throw ParseError.versionRequested }
+            guard flags.contains(name) else { throw ParseError.unknownFlag(arg) }
+            if let inline {
+                values[name] = inline
+            } else {
+                guard i < arguments.count else { throw ParseError.missingValue(arg) }
+                values[name] = arguments[i]
+                i += 1
+            }
+        }
+
+        var config = ServerConfig()
+        for (flag, value) in values {
+            func bad(_ why: String) -> ParseError { .badValue(flag: flag, value: value, why: why) }
+            func urls() throws -> [ClientURL] {
+                let parsed = value.split(separator: ",").map { ClientURL(String($0)) }
+                guard !parsed.isEmpty, parsed.allSatisfy({ $0 != nil }) else {
+                    throw bad("want http://IP:PORT[,...] (https comes with TLS support)")
+                }
+                return parsed.compactMap { $0 }
+            }
+            func positive() throws -> Int {
+                guard let n = Int(value), n > 0 else { throw bad("want a positive integer") }
+                return n
+            }
+            switch flag {
+            case "name": config.name = value
+            case "data-dir":
+                guard !value.isEmpty else { throw bad("empty path") }
+                config.dataDir = value
+            case "listen-client-urls": config.listenClientURLs = try urls()
+            case "advertise-client-urls": config.advertiseClientURLs = try urls()
+            case "max-request-bytes": config.maxRequestBytes = try positive()
+            case "max-txn-ops": config.maxTxnOps = try positive()
+            case "quota-backend-bytes": config.quotaBackendBytes = Int64(try positive())
+            case "log-level":
+                let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
+                                                      "error": .error, "panic": .critical, "fatal": .critical]
+                guard let level = levels[value] else { throw bad("want debug, info, warn, error, panic or fatal") }
+                config.logLevel = level
+            default: break
+            }
+        }
+        return config
+    }
+}
+
+extension String {
+    func replacingDashes() -> String { String(map { $0 == "-" ? "_" : $0 }) }
+}

@@ -1,0 +1,154 @@
+import CLibevent
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One accepted client connection. It first looks at the opening bytes:
+/// the HTTP/2 client preface makes it an HTTP/2 (gRPC) connection, an
+/// HTTP/1.x request line an HTTP/1.1 one (etcd serves both on one port), and
+/// anything else is dropped.
+final class Connection {
+    private var bev: OpaquePointer?
+    private unowned let server: TransportServer
+    let id: Int
+
+    private enum Mode {
+        case sniffing
+        case http2(HTTP2ServerSession)
+        case http1
+    }
+    private var mode = Mode.sniffing
+    private var closeAfterFlush = false
+    private(set) var isClosed = false
+
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    init(bev: OpaquePointer, server: TransportServer, id: Int) {
+        self.bev = bev
+        self.server = server
+        self.id = id
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        bufferevent_setcb(bev, { _, arg in
+            Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue().readable()
+        }, { _, arg in
+            Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue().writable()
+        }, { _, events, arg in
+            Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue().event(events)
+        }, me)
+        // The write callback runs when the output drains to a quarter of its
+        // bound: time to produce more.
+        bufferevent_setwatermark(bev, Int16(EV_WRITE), server.limits.outputBufferBytes / 4, 0)
+        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+    }
+
+    var outputBytes: Int {
+        guard let bev else { return 0 }
+        return evbuffer_get_length(bufferevent_get_output(bev))
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let bev, bytes.count > 0 else { return }
+        bufferevent_write(bev, bytes.baseAddress, bytes.count)
+    }
+
+    func closeWhenFlushed() {
+        closeAfterFlush = true
+        if outputBytes == 0 { close() }
+    }
+
+    // MARK: Callbacks
+
+    private func readable() {
+        guard let bev else { return }
+        let input = bufferevent_get_input(bev)
+        if case .sniffing = mode {
+            let n = evbuffer_get_length(input)
+            let peek = min(n, Self.preface.count)
+            var first = [UInt8](repeating: 0, count: peek)
+            evbuffer_copyout(input, &first, peek)
+            if first == Array(Self.preface.prefix(peek)) {
+                guard peek == Self.preface.count else { return }  // wait for the whole preface
+                mode = .http2(HTTP2ServerSession(connection: self, router: server.router, limits: server.limits))
+            } else if Self.looksLikeHTTP1(first) {
+                mode = .http1
+            } else {
+                server.log(.debug, "dropping a connection that speaks neither HTTP/2 nor HTTP/1.1")
+                close()
+                return
+            }
+        }
+        switch mode {
+        case .sniffing: return
+        case .http2(let session):
+            // Feed nghttp2 the input as it lies in the buffer's chunks.
+            while evbuffer_get_length(input) > 0 && !isClosed {
+                var vec = iovec()
+                guard evbuffer_peek(input, -1, nil, &vec, 1) > 0 else { break }
+                let ok = session.receive(UnsafeRawBufferPointer(start: vec.iov_base, count: vec.iov_len))
+                evbuffer_drain(input, vec.iov_len)
+                if !ok {
+                    session.flush()  // a GOAWAY, if nghttp2 queued one
+                    closeWhenFlushed()
+                    return
+                }
+            }
+        case .http1:
+            if let input { serveHTTP1(input) }
+        }
+    }
+
+    static func looksLikeHTTP1(_ first: [UInt8]) -> Bool {
+        // A method token (upper-case letters) followed by a space.
+        guard let space = first.firstIndex(of: 0x20) else {
+            return !first.isEmpty && first.allSatisfy { $0 >= 0x41 && $0 <= 0x5a }
+        }
+        return space > 0 && first[..<space].allSatisfy { $0 >= 0x41 && $0 <= 0x5a }
+    }
+
+    private func serveHTTP1(_ input: OpaquePointer) {
+        while !closeAfterFlush && !isClosed {
+            let n = evbuffer_get_length(input)
+            guard n > 0, let data = evbuffer_pullup(input, -1) else { return }
+            switch HTTP1Parser.parse(UnsafeRawBufferPointer(start: data, count: n), limits: server.limits) {
+            case .needMore:
+                return
+            case .bad(let status):
+                let r = HTTP1Response(status: status, text: HTTP1Parser.reason(status) + "\n")
+                let bytes = HTTP1Parser.serialize(r, keepAlive: false, version: "HTTP/1.1")
+                bytes.withUnsafeBytes { write($0) }
+                closeWhenFlushed()
+                return
+            case .request(let request, let consumed):
+                evbuffer_drain(input, consumed)
+                let keepAlive = HTTP1Parser.wantsKeepAlive(request)
+                let response = server.http1.handle(request)
+                let bytes = HTTP1Parser.serialize(response, keepAlive: keepAlive, version: request.version)
+                bytes.withUnsafeBytes { write($0) }
+                if !keepAlive { closeWhenFlushed() }
+            }
+        }
+    }
+
+    private func writable() {
+        if case .http2(let session) = mode { session.flush() }
+        if closeAfterFlush && outputBytes == 0 { close() }
+    }
+
+    private func event(_ events: Int16) {
+        if events & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR) != 0 { close() }
+    }
+
+    /// Frees the socket and tells the calls on it; the server lets go of this
+    /// object last, so nothing here may run after that.
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        if let bev { bufferevent_free(bev) }
+        bev = nil
+        if case .http2(let session) = mode {
+            mode = .http1  // drop the session after telling its calls
+            session.connectionLost()
+        }
+        server.connectionClosed(self)
+    }
+}

@@ -1,0 +1,171 @@
+import CLibevent
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One libevent loop, owned by the thread that runs it. Everything a loop
+/// owns (connections, timers, the store) is touched only on that thread;
+/// other threads hand work over with `execute(_:)`.
+public final class EventLoop: @unchecked Sendable {
+    // @unchecked: the C base is used only on the loop thread, except for
+    // `execute`, which takes the lock and uses libevent's thread-safe
+    // `event_active` (libevent is set up with pthreads locking).
+
+    let base: OpaquePointer
+    private var wakeup: OpaquePointer?
+    private let queued = Mutex<[@Sendable () -> Void]>([])
+    private var signalEvents: [OpaquePointer] = []
+    private var timers: [Timer] = []
+
+    /// Priorities: 0 for I/O, 1 for work that should run after the I/O of
+    /// the same iteration (`runAfterIO`), e.g. committing a batch of writes.
+    static let priorities: Int32 = 2
+
+    public init() {
+        Self.enableThreads
+        guard let base = event_base_new() else { fatalError("event_base_new failed") }
+        self.base = base
+        event_base_priority_init(base, Self.priorities)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        wakeup = event_new(base, -1, 0, { _, _, arg in
+            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().runQueued()
+        }, me)
+    }
+
+    private static let enableThreads: Void = { _ = evthread_use_pthreads() }()
+
+    deinit {
+        for t in timers { t.cancel() }
+        for e in signalEvents { event_free(e) }
+        if let wakeup { event_free(wakeup) }
+        event_base_free(base)
+    }
+
+    /// Runs until `stop()`.
+    public func run() {
+        event_base_dispatch(base)
+    }
+
+    /// Makes `run()` return after the current callbacks.
+    public func stop() {
+        event_base_loopbreak(base)
+    }
+
+    /// Runs `work` on the loop thread soon; callable from any thread.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        queued.withLock { $0.append(work) }
+        event_active(wakeup, 0, 0)
+    }
+
+    private func runQueued() {
+        let work = queued.withLock { q -> [@Sendable () -> Void] in
+            defer { q.removeAll() }
+            return q
+        }
+        for w in work { w() }
+    }
+
+    /// Calls `handler` on the loop when the process receives `signal`.
+    public func onSignal(_ signal: Int32, _ handler: @escaping () -> Void) {
+        let box = Unmanaged.passRetained(CallbackBox(handler)).toOpaque()
+        guard let ev = event_new(base, signal, Int16(EV_SIGNAL | EV_PERSIST), { _, _, arg in
+            Unmanaged<CallbackBox>.fromOpaque(arg!).takeUnretainedValue().callback()
+        }, box) else { return }
+        event_add(ev, nil)
+        signalEvents.append(ev)
+    }
+
+    /// A timer firing every `interval` seconds (or once) on the loop.
+    @discardableResult
+    public func schedule(every interval: Double, repeats: Bool = true, _ handler: @escaping () -> Void) -> Timer {
+        let t = Timer(loop: self, interval: interval, repeats: repeats, handler: handler)
+        timers.append(t)
+        return t
+    }
+
+    /// An event that, once triggered, runs after the I/O callbacks of the
+    /// current loop iteration.
+    public func makeDeferredTask(_ handler: @escaping () -> Void) -> DeferredTask {
+        DeferredTask(loop: self, handler: handler)
+    }
+}
+
+final class CallbackBox {
+    let callback: () -> Void
+    init(_ callback: @escaping () -> Void) { self.callback = callback }
+}
+
+/// A repeating or one-shot timer on a loop.
+public final class Timer {
+    private var event: OpaquePointer?
+    private let box: CallbackBox
+
+    init(loop: EventLoop, interval: Double, repeats: Bool, handler: @escaping () -> Void) {
+        box = CallbackBox(handler)
+        let arg = Unmanaged.passUnretained(box).toOpaque()
+        event = event_new(loop.base, -1, Int16(repeats ? EV_PERSIST : 0), { _, _, arg in
+            Unmanaged<CallbackBox>.fromOpaque(arg!).takeUnretainedValue().callback()
+        }, arg)
+        var tv = timeval(tv_sec: Int(interval), tv_usec: Int((interval - Double(Int(interval))) * 1e6))
+        event_add(event, &tv)
+    }
+
+    public func cancel() {
+        if let event { event_free(event) }
+        event = nil
+    }
+
+    deinit { cancel() }
+}
+
+/// Work that is triggered any number of times during a loop iteration and
+/// runs once, after that iteration's I/O (priority 1).
+public final class DeferredTask {
+    private var event: OpaquePointer?
+    private let handler: () -> Void
+    private var isPending = false
+
+    init(loop: EventLoop, handler: @escaping () -> Void) {
+        self.handler = handler
+        // The task outlives its event (freed in deinit), so the callback may
+        // hold it unretained.
+        event = event_new(loop.base, -1, 0, { _, _, arg in
+            let task = Unmanaged<DeferredTask>.fromOpaque(arg!).takeUnretainedValue()
+            task.isPending = false
+            task.handler()
+        }, Unmanaged.passUnretained(self).toOpaque())
+        event_priority_set(event, 1)
+    }
+
+    /// Asks for the task to run after this iteration's I/O.
+    public func trigger() {
+        guard !isPending, let event else { return }
+        isPending = true
+        event_active(event, 0, 0)
+    }
+
+    deinit { if let event { event_free(event) } }
+}
+
+/// A value that is only ever used on its loop's thread, carried through a
+/// `@Sendable` closure that hops threads and back (see `EventLoop.execute`).
+public struct LoopBound<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
+}
+
+/// Runs `body` on a new detached thread (for blocking work such as copying
+/// the database), so the loop never waits for it.
+public func runOnNewThread(_ body: @escaping @Sendable () -> Void) {
+    final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+    let arg = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { arg in
+        let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+        box.body()
+        return nil
+    }, arg)
+    precondition(rc == 0, "pthread_create failed: \(rc)")
+    pthread_detach(thread)
+}

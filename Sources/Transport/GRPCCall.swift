@@ -1,0 +1,60 @@
+/// One gRPC call on an HTTP/2 stream, as the service sees it. All of it is
+/// used on the loop thread. Answering a call whose client has gone is
+/// harmless: it does nothing.
+public final class GRPCCall {
+    /// The request path, `/package.Service/Method`.
+    public let path: String
+    /// Request metadata (headers other than pseudo-headers), lower-cased names.
+    public let metadata: [(name: String, value: String)]
+    /// Seconds the client allows (from `grpc-timeout`), if it set a deadline.
+    public let timeout: Double?
+
+    weak var stream: HTTP2Stream?
+
+    /// Further request messages (bidirectional streams).
+    public var onMessage: (([UInt8]) -> Void)?
+    /// The client half-closed its side (no more messages).
+    public var onRequestEnd: (() -> Void)?
+    /// The stream is gone (finished, reset, or connection lost).
+    public var onClose: (() -> Void)?
+    /// Queued response bytes fell below `lowWaterBytes`: room for more.
+    public var onWritable: (() -> Void)?
+
+    /// Below this many queued response bytes, `onWritable` is called.
+    public static let lowWaterBytes = 256 << 10
+
+    init(path: String, metadata: [(name: String, value: String)], timeout: Double?, stream: HTTP2Stream) {
+        self.path = path
+        self.metadata = metadata
+        self.timeout = timeout
+        self.stream = stream
+    }
+
+    public func metadata(_ name: String) -> String? {
+        metadata.first { $0.name == name }?.value
+    }
+
+    /// True once the call is finished or its stream is gone.
+    public var isClosed: Bool { stream?.isFinished ?? true }
+
+    /// Response bytes queued and not yet taken by HTTP/2 flow control.
+    public var queuedBytes: Int { stream?.outbound.count ?? 0 }
+
+    /// Unary answer: the message, then status OK.
+    public func respond(_ message: [UInt8]) {
+        send(message)
+        finish(.ok)
+    }
+
+    /// Sends one response message (streams: any number of times).
+    public func send(_ message: [UInt8]) {
+        stream?.send(message)
+    }
+
+    /// Ends the call with `status` in the trailers.
+    public func finish(_ status: GRPCStatus) {
+        stream?.finish(status)
+    }
+
+    public func fail(_ status: GRPCStatus) { finish(status) }
+}

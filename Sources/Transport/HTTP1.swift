@@ -1,0 +1,116 @@
+/// An HTTP/1.1 request, as the handler sees it.
+public struct HTTP1Request: Sendable {
+    public var method: String
+    /// The path with its query, as sent.
+    public var target: String
+    public var version: String
+    /// Header names lower-cased.
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name == name }?.value
+    }
+
+    public var path: String { String(target.prefix { $0 != "?" }) }
+}
+
+public struct HTTP1Response: Sendable {
+    public var status: Int
+    public var contentType: String
+    public var body: [UInt8]
+
+    public init(status: Int = 200, contentType: String = "text/plain; charset=utf-8", body: [UInt8]) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+    }
+
+    public init(status: Int = 200, contentType: String = "text/plain; charset=utf-8", text: String) {
+        self.init(status: status, contentType: contentType, body: Array(text.utf8))
+    }
+}
+
+/// Answers HTTP/1.1 requests on the client port (/health, /version, ...).
+public protocol HTTP1Handler: AnyObject {
+    func handle(_ request: HTTP1Request) -> HTTP1Response
+}
+
+/// Parses HTTP/1.x requests off the front of a byte stream: request line,
+/// headers, and a Content-Length body. Pipelined requests come out in order.
+struct HTTP1Parser {
+    enum Parsed {
+        case request(HTTP1Request, consumed: Int)
+        case needMore
+        case bad(status: Int)
+    }
+
+    static func parse(_ bytes: UnsafeRawBufferPointer, limits: TransportLimits) -> Parsed {
+        // The head ends at the first CRLF CRLF.
+        var headEnd = -1
+        if bytes.count >= 4 {
+            for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
+                headEnd = i
+                break
+            }
+        }
+        if headEnd < 0 { return bytes.count > limits.maxHTTP1HeadBytes ? .bad(status: 431) : .needMore }
+        let head = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<headEnd]), as: UTF8.self)
+        var lines = head.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
+        let requestLine = lines.removeFirst().split(separator: " ").map(String.init)
+        guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1.") else { return .bad(status: 400) }
+        var headers: [(name: String, value: String)] = []
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else { return .bad(status: 400) }
+            let name = line[..<colon].lowercased()
+            let value = line[line.index(after: colon)...].trimmingSpaces()
+            headers.append((name, value))
+        }
+        var request = HTTP1Request(method: requestLine[0], target: requestLine[1], version: requestLine[2],
+                                   headers: headers, body: [])
+        if request.header("transfer-encoding") != nil { return .bad(status: 411) }
+        let length = Int(request.header("content-length") ?? "0") ?? -1
+        if length < 0 { return .bad(status: 400) }
+        if length > limits.maxHTTP1BodyBytes { return .bad(status: 413) }
+        let total = headEnd + 4 + length
+        guard bytes.count >= total else { return .needMore }
+        request.body = Array(UnsafeRawBufferPointer(rebasing: bytes[(headEnd + 4)..<total]))
+        return .request(request, consumed: total)
+    }
+
+    static func wantsKeepAlive(_ r: HTTP1Request) -> Bool {
+        let connection = r.header("connection")?.lowercased() ?? ""
+        return r.version == "HTTP/1.0" ? connection == "keep-alive" : connection != "close"
+    }
+
+    static func serialize(_ response: HTTP1Response, keepAlive: Bool, version: String) -> [UInt8] {
+        var head = "\(version == "HTTP/1.0" ? "HTTP/1.0" : "HTTP/1.1") \(response.status) \(reason(response.status))\r\n"
+        head += "Content-Type: \(response.contentType)\r\n"
+        head += "Content-Length: \(response.body.count)\r\n"
+        head += keepAlive ? (version == "HTTP/1.0" ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n"
+        head += "\r\n"
+        return Array(head.utf8) + response.body
+    }
+
+    static func reason(_ status: Int) -> String {
+        switch status {
+        case 200: return "OK"
+        case 400: return "Bad Request"
+        case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
+        case 411: return "Length Required"
+        case 413: return "Payload Too Large"
+        case 415: return "Unsupported Media Type"
+        case 431: return "Request Header Fields Too Large"
+        case 500: return "Internal Server Error"
+        case 503: return "Service Unavailable"
+        default: return "Status"
+        }
+    }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}

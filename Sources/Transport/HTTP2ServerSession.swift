@@ -1,0 +1,381 @@
+import CNghttp2
+
+/// One request stream of an HTTP/2 connection, carrying one gRPC call.
+final class HTTP2Stream {
+    let id: Int32
+    unowned let session: HTTP2ServerSession
+    var method = ""
+    var path = ""
+    var contentType = ""
+    var timeout: Double?
+    var metadata: [(name: String, value: String)] = []
+
+    var inbound = ByteQueue()
+    var outbound = ByteQueue()
+    var call: GRPCCall?
+    var grpcMethod: GRPCMethod?
+    var dispatched = false
+    /// Response headers went out with a data provider (not trailers-only).
+    var responseStarted = false
+    /// Status to send in trailers once `outbound` is drained.
+    var finalStatus: GRPCStatus?
+    /// The data provider returned DEFERRED and waits for a resume.
+    var isDeferred = false
+    /// finish() was called, or the stream closed.
+    var isFinished = false
+    /// Request data is discarded (the call was refused mid-request).
+    var ignoresInput = false
+
+    init(id: Int32, session: HTTP2ServerSession) {
+        self.id = id
+        self.session = session
+    }
+
+    func send(_ message: [UInt8]) {
+        guard !isFinished else { return }
+        GRPCFrame.encode(message, into: &outbound)
+        startResponseIfNeeded()
+        resume()
+    }
+
+    func finish(_ status: GRPCStatus) {
+        guard !isFinished else { return }
+        isFinished = true
+        if responseStarted {
+            finalStatus = status
+            resume()
+        } else {
+            session.submitTrailersOnly(self, status)
+        }
+    }
+
+    private func startResponseIfNeeded() {
+        guard !responseStarted else { return }
+        responseStarted = true
+        session.submitResponseHeaders(self)
+    }
+
+    private func resume() {
+        if isDeferred {
+            isDeferred = false
+            nghttp2_session_resume_data(session.session, id)
+        }
+        session.scheduleFlush()
+    }
+}
+
+/// The server side of one HTTP/2 connection (h2c with prior knowledge, or
+/// h2 after TLS ALPN): nghttp2 does the framing and flow control; this turns
+/// streams into gRPC calls for a `GRPCRouter`.
+///
+/// nghttp2 calls back into this object while `receive` or `flush` run; those
+/// callbacks only record what happened, and user code (handlers, onClose,
+/// onWritable) runs after nghttp2 has returned.
+final class HTTP2ServerSession {
+    fileprivate(set) var session: OpaquePointer?
+    private unowned let connection: Connection
+    private let router: GRPCRouter
+    private let limits: TransportLimits
+    private var streams: [Int32: HTTP2Stream] = [:]
+
+    // Work collected during nghttp2 callbacks, run after they return.
+    private var ready: [HTTP2Stream] = []
+    private var closedCalls: [GRPCCall] = []
+    private var writableCalls: [GRPCCall] = []
+    private var inInput = false
+    private var flushWanted = false
+
+    init(connection: Connection, router: GRPCRouter, limits: TransportLimits) {
+        self.connection = connection
+        self.router = router
+        self.limits = limits
+        var callbacks: OpaquePointer?
+        nghttp2_session_callbacks_new(&callbacks)
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
+            guard let frame, let user else { return 0 }
+            let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
+            if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
+               frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
+                let id = frame.pointee.hd.stream_id
+                s.streams[id] = HTTP2Stream(id: id, session: s)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
+            guard let frame, let user, let name, let value else { return 0 }
+            let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
+            guard let stream = s.streams[frame.pointee.hd.stream_id] else { return 0 }
+            let n = String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)
+            let v = String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
+            switch n {
+            case ":method": stream.method = v
+            case ":path": stream.path = v
+            case "content-type": stream.contentType = v
+            case "grpc-timeout": stream.timeout = parseGRPCTimeout(v)
+            default: if !n.hasPrefix(":") { stream.metadata.append((n, v)) }
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
+            guard let frame, let user else { return 0 }
+            let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
+            s.frameReceived(type: frame.pointee.hd.type, flags: frame.pointee.hd.flags,
+                            streamID: frame.pointee.hd.stream_id)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, length, user in
+            guard let user, let data else { return 0 }
+            let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
+            s.dataReceived(streamID: streamID, UnsafeRawBufferPointer(start: data, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, _, user in
+            guard let user else { return 0 }
+            let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
+            if let stream = s.streams.removeValue(forKey: streamID) {
+                stream.isFinished = true
+                if let call = stream.call { s.closedCalls.append(call) }
+            }
+            return 0
+        }
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        nghttp2_session_server_new(&session, callbacks, me)
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                                   value: limits.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                                   value: limits.streamWindowBytes),
+        ]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
+                                              limits.connectionWindowBytes)
+    }
+
+    deinit { nghttp2_session_del(session) }
+
+    /// Everything the connection has read. False: the connection must close.
+    func receive(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        inInput = true
+        let consumed = nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+        inInput = false
+        if consumed < 0 { return false }
+        runCollectedWork()
+        flush()
+        return true
+    }
+
+    /// Calls the connection's streams' owners: the connection went away.
+    func connectionLost() {
+        for stream in streams.values {
+            stream.isFinished = true
+            if let call = stream.call { closedCalls.append(call) }
+        }
+        streams.removeAll()
+        let calls = closedCalls
+        closedCalls.removeAll()
+        for c in calls { c.onClose?() }
+    }
+
+    var isDone: Bool {
+        nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0
+    }
+
+    // MARK: Receiving
+
+    private func frameReceived(type: UInt8, flags: UInt8, streamID: Int32) {
+        guard let stream = streams[streamID] else { return }
+        let endStream = flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        if type == UInt8(NGHTTP2_HEADERS.rawValue) && !stream.dispatched && stream.grpcMethod == nil {
+            ready.append(stream)  // route it once its headers are complete
+        }
+        if endStream { ready.append(stream) }
+        if type == UInt8(NGHTTP2_DATA.rawValue) && !endStream && stream.grpcMethod?.kind == .bidirectionalStreaming {
+            ready.append(stream)
+        }
+    }
+
+    private func dataReceived(streamID: Int32, _ bytes: UnsafeRawBufferPointer) {
+        guard let stream = streams[streamID], !stream.ignoresInput else { return }
+        stream.inbound.append(bytes)
+    }
+
+    /// Routes new streams, hands over complete messages, ends requests.
+    private func runCollectedWork() {
+        var seen = Set<Int32>()
+        let work = ready
+        ready.removeAll()
+        for stream in work where seen.insert(stream.id).inserted {
+            process(stream)
+        }
+        notifyClosedAndWritable()
+    }
+
+    private func process(_ stream: HTTP2Stream) {
+        guard !stream.isFinished || stream.call != nil else { return }
+        if stream.grpcMethod == nil && !stream.ignoresInput {
+            guard stream.method == "POST", stream.contentType.hasPrefix("application/grpc") else {
+                refuse(stream, httpStatus: "415")
+                return
+            }
+            switch router.method(for: stream.path) {
+            case .success(let m):
+                stream.grpcMethod = m
+                stream.call = GRPCCall(path: stream.path, metadata: stream.metadata, timeout: stream.timeout, stream: stream)
+            case .failure(let status):
+                stream.ignoresInput = true
+                stream.finish(status)
+                return
+            }
+        }
+        guard let method = stream.grpcMethod, let call = stream.call, !stream.ignoresInput else { return }
+        let requestEnded = nghttp2_session_get_stream_remote_close(session, stream.id) != 0
+        switch method.kind {
+        case .unary, .serverStreaming:
+            guard requestEnded, !stream.dispatched else { return }
+            stream.dispatched = true
+            switch GRPCFrame.next(from: &stream.inbound, maxMessageBytes: limits.maxReceiveMessageBytes) {
+            case .message(let m): method.handler(call, m)
+            case .needMore: stream.finish(GRPCStatus(.internal, "grpc: request ended before a whole message"))
+            case .compressed: stream.finish(GRPCStatus(.unimplemented, "grpc: compressed messages are not supported"))
+            case .tooLarge(let n): refuseTooLarge(stream, n)
+            }
+        case .bidirectionalStreaming:
+            if !stream.dispatched {
+                stream.dispatched = true
+                method.handler(call, [])
+            }
+            while !stream.isFinished {
+                switch GRPCFrame.next(from: &stream.inbound, maxMessageBytes: limits.maxReceiveMessageBytes) {
+                case .message(let m): call.onMessage?(m); continue
+                case .needMore: break
+                case .compressed: stream.finish(GRPCStatus(.unimplemented, "grpc: compressed messages are not supported"))
+                case .tooLarge(let n): refuseTooLarge(stream, n)
+                }
+                break
+            }
+            if requestEnded { call.onRequestEnd?() }
+        }
+    }
+
+    private func refuseTooLarge(_ stream: HTTP2Stream, _ length: Int) {
+        stream.ignoresInput = true
+        stream.inbound = ByteQueue()
+        stream.finish(GRPCStatus(.resourceExhausted,
+            "grpc: received message larger than max (\(length) vs. \(limits.maxReceiveMessageBytes))"))
+    }
+
+    private func refuse(_ stream: HTTP2Stream, httpStatus: String) {
+        stream.ignoresInput = true
+        stream.isFinished = true
+        withHeaders([(":status", httpStatus)]) { nva, count in
+            _ = nghttp2_submit_response(session, stream.id, nva, count, nil)
+        }
+        scheduleFlush()
+    }
+
+    private func notifyClosedAndWritable() {
+        while !closedCalls.isEmpty || !writableCalls.isEmpty {
+            let closed = closedCalls, writable = writableCalls
+            closedCalls.removeAll()
+            writableCalls.removeAll()
+            for c in closed { c.onClose?() }
+            for c in writable where !c.isClosed { c.onWritable?() }
+        }
+    }
+
+    // MARK: Sending
+
+    func submitResponseHeaders(_ stream: HTTP2Stream) {
+        var provider = nghttp2_data_provider()
+        provider.read_callback = { _, streamID, buffer, length, flags, _, user in
+            guard let user, let buffer, let flags else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+            let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
+            return s.produceData(streamID: streamID, into: buffer, max: length, flags: flags)
+        }
+        withHeaders([(":status", "200"), ("content-type", "application/grpc")]) { nva, count in
+            _ = nghttp2_submit_response(session, stream.id, nva, count, &provider)
+        }
+    }
+
+    func submitTrailersOnly(_ stream: HTTP2Stream, _ status: GRPCStatus) {
+        var headers = [(":status", "200"), ("content-type", "application/grpc"),
+                       ("grpc-status", String(status.code.rawValue))]
+        if !status.message.isEmpty { headers.append(("grpc-message", percentEncodeGRPCMessage(status.message))) }
+        withHeaders(headers) { nva, count in
+            _ = nghttp2_submit_response(session, stream.id, nva, count, nil)
+        }
+        scheduleFlush()
+    }
+
+    private func submitTrailers(_ stream: HTTP2Stream, _ status: GRPCStatus) {
+        var headers = [("grpc-status", String(status.code.rawValue))]
+        if !status.message.isEmpty { headers.append(("grpc-message", percentEncodeGRPCMessage(status.message))) }
+        withHeaders(headers) { nva, count in
+            _ = nghttp2_submit_trailer(session, stream.id, nva, count)
+        }
+    }
+
+    /// nghttp2 pulls response bytes as flow control allows.
+    private func produceData(streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, max: Int,
+                             flags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard let stream = streams[streamID] else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+        let before = stream.outbound.count
+        let n = stream.outbound.copyOut(into: buffer, max: max)
+        if stream.outbound.isEmpty, let status = stream.finalStatus {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+            submitTrailers(stream, status)
+            return n
+        }
+        if n == 0 {
+            stream.isDeferred = true
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        if before >= GRPCCall.lowWaterBytes && stream.outbound.count < GRPCCall.lowWaterBytes, let call = stream.call {
+            writableCalls.append(call)
+        }
+        return n
+    }
+
+    /// Flushes now, or after the input being processed.
+    func scheduleFlush() {
+        if inInput { flushWanted = true } else { flush() }
+    }
+
+    /// Moves what nghttp2 has to send into the connection's output, while
+    /// the output stays under its bound (a slow reader stops the flow here,
+    /// and `flush()` runs again when the socket drains).
+    func flush() {
+        flushWanted = false
+        while connection.outputBytes < limits.outputBufferBytes {
+            var data: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &data)
+            if n <= 0 { break }
+            connection.write(UnsafeRawBufferPointer(start: data, count: n))
+        }
+        notifyClosedAndWritable()
+        if connection.outputBytes == 0 && isDone { connection.closeWhenFlushed() }
+    }
+
+    private func withHeaders(_ headers: [(String, String)], _ body: (UnsafePointer<nghttp2_nv>, Int) -> Void) {
+        // One buffer for every name and value; nghttp2 copies them during the
+        // submit call.
+        var flat: [UInt8] = []
+        var spans: [(name: Int, nameCount: Int, value: Int, valueCount: Int)] = []
+        for (n, v) in headers {
+            let nameStart = flat.count
+            flat.append(contentsOf: n.utf8)
+            let valueStart = flat.count
+            flat.append(contentsOf: v.utf8)
+            spans.append((nameStart, n.utf8.count, valueStart, v.utf8.count))
+        }
+        flat.withUnsafeMutableBufferPointer { buffer in
+            let base = buffer.baseAddress!
+            let nva = spans.map {
+                nghttp2_nv(name: base + $0.name, value: base + $0.value, namelen: $0.nameCount,
+                           valuelen: $0.valueCount, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+        }
+    }
+}

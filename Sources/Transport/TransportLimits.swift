@@ -1,0 +1,19 @@
+/// The transport's bounds, in one place.
+public struct TransportLimits: Sendable {
+    /// Largest gRPC message accepted; larger ones end the call with
+    /// RESOURCE_EXHAUSTED (etcd: --max-request-bytes plus 512 KiB).
+    public var maxReceiveMessageBytes = 1_572_864 + 512 * 1024
+    /// Largest HTTP/1.1 request body accepted.
+    public var maxHTTP1BodyBytes = 1_572_864 + 512 * 1024
+    /// Largest HTTP/1.1 request head (request line and headers).
+    public var maxHTTP1HeadBytes = 64 * 1024
+    /// Bytes a connection may have waiting for the socket before the server
+    /// stops producing more for it.
+    public var outputBufferBytes = 1 << 20
+    public var maxConcurrentStreams: UInt32 = 4096
+    /// HTTP/2 flow-control windows the server grants its clients.
+    public var streamWindowBytes: UInt32 = 1 << 20
+    public var connectionWindowBytes: Int32 = 1 << 24
+
+    public init() {}
+}
