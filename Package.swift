@@ -59,6 +59,11 @@ let package = Package(
             dependencies: ["Server", "Transport", .product(name: "Logging", package: "swift-log")]),
 
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport"]),
+        .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
+        // Real clients (etcdctl, Python etcd3, raw sockets) against the built
+        // swetcd executable.
+        .testTarget(name: "EndToEndTests", dependencies: ["swetcd"], exclude: ["python"]),
         .testTarget(
             name: "CLibrariesTests",
             dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CLMDB"]),

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages swetcd builds and tests with, skipping the
-# apt round trip when they are all present already. Run as root.
+# Installs what swetcd builds and tests with, skipping whatever is present
+# already. Run as root.
 set -euo pipefail
 packages=(
   pkg-config libevent-dev libssl-dev libnghttp2-dev liblmdb-dev  # C libraries (Package.swift)
+  etcd-client curl                                              # real clients for the end-to-end tests
 )
+# A python3 with pip from elsewhere (pyenv, ...) will do; else Debian's.
+if ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
+  packages+=(python3 python3-pip)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,4 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}"
+fi
+
+# Python's etcd3 client works only with protobuf<4 and tenacity<7.
+if ! python3 -c 'import etcd3, grpc' >/dev/null 2>&1; then
+  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio)
+  python3 -m pip install "${pip_args[@]}" 2>/dev/null \
+    || python3 -m pip install --break-system-packages "${pip_args[@]}"
 fi

@@ -116,7 +116,7 @@ struct ByteQueue {
     mutating func append(_ bytes: [UInt8]) { storage.append(contentsOf: bytes) }
     mutating func append(_ bytes: UnsafeRawBufferPointer) { storage.append(contentsOf: bytes) }
 
-    func peek(_ n: Int) -> ArraySlice<UInt8> { storage[head..<head + n] }
+    func peek(_ n: Int) -> [UInt8] { Array(storage[head..<head + n]) }
 
     mutating func drop(_ n: Int) {
         head += n

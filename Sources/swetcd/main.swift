@@ -39,6 +39,13 @@ let level = config.logLevel
 LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
 let logger = Logger(label: "swetcd")
 signal(SIGPIPE, SIG_IGN)
+// A parent may have started us with signals blocked (the mask is inherited);
+// SIGINT and SIGTERM must reach the loop for a clean shutdown.
+var shutdownSignals = sigset_t()
+sigemptyset(&shutdownSignals)
+sigaddset(&shutdownSignals, SIGINT)
+sigaddset(&shutdownSignals, SIGTERM)
+pthread_sigmask(SIG_UNBLOCK, &shutdownSignals, nil)
 
 let loop = EventLoop()
 let server: EtcdServer

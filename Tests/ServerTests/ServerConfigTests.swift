@@ -1,0 +1,50 @@
+import Logging
+import Testing
+@testable import Server
+
+@Suite struct ServerConfigTests {
+    @Test func defaultsAreTheEmbeddedOnes() throws {
+        let c = try ServerConfig.parse(arguments: [], environment: [:])
+        #expect(c.name == "default" && c.dataDir == "default.swetcd")
+        #expect(c.listenClientURLs.map(\.description) == ["http://127.0.0.1:2379"])
+        #expect(c.clientURLs == c.listenClientURLs)
+        #expect(c.maxRequestBytes == 1_572_864 && c.maxTxnOps == 128 && c.logLevel == .info)
+    }
+
+    @Test func flagsInEveryGoSpelling() throws {
+        let c = try ServerConfig.parse(arguments: [
+            "--name", "n1", "-data-dir=/tmp/x", "--listen-client-urls=http://localhost:1,http://10.0.0.1:2",
+            "--advertise-client-urls", "http://example:3", "--max-request-bytes=10", "--max-txn-ops", "7",
+            "--log-level=warn",
+        ], environment: [:])
+        #expect(c.name == "n1" && c.dataDir == "/tmp/x")
+        #expect(c.listenClientURLs.map(\.description) == ["http://127.0.0.1:1", "http://10.0.0.1:2"])
+        #expect(c.clientURLs.map(\.description) == ["http://example:3"])
+        #expect(c.maxRequestBytes == 10 && c.maxTxnOps == 7 && c.logLevel == .warning)
+    }
+
+    @Test func environmentVariablesAndFlagsWin() throws {
+        let c = try ServerConfig.parse(arguments: ["--name=flag"],
+                                       environment: ["ETCD_NAME": "env", "ETCD_DATA_DIR": "envdir", "ETCD_MAX_TXN_OPS": "9"])
+        #expect(c.name == "flag" && c.dataDir == "envdir" && c.maxTxnOps == 9)
+    }
+
+    @Test func badInputIsAClearError() {
+        #expect(throws: ServerConfig.ParseError.unknownFlag("--nope")) {
+            try ServerConfig.parse(arguments: ["--nope"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.missingValue("--name")) {
+            try ServerConfig.parse(arguments: ["--name"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--max-txn-ops=-1"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--listen-client-urls=https://127.0.0.1:2379"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--log-level=loud"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.helpRequested) { try ServerConfig.parse(arguments: ["-h"], environment: [:]) }
+    }
+}
