@@ -68,7 +68,7 @@ final class Connection {
             evbuffer_copyout(input, &first, peek)
             if first == Array(Self.preface.prefix(peek)) {
                 guard peek == Self.preface.count else { return }  // wait for the whole preface
-                mode = .http2(HTTP2ServerSession(connection: self, router: server.router, limits: server.limits))
+                mode = .http2(HTTP2ServerSession(connection: self, loop: server.loop, router: server.router, limits: server.limits))
             } else if Self.looksLikeHTTP1(first) {
                 mode = .http1
             } else {

@@ -16,7 +16,6 @@ public final class EventLoop: @unchecked Sendable {
     private var wakeup: OpaquePointer?
     private let queued = Mutex<[@Sendable () -> Void]>([])
     private var signalEvents: [OpaquePointer] = []
-    private var timers: [Timer] = []
 
     /// Priorities: 0 for I/O, 1 for work that should run after the I/O of
     /// the same iteration (`runAfterIO`), e.g. committing a batch of writes.
@@ -36,7 +35,6 @@ public final class EventLoop: @unchecked Sendable {
     private static let enableThreads: Void = { _ = evthread_use_pthreads() }()
 
     deinit {
-        for t in timers { t.cancel() }
         for e in signalEvents { event_free(e) }
         if let wakeup { event_free(wakeup) }
         event_base_free(base)
@@ -76,12 +74,10 @@ public final class EventLoop: @unchecked Sendable {
         signalEvents.append(ev)
     }
 
-    /// A timer firing every `interval` seconds (or once) on the loop.
-    @discardableResult
+    /// A timer firing every `interval` seconds (or once) on the loop, for as
+    /// long as the caller keeps the returned `Timer`.
     public func schedule(every interval: Double, repeats: Bool = true, _ handler: @escaping () -> Void) -> Timer {
-        let t = Timer(loop: self, interval: interval, repeats: repeats, handler: handler)
-        timers.append(t)
-        return t
+        Timer(loop: self, interval: interval, repeats: repeats, handler: handler)
     }
 
     /// An event that, once triggered, runs after the I/O callbacks of the

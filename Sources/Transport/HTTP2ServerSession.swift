@@ -25,6 +25,8 @@ final class HTTP2Stream {
     var isFinished = false
     /// Request data is discarded (the call was refused mid-request).
     var ignoresInput = false
+    /// Ends the call with DEADLINE_EXCEEDED when its grpc-timeout passes.
+    var deadline: Timer?
 
     init(id: Int32, session: HTTP2ServerSession) {
         self.id = id
@@ -41,6 +43,8 @@ final class HTTP2Stream {
     func finish(_ status: GRPCStatus) {
         guard !isFinished else { return }
         isFinished = true
+        deadline?.cancel()
+        deadline = nil
         if responseStarted {
             finalStatus = status
             resume()
@@ -74,6 +78,7 @@ final class HTTP2Stream {
 final class HTTP2ServerSession {
     fileprivate(set) var session: OpaquePointer?
     private unowned let connection: Connection
+    private let loop: EventLoop
     private let router: GRPCRouter
     private let limits: TransportLimits
     private var streams: [Int32: HTTP2Stream] = [:]
@@ -85,8 +90,9 @@ final class HTTP2ServerSession {
     private var inInput = false
     private var flushWanted = false
 
-    init(connection: Connection, router: GRPCRouter, limits: TransportLimits) {
+    init(connection: Connection, loop: EventLoop, router: GRPCRouter, limits: TransportLimits) {
         self.connection = connection
+        self.loop = loop
         self.router = router
         self.limits = limits
         var callbacks: OpaquePointer?
@@ -135,6 +141,8 @@ final class HTTP2ServerSession {
             let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
             if let stream = s.streams.removeValue(forKey: streamID) {
                 stream.isFinished = true
+                stream.deadline?.cancel()
+                stream.deadline = nil
                 if let call = stream.call { s.closedCalls.append(call) }
             }
             return 0
@@ -169,6 +177,8 @@ final class HTTP2ServerSession {
     func connectionLost() {
         for stream in streams.values {
             stream.isFinished = true
+            stream.deadline?.cancel()
+            stream.deadline = nil
             if let call = stream.call { closedCalls.append(call) }
         }
         streams.removeAll()
@@ -222,6 +232,13 @@ final class HTTP2ServerSession {
             case .success(let m):
                 stream.grpcMethod = m
                 stream.call = GRPCCall(path: stream.path, metadata: stream.metadata, timeout: stream.timeout, stream: stream)
+                if let timeout = stream.timeout {
+                    stream.deadline = loop.schedule(every: max(timeout, 0), repeats: false) { [weak stream] in
+                        guard let stream, !stream.isFinished else { return }
+                        stream.finish(GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
+                        stream.call?.onClose?()
+                    }
+                }
             case .failure(let status):
                 stream.ignoresInput = true
                 stream.finish(status)

@@ -94,6 +94,17 @@ import Testing
         try stillServes(server)
     }
 
+    @Test func sigtermShutsDownCleanly() throws {
+        let server = try ServerProcess()
+        try Etcdctl(endpoint: server.endpoint).run("put", "k", "v")
+        server.stop()
+        #expect(server.process.terminationStatus == 0)
+        #expect(server.log.contains("\"msg\":\"stopped\""), "\(server.log)")
+        let again = try ServerProcess(dataDir: server.dataDir)
+        defer { again.stop() }
+        #expect(try Etcdctl(endpoint: again.endpoint).run("get", "k", "--print-value-only").lines == ["v"])
+    }
+
     /// Durability: a write acknowledged before kill -9 is there after restart.
     @Test func acknowledgedWritesSurviveKill9() throws {
         let first = try ServerProcess()
