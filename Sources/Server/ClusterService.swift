@@ -11,13 +11,7 @@ extension EtcdServer {
             response.members = [selfMember]
             return .now(response)
         }
-        for method in ["MemberAdd", "MemberRemove", "MemberUpdate", "MemberPromote"] {
-            register(cluster, method, .unary) { [unowned self] call, _ in
-                let key = Metrics.CallKey(type: "unary", service: cluster, method: method)
-                metrics.callStarted(key)
-                finish(call, key, status: GRPCStatus(.unimplemented, "swetcd: \(method) needs clustering, which is not built yet"))
-            }
-        }
+        refuseUnbuilt(cluster, ["MemberAdd", "MemberRemove", "MemberUpdate", "MemberPromote"], needs: "clustering")
     }
 
     var selfMember: Etcdserverpb_Member {

@@ -209,6 +209,17 @@ public final class EtcdServer {
         methods["/\(service)/\(method)"] = GRPCMethod(kind, handler)
     }
 
+    /// Registers methods that answer UNIMPLEMENTED, naming what they need.
+    func refuseUnbuilt(_ service: String, _ names: [String], needs: String) {
+        for method in names {
+            register(service, method, .unary) { [unowned self] call, _ in
+                let key = Metrics.CallKey(type: "unary", service: service, method: method)
+                metrics.callStarted(key)
+                finish(call, key, status: GRPCStatus(.unimplemented, "swetcd: \(method) needs \(needs), which is not built yet"))
+            }
+        }
+    }
+
     func respond<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: Metrics.CallKey, _ response: Response) {
         do {
             call.respond(try response.serializedBytes())

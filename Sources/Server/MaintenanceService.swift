@@ -62,13 +62,7 @@ extension EtcdServer {
             r.header = header()
             return .now(r)
         }
-        for method in ["MoveLeader", "Downgrade"] {
-            register(m, method, .unary) { [unowned self] call, _ in
-                let key = Metrics.CallKey(type: "unary", service: m, method: method)
-                metrics.callStarted(key)
-                finish(call, key, status: GRPCStatus(.unimplemented, "swetcd: \(method) needs clustering, which is not built yet"))
-            }
-        }
+        refuseUnbuilt(m, ["MoveLeader", "Downgrade"], needs: "clustering")
         register(m, "Snapshot", .serverStreaming) { [unowned self] call, _ in
             startSnapshot(call, Metrics.CallKey(type: "server_stream", service: m, method: "Snapshot"))
         }
