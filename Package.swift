@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "swetcd", targets: ["swetcd"]),
         .library(name: "MVCC", targets: ["MVCC"]),
         .library(name: "EtcdProto", targets: ["EtcdProto"]),
+        .library(name: "EtcdClient", targets: ["EtcdClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
@@ -54,6 +55,9 @@ let package = Package(
             dependencies: ["MVCC", "Transport", "EtcdProto", "EtcdStatus", "COpenSSL",
                            .product(name: "Logging", package: "swift-log")]),
 
+        // The Swift client: async calls over our own transport.
+        .target(name: "EtcdClient", dependencies: ["Transport", "EtcdProto", "EtcdStatus", "COpenSSL"]),
+
         .executableTarget(
             name: "swetcd",
             dependencies: ["Server", "Transport", .product(name: "Logging", package: "swift-log")]),
@@ -63,7 +67,7 @@ let package = Package(
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.
-        .testTarget(name: "EndToEndTests", dependencies: ["swetcd"], exclude: ["python"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "EtcdClient"], exclude: ["python"]),
         .testTarget(
             name: "CLibrariesTests",
             dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CLMDB"]),

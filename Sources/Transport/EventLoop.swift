@@ -40,9 +40,9 @@ public final class EventLoop: @unchecked Sendable {
         event_base_free(base)
     }
 
-    /// Runs until `stop()`.
+    /// Runs until `stop()`, also while no event is pending.
     public func run() {
-        event_base_dispatch(base)
+        event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY)
     }
 
     /// Makes `run()` return after the current callbacks.
@@ -164,4 +164,21 @@ public func runOnNewThread(_ body: @escaping @Sendable () -> Void) {
     }, arg)
     precondition(rc == 0, "pthread_create failed: \(rc)")
     pthread_detach(thread)
+}
+
+/// An event loop running on a thread of its own (the client's).
+public final class EventLoopThread: Sendable {
+    public let loop: EventLoop
+
+    public init() {
+        let loop = EventLoop()
+        self.loop = loop
+        runOnNewThread { loop.run() }
+    }
+
+    /// Stops the loop; its thread ends.
+    public func stop() {
+        let loop = self.loop
+        loop.execute { loop.stop() }
+    }
 }

@@ -285,7 +285,7 @@ final class HTTP2ServerSession {
     private func refuse(_ stream: HTTP2Stream, httpStatus: String) {
         stream.ignoresInput = true
         stream.isFinished = true
-        withHeaders([(":status", httpStatus)]) { nva, count in
+        withHeaderVector([(":status", httpStatus)]) { nva, count in
             _ = nghttp2_submit_response(session, stream.id, nva, count, nil)
         }
         scheduleFlush()
@@ -310,7 +310,7 @@ final class HTTP2ServerSession {
             let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
             return s.produceData(streamID: streamID, into: buffer, max: length, flags: flags)
         }
-        withHeaders([(":status", "200"), ("content-type", "application/grpc")]) { nva, count in
+        withHeaderVector([(":status", "200"), ("content-type", "application/grpc")]) { nva, count in
             _ = nghttp2_submit_response(session, stream.id, nva, count, &provider)
         }
     }
@@ -319,7 +319,7 @@ final class HTTP2ServerSession {
         var headers = [(":status", "200"), ("content-type", "application/grpc"),
                        ("grpc-status", String(status.code.rawValue))]
         if !status.message.isEmpty { headers.append(("grpc-message", percentEncodeGRPCMessage(status.message))) }
-        withHeaders(headers) { nva, count in
+        withHeaderVector(headers) { nva, count in
             _ = nghttp2_submit_response(session, stream.id, nva, count, nil)
         }
         scheduleFlush()
@@ -328,7 +328,7 @@ final class HTTP2ServerSession {
     private func submitTrailers(_ stream: HTTP2Stream, _ status: GRPCStatus) {
         var headers = [("grpc-status", String(status.code.rawValue))]
         if !status.message.isEmpty { headers.append(("grpc-message", percentEncodeGRPCMessage(status.message))) }
-        withHeaders(headers) { nva, count in
+        withHeaderVector(headers) { nva, count in
             _ = nghttp2_submit_trailer(session, stream.id, nva, count)
         }
     }
@@ -372,27 +372,5 @@ final class HTTP2ServerSession {
         }
         notifyClosedAndWritable()
         if connection.outputBytes == 0 && isDone { connection.closeWhenFlushed() }
-    }
-
-    private func withHeaders(_ headers: [(String, String)], _ body: (UnsafePointer<nghttp2_nv>, Int) -> Void) {
-        // One buffer for every name and value; nghttp2 copies them during the
-        // submit call.
-        var flat: [UInt8] = []
-        var spans: [(name: Int, nameCount: Int, value: Int, valueCount: Int)] = []
-        for (n, v) in headers {
-            let nameStart = flat.count
-            flat.append(contentsOf: n.utf8)
-            let valueStart = flat.count
-            flat.append(contentsOf: v.utf8)
-            spans.append((nameStart, n.utf8.count, valueStart, v.utf8.count))
-        }
-        flat.withUnsafeMutableBufferPointer { buffer in
-            let base = buffer.baseAddress!
-            let nva = spans.map {
-                nghttp2_nv(name: base + $0.name, value: base + $0.value, namelen: $0.nameCount,
-                           valuelen: $0.valueCount, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-            }
-            nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
-        }
     }
 }

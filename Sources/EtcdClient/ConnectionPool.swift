@@ -1,0 +1,59 @@
+import Transport
+
+/// The client's connections, on the client's loop thread: `size`
+/// connections spread over the endpoints, calls handed out round-robin.
+/// A connection that cannot be established moves its slot to the next
+/// endpoint, and the calls it carried (never sent) are retried there.
+final class ConnectionPool {
+    let loop: EventLoop
+    let endpoints: [(host: String, port: UInt16)]
+    private var slots: [Slot]
+    private var next = 0
+
+    struct Slot {
+        var endpoint: Int
+        var connection: HTTP2ClientConnection?
+    }
+
+    init(loop: EventLoop, endpoints: [(host: String, port: UInt16)], size: Int) {
+        self.loop = loop
+        self.endpoints = endpoints
+        slots = (0..<max(size, 1)).map { Slot(endpoint: $0 % endpoints.count) }
+    }
+
+    /// Starts a call on the next connection, failing over to other
+    /// endpoints while connections cannot be established.
+    func call(_ path: String, request: [UInt8], timeout: Double?, onMessage: (([UInt8]) -> Void)? = nil,
+              attemptsLeft: Int? = nil, completion: @escaping (GRPCClientResult) -> Void) {
+        let attempts = attemptsLeft ?? endpoints.count
+        let index = next
+        next = (next + 1) % slots.count
+        let connection = self.connection(at: index)
+        connection.call(path, request: request, timeout: timeout, onMessage: onMessage) { [weak self] result in
+            if case .failure(let status) = result, status.code == .unavailable, !connection.wasConnected,
+               attempts > 1, let self {
+                // Never reached the server: safe to send elsewhere.
+                self.call(path, request: request, timeout: timeout, onMessage: onMessage,
+                          attemptsLeft: attempts - 1, completion: completion)
+                return
+            }
+            completion(result)
+        }
+    }
+
+    private func connection(at index: Int) -> HTTP2ClientConnection {
+        if let c = slots[index].connection, !c.isClosed { return c }
+        if let old = slots[index].connection, !old.wasConnected {
+            slots[index].endpoint = (slots[index].endpoint + 1) % endpoints.count
+        }
+        let e = endpoints[slots[index].endpoint]
+        let c = HTTP2ClientConnection(loop: loop, host: e.host, port: e.port)
+        slots[index].connection = c
+        return c
+    }
+
+    func closeAll() {
+        for s in slots { s.connection?.close() }
+        slots = slots.map { Slot(endpoint: $0.endpoint) }
+    }
+}

@@ -1,0 +1,193 @@
+import EtcdProto
+import Foundation
+import SwiftProtobuf
+import Transport
+
+/// A client for etcd's v3 API (swetcd or etcd itself): async calls over
+/// HTTP/2 connections that a loop thread of the client's own drives. Many
+/// calls run at once, multiplexed over `connections` connections.
+///
+///     let client = try EtcdClient(endpoints: ["127.0.0.1:2379"])
+///     try await client.put("greeting", "hello")
+///     let value = try await client.get("greeting").kvs.first?.valueString
+///     client.close()
+public final class EtcdClient: Sendable {
+    private let thread: EventLoopThread
+    private let pool: LoopBound<ConnectionPool>
+    /// Seconds a call may take unless it says otherwise.
+    public let timeout: Double
+
+    /// - Parameters:
+    ///   - endpoints: `host:port` or `http://host:port`, tried in order.
+    ///   - connections: HTTP/2 connections to spread calls over.
+    ///   - timeout: default deadline of each call, in seconds.
+    public init(endpoints: [String], connections: Int = 1, timeout: Double = 5) throws {
+        let parsed = try endpoints.map(Self.parse)
+        guard !parsed.isEmpty else { throw EtcdError.unavailable("no endpoints") }
+        thread = EventLoopThread()
+        pool = LoopBound(ConnectionPool(loop: thread.loop, endpoints: parsed, size: connections))
+        self.timeout = timeout
+    }
+
+    static func parse(_ endpoint: String) throws -> (host: String, port: UInt16) {
+        var s = Substring(endpoint)
+        if s.hasPrefix("http://") { s = s.dropFirst(7) }
+        guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]) else {
+            throw EtcdError.unavailable("not an endpoint (host:port): \(endpoint)")
+        }
+        return (String(s[..<colon]), port)
+    }
+
+    /// Closes the connections and stops the client's thread. Calls in flight
+    /// fail with `unavailable`.
+    public func close() {
+        let pool = self.pool
+        let thread = self.thread
+        thread.loop.execute {
+            pool.value.closeAll()
+            thread.stop()
+        }
+    }
+
+    deinit { close() }
+
+    // MARK: Calls
+
+    func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ path: String, _ request: Request, timeout: Double? = nil
+    ) async throws -> Response {
+        let bytes: [UInt8] = try request.serializedBytes()
+        let pool = self.pool
+        let deadline = timeout ?? self.timeout
+        let result: GRPCClientResult = await withCheckedContinuation { continuation in
+            pool.value.loop.execute {
+                pool.value.call(path, request: bytes, timeout: deadline) { continuation.resume(returning: $0) }
+            }
+        }
+        switch result {
+        case .success(let messages):
+            guard let first = messages.first else {
+                throw EtcdError.other(code: .internal, message: "no response message")
+            }
+            return try Response(serializedBytes: first)
+        case .failure(let status):
+            throw EtcdError(status)
+        }
+    }
+
+    // MARK: KV
+
+    /// Reads a key or a range of keys.
+    public func get(_ range: KeyRange, _ options: GetOptions = GetOptions()) async throws -> GetResponse {
+        let r: Etcdserverpb_RangeResponse = try await unary("/etcdserverpb.KV/Range", Self.rangeRequest(range, options))
+        return Self.getResponse(r)
+    }
+
+    public func get(_ key: String, _ options: GetOptions = GetOptions()) async throws -> GetResponse {
+        try await get(.key(key), options)
+    }
+
+    @discardableResult
+    public func put(_ key: [UInt8], _ value: [UInt8], _ options: PutOptions = PutOptions()) async throws -> PutResponse {
+        let r: Etcdserverpb_PutResponse = try await unary("/etcdserverpb.KV/Put", Self.putRequest(key, value, options))
+        return Self.putResponse(r)
+    }
+
+    @discardableResult
+    public func put(_ key: String, _ value: String, _ options: PutOptions = PutOptions()) async throws -> PutResponse {
+        try await put(Array(key.utf8), Array(value.utf8), options)
+    }
+
+    @discardableResult
+    public func delete(_ range: KeyRange, prevKV: Bool = false) async throws -> DeleteResponse {
+        let r: Etcdserverpb_DeleteRangeResponse = try await unary("/etcdserverpb.KV/DeleteRange", Self.deleteRequest(range, prevKV))
+        return Self.deleteResponse(r)
+    }
+
+    /// If every compare holds, runs `success`, else `failure`, atomically.
+    public func txn(compare: [Compare], success: [TxnOp], failure: [TxnOp] = []) async throws -> TxnResponse {
+        let r: Etcdserverpb_TxnResponse = try await unary("/etcdserverpb.KV/Txn", Self.txnRequest(compare, success, failure))
+        return Self.txnResponse(r)
+    }
+
+    /// Discards history below `revision`; `physical` waits until the
+    /// server's storage no longer holds it.
+    @discardableResult
+    public func compact(_ revision: Int64, physical: Bool = false) async throws -> ResponseHeader {
+        var req = Etcdserverpb_CompactionRequest()
+        req.revision = revision
+        req.physical = physical
+        let r: Etcdserverpb_CompactionResponse = try await unary("/etcdserverpb.KV/Compact", req)
+        return ResponseHeader(r.header)
+    }
+
+    // MARK: Maintenance and Cluster
+
+    public func status() async throws -> StatusResponse {
+        let r: Etcdserverpb_StatusResponse = try await unary("/etcdserverpb.Maintenance/Status", Etcdserverpb_StatusRequest())
+        return StatusResponse(header: ResponseHeader(r.header), version: r.version, dbSize: r.dbSize,
+                              dbSizeInUse: r.dbSizeInUse, leader: r.leader, raftIndex: r.raftIndex,
+                              raftTerm: r.raftTerm, raftAppliedIndex: r.raftAppliedIndex, errors: r.errors)
+    }
+
+    public func memberList() async throws -> [Member] {
+        let r: Etcdserverpb_MemberListResponse = try await unary("/etcdserverpb.Cluster/MemberList", Etcdserverpb_MemberListRequest())
+        return r.members.map {
+            Member(id: $0.id, name: $0.name, peerURLs: $0.peerUrls, clientURLs: $0.clientUrls, isLearner: $0.isLearner)
+        }
+    }
+
+    /// Streams the member's backend into `path`, checks the SHA-256 the
+    /// server sends after it, and returns the database's size in bytes.
+    /// The file holds the database followed by that digest, as etcdctl's.
+    public func snapshot(to path: String, timeout: Double = 600) async throws -> Int {
+        guard FileManager.default.createFile(atPath: path, contents: nil),
+              let file = FileHandle(forWritingAtPath: path) else {
+            throw EtcdError.other(code: .internal, message: "cannot create \(path)")
+        }
+        let sink = LoopBound(SnapshotSink(file: file))
+        let pool = self.pool
+        let result: GRPCClientResult = await withCheckedContinuation { continuation in
+            pool.value.loop.execute {
+                pool.value.call("/etcdserverpb.Maintenance/Snapshot", request: [], timeout: timeout,
+                                onMessage: { sink.value.take($0) }) { continuation.resume(returning: $0) }
+            }
+        }
+        try file.close()
+        if case .failure(let status) = result { throw EtcdError(status) }
+        return try sink.value.verify()
+    }
+}
+
+/// Writes snapshot chunks as they arrive and checks the closing digest: the
+/// last message is the SHA-256 of everything before it, so each blob is
+/// hashed only once the next one shows it was not the last.
+final class SnapshotSink {
+    let file: FileHandle
+    private var pending: [UInt8]?
+    private var total = 0
+    private var hash = SHA256Accumulator()
+    private var failure: String?
+
+    init(file: FileHandle) { self.file = file }
+
+    func take(_ message: [UInt8]) {
+        guard let r = try? Etcdserverpb_SnapshotResponse(serializedBytes: message) else {
+            failure = "undecodable snapshot message"
+            return
+        }
+        if let previous = pending { hash.update(previous) }
+        let blob = [UInt8](r.blob)
+        file.write(Data(blob))
+        total += blob.count
+        pending = blob
+    }
+
+    func verify() throws -> Int {
+        if let failure { throw EtcdError.other(code: .internal, message: failure) }
+        guard let digest = pending, digest.count == 32, hash.finish() == digest else {
+            throw EtcdError.other(code: .dataLoss, message: "snapshot checksum mismatch")
+        }
+        return total - 32
+    }
+}

@@ -1,0 +1,286 @@
+import CLibevent
+import CNghttp2
+import EtcdStatus
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The outcome of a client call: the response messages, or the status the
+/// server (or the connection) ended it with.
+public typealias GRPCClientResult = Result<[[UInt8]], GRPCStatus>
+
+/// One call in flight on a client connection.
+final class ClientStream {
+    let path: String
+    var request = ByteQueue()
+    var response = ByteQueue()
+    var status: GRPCStatus?
+    var httpStatus = ""
+    /// Streaming calls get each message as it arrives; unary ones all at the end.
+    let onMessage: (([UInt8]) -> Void)?
+    var messages: [[UInt8]] = []
+    let completion: (GRPCClientResult) -> Void
+    var deadline: Timer?
+    var isDone = false
+
+    init(path: String, onMessage: (([UInt8]) -> Void)?, completion: @escaping (GRPCClientResult) -> Void) {
+        self.path = path
+        self.onMessage = onMessage
+        self.completion = completion
+    }
+
+    func complete(_ result: GRPCClientResult) {
+        guard !isDone else { return }
+        isDone = true
+        deadline?.cancel()
+        deadline = nil
+        completion(result)
+    }
+}
+
+/// The client side of one HTTP/2 connection (h2c with prior knowledge) to a
+/// gRPC server, on an event loop: many calls multiplexed as streams. Used
+/// only on its loop's thread.
+public final class HTTP2ClientConnection {
+    public let host: String
+    public let port: UInt16
+    private let loop: EventLoop
+    private var bev: OpaquePointer?
+    private var session: OpaquePointer?
+    private var streams: [Int32: ClientStream] = [:]
+    private var finished: [(ClientStream, GRPCClientResult)] = []
+    public private(set) var wasConnected = false
+    public private(set) var isClosed = false
+    /// Called once when the connection closes or fails, with why.
+    public var onClose: ((String) -> Void)?
+    private var inCallback = false
+
+    public var activeCalls: Int { streams.count }
+
+    public init(loop: EventLoop, host: String, port: UInt16) {
+        self.loop = loop
+        self.host = host
+        self.port = port
+        var callbacks: OpaquePointer?
+        nghttp2_session_callbacks_new(&callbacks)
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
+            guard let frame, let user, let name, let value else { return 0 }
+            let c = Unmanaged<HTTP2ClientConnection>.fromOpaque(user).takeUnretainedValue()
+            guard let stream = c.streams[frame.pointee.hd.stream_id] else { return 0 }
+            let n = String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)
+            let v = String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
+            switch n {
+            case ":status": stream.httpStatus = v
+            case "grpc-status":
+                let code = GRPCStatusCode(rawValue: Int(v) ?? 2) ?? .unknown
+                stream.status = GRPCStatus(code, stream.status?.message ?? "")
+            case "grpc-message":
+                stream.status = GRPCStatus(stream.status?.code ?? .unknown, percentDecode(v))
+            default: break
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, length, user in
+            guard let user, let data else { return 0 }
+            let c = Unmanaged<HTTP2ClientConnection>.fromOpaque(user).takeUnretainedValue()
+            c.streams[streamID]?.response.append(UnsafeRawBufferPointer(start: data, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
+            guard let frame, let user else { return 0 }
+            let c = Unmanaged<HTTP2ClientConnection>.fromOpaque(user).takeUnretainedValue()
+            if frame.pointee.hd.type == UInt8(NGHTTP2_DATA.rawValue), let stream = c.streams[frame.pointee.hd.stream_id] {
+                c.takeMessages(stream)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, user in
+            guard let user else { return 0 }
+            let c = Unmanaged<HTTP2ClientConnection>.fromOpaque(user).takeUnretainedValue()
+            guard let stream = c.streams.removeValue(forKey: streamID) else { return 0 }
+            c.takeMessages(stream)
+            let result: GRPCClientResult
+            if let status = stream.status {
+                result = status.code == .ok ? .success(stream.messages) : .failure(status)
+            } else if errorCode != 0 {
+                result = .failure(GRPCStatus(.unavailable, "stream reset by the server (HTTP/2 error \(errorCode))"))
+            } else {
+                result = .failure(GRPCStatus(.internal, "response ended without a grpc-status (HTTP \(stream.httpStatus))"))
+            }
+            c.finished.append((stream, result))
+            return 0
+        }
+        nghttp2_session_client_new(&session, callbacks, Unmanaged.passUnretained(self).toOpaque())
+        var settings = [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                                               value: 1 << 24)]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 1 << 28)
+        connect()
+    }
+
+    deinit {
+        if let bev { bufferevent_free(bev) }
+        nghttp2_session_del(session)
+    }
+
+    private func connect() {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1,
+              let bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+            fail("cannot connect to \(host):\(port): not an IPv4 address")
+            return
+        }
+        self.bev = bev
+        bufferevent_setcb(bev, { _, arg in
+            Unmanaged<HTTP2ClientConnection>.fromOpaque(arg!).takeUnretainedValue().readable()
+        }, { _, arg in
+            Unmanaged<HTTP2ClientConnection>.fromOpaque(arg!).takeUnretainedValue().flush()
+        }, { _, events, arg in
+            Unmanaged<HTTP2ClientConnection>.fromOpaque(arg!).takeUnretainedValue().event(events)
+        }, Unmanaged.passUnretained(self).toOpaque())
+        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bufferevent_socket_connect(bev, $0, Int32(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        if rc != 0 { fail("cannot connect to \(host):\(port)") }
+    }
+
+    /// Starts a call. `onMessage` makes it streaming; `completion` runs once,
+    /// on the loop. `timeout` (seconds) is sent as grpc-timeout and enforced
+    /// here too.
+    public func call(_ path: String, request: [UInt8], timeout: Double?, metadata: [(String, String)] = [],
+                     onMessage: (([UInt8]) -> Void)? = nil,
+                     completion: @escaping (GRPCClientResult) -> Void) {
+        guard !isClosed else {
+            completion(.failure(GRPCStatus(.unavailable, "connection to \(host):\(port) is closed")))
+            return
+        }
+        let stream = ClientStream(path: path, onMessage: onMessage, completion: completion)
+        GRPCFrame.encode(request, into: &stream.request)
+        var headers = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "\(host):\(port)"),
+                       ("content-type", "application/grpc"), ("te", "trailers")]
+        if let timeout { headers.append(("grpc-timeout", "\(max(Int(timeout * 1000), 1))m")) }
+        headers += metadata
+        var provider = nghttp2_data_provider()
+        provider.read_callback = { session, streamID, buffer, length, flags, _, user in
+            guard let user, let buffer, let flags else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+            let c = Unmanaged<HTTP2ClientConnection>.fromOpaque(user).takeUnretainedValue()
+            guard let stream = c.streams[streamID] else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+            let n = stream.request.copyOut(into: buffer, max: length)
+            if stream.request.isEmpty { flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+            return n
+        }
+        let id = withHeaderVector(headers) { nva, count in
+            nghttp2_submit_request(session, nil, nva, count, &provider, nil)
+        }
+        guard id > 0 else {
+            completion(.failure(GRPCStatus(.unavailable, "cannot start a stream: \(String(cString: nghttp2_strerror(id)))")))
+            return
+        }
+        streams[id] = stream
+        if let timeout {
+            stream.deadline = loop.schedule(every: timeout, repeats: false) { [weak self, weak stream] in
+                guard let self, let stream, !stream.isDone else { return }
+                nghttp2_submit_rst_stream(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_CANCEL.rawValue))
+                self.streams[id] = nil
+                stream.complete(.failure(GRPCStatus(.deadlineExceeded, "context deadline exceeded")))
+                self.flush()
+            }
+        }
+        flush()
+    }
+
+    /// Ends the connection; calls in flight fail with UNAVAILABLE.
+    public func close() {
+        fail("connection closed by the client")
+    }
+
+    // MARK: I/O
+
+    private func takeMessages(_ stream: ClientStream) {
+        while case .message(let m) = GRPCFrame.next(from: &stream.response, maxMessageBytes: Int.max) {
+            if let onMessage = stream.onMessage { onMessage(m) } else { stream.messages.append(m) }
+        }
+    }
+
+    private func readable() {
+        guard let bev, let input = bufferevent_get_input(bev) else { return }
+        while evbuffer_get_length(input) > 0 {
+            var vec = iovec()
+            guard evbuffer_peek(input, -1, nil, &vec, 1) > 0 else { break }
+            let rc = nghttp2_session_mem_recv(session, vec.iov_base?.assumingMemoryBound(to: UInt8.self), vec.iov_len)
+            evbuffer_drain(input, vec.iov_len)
+            if rc < 0 {
+                fail("HTTP/2 error: \(String(cString: nghttp2_strerror(Int32(rc))))")
+                return
+            }
+        }
+        completeFinished()
+        flush()
+    }
+
+    private func completeFinished() {
+        while !finished.isEmpty {
+            let done = finished
+            finished.removeAll()
+            for (stream, result) in done { stream.complete(result) }
+        }
+    }
+
+    private func flush() {
+        guard let bev, !isClosed else { return }
+        let output = bufferevent_get_output(bev)
+        while evbuffer_get_length(output) < 1 << 20 {
+            var data: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &data)
+            if n <= 0 { break }
+            bufferevent_write(bev, data, n)
+        }
+    }
+
+    private func event(_ events: Int16) {
+        if events & Int16(BEV_EVENT_CONNECTED) != 0 {
+            wasConnected = true
+            var one: Int32 = 1
+            setsockopt(bufferevent_getfd(bev), Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            flush()
+            return
+        }
+        if events & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR) != 0 {
+            fail(wasConnected ? "connection to \(host):\(port) lost" : "cannot connect to \(host):\(port)")
+        }
+    }
+
+    private func fail(_ why: String) {
+        guard !isClosed else { return }
+        isClosed = true
+        if let bev { bufferevent_free(bev) }
+        bev = nil
+        let open = streams.values
+        streams.removeAll()
+        for s in open { s.complete(.failure(GRPCStatus(.unavailable, why))) }
+        completeFinished()
+        onClose?(why)
+    }
+
+}
+
+/// Undoes `grpc-message` percent-encoding.
+func percentDecode(_ s: String) -> String {
+    var bytes: [UInt8] = []
+    var rest = Array(s.utf8)[...]
+    while let b = rest.popFirst() {
+        if b == 0x25, rest.count >= 2, let v = UInt8(String(decoding: rest.prefix(2), as: UTF8.self), radix: 16) {
+            bytes.append(v)
+            rest = rest.dropFirst(2)
+        } else {
+            bytes.append(b)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
