@@ -1,0 +1,141 @@
+import ArgumentParser
+import EtcdClient
+import Foundation
+
+/// A load generator for etcd's v3 API, modelled on etcd's `benchmark` tool.
+/// It runs against any endpoint: swetcd or etcd.
+@main
+struct SwetcdBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swetcd-bench",
+        abstract: "Load an etcd-compatible server and report throughput and latency.",
+        subcommands: [Put.self, Range.self, TxnPut.self, TxnMixed.self])
+}
+
+struct GlobalOptions: ParsableArguments {
+    @Option(help: "Comma-separated endpoints (host:port).")
+    var endpoints = "127.0.0.1:2379"
+    @Option(help: "HTTP/2 connections to spread the clients over.")
+    var conns = 1
+    @Option(help: "Concurrent clients, each with one request in flight.")
+    var clients = 1
+    @Option(help: "Stop after this many seconds even if --total is not reached.")
+    var duration: Double?
+    @Flag(help: "Print numbers with full precision.")
+    var precise = false
+    @Flag(help: "Print a JSON summary instead of text.")
+    var json = false
+
+    var endpointList: [String] { endpoints.split(separator: ",").map(String.init) }
+
+    func print(_ r: Report) throws {
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            Swift.print(String(decoding: try encoder.encode(r), as: UTF8.self))
+            return
+        }
+        func n(_ x: Double) -> String { precise ? "\(x)" : String(format: "%.4f", x) }
+        Swift.print("""
+        Summary (\(r.workload), \(r.clients) clients over \(r.connections) connections):
+          Total:\t\(n(r.seconds)) secs.
+          Requests:\t\(r.requests)
+          Requests/sec:\t\(n(r.requestsPerSecond))
+          Latency (ms):\tp50 \(n(r.latencyMs["p50"]!))  p90 \(n(r.latencyMs["p90"]!))  p99 \(n(r.latencyMs["p99"]!))  p99.9 \(n(r.latencyMs["p99.9"]!))  max \(n(r.latencyMs["max"]!))
+          Bench CPU:\t\(n(r.benchCPUPercentOfOneCore))% of one core (\(n(r.benchCPUPercentOfMachine))% of the machine)
+        """)
+        if !r.errors.isEmpty {
+            Swift.print("  Errors:")
+            for (e, c) in r.errors.sorted(by: { $0.value > $1.value }) { Swift.print("    \(c)\t\(e)") }
+        }
+    }
+}
+
+struct Put: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Put keys.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Key size in bytes.") var keySize = 8
+    @Option(help: "Value size in bytes.") var valSize = 8
+    @Option(help: "Total requests.") var total = 10_000
+    @Option(help: "Distinct keys to put into (random unless --sequential-keys).") var keySpaceSize = 1
+    @Flag(help: "Put keys 0, 1, 2, ... in order.") var sequentialKeys = false
+
+    func run() async throws {
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: valSize)
+        let (keySize, space, sequential) = (keySize, keySpaceSize, sequentialKeys)
+        let r = try await runLoad(workload: "put", endpoints: global.endpointList, connections: global.conns,
+                                  clients: global.clients, total: total, seconds: global.duration) { client, n in
+            let k = sequential ? n % space : Int.random(in: 0..<max(space, 1))
+            try await client.put(benchKey(k, size: keySize), value)
+        }
+        try global.print(r)
+    }
+}
+
+struct Range: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Get a key or a range.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The key.") var key: String
+    @Argument(help: "The range end (exclusive); none for the single key.") var end: String?
+    @Option(help: "l (linearizable) or s (serializable).") var consistency = "l"
+    @Option(help: "Total requests.") var total = 10_000
+    @Option(help: "Most keys per response (0: no limit).") var limit: Int64 = 0
+
+    func run() async throws {
+        guard consistency == "l" || consistency == "s" else { throw ValidationError("--consistency is l or s") }
+        var options = GetOptions()
+        options.serializable = consistency == "s"
+        options.limit = limit
+        let range: KeyRange = end.map { .range(Array(key.utf8), end: Array($0.utf8)) } ?? .key(key)
+        let r = try await runLoad(workload: "range", endpoints: global.endpointList, connections: global.conns,
+                                  clients: global.clients, total: total, seconds: global.duration) { [options] client, _ in
+            _ = try await client.get(range, options)
+        }
+        try global.print(r)
+    }
+}
+
+struct TxnPut: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "txn-put", abstract: "Txns of puts.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Key size in bytes.") var keySize = 8
+    @Option(help: "Value size in bytes.") var valSize = 8
+    @Option(help: "Total requests.") var total = 10_000
+    @Option(help: "Distinct keys.") var keySpaceSize = 1
+    @Option(help: "Puts per txn.") var txnOps = 1
+
+    func run() async throws {
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: valSize)
+        let (keySize, space, ops) = (keySize, keySpaceSize, txnOps)
+        let r = try await runLoad(workload: "txn-put", endpoints: global.endpointList, connections: global.conns,
+                                  clients: global.clients, total: total, seconds: global.duration) { client, n in
+            // Distinct keys inside one txn (a key may be written once per txn).
+            let base = Int.random(in: 0..<max(space, 1))
+            let puts = (0..<ops).map { TxnOp.put(benchKey((base + $0) % max(space, ops), size: keySize), value) }
+            _ = try await client.txn(compare: [], success: puts)
+        }
+        try global.print(r)
+    }
+}
+
+struct TxnMixed: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "txn-mixed", abstract: "Txns that read or write.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Key size in bytes.") var keySize = 8
+    @Option(help: "Value size in bytes.") var valSize = 8
+    @Option(help: "Total requests.") var total = 10_000
+    @Option(help: "Distinct keys.") var keySpaceSize = 1
+    @Option(help: "Reads per write.") var rwRatio = 1.0
+
+    func run() async throws {
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: valSize)
+        let (keySize, space, readShare) = (keySize, keySpaceSize, rwRatio / (rwRatio + 1))
+        let r = try await runLoad(workload: "txn-mixed", endpoints: global.endpointList, connections: global.conns,
+                                  clients: global.clients, total: total, seconds: global.duration) { client, _ in
+            let key = benchKey(Int.random(in: 0..<max(space, 1)), size: keySize)
+            let op: TxnOp = Double.random(in: 0..<1) < readShare ? .get(.key(key)) : .put(key, value)
+            _ = try await client.txn(compare: [], success: [op])
+        }
+        try global.print(r)
+    }
+}
