@@ -18,6 +18,9 @@ public final class Store {
     /// Whether `leaseID` names a live lease; the lessor sets this. Until one
     /// exists no lease does, and a put with a lease fails as etcd's would.
     public var leaseExists: (Int64) -> Bool = { _ in false }
+    /// Called after each write transaction that changed something, with its
+    /// revision and its changes in order (the watch hub listens here).
+    public var onChange: ((Int64, [WatchEvent]) -> Void)?
 
     /// The backend part of the newest compaction, when not yet done.
     private var pendingCompaction: PendingCompaction?
@@ -126,6 +129,8 @@ public final class Store {
     private struct WriteContext {
         let begin: Int64
         var changes = 0
+        /// What the transaction changed, in order, for watchers.
+        var events: [WatchEvent] = []
         var readRevision: Int64 { changes > 0 ? begin + 1 : begin }
         mutating func nextRevision() -> Revision {
             defer { changes += 1 }
@@ -167,7 +172,10 @@ public final class Store {
         } catch {
             fatalError("backend write failed mid-transaction: \(error)")
         }
-        if ctx.changes > 0 { currentRevision += 1 }
+        if ctx.changes > 0 {
+            currentRevision += 1
+            onChange?(currentRevision, ctx.events)
+        }
         backend.endRead()
         if backend.uncommittedWrites >= limits.backendBatchLimit { try? commit() }
         return result
@@ -204,6 +212,7 @@ public final class Store {
                           lease: p.ignoreLease ? prev?.lease ?? 0 : p.lease)
         try backend.putRevision(RevisionKey(rev), value: kv.encoded())
         index.put(p.key, rev)
+        if onChange != nil { ctx.events.append(WatchEvent(kind: .put, kv: kv)) }
         return PutResult(prevKV: p.prevKV ? prev : nil, revision: rev.main)
     }
 
@@ -222,6 +231,7 @@ public final class Store {
             // As etcd: a tombstone's value records only the key.
             try backend.putRevision(RevisionKey(rev, isTombstone: true), value: KeyValue(key: e.key).encoded())
             index.tombstone(e.key, rev)
+            if onChange != nil { ctx.events.append(WatchEvent(kind: .delete, kv: KeyValue(key: e.key, modRevision: rev.main))) }
         }
         let revision = entries.isEmpty ? ctx.readRevision : ctx.begin + 1
         return DeleteRangeResult(deleted: Int64(entries.count), prevKVs: prevKVs, revision: revision)
@@ -339,7 +349,9 @@ public final class Store {
         var doomed: [RevisionKey] = []
         var reachedEnd = true
         try backend.forEachRevision(from: job.next) { key, _ in
-            if key.revision.main > job.revision { return false }
+            // Changes made at the compaction revision itself stay (deletes
+            // included): a watch may start there and must see them.
+            if key.revision.main >= job.revision { return false }
             if doomed.count == limits.compactionBatchLimit {
                 job.next = key.revision
                 reachedEnd = false
@@ -363,6 +375,47 @@ public final class Store {
     public func finishCompaction() throws {
         while try !compactionStep() { try commit() }
         try commit()
+    }
+
+    // MARK: History for watchers
+
+    /// The changes of revisions `from...through`, in order, read from the
+    /// backend: at most about `maxEvents`, always ending at a revision
+    /// boundary (a revision's changes are never split). Returns them and the
+    /// first revision not covered. `from` must not be below the compacted
+    /// revision.
+    public func events(from: Int64, through: Int64, maxEvents: Int) throws -> (events: [WatchEvent], next: Int64) {
+        if from < compactedRevision { throw MVCCError.compacted }
+        var out: [WatchEvent] = []
+        var next = from
+        try backend.forEachRevision(from: Revision(main: from)) { key, value in
+            let main = key.revision.main
+            if main > through { return false }
+            if main != next && out.count >= maxEvents { return false }  // stop between revisions
+            guard let stored = KeyValue(encoded: value) else {
+                preconditionFailure("backend revision \(key.revision) does not decode as mvccpb.KeyValue")
+            }
+            // From the compacted revision on, every stored revision is a change.
+            out.append(key.isTombstone
+                ? WatchEvent(kind: .delete, kv: KeyValue(key: stored.key, modRevision: main))
+                : WatchEvent(kind: .put, kv: stored))
+            next = main
+            return true
+        }
+        backend.endRead()
+        // Everything through `next` was read unless we stopped early.
+        let covered = out.last.map { $0.revision } ?? (from - 1)
+        let end = out.count >= maxEvents ? covered + 1 : through + 1
+        return (out, max(end, from))
+    }
+
+    /// The key's version just before `revision` (for a watcher's prev_kv),
+    /// nil if it did not exist or that history is compacted.
+    public func previousVersion(of key: [UInt8], before revision: Int64) throws -> KeyValue? {
+        let at = revision - 1
+        guard at >= compactedRevision, at >= 1, let found = index.get(key, atRev: at) else { return nil }
+        defer { backend.endRead() }
+        return try backend.keyValue(at: RevisionKey(found.modified), skipValue: false)
     }
 
     // MARK: Hashes

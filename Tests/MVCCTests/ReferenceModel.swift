@@ -11,6 +11,9 @@ struct ReferenceModel {
     var compacted: Int64 = 0
     var leases: Set<Int64> = []
     var maxTxnOps = 128
+    /// The changes of each revision, in the order the ops made them (what
+    /// watchers must receive). Kept across compactions.
+    var log: [Int64: [WatchEvent]] = [:]
 
     func inRange(_ k: [UInt8], key: [UInt8], end: [UInt8]) -> Bool {
         if end.isEmpty { return k == key }
@@ -114,6 +117,7 @@ struct ReferenceModel {
         if work.changes > 0 {
             current += 1
             states[current] = work.state
+            log[current] = work.events
         }
     }
 
@@ -197,6 +201,7 @@ struct ReferenceModel {
         var state: State
         let begin: Int64
         var changes = 0
+        var events: [WatchEvent] = []
         var readRev: Int64 { changes > 0 ? begin + 1 : begin }
 
         mutating func put(_ p: PutRequest) -> PutResult {
@@ -206,13 +211,17 @@ struct ReferenceModel {
                                     value: p.ignoreValue ? old!.value : p.value,
                                     lease: p.ignoreLease ? old!.lease : p.lease)
             changes += 1
+            events.append(WatchEvent(kind: .put, kv: state[p.key]!))
             return PutResult(prevKV: p.prevKV ? old : nil, revision: begin + 1)
         }
 
         mutating func delete(_ d: DeleteRangeRequest, model: ReferenceModel) -> DeleteRangeResult {
             let ks = model.keys(of: state, key: d.key, end: d.rangeEnd)
             let prev = d.prevKV ? ks.map { state[$0]! } : []
-            for k in ks { state[k] = nil }
+            for k in ks {
+                state[k] = nil
+                events.append(WatchEvent(kind: .delete, kv: KeyValue(key: k, modRevision: begin + 1)))
+            }
             changes += ks.count
             return DeleteRangeResult(deleted: Int64(ks.count), prevKVs: prev, revision: ks.isEmpty ? readRev : begin + 1)
         }

@@ -1,0 +1,237 @@
+/// Which watchers want which changes: the watch hub of DESIGN.md, as a pure
+/// state machine. The server feeds it every write (`dispatch`), asks it to
+/// catch lagging watchers up from history (`catchUp`), and sends what they
+/// return.
+///
+/// Every watcher is in one of two groups:
+/// - **synced**: it has been sent every change up to the current revision
+///   (or waits for a future start revision), and receives each new write as
+///   it is dispatched. Single-key watchers sit in a hash map and range
+///   watchers in a `RangeIndex`, so a write costs a lookup per changed key
+///   plus the matches, not a visit to every watcher.
+/// - **unsynced**: it still needs history from `next` on, read from the
+///   backend in bounded batches. New watchers with an old start revision
+///   start here; so does a watcher whose stream was too backed up to take
+///   its events (the server calls `desync`), which is how a slow consumer
+///   costs bounded memory and loses nothing: it falls back to history.
+///
+/// A watcher whose position has been compacted away is cancelled by
+/// `catchUp` with the compaction revision, as etcd does.
+public final class WatchHub {
+    public typealias ID = Int
+
+    public struct Watcher: Sendable {
+        public let id: ID
+        public let range: KeyRange
+        public let noPut: Bool
+        public let noDelete: Bool
+        /// The first revision not yet sent (for synced watchers only
+        /// meaningful while it is in the future: a start revision to wait for).
+        public fileprivate(set) var next: Int64
+        public fileprivate(set) var isSynced: Bool
+
+        func wants(_ e: WatchEvent) -> Bool {
+            if e.kind == .put && noPut || e.kind == .delete && noDelete { return false }
+            return e.revision >= next && range.contains(e.kv.key)
+        }
+    }
+
+    public private(set) var watchers: [ID: Watcher] = [:]
+    private var singleKey: [[UInt8]: Set<ID>] = [:]
+    private var ranges = RangeIndex()
+    private var unsynced = Set<ID>()
+
+    /// Bounds of one catch-up pass.
+    public var catchUpMaxEvents = 1_000
+    public var catchUpMaxWatchers = 512
+
+    public init() {}
+
+    public var hasUnsynced: Bool { !unsynced.isEmpty }
+    public func isSynced(_ id: ID) -> Bool { watchers[id]?.isSynced ?? false }
+
+    /// Adds a watcher. `startRevision` 0 means "from the next write".
+    public func add(_ id: ID, range: KeyRange, startRevision: Int64, noPut: Bool = false, noDelete: Bool = false,
+                    currentRevision: Int64) {
+        precondition(watchers[id] == nil, "watcher \(id) exists")
+        let next = startRevision <= 0 ? currentRevision + 1 : startRevision
+        watchers[id] = Watcher(id: id, range: range, noPut: noPut, noDelete: noDelete, next: next, isSynced: false)
+        if next > currentRevision { sync(id) } else { unsynced.insert(id) }
+    }
+
+    public func remove(_ id: ID) {
+        guard let w = watchers.removeValue(forKey: id) else { return }
+        if w.isSynced { unindex(w) } else { unsynced.remove(id) }
+    }
+
+    /// The changes of one write, for every synced watcher that wants some of
+    /// them, in watcher order. All of a revision's events go to a watcher
+    /// together.
+    public func dispatch(revision: Int64, events: [WatchEvent]) -> [(ID, [WatchEvent])] {
+        var byWatcher: [ID: [WatchEvent]] = [:]
+        for e in events {
+            var ids = singleKey[e.kv.key] ?? []
+            ranges.forEachContaining(e.kv.key) { ids.formUnion($0) }
+            for id in ids where watchers[id]!.wants(e) { byWatcher[id, default: []].append(e) }
+        }
+        return byWatcher.sorted { $0.key < $1.key }
+    }
+
+    /// The watcher could not take events from `revision` on (its stream is
+    /// backed up): it will get them from history instead.
+    public func desync(_ id: ID, from revision: Int64) {
+        guard var w = watchers[id], w.isSynced else { return }
+        unindex(w)
+        w.isSynced = false
+        w.next = revision
+        watchers[id] = w
+        unsynced.insert(id)
+    }
+
+    public struct CatchUp {
+        public var deliveries: [(ID, [WatchEvent])] = []
+        /// Watchers removed because history from their position is gone.
+        public var compacted: [(ID, compactRevision: Int64)] = []
+        /// Revision the deliveries bring their watchers up to (for headers).
+        public var revision: Int64 = 0
+    }
+
+    /// One bounded pass: reads history once from the oldest position among
+    /// the unsynced watchers that `canSend` allows, hands each its part, and
+    /// moves the ones that reach the current revision to synced.
+    public func catchUp(_ store: Store, canSend: (ID) -> Bool) throws -> CatchUp {
+        var result = CatchUp()
+        let current = store.currentRevision
+        result.revision = current
+        let eligible = unsynced.sorted().filter(canSend).prefix(catchUpMaxWatchers)
+        var active: [ID] = []
+        for id in eligible {
+            let w = watchers[id]!
+            if w.next < store.compactedRevision {
+                result.compacted.append((id, store.compactedRevision))
+                remove(id)
+            } else if w.next > current {
+                sync(id)
+            } else {
+                active.append(id)
+            }
+        }
+        guard let from = active.map({ watchers[$0]!.next }).min() else { return result }
+        let (events, end) = try store.events(from: from, through: current, maxEvents: catchUpMaxEvents)
+        for id in active {
+            var w = watchers[id]!
+            let mine = events.filter { w.wants($0) && $0.revision < end }
+            if !mine.isEmpty { result.deliveries.append((id, mine)) }
+            w.next = max(w.next, end)
+            watchers[id] = w
+            if w.next > current { sync(id) }
+        }
+        return result
+    }
+
+    private func sync(_ id: ID) {
+        guard var w = watchers[id] else { return }
+        unsynced.remove(id)
+        w.isSynced = true
+        watchers[id] = w
+        switch w.range {
+        case .single(let key): singleKey[key, default: []].insert(id)
+        case .from(let start, let end): ranges.insert(id, start: start, end: end)
+        }
+    }
+
+    private func unindex(_ w: Watcher) {
+        switch w.range {
+        case .single(let key):
+            singleKey[key]?.remove(w.id)
+            if singleKey[key]?.isEmpty == true { singleKey[key] = nil }
+        case .from(let start, let end):
+            ranges.remove(w.id, start: start, end: end)
+        }
+    }
+}
+
+/// Range watchers grouped by their distinct [start, end) interval (many
+/// controllers watch the same prefix), sorted by start, with the running
+/// maximum of ends: a key's watchers are found by a binary search for the
+/// last interval starting at or before it, then a walk back that stops as
+/// soon as no earlier interval can reach the key.
+struct RangeIndex {
+    private struct Group {
+        var start: [UInt8]
+        var end: [UInt8]?  // nil: unbounded
+        var ids: Set<WatchHub.ID>
+    }
+    private var groups: [Group] = []
+    /// maxEnd[i]: the largest end among groups[0...i] (nil: unbounded).
+    private var maxEnd: [[UInt8]?] = []
+
+    private func position(_ start: [UInt8], _ end: [UInt8]?) -> (index: Int, found: Bool) {
+        var lo = 0, hi = groups.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if Self.less(groups[mid].start, groups[mid].end, start, end) { lo = mid + 1 } else { hi = mid }
+        }
+        let found = lo < groups.count && groups[lo].start == start && groups[lo].end == end
+        return (lo, found)
+    }
+
+    private static func less(_ s1: [UInt8], _ e1: [UInt8]?, _ s2: [UInt8], _ e2: [UInt8]?) -> Bool {
+        let c = compareBytes(s1, s2)
+        if c != 0 { return c < 0 }
+        switch (e1, e2) {
+        case (nil, nil): return false
+        case (nil, _): return false
+        case (_, nil): return true
+        case (let a?, let b?): return compareBytes(a, b) < 0
+        }
+    }
+
+    mutating func insert(_ id: WatchHub.ID, start: [UInt8], end: [UInt8]?) {
+        let (i, found) = position(start, end)
+        if found {
+            groups[i].ids.insert(id)
+        } else {
+            groups.insert(Group(start: start, end: end, ids: [id]), at: i)
+            rebuildMaxEnd(from: i)
+        }
+    }
+
+    mutating func remove(_ id: WatchHub.ID, start: [UInt8], end: [UInt8]?) {
+        let (i, found) = position(start, end)
+        guard found else { return }
+        groups[i].ids.remove(id)
+        if groups[i].ids.isEmpty {
+            groups.remove(at: i)
+            rebuildMaxEnd(from: i)
+        }
+    }
+
+    private mutating func rebuildMaxEnd(from i: Int) {
+        maxEnd.removeSubrange(i...)
+        for j in i..<groups.count {
+            maxEnd.append(j == 0 ? groups[0].end : Self.reach(maxEnd[j - 1], groups[j].end))
+        }
+    }
+
+    /// The larger of two ends, nil (unbounded) winning.
+    private static func reach(_ a: [UInt8]?, _ b: [UInt8]?) -> [UInt8]? {
+        guard let a, let b else { return nil }
+        return compareBytes(a, b) >= 0 ? a : b
+    }
+
+    func forEachContaining(_ key: [UInt8], _ body: (Set<WatchHub.ID>) -> Void) {
+        // Last group whose start <= key.
+        var lo = 0, hi = groups.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if compareBytes(groups[mid].start, key) <= 0 { lo = mid + 1 } else { hi = mid }
+        }
+        var i = lo - 1
+        while i >= 0 {
+            if let reach = maxEnd[i], compareBytes(reach, key) <= 0 { return }  // nothing earlier reaches key
+            if groups[i].end.map({ compareBytes(key, $0) < 0 }) ?? true { body(groups[i].ids) }
+            i -= 1
+        }
+    }
+}
