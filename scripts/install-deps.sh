@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   pkg-config libevent-dev libssl-dev libnghttp2-dev liblmdb-dev  # C libraries (Package.swift)
-  etcd-client curl                                              # real clients for the end-to-end tests
+  etcd-client etcd-server curl                                  # real clients, and a real etcd to compare with
 )
 # A python3 with pip from elsewhere (pyenv, ...) will do; else Debian's.
 if ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then

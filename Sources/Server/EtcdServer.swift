@@ -39,6 +39,14 @@ public final class EtcdServer {
     private var awaitingCompaction: [() -> Void] = []
     var snapshotsInProgress = 0
 
+    // Watch: the hub, which stream owns each watcher, and the streams.
+    let watchHub = WatchHub()
+    var watchOwners: [WatchHub.ID: WatchStream] = [:]
+    var watchStreams: [ObjectIdentifier: WatchStream] = [:]
+    var nextWatcherID = 0
+    var watchCatchUpTask: DeferredTask!
+    private var progressTimer: Transport.Timer?
+
     public init(config: ServerConfig, loop: EventLoop, logger: Logger) throws {
         self.config = config
         self.loop = loop
@@ -62,7 +70,10 @@ public final class EtcdServer {
         try store.commit()
         commitTask = loop.makeDeferredTask { [unowned self] in self.commitAndReply() }
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
+        watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }
+        progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
         registerKV()
+        registerWatch()
         registerMaintenance()
         registerCluster()
         if store.hasPendingCompaction { compactionTask.trigger() }

@@ -11,6 +11,8 @@ public struct ServerConfig: Equatable, Sendable {
     public var maxTxnOps = 128
     public var logLevel = Logger.Level.info
     public var quotaBackendBytes: Int64 = 2 << 30
+    /// Seconds between progress notifications to watchers that asked.
+    public var watchProgressNotifyInterval: Double = 600
 
     public init() {}
 
@@ -60,7 +62,8 @@ public struct ServerConfig: Equatable, Sendable {
     }
 
     static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls",
-                        "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes"]
+                        "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes",
+                        "experimental-watch-progress-notify-interval"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -73,6 +76,9 @@ public struct ServerConfig: Equatable, Sendable {
       --max-txn-ops           most operations in one transaction (default 128)
       --log-level             debug, info, warn, error, panic or fatal (default info)
       --quota-backend-bytes   backend size that raises the NOSPACE alarm (default 2 GiB)
+      --experimental-watch-progress-notify-interval
+                              time between watch progress notifications, as Go durations
+                              (10m, 5s, 250ms; default 10m)
       --version               print the version and exit
       -h, --help              print this help
 
@@ -138,6 +144,9 @@ public struct ServerConfig: Equatable, Sendable {
             case "max-request-bytes": config.maxRequestBytes = try positive()
             case "max-txn-ops": config.maxTxnOps = try positive()
             case "quota-backend-bytes": config.quotaBackendBytes = Int64(try positive())
+            case "experimental-watch-progress-notify-interval":
+                guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 10m or 500ms") }
+                config.watchProgressNotifyInterval = seconds
             case "log-level":
                 let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
                                                       "error": .error, "panic": .critical, "fatal": .critical]
@@ -152,4 +161,22 @@ public struct ServerConfig: Equatable, Sendable {
 
 extension String {
     func replacingDashes() -> String { String(map { $0 == "-" ? "_" : $0 }) }
+}
+
+/// Parses a Go duration ("10m", "1h30m", "250ms", "5s") into seconds.
+func parseGoDuration(_ s: String) -> Double? {
+    let units: [(String, Double)] = [("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1), ("m", 60), ("h", 3600)]
+    var rest = Substring(s)
+    var total = 0.0
+    guard !rest.isEmpty else { return nil }
+    while !rest.isEmpty {
+        let number = rest.prefix { $0.isNumber || $0 == "." }
+        guard let value = Double(number) else { return nil }
+        rest = rest.dropFirst(number.count)
+        // Two-letter units come first in the list, so "ms" is not read as "m".
+        guard let unit = units.first(where: { rest.hasPrefix($0.0) }) else { return nil }
+        total += value * unit.1
+        rest = rest.dropFirst(unit.0.count)
+    }
+    return total
 }

@@ -1,0 +1,93 @@
+import Foundation
+
+/// A real etcd 3.4 (Debian's etcd-server) on free loopback ports with a
+/// fresh data dir, to compare swetcd's behaviour with. `stop()` ends it.
+final class ReferenceEtcd {
+    let process = Process()
+    let dataDir: String
+    let port: UInt16
+    var endpoint: String { "127.0.0.1:\(port)" }
+
+    init() throws {
+        let etcd = "/usr/bin/etcd"
+        guard FileManager.default.isExecutableFile(atPath: etcd) else {
+            throw E2EError("\(etcd) not found: apt-get install etcd-server (scripts/install-deps.sh does)")
+        }
+        dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("etcd-ref-\(UUID().uuidString)").path
+        port = try Self.freePort()
+        let peer = try Self.freePort()
+        process.executableURL = URL(fileURLWithPath: etcd)
+        process.arguments = ["--data-dir", dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
+                             "--advertise-client-urls", "http://127.0.0.1:\(port)",
+                             "--listen-peer-urls", "http://127.0.0.1:\(peer)",
+                             "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
+                             "--initial-cluster", "default=http://127.0.0.1:\(peer)", "--log-level", "error"]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if let r = try? Etcdctl(endpoint: endpoint).run("endpoint", "health"), r.status == 0 { return }
+            usleep(100_000)
+        }
+        stop()
+        throw E2EError("etcd did not start")
+    }
+
+    /// A port free at the moment of asking (bound to port 0, then released).
+    static func freePort() throws -> UInt16 {
+        let l = try SilentListener()
+        return l.port
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: dataDir)
+    }
+
+    deinit { stop() }
+}
+
+/// A long-running etcdctl (watch) whose output is collected in a file.
+final class BackgroundEtcdctl {
+    let process = Process()
+    let output: String
+    let input = Pipe()
+
+    init(endpoint: String, _ arguments: [String]) throws {
+        output = FileManager.default.temporaryDirectory.appendingPathComponent("etcdctl-\(UUID().uuidString)").path
+        FileManager.default.createFile(atPath: output, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/etcdctl")
+        process.arguments = ["--endpoints=\(endpoint)"] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env["ETCDCTL_API"] = "3"
+        process.environment = env
+        let out = FileHandle(forWritingAtPath: output)
+        process.standardOutput = out
+        process.standardError = out
+        process.standardInput = input
+        try process.run()
+    }
+
+    func type(_ line: String) {
+        input.fileHandleForWriting.write(Data((line + "\n").utf8))
+    }
+
+    var text: String { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+
+    /// Waits until the output has `lines` lines (or 10 s), then stops.
+    func finish(expectingLines lines: Int) -> String {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && text.split(separator: "\n", omittingEmptySubsequences: false).count - 1 < lines {
+            usleep(20_000)
+        }
+        usleep(200_000)  // anything extra would show up now
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        return text
+    }
+}
