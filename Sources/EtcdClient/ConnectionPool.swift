@@ -41,6 +41,18 @@ final class ConnectionPool {
         }
     }
 
+    /// Opens a stream that keeps sending (Watch): the connection it is on
+    /// and its stream id, for later `send`, `closeSend` and `cancel`.
+    func openStream(_ path: String, first: [UInt8], onMessage: @escaping ([UInt8]) -> Void,
+                    completion: @escaping (GRPCClientResult) -> Void) -> (HTTP2ClientConnection, Int32) {
+        let index = next
+        next = (next + 1) % slots.count
+        let connection = self.connection(at: index)
+        let id = connection.call(path, request: first, timeout: nil, onMessage: onMessage, keepSending: true,
+                                 completion: completion)
+        return (connection, id)
+    }
+
     private func connection(at index: Int) -> HTTP2ClientConnection {
         if let c = slots[index].connection, !c.isClosed { return c }
         if let old = slots[index].connection, !old.wasConnected {

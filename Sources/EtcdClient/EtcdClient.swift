@@ -13,7 +13,7 @@ import Transport
 ///     client.close()
 public final class EtcdClient: Sendable {
     private let thread: EventLoopThread
-    private let pool: LoopBound<ConnectionPool>
+    let pool: LoopBound<ConnectionPool>
     /// Seconds a call may take unless it says otherwise.
     public let timeout: Double
 

@@ -22,6 +22,10 @@ final class ClientStream {
     let completion: (GRPCClientResult) -> Void
     var deadline: Timer?
     var isDone = false
+    /// No more request messages will come (unary calls: from the start).
+    var requestClosed = true
+    /// The data provider returned DEFERRED and waits for more to send.
+    var isDeferred = false
 
     init(path: String, onMessage: (([UInt8]) -> Void)?, completion: @escaping (GRPCClientResult) -> Void) {
         self.path = path
@@ -153,14 +157,16 @@ public final class HTTP2ClientConnection {
     /// Starts a call. `onMessage` makes it streaming; `completion` runs once,
     /// on the loop. `timeout` (seconds) is sent as grpc-timeout and enforced
     /// here too.
+    @discardableResult
     public func call(_ path: String, request: [UInt8], timeout: Double?, metadata: [(String, String)] = [],
-                     onMessage: (([UInt8]) -> Void)? = nil,
-                     completion: @escaping (GRPCClientResult) -> Void) {
+                     onMessage: (([UInt8]) -> Void)? = nil, keepSending: Bool = false,
+                     completion: @escaping (GRPCClientResult) -> Void) -> Int32 {
         guard !isClosed else {
             completion(.failure(GRPCStatus(.unavailable, "connection to \(host):\(port) is closed")))
-            return
+            return -1
         }
         let stream = ClientStream(path: path, onMessage: onMessage, completion: completion)
+        stream.requestClosed = !keepSending
         GRPCFrame.encode(request, into: &stream.request)
         var headers = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "\(host):\(port)"),
                        ("content-type", "application/grpc"), ("te", "trailers")]
@@ -172,7 +178,14 @@ public final class HTTP2ClientConnection {
             let c = Unmanaged<HTTP2ClientConnection>.fromOpaque(user).takeUnretainedValue()
             guard let stream = c.streams[streamID] else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
             let n = stream.request.copyOut(into: buffer, max: length)
-            if stream.request.isEmpty { flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+            if stream.request.isEmpty {
+                if stream.requestClosed {
+                    flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+                } else if n == 0 {
+                    stream.isDeferred = true
+                    return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+                }
+            }
             return n
         }
         let id = withHeaderVector(headers) { nva, count in
@@ -180,7 +193,7 @@ public final class HTTP2ClientConnection {
         }
         guard id > 0 else {
             completion(.failure(GRPCStatus(.unavailable, "cannot start a stream: \(String(cString: nghttp2_strerror(id)))")))
-            return
+            return -1
         }
         streams[id] = stream
         if let timeout {
@@ -191,6 +204,38 @@ public final class HTTP2ClientConnection {
                 stream.complete(.failure(GRPCStatus(.deadlineExceeded, "context deadline exceeded")))
                 self.flush()
             }
+        }
+        flush()
+        return id
+    }
+
+    /// Sends one more request message on a stream opened with `keepSending`.
+    public func send(_ message: [UInt8], on id: Int32) {
+        guard let stream = streams[id], !stream.requestClosed else { return }
+        GRPCFrame.encode(message, into: &stream.request)
+        resume(stream, id)
+    }
+
+    /// Half-closes a stream opened with `keepSending`: no more messages.
+    public func closeSend(on id: Int32) {
+        guard let stream = streams[id], !stream.requestClosed else { return }
+        stream.requestClosed = true
+        resume(stream, id)
+    }
+
+    /// Abandons a call: the server is told (RST_STREAM CANCEL) and the
+    /// completion runs with CANCELLED.
+    public func cancel(_ id: Int32) {
+        guard let stream = streams.removeValue(forKey: id) else { return }
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_CANCEL.rawValue))
+        stream.complete(.failure(GRPCStatus(.canceled, "call cancelled by the client")))
+        flush()
+    }
+
+    private func resume(_ stream: ClientStream, _ id: Int32) {
+        if stream.isDeferred {
+            stream.isDeferred = false
+            nghttp2_session_resume_data(session, id)
         }
         flush()
     }

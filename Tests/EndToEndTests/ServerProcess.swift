@@ -18,14 +18,15 @@ final class ServerProcess {
         return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("swetcd").path
     }
 
-    init(arguments: [String] = [], dataDir: String? = nil) throws {
+    /// - Parameter port: 0 picks a free one (a restart may ask for the same).
+    init(arguments: [String] = [], dataDir: String? = nil, port requestedPort: UInt16 = 0) throws {
         ownsDataDir = dataDir == nil
         self.dataDir = dataDir ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("swetcd-e2e-\(UUID().uuidString)").path
         logPath = self.dataDir + ".log"
         FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:0"] + arguments
+        process.arguments = ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(requestedPort)"] + arguments
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()

@@ -95,6 +95,24 @@ import Testing
         #expect(ours.contains("compacted"), "\(ours)")
     }
 
+    /// etcd #15220: a requested progress response never runs ahead of the
+    /// events still owed on its stream.
+    @Test func progressResponseWaitsForTheHistoryOwed() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let r = try runPython("watch_streams.py", ["progress-after-history", server.endpoint])
+        #expect(r.status == 0 && r.stdout.hasPrefix("progress "), "\(r)")
+    }
+
+    /// etcd #17529: a stream with many prev_kv watchers is not starved and
+    /// does not delay another stream.
+    @Test func manyPrevKVWatchersOnOneStreamAreNotStarved() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let r = try runPython("watch_streams.py", ["many-prevkv-watchers", server.endpoint])
+        #expect(r.status == 0 && r.stdout.contains("got all 200 events"), "\(r)")
+    }
+
     @Test func pythonEtcd3WatchPrefix() throws {
         let server = try ServerProcess()
         defer { server.stop() }

@@ -1,0 +1,175 @@
+import EtcdProto
+import Foundation
+import Transport
+
+public struct WatchOptions: Sendable {
+    /// First revision to deliver; 0: changes after the watch is created.
+    public var startRevision: Int64 = 0
+    /// Attach each key's previous version to its events.
+    public var prevKV = false
+    public var noPut = false
+    public var noDelete = false
+    /// Ask for periodic progress notifications (empty responses).
+    public var progressNotify = false
+    /// Let the server split very large responses (reassembled here).
+    public var fragment = false
+
+    public init() {}
+}
+
+/// A change to one key.
+public struct WatchEvent: Sendable {
+    public enum Kind: Sendable { case put, delete }
+    public var kind: Kind
+    /// For a delete, only `key` and `modRevision` are set.
+    public var kv: KeyValue
+    public var prevKV: KeyValue?
+}
+
+public struct WatchResponse: Sendable {
+    public var header: ResponseHeader
+    public var watchID: Int64
+    public var created: Bool
+    public var canceled: Bool
+    /// Set when the watch was cancelled because its start is compacted.
+    public var compactRevision: Int64
+    public var cancelReason: String
+    public var events: [WatchEvent]
+
+    /// An empty response that only reports progress: every event up to
+    /// `header.revision` has been delivered.
+    public var isProgressNotification: Bool { events.isEmpty && !created && !canceled }
+}
+
+/// The client side of one watch stream, on the client's loop thread.
+final class WatchCall {
+    var connection: HTTP2ClientConnection?
+    var streamID: Int32 = -1
+    var pendingFragments: [Mvccpb_Event] = []
+    var ended = false
+
+    func cancel() {
+        guard !ended else { return }
+        ended = true
+        if let connection, streamID > 0 { connection.cancel(streamID) }
+    }
+}
+
+extension EtcdClient {
+    /// Watches a key or range: the created response first, then events in
+    /// revision order, all of a revision's events in one response. The
+    /// sequence ends when the watch is cancelled (a response with
+    /// `canceled`), and throws if the connection fails; stop iterating to
+    /// cancel it.
+    public func watch(_ range: KeyRange, _ options: WatchOptions = WatchOptions()) -> AsyncThrowingStream<WatchResponse, Error> {
+        var create = Etcdserverpb_WatchCreateRequest()
+        (create.key, create.rangeEnd) = range.wire
+        create.startRevision = options.startRevision
+        create.prevKv = options.prevKV
+        create.progressNotify = options.progressNotify
+        create.fragment = options.fragment
+        if options.noPut { create.filters.append(.noput) }
+        if options.noDelete { create.filters.append(.nodelete) }
+        var request = Etcdserverpb_WatchRequest()
+        request.requestUnion = .createRequest(create)
+        let first: [UInt8] = (try? request.serializedBytes()) ?? []
+        let pool = self.pool
+        return AsyncThrowingStream { continuation in
+            let state = LoopBound(WatchCall())
+            pool.value.loop.execute {
+                let call = state.value
+                let (connection, id) = pool.value.openStream("/etcdserverpb.Watch/Watch", first: first, onMessage: { bytes in
+                    guard !call.ended, let r = try? Etcdserverpb_WatchResponse(serializedBytes: bytes) else { return }
+                    if r.fragment {
+                        call.pendingFragments += r.events
+                        return
+                    }
+                    var whole = r
+                    if !call.pendingFragments.isEmpty {
+                        whole.events = call.pendingFragments + r.events
+                        call.pendingFragments = []
+                    }
+                    continuation.yield(WatchResponse(whole))
+                    if r.canceled {
+                        call.cancel()
+                        continuation.finish()
+                    }
+                }, completion: { result in
+                    call.ended = true
+                    switch result {
+                    case .success: continuation.finish()
+                    case .failure(let status) where status.code == .canceled: continuation.finish()
+                    case .failure(let status): continuation.finish(throwing: EtcdError(status))
+                    }
+                })
+                call.connection = connection
+                call.streamID = id
+            }
+            continuation.onTermination = { _ in
+                pool.value.loop.execute { state.value.cancel() }
+            }
+        }
+    }
+
+    /// A watch that survives lost connections: it reconnects and continues
+    /// from the revision after the last one it delivered, so the consumer
+    /// sees every change once, in order. Only the first created response is
+    /// delivered; a compacted start ends it with `EtcdError.compacted`.
+    public func resumableWatch(_ range: KeyRange, _ options: WatchOptions = WatchOptions(),
+                               retryDelay: Double = 0.2) -> AsyncThrowingStream<WatchResponse, Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                var next = options.startRevision
+                var announced = false
+                while !Task.isCancelled {
+                    var o = options
+                    o.startRevision = next
+                    do {
+                        for try await r in watch(range, o) {
+                            if r.canceled {
+                                if r.compactRevision != 0 { throw EtcdError.compacted }
+                                continuation.finish()
+                                return
+                            }
+                            if r.created {
+                                // Pin the position so a reconnect misses nothing.
+                                if next == 0 { next = r.header.revision + 1 }
+                                if announced { continue }
+                                announced = true
+                            }
+                            if let last = r.events.last {
+                                next = last.kv.modRevision + 1
+                            } else if r.isProgressNotification {
+                                next = max(next, r.header.revision + 1)
+                            }
+                            continuation.yield(r)
+                        }
+                    } catch EtcdError.unavailable {
+                        // Reconnect below.
+                    } catch {
+                        continuation.finish(throwing: error)
+                        return
+                    }
+                    try? await Task.sleep(nanoseconds: UInt64(retryDelay * 1e9))
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}
+
+extension WatchResponse {
+    init(_ r: Etcdserverpb_WatchResponse) {
+        header = ResponseHeader(r.header)
+        watchID = r.watchID
+        created = r.created
+        canceled = r.canceled
+        compactRevision = r.compactRevision
+        cancelReason = r.cancelReason
+        events = r.events.map {
+            WatchEvent(kind: $0.type == .delete ? .delete : .put, kv: KeyValue($0.kv),
+                       prevKV: $0.hasPrevKv ? KeyValue($0.prevKv) : nil)
+        }
+    }
+}
