@@ -44,6 +44,8 @@ public final class EtcdServer {
     var watchOwners: [WatchHub.ID: WatchStream] = [:]
     var watchStreams: [ObjectIdentifier: WatchStream] = [:]
     var nextWatcherID = 0
+    /// Changes applied but not yet committed, in order.
+    var uncommittedChanges: [(Int64, [WatchEvent])] = []
     var watchCatchUpTask: DeferredTask!
     private var progressTimer: Transport.Timer?
 
@@ -132,6 +134,7 @@ public final class EtcdServer {
             logger.critical("backend commit failed", metadata: ["error": "\(error)"])
             fatalError("backend commit failed: \(error)")
         }
+        dispatchCommittedChanges()
         let replies = awaitingCommit
         awaitingCommit.removeAll()
         for r in replies { r() }

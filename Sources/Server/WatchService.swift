@@ -32,7 +32,11 @@ final class WatchStream {
 /// etcdserverpb.Watch over the watch hub.
 extension EtcdServer {
     func registerWatch() {
-        store.onChange = { [unowned self] revision, events in dispatchWatchEvents(revision, events) }
+        // Watchers see a change only once it is committed, never one that a
+        // crash could still take back.
+        store.onChange = { [unowned self] revision, events in
+            uncommittedChanges.append((revision, events))
+        }
         register("etcdserverpb.Watch", "Watch", .bidirectionalStreaming) { [unowned self] call, _ in
             let key = Metrics.CallKey(type: "bidi_stream", service: "etcdserverpb.Watch", method: "Watch")
             metrics.callStarted(key)
@@ -121,6 +125,13 @@ extension EtcdServer {
     }
 
     // MARK: Sending
+
+    /// Hands the changes committed just now to the watchers.
+    func dispatchCommittedChanges() {
+        let changes = uncommittedChanges
+        uncommittedChanges.removeAll()
+        for (revision, events) in changes { dispatchWatchEvents(revision, events) }
+    }
 
     private func dispatchWatchEvents(_ revision: Int64, _ events: [WatchEvent]) {
         for (id, evs) in watchHub.dispatch(revision: revision, events: events) {
