@@ -62,23 +62,33 @@ extension EtcdClient {
     /// `canceled`), and throws if the connection fails; stop iterating to
     /// cancel it.
     public func watch(_ range: KeyRange, _ options: WatchOptions = WatchOptions()) -> AsyncThrowingStream<WatchResponse, Error> {
-        var create = Etcdserverpb_WatchCreateRequest()
-        (create.key, create.rangeEnd) = range.wire
-        create.startRevision = options.startRevision
-        create.prevKv = options.prevKV
-        create.progressNotify = options.progressNotify
-        create.fragment = options.fragment
-        if options.noPut { create.filters.append(.noput) }
-        if options.noDelete { create.filters.append(.nodelete) }
-        var request = Etcdserverpb_WatchRequest()
-        request.requestUnion = .createRequest(create)
-        let first: [UInt8] = (try? request.serializedBytes()) ?? []
+        watch([(range, options)])
+    }
+
+    /// Several watchers on one Watch stream (as etcd's own client shares a
+    /// stream): responses of all of them, told apart by `watchID` (assigned
+    /// 0, 1, ... in the order given). Ends when every watcher is cancelled.
+    public func watch(_ watchers: [(KeyRange, WatchOptions)]) -> AsyncThrowingStream<WatchResponse, Error> {
+        let requests: [[UInt8]] = watchers.map { range, options in
+            var create = Etcdserverpb_WatchCreateRequest()
+            (create.key, create.rangeEnd) = range.wire
+            create.startRevision = options.startRevision
+            create.prevKv = options.prevKV
+            create.progressNotify = options.progressNotify
+            create.fragment = options.fragment
+            if options.noPut { create.filters.append(.noput) }
+            if options.noDelete { create.filters.append(.nodelete) }
+            var request = Etcdserverpb_WatchRequest()
+            request.requestUnion = .createRequest(create)
+            return (try? request.serializedBytes()) ?? []
+        }
         let pool = self.pool
         return AsyncThrowingStream { continuation in
             let state = LoopBound(WatchCall())
             pool.value.loop.execute {
                 let call = state.value
-                let (connection, id) = pool.value.openStream("/etcdserverpb.Watch/Watch", first: first, onMessage: { bytes in
+                var open = requests.count
+                let (connection, id) = pool.value.openStream("/etcdserverpb.Watch/Watch", first: requests[0], onMessage: { bytes in
                     guard !call.ended, let r = try? Etcdserverpb_WatchResponse(serializedBytes: bytes) else { return }
                     if r.fragment {
                         call.pendingFragments += r.events
@@ -91,8 +101,11 @@ extension EtcdClient {
                     }
                     continuation.yield(WatchResponse(whole))
                     if r.canceled {
-                        call.cancel()
-                        continuation.finish()
+                        open -= 1
+                        if open == 0 {
+                            call.cancel()
+                            continuation.finish()
+                        }
                     }
                 }, completion: { result in
                     call.ended = true
@@ -102,6 +115,7 @@ extension EtcdClient {
                     case .failure(let status): continuation.finish(throwing: EtcdError(status))
                     }
                 })
+                for more in requests.dropFirst() { connection.send(more, on: id) }
                 call.connection = connection
                 call.streamID = id
             }

@@ -41,7 +41,11 @@ import Testing
             #expect(r["requests"] as? Int == 200, "\(workload)")
             #expect((r["errors"] as? [String: Int])?.isEmpty == true, "\(workload): \(r)")
         }
-        let status = try Etcdctl(endpoint: server.endpoint).run("get", "", "--prefix", "--keys-only")
+        let watch = try report(runCommand(bench, ["watch", "--streams", "2", "--watchers-per-stream", "3", "--put-total", "20",
+                                                  "--put-rate", "200", "--endpoints", server.endpoint, "--json"]))
+        #expect(watch["requests"] as? Int == 2 * 3 * 20, "every watcher got every event: \(watch)")
+        #expect((watch["errors"] as? [String: Int])?.isEmpty == true, "\(watch)")
+        let status = try Etcdctl(endpoint: server.endpoint).run("get", "00", "--prefix", "--keys-only")
         #expect(status.lines.count <= 50 && status.lines.count > 0, "puts landed in the key space")
     }
 }

@@ -20,6 +20,8 @@ struct Report: Codable {
     /// CPU the bench itself used: percent of one core, and of the machine.
     var benchCPUPercentOfOneCore: Double
     var benchCPUPercentOfMachine: Double
+    /// Watch runs with --server-pid: the server's RSS growth per watcher.
+    var serverBytesPerWatcher: Double?
 }
 
 /// Hands out request numbers to the clients until the total or the time

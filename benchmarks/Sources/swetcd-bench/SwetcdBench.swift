@@ -9,7 +9,7 @@ struct SwetcdBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swetcd-bench",
         abstract: "Load an etcd-compatible server and report throughput and latency.",
-        subcommands: [Put.self, Range.self, TxnPut.self, TxnMixed.self])
+        subcommands: [Put.self, Range.self, TxnPut.self, TxnMixed.self, WatchBench.self, WatchLatency.self])
 }
 
 struct GlobalOptions: ParsableArguments {
