@@ -113,6 +113,13 @@ import Testing
         #expect(r.status == 0 && r.stdout.contains("got all 200 events"), "\(r)")
     }
 
+    @Test func largeResponsesAreFragmentedWhenAsked() throws {
+        let server = try ServerProcess(arguments: ["--max-request-bytes", "2048"])
+        defer { server.stop() }
+        let r = try runPython("watch_streams.py", ["fragments", server.endpoint])
+        #expect(r.status == 0 && r.stdout.hasSuffix(" fragments\n"), "\(r)")
+    }
+
     @Test func pythonEtcd3WatchPrefix() throws {
         let server = try ServerProcess()
         defer { server.stop() }

@@ -27,6 +27,49 @@ def create(key, range_end=b"", start=0, prev_kv=False):
         key=key, range_end=range_end, start_revision=start, prev_kv=prev_kv)).SerializeToString()
 
 
+class Response:
+    """A decoded WatchResponse plus `is_fragment`, which etcd3 0.12's
+    protobufs lack (field 7)."""
+
+    def __init__(self, raw):
+        self.message = rpc_pb2.WatchResponse.FromString(raw)
+        self.is_fragment = top_level_varint(raw, 7) == 1
+
+    def __getattr__(self, name):
+        return getattr(self.message, name)
+
+
+def top_level_varint(raw, field):
+    """The value of a top-level varint field of a protobuf message, or 0."""
+    i = 0
+
+    def varint():
+        nonlocal i
+        shift = value = 0
+        while True:
+            b = raw[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return value
+    while i < len(raw):
+        tag = varint()
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            v = varint()
+            if number == field:
+                return v
+        elif wire == 2:
+            length = varint()  # read first: `i += varint()` would add to the old i
+            i += length
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+    return 0
+
+
 def open_stream(requests, read_after=0.0):
     """Sends `requests` (bytes) and then keeps the stream open; returns a
     queue of decoded responses, a function that sends one more request, and
@@ -49,7 +92,7 @@ def open_stream(requests, read_after=0.0):
         time.sleep(read_after)
         try:
             for raw in call:
-                out.put(rpc_pb2.WatchResponse.FromString(raw))
+                out.put(Response(raw))
         except grpc.RpcError:
             pass
 
@@ -115,5 +158,32 @@ elif cmd == "many-prevkv-watchers":
     if other_events != writes or sorted(per_watcher.values()) != [writes] * watchers:
         sys.exit(f"other stream {other_events}/{writes}, shared {sorted(set(per_watcher.values()))} for {len(per_watcher)} watchers")
     print(f"{watchers} prev_kv watchers and another stream got all {writes} events in {time.time() - start:.1f} s")
+elif cmd == "fragments":
+    # With --max-request-bytes small, one revision of 20 delete events, each
+    # with a 300-byte prev_kv, is sent in fragments: all but the last are
+    # marked, and together they hold every event in order.
+    for i in range(20):
+        client.put(f"/f/{i:02}", "x" * 300)
+    inner = rpc_pb2.WatchCreateRequest(key=b"/f/", range_end=b"/f0", prev_kv=True).SerializeToString()
+    inner += b"\x40\x01"  # field 8, fragment: true (etcd3 0.12's protobufs lack it)
+    request = b"\x0a" + bytes([len(inner)]) + inner
+    responses, _, stop = open_stream([request])
+    time.sleep(0.3)
+    client.delete_prefix("/f/")
+    pieces = []
+    deadline = time.time() + 10
+    while time.time() < deadline and (not pieces or pieces[-1].is_fragment):
+        try:
+            r = responses.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if r.events:
+            pieces.append(r)
+    stop()
+    flags = [p.is_fragment for p in pieces]
+    keys = [e.kv.key.decode() for p in pieces for e in p.events]
+    if len(pieces) < 2 or flags != [True] * (len(pieces) - 1) + [False] or keys != [f"/f/{i:02}" for i in range(20)]:
+        sys.exit(f"fragments {flags}, keys {keys}")
+    print(f"{len(pieces)} fragments")
 else:
     sys.exit(f"unknown sub-command {cmd}")
