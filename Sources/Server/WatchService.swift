@@ -134,6 +134,7 @@ extension EtcdServer {
     }
 
     private func dispatchWatchEvents(_ revision: Int64, _ events: [WatchEvent]) {
+        let encoded = EncodedEvents()
         for (id, evs) in watchHub.dispatch(revision: revision, events: events) {
             guard let stream = watchOwners[id] else { continue }
             if stream.isBackedUp {
@@ -141,7 +142,7 @@ extension EtcdServer {
                 watchHub.desync(id, from: evs[0].revision)
                 continue
             }
-            sendEvents(evs, to: id, on: stream, headerRevision: revision)
+            sendEvents(evs, to: id, on: stream, headerRevision: revision, encoded: encoded)
         }
         if watchHub.hasUnsynced { watchCatchUpTask.trigger() }
     }
@@ -162,9 +163,10 @@ extension EtcdServer {
                 stream.watches[id] = nil
                 stream.byClientID[w.clientID] = nil
             }
+            let encoded = EncodedEvents()
             for (id, events) in result.deliveries {
                 guard let stream = watchOwners[id] else { continue }
-                sendEvents(events, to: id, on: stream, headerRevision: result.revision)
+                sendEvents(events, to: id, on: stream, headerRevision: result.revision, encoded: encoded)
             }
             for stream in watchStreams.values where stream.progressRequested { sendRequestedProgress(stream) }
             let progress = !result.deliveries.isEmpty || !result.compacted.isEmpty
@@ -174,21 +176,26 @@ extension EtcdServer {
         }
     }
 
-    private func sendEvents(_ events: [WatchEvent], to id: WatchHub.ID, on stream: WatchStream, headerRevision: Int64) {
+    private func sendEvents(_ events: [WatchEvent], to id: WatchHub.ID, on stream: WatchStream, headerRevision: Int64,
+                            encoded cache: EncodedEvents? = nil) {
         guard var w = stream.watches[id] else { return }
-        var r = Etcdserverpb_WatchResponse()
-        r.header = header(revision: headerRevision)
-        r.watchID = w.clientID
-        r.events = events.map { e in
-            var out = Mvccpb_Event(e)
-            if w.prevKV && !e.isCreate, let prev = try? store.previousVersion(of: e.kv.key, before: e.revision) {
-                out.prevKv = Wire.keyValue(prev)
-            }
-            return out
-        }
         w.progressDue = false
         stream.watches[id] = w
-        if w.fragment { sendFragmented(r, on: stream) } else { send(r, on: stream) }
+        let cache = cache ?? EncodedEvents()
+        if w.fragment {
+            var r = Etcdserverpb_WatchResponse()
+            r.header = header(revision: headerRevision)
+            r.watchID = w.clientID
+            r.events = events.map { try! Mvccpb_Event(serializedBytes: cache.bytes(of: $0, prevKV: w.prevKV, store: store)) }
+            sendFragmented(r, on: stream)
+            return
+        }
+        // The common case by hand: a revision's events are encoded once and
+        // shared by every watcher that gets them; only the watch id differs.
+        var out = cache.header(headerRevision, self)
+        WireBytes.appendVarintField(2, UInt64(bitPattern: w.clientID), to: &out)
+        for e in events { WireBytes.appendBytesField(11, cache.bytes(of: e, prevKV: w.prevKV, store: store), to: &out) }
+        stream.call.send(out)
     }
 
     /// etcd's fragmenting: responses at or over --max-request-bytes with two
@@ -258,5 +265,67 @@ extension Mvccpb_Event {
         self.init()
         type = e.kind == .put ? .put : .delete
         kv = Wire.keyValue(e.kv)
+    }
+}
+
+/// The wire bytes of events (and of response headers) made once and shared
+/// by every watcher a dispatch or catch-up pass sends them to.
+final class EncodedEvents {
+    private struct Key: Hashable {
+        var key: [UInt8]
+        var revision: Int64
+        var kind: WatchEvent.Kind
+        var prevKV: Bool
+    }
+    private var events: [Key: [UInt8]] = [:]
+    private var headers: [Int64: [UInt8]] = [:]
+
+    /// A put and a delete of one key can share a revision (etcd's overlap
+    /// rule allows it across sibling nested txns), so the kind is part of
+    /// the identity.
+    func bytes(of e: WatchEvent, prevKV: Bool, store: Store) -> [UInt8] {
+        let wantsPrev = prevKV && !e.isCreate
+        let k = Key(key: e.kv.key, revision: e.revision, kind: e.kind, prevKV: wantsPrev)
+        if let b = events[k] { return b }
+        var out = Mvccpb_Event(e)
+        if wantsPrev, let prev = try? store.previousVersion(of: e.kv.key, before: e.revision) {
+            out.prevKv = Wire.keyValue(prev)
+        }
+        let b: [UInt8] = (try? out.serializedBytes()) ?? []
+        events[k] = b
+        return b
+    }
+
+    /// Field 1 (the header) of a WatchResponse, encoded.
+    func header(_ revision: Int64, _ server: EtcdServer) -> [UInt8] {
+        if let h = headers[revision] { return h }
+        var out: [UInt8] = []
+        WireBytes.appendBytesField(1, (try? server.header(revision: revision).serializedBytes()) ?? [], to: &out)
+        headers[revision] = out
+        return out
+    }
+}
+
+/// Protobuf field encoding by hand, for the few hot messages.
+enum WireBytes {
+    static func appendVarint(_ v: UInt64, to out: inout [UInt8]) {
+        var v = v
+        while v >= 0x80 {
+            out.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        out.append(UInt8(v))
+    }
+
+    static func appendVarintField(_ field: UInt64, _ v: UInt64, to out: inout [UInt8]) {
+        guard v != 0 else { return }  // proto3 omits zero values
+        appendVarint(field << 3, to: &out)
+        appendVarint(v, to: &out)
+    }
+
+    static func appendBytesField(_ field: UInt64, _ bytes: [UInt8], to out: inout [UInt8]) {
+        appendVarint(field << 3 | 2, to: &out)
+        appendVarint(UInt64(bytes.count), to: &out)
+        out.append(contentsOf: bytes)
     }
 }
