@@ -233,6 +233,22 @@ final class SilentListener {
         #expect(last?.canceled == true && last?.compactRevision == 4)
     }
 
+    /// Periodic progress notifications, only for watchers that asked and are
+    /// synced, at the interval of --experimental-watch-progress-notify-interval.
+    @Test func progressNotificationsArriveAtTheInterval() async throws {
+        let server = try ServerProcess(arguments: ["--experimental-watch-progress-notify-interval", "200ms"])
+        defer { server.stop() }
+        let client = try EtcdClient(endpoints: [server.endpoint])
+        defer { client.close() }
+        try await client.put("k", "v")
+        var options = WatchOptions()
+        options.progressNotify = true
+        var iterator = client.watch(.key("k"), options).makeAsyncIterator()
+        #expect(try await iterator.next()?.created == true)
+        let progress = try #require(try await iterator.next())
+        #expect(progress.isProgressNotification && progress.header.revision == 2)
+    }
+
     @Test func resumableWatchSurvivesARestart() async throws {
         let first = try ServerProcess()
         let port = first.port

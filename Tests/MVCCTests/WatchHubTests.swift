@@ -45,6 +45,9 @@ import Testing
         var compactedAt: Int64?
         var canceledByUser = false
         var slow = false
+        /// The watcher this one resumes (started at the revision after the
+        /// last one that watcher got).
+        var resumes: WatchHub.ID?
     }
 
     @Test func everyWatcherSeesExactlyItsChanges() throws {
@@ -99,11 +102,21 @@ import Testing
                 hub.add(nextID, range: t.range, startRevision: startRev, noPut: t.noPut, noDelete: t.noDelete,
                         currentRevision: store.currentRevision)
                 nextID += 1
-            case 3:  // cancel one
+            case 3:  // cancel one, and often resume it from the revision after the last it got
                 if let id = tracked.keys.sorted().first(where: { tracked[$0]!.compactedAt == nil && !tracked[$0]!.canceledByUser }),
                    rng.next() % 3 == 0 {
                     hub.remove(id)
                     tracked[id]!.canceledByUser = true
+                    if rng.next() % 2 == 0 {
+                        let old = tracked[id]!
+                        let resumeAt = max(old.start, (old.deliveries.last?.last?.revision ?? 0) + 1)
+                        var t = Tracked(range: old.range, start: resumeAt, noPut: old.noPut, noDelete: old.noDelete)
+                        t.resumes = id
+                        tracked[nextID] = t
+                        hub.add(nextID, range: t.range, startRevision: resumeAt, noPut: t.noPut, noDelete: t.noDelete,
+                                currentRevision: store.currentRevision)
+                        nextID += 1
+                    }
                 }
             case 4, 5:  // slow consumers speed up or slow down
                 for id in tracked.keys where rng.next() % 6 == 0 { tracked[id]!.slow.toggle() }
@@ -146,6 +159,20 @@ import Testing
                 seen.formUnion(revs)
             }
         }
+        // Resumable: a cancelled watcher's events followed by its resumption's
+        // are exactly what the original would have got, had it stayed.
+        for (_, t) in tracked {
+            guard let original = t.resumes, t.compactedAt == nil, !t.canceledByUser,
+                  let o = tracked[original] else { continue }
+            let joined = o.deliveries.flatMap { $0 } + t.deliveries.flatMap { $0 }
+            let want = model.log.keys.sorted().filter { $0 >= o.start }.flatMap { rev in
+                model.log[rev]!.filter { e in
+                    o.range.contains(e.kv.key) && !(o.noPut && e.kind == .put) && !(o.noDelete && e.kind == .delete)
+                }
+            }
+            #expect(Self.same(joined, want), "seed \(seed): resumption of watcher \(original) lost or repeated events")
+        }
+        #expect(tracked.values.contains { $0.resumes != nil }, "some watcher was resumed")
         #expect(tracked.count > 300, "hundreds of watchers")
         #expect(tracked.values.contains { $0.compactedAt != nil }, "some watcher met a compaction")
     }
