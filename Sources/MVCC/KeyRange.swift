@@ -1,7 +1,7 @@
 /// The keys a request names, with etcd's reading of `range_end`:
 /// empty means the single key; `"\0"` means every key >= key; otherwise the
 /// half-open interval [key, range_end) (empty when range_end <= key).
-public enum KeyRange: Equatable, Sendable {
+public enum KeyRange: Hashable, Sendable {
     case single([UInt8])
     /// Keys >= start and < end; `end == nil` is unbounded.
     case from([UInt8], to: [UInt8]?)

@@ -90,8 +90,9 @@ public final class WatchHub {
 
     public struct CatchUp {
         public var deliveries: [(ID, [WatchEvent])] = []
-        /// Watchers removed because history from their position is gone.
-        public var compacted: [(ID, compactRevision: Int64)] = []
+        /// Watchers removed because history from their position is gone
+        /// (with their range, which the hub no longer knows).
+        public var compacted: [(ID, compactRevision: Int64, range: KeyRange)] = []
         /// Revision the deliveries bring their watchers up to (for headers).
         public var revision: Int64 = 0
     }
@@ -108,7 +109,7 @@ public final class WatchHub {
         for id in eligible {
             let w = watchers[id]!
             if w.next < store.compactedRevision {
-                result.compacted.append((id, store.compactedRevision))
+                result.compacted.append((id, store.compactedRevision, w.range))
                 remove(id)
             } else if w.next > current {
                 sync(id)

@@ -44,6 +44,8 @@ public final class EtcdServer {
     var watchOwners: [WatchHub.ID: WatchStream] = [:]
     var watchStreams: [ObjectIdentifier: WatchStream] = [:]
     var nextWatcherID = 0
+    /// Each distinct watched range once, with how many watchers use it.
+    var watchRanges: [KeyRange: (range: KeyRange, users: Int)] = [:]
     /// Changes applied but not yet committed, in order.
     var uncommittedChanges: [(Int64, [WatchEvent])] = []
     var watchCatchUpTask: DeferredTask!

@@ -107,13 +107,31 @@ extension EtcdServer {
         watchOwners[id] = stream
         created.watchID = clientID
         send(created, on: stream)
-        watchHub.add(id, range: KeyRange(key: key, rangeEnd: [UInt8](c.rangeEnd)), startRevision: c.startRevision,
+        watchHub.add(id, range: internRange(KeyRange(key: key, rangeEnd: [UInt8](c.rangeEnd))), startRevision: c.startRevision,
                      noPut: c.filters.contains(.noput), noDelete: c.filters.contains(.nodelete),
                      currentRevision: store.currentRevision)
         if !watchHub.isSynced(id) { watchCatchUpTask.trigger() }
     }
 
+    /// One copy of each distinct range, shared by every watcher of it (many
+    /// controllers watch the same prefix): the key bytes are then stored
+    /// once, not once per watcher.
+    private func internRange(_ range: KeyRange) -> KeyRange {
+        if let shared = watchRanges[range] {
+            watchRanges[range] = (shared.range, shared.users + 1)
+            return shared.range
+        }
+        watchRanges[range] = (range, 1)
+        return range
+    }
+
+    private func releaseRange(_ range: KeyRange) {
+        guard let shared = watchRanges[range] else { return }
+        watchRanges[range] = shared.users > 1 ? (shared.range, shared.users - 1) : nil
+    }
+
     private func removeWatch(_ id: WatchHub.ID, from stream: WatchStream) {
+        if let range = watchHub.watchers[id]?.range { releaseRange(range) }
         watchHub.remove(id)
         watchOwners[id] = nil
         if let w = stream.watches.removeValue(forKey: id) { stream.byClientID[w.clientID] = nil }
@@ -151,7 +169,8 @@ extension EtcdServer {
     func watchCatchUp() {
         do {
             let result = try watchHub.catchUp(store) { id in !(watchOwners[id]?.isBackedUp ?? true) }
-            for (id, compactRevision) in result.compacted {
+            for (id, compactRevision, range) in result.compacted {
+                releaseRange(range)
                 guard let stream = watchOwners[id], let w = stream.watches[id] else { continue }
                 var r = Etcdserverpb_WatchResponse()
                 r.header = header()

@@ -80,7 +80,7 @@ import Testing
         func catchUp() throws {
             let r = try hub.catchUp(store) { !tracked[$0]!.slow }
             for (id, evs) in r.deliveries { tracked[id]!.deliveries.append(evs) }
-            for (id, compactRev) in r.compacted { tracked[id]!.compactedAt = compactRev }
+            for (id, compactRev, _) in r.compacted { tracked[id]!.compactedAt = compactRev }
         }
 
         for _ in 0..<3_000 {

@@ -23,7 +23,7 @@ import Testing
             while hub.hasUnsynced {
                 let r = try hub.catchUp(store) { _ in true }
                 for (id, evs) in r.deliveries { received[id, default: []] += evs }
-                for (id, c) in r.compacted { compacted[id] = c }
+                for (id, c, _) in r.compacted { compacted[id] = c }
             }
         }
 
