@@ -4,6 +4,29 @@ import Foundation
 import Histogram
 import Synchronization
 
+/// The shape of a watch run; `watch` and `watch-latency` differ only in
+/// their defaults (nil here).
+struct WatchRunOptions: ParsableArguments {
+    @Option(help: "Watch streams (watch: 100, watch-latency: 10).") var streams: Int?
+    @Option(help: "Watchers on each stream.") var watchersPerStream = 10
+    @Option(help: "The watched prefix.") var prefix = "/registry/pods/"
+    @Option(help: "Puts the writer makes.") var putTotal = 1_000
+    @Option(help: "Puts per second, 0 for as fast as one writer goes (watch: 0, watch-latency: 100).") var putRate: Double?
+    @Option(help: "Value size in bytes.") var valSize = 256
+    @Option(help: "PID of a local server, to report its memory per watcher.") var serverPid: Int32?
+
+    func run(_ global: GlobalOptions, defaultStreams: Int, defaultRate: Double) async throws {
+        let report = try await runWatchLoad(endpoints: global.endpointList, connections: global.conns,
+                                            streams: streams ?? defaultStreams, watchersPerStream: watchersPerStream,
+                                            prefix: prefix, putTotal: putTotal, putRate: putRate ?? defaultRate,
+                                            valSize: valSize, serverPid: serverPid)
+        try global.print(report)
+        if let perWatcher = report.serverBytesPerWatcher, !global.json {
+            print("  Server memory:\t\(Int(perWatcher)) bytes per watcher")
+        }
+    }
+}
+
 /// Watchers on one prefix spread over streams, one writer putting keys under
 /// it; measures event delivery latency (from the put's send to the event's
 /// arrival), events/s, and with --server-pid the server's memory per watcher.
@@ -12,44 +35,19 @@ struct WatchBench: AsyncParsableCommand {
         commandName: "watch",
         abstract: "Watchers on a prefix, one writer: event latency, events/s, memory per watcher.")
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Watch streams.") var streams = 100
-    @Option(help: "Watchers on each stream.") var watchersPerStream = 10
-    @Option(help: "The watched prefix.") var prefix = "/registry/pods/"
-    @Option(help: "Puts the writer makes.") var putTotal = 1_000
-    @Option(help: "Puts per second (0: as fast as one writer goes).") var putRate = 0.0
-    @Option(help: "Value size in bytes.") var valSize = 256
-    @Option(help: "PID of a local server, to report its memory per watcher.") var serverPid: Int32?
+    @OptionGroup var watch: WatchRunOptions
 
-    func run() async throws {
-        let report = try await runWatchLoad(endpoints: global.endpointList, connections: global.conns, streams: streams,
-                                            watchersPerStream: watchersPerStream, prefix: prefix, putTotal: putTotal,
-                                            putRate: putRate, valSize: valSize, serverPid: serverPid)
-        try global.print(report)
-        if let perWatcher = report.serverBytesPerWatcher, !global.json {
-            print("  Server memory:\t\(Int(perWatcher)) bytes per watcher")
-        }
-    }
+    func run() async throws { try await watch.run(global, defaultStreams: 100, defaultRate: 0) }
 }
 
-/// The same with etcd benchmark's watch-latency defaults: a fixed put rate.
+/// The same with etcd benchmark's watch-latency habits: a fixed put rate.
 struct WatchLatency: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "watch-latency", abstract: "Event latency at a fixed put rate (100 puts/s).")
+        commandName: "watch-latency", abstract: "Event latency at a fixed put rate (default 100 puts/s).")
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Watch streams.") var streams = 10
-    @Option(help: "Watchers on each stream.") var watchersPerStream = 10
-    @Option(help: "The watched prefix.") var prefix = "/registry/pods/"
-    @Option(help: "Puts the writer makes.") var putTotal = 1_000
-    @Option(help: "Puts per second.") var putRate = 100.0
-    @Option(help: "Value size in bytes.") var valSize = 256
-    @Option(help: "PID of a local server, to report its memory per watcher.") var serverPid: Int32?
+    @OptionGroup var watch: WatchRunOptions
 
-    func run() async throws {
-        let report = try await runWatchLoad(endpoints: global.endpointList, connections: global.conns, streams: streams,
-                                            watchersPerStream: watchersPerStream, prefix: prefix, putTotal: putTotal,
-                                            putRate: putRate, valSize: valSize, serverPid: serverPid)
-        try global.print(report)
-    }
+    func run() async throws { try await watch.run(global, defaultStreams: 10, defaultRate: 100) }
 }
 
 final class Counter: Sendable {
