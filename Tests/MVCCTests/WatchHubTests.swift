@@ -35,7 +35,9 @@ import Testing
 /// against the changes the reference model logs op by op, for etcd's
 /// guarantees: ordered, unique, reliable (nothing missing from where it
 /// started to the end, unless compacted away, which cancels it), atomic (a
-/// revision's events in one delivery), and filters.
+/// revision's events in one delivery), resumable (cancel, then restart from
+/// the last revision + 1), bookmarkable (a progress point taken while synced
+/// is never followed by older events), and filters.
 @Suite struct WatchHubModelTests {
     struct Tracked {
         var range: KeyRange
@@ -48,6 +50,10 @@ import Testing
         /// The watcher this one resumes (started at the revision after the
         /// last one that watcher got).
         var resumes: WatchHub.ID?
+        /// Progress bookmarks: (deliveries so far, revision) taken while the
+        /// hub called the watcher synced, as a server answers a progress
+        /// request. Nothing at or below the revision may come after.
+        var bookmarks: [(deliveries: Int, revision: Int64)] = []
     }
 
     @Test func everyWatcherSeesExactlyItsChanges() throws {
@@ -120,6 +126,10 @@ import Testing
                 }
             case 4, 5:  // slow consumers speed up or slow down
                 for id in tracked.keys where rng.next() % 6 == 0 { tracked[id]!.slow.toggle() }
+            case 6:  // bookmarks for the synced
+                for id in tracked.keys where hub.isSynced(id) && rng.next() % 4 == 0 {
+                    tracked[id]!.bookmarks.append((tracked[id]!.deliveries.count, store.currentRevision))
+                }
             default:
                 break
             }
@@ -151,6 +161,12 @@ import Testing
             } else {
                 #expect(Self.same(got, want), "\(where_): got \(got.map(\.revision)), want \(want.map(\.revision))")
             }
+            // Bookmarkable: after a bookmark at r, only revisions above r.
+            for b in t.bookmarks {
+                let later = t.deliveries.dropFirst(b.deliveries).flatMap { $0 }
+                #expect(later.allSatisfy { $0.revision > b.revision },
+                        "\(where_): an event at or below bookmark \(b.revision) came after it")
+            }
             // Atomic: no revision split across deliveries.
             var seen = Set<Int64>()
             for d in t.deliveries {
@@ -173,6 +189,7 @@ import Testing
             #expect(Self.same(joined, want), "seed \(seed): resumption of watcher \(original) lost or repeated events")
         }
         #expect(tracked.values.contains { $0.resumes != nil }, "some watcher was resumed")
+        #expect(tracked.values.contains { !$0.bookmarks.isEmpty }, "some watcher was bookmarked")
         #expect(tracked.count > 300, "hundreds of watchers")
         #expect(tracked.values.contains { $0.compactedAt != nil }, "some watcher met a compaction")
     }
