@@ -50,9 +50,7 @@ enum GRPCFrame {
     static let headerSize = 5
 
     static func encode(_ message: [UInt8], into out: inout ByteQueue) {
-        let n = UInt32(message.count)
-        out.append([0, UInt8(n >> 24), UInt8(truncatingIfNeeded: n >> 16),
-                    UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n)])
+        out.appendFrameHeader(UInt32(message.count))
         out.append(message)
     }
 
@@ -114,6 +112,16 @@ struct ByteQueue {
     var isEmpty: Bool { count == 0 }
 
     mutating func append(_ bytes: [UInt8]) { storage.append(contentsOf: bytes) }
+
+    /// gRPC's 5-byte message prefix (uncompressed, big-endian length),
+    /// without building an array for it.
+    mutating func appendFrameHeader(_ n: UInt32) {
+        storage.append(0)
+        storage.append(UInt8(n >> 24))
+        storage.append(UInt8(truncatingIfNeeded: n >> 16))
+        storage.append(UInt8(truncatingIfNeeded: n >> 8))
+        storage.append(UInt8(truncatingIfNeeded: n))
+    }
     mutating func append(_ bytes: UnsafeRawBufferPointer) { storage.append(contentsOf: bytes) }
 
     func peek(_ n: Int) -> [UInt8] { Array(storage[head..<head + n]) }

@@ -89,6 +89,10 @@ final class HTTP2ServerSession {
     private var writableCalls: [GRPCCall] = []
     private var inInput = false
     private var flushWanted = false
+    /// Flushes once after the current callbacks, however many replies they
+    /// queued: a write fanned out to thousands of watch streams costs one
+    /// pass through nghttp2 per connection, not one per reply.
+    private var flushTask: DeferredTask?
 
     init(connection: Connection, loop: EventLoop, router: GRPCRouter, limits: TransportLimits) {
         self.connection = connection
@@ -158,6 +162,9 @@ final class HTTP2ServerSession {
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
                                               limits.connectionWindowBytes)
+        flushTask = loop.makeDeferredTask { [unowned self] in
+            if !connection.isClosed { flush() }
+        }
     }
 
     deinit { nghttp2_session_del(session) }
@@ -354,9 +361,10 @@ final class HTTP2ServerSession {
         return n
     }
 
-    /// Flushes now, or after the input being processed.
+    /// Flushes after the input being processed, or after the current
+    /// callbacks.
     func scheduleFlush() {
-        if inInput { flushWanted = true } else { flush() }
+        if inInput { flushWanted = true } else { flushTask?.trigger() }
     }
 
     /// Moves what nghttp2 has to send into the connection's output, while
