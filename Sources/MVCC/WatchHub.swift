@@ -65,16 +65,36 @@ public final class WatchHub {
     }
 
     /// The changes of one write, for every synced watcher that wants some of
-    /// them, in watcher order. All of a revision's events go to a watcher
-    /// together.
+    /// them. All of a revision's events go to a watcher together. The order
+    /// across watchers is unspecified (each watcher's own order is kept).
     public func dispatch(revision: Int64, events: [WatchEvent]) -> [(ID, [WatchEvent])] {
-        var byWatcher: [ID: [WatchEvent]] = [:]
-        for e in events {
-            var ids = singleKey[e.kv.key] ?? []
-            ranges.forEachContaining(e.kv.key) { ids.formUnion($0) }
-            for id in ids where watchers[id]!.wants(e) { byWatcher[id, default: []].append(e) }
+        // The common write changes one key: every interested watcher shares
+        // the one events array, and nothing is keyed or sorted per watcher.
+        if events.count == 1 {
+            let e = events[0]
+            var out: [(ID, [WatchEvent])] = []
+            forEachCandidate(e.kv.key) { id in
+                if watchers[id]!.wants(e) { out.append((id, events)) }
+            }
+            return out
         }
-        return byWatcher.sorted { $0.key < $1.key }
+        var byWatcher: [ID: [WatchEvent]] = [:]
+        var order: [ID] = []
+        for e in events {
+            forEachCandidate(e.kv.key) { id in
+                guard watchers[id]!.wants(e) else { return }
+                if byWatcher[id] == nil { order.append(id) }
+                byWatcher[id, default: []].append(e)
+            }
+        }
+        return order.map { ($0, byWatcher[$0]!) }
+    }
+
+    /// Synced watchers whose key or range holds `key` (each once: a watcher
+    /// is in the key map or in one range group).
+    private func forEachCandidate(_ key: [UInt8], _ body: (ID) -> Void) {
+        if let ids = singleKey[key] { for id in ids { body(id) } }
+        ranges.forEachContaining(key) { ids in for id in ids { body(id) } }
     }
 
     /// The watcher could not take events from `revision` on (its stream is

@@ -197,9 +197,8 @@ extension EtcdServer {
 
     private func sendEvents(_ events: [WatchEvent], to id: WatchHub.ID, on stream: WatchStream, headerRevision: Int64,
                             encoded cache: EncodedEvents? = nil) {
-        guard var w = stream.watches[id] else { return }
-        w.progressDue = false
-        stream.watches[id] = w
+        guard let w = stream.watches[id] else { return }
+        if w.progressDue { stream.watches[id]!.progressDue = false }
         let cache = cache ?? EncodedEvents()
         if w.fragment {
             var r = Etcdserverpb_WatchResponse()
