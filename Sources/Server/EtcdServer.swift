@@ -39,9 +39,9 @@ public final class EtcdServer {
     private var awaitingCompaction: [() -> Void] = []
     var snapshotsInProgress = 0
 
-    // Watch: the hub, which stream owns each watcher, and the streams.
+    // Watch: the hub, every watcher's stream and options, and the streams.
     let watchHub = WatchHub()
-    var watchOwners: [WatchHub.ID: WatchStream] = [:]
+    var servedWatches: [WatchHub.ID: ServedWatch] = [:]
     var watchStreams: [ObjectIdentifier: WatchStream] = [:]
     var nextWatcherID = 0
     /// Each distinct watched range once, with how many watchers use it.

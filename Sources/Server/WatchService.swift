@@ -3,19 +3,24 @@ import Foundation
 import MVCC
 import Transport
 
+/// A watcher as the server serves it: which stream it is on and what it
+/// asked for. One map of these for all streams keeps the per-watcher cost
+/// to one entry here, one in the stream's `byClientID`, and the hub's.
+struct ServedWatch {
+    unowned let stream: WatchStream
+    var clientID: Int64
+    var prevKV: Bool
+    var fragment: Bool
+    var progressNotify: Bool
+    /// etcd's ticker flag: a progress notification is due at the next
+    /// tick unless events were sent since the last one.
+    var progressDue = true
+}
+
 /// One Watch call: a bidirectional stream carrying any number of watchers.
 final class WatchStream {
     let call: GRPCCall
-    struct Watch {
-        var clientID: Int64
-        var prevKV: Bool
-        var fragment: Bool
-        var progressNotify: Bool
-        /// etcd's ticker flag: a progress notification is due at the next
-        /// tick unless events were sent since the last one.
-        var progressDue = true
-    }
-    var watches: [WatchHub.ID: Watch] = [:]
+    /// This stream's watchers by the id the client knows them by.
     var byClientID: [Int64: WatchHub.ID] = [:]
     var nextClientID: Int64 = 0
     /// A progress request waits until every watcher of the stream is synced.
@@ -101,10 +106,9 @@ extension EtcdServer {
         }
         nextWatcherID += 1
         let id = nextWatcherID
-        stream.watches[id] = WatchStream.Watch(clientID: clientID, prevKV: c.prevKv, fragment: c.fragment,
-                                               progressNotify: c.progressNotify)
+        servedWatches[id] = ServedWatch(stream: stream, clientID: clientID, prevKV: c.prevKv, fragment: c.fragment,
+                                        progressNotify: c.progressNotify)
         stream.byClientID[clientID] = id
-        watchOwners[id] = stream
         created.watchID = clientID
         send(created, on: stream)
         watchHub.add(id, range: internRange(KeyRange(key: key, rangeEnd: [UInt8](c.rangeEnd))), startRevision: c.startRevision,
@@ -133,12 +137,11 @@ extension EtcdServer {
     private func removeWatch(_ id: WatchHub.ID, from stream: WatchStream) {
         if let range = watchHub.watchers[id]?.range { releaseRange(range) }
         watchHub.remove(id)
-        watchOwners[id] = nil
-        if let w = stream.watches.removeValue(forKey: id) { stream.byClientID[w.clientID] = nil }
+        if let w = servedWatches.removeValue(forKey: id) { stream.byClientID[w.clientID] = nil }
     }
 
     private func closeWatchStream(_ stream: WatchStream) {
-        for id in Array(stream.watches.keys) { removeWatch(id, from: stream) }
+        for id in Array(stream.byClientID.values) { removeWatch(id, from: stream) }
         watchStreams[ObjectIdentifier(stream)] = nil
     }
 
@@ -154,7 +157,7 @@ extension EtcdServer {
     private func dispatchWatchEvents(_ revision: Int64, _ events: [WatchEvent]) {
         let encoded = EncodedEvents()
         for (id, evs) in watchHub.dispatch(revision: revision, events: events) {
-            guard let stream = watchOwners[id] else { continue }
+            guard let stream = servedWatches[id]?.stream else { continue }
             if stream.isBackedUp {
                 // The consumer is slow: it gets these from history later.
                 watchHub.desync(id, from: evs[0].revision)
@@ -168,23 +171,23 @@ extension EtcdServer {
     /// One bounded catch-up pass; runs again while there is work it can do.
     func watchCatchUp() {
         do {
-            let result = try watchHub.catchUp(store) { id in !(watchOwners[id]?.isBackedUp ?? true) }
+            let result = try watchHub.catchUp(store) { id in !(servedWatches[id]?.stream.isBackedUp ?? true) }
             for (id, compactRevision, range) in result.compacted {
                 releaseRange(range)
-                guard let stream = watchOwners[id], let w = stream.watches[id] else { continue }
+                guard let w = servedWatches[id] else { continue }
+                let stream = w.stream
                 var r = Etcdserverpb_WatchResponse()
                 r.header = header()
                 r.watchID = w.clientID
                 r.compactRevision = compactRevision
                 r.canceled = true
                 send(r, on: stream)
-                watchOwners[id] = nil
-                stream.watches[id] = nil
+                servedWatches[id] = nil
                 stream.byClientID[w.clientID] = nil
             }
             let encoded = EncodedEvents()
             for (id, events) in result.deliveries {
-                guard let stream = watchOwners[id] else { continue }
+                guard let stream = servedWatches[id]?.stream else { continue }
                 sendEvents(events, to: id, on: stream, headerRevision: result.revision, encoded: encoded)
             }
             for stream in watchStreams.values where stream.progressRequested { sendRequestedProgress(stream) }
@@ -197,8 +200,8 @@ extension EtcdServer {
 
     private func sendEvents(_ events: [WatchEvent], to id: WatchHub.ID, on stream: WatchStream, headerRevision: Int64,
                             encoded cache: EncodedEvents? = nil) {
-        guard let w = stream.watches[id] else { return }
-        if w.progressDue { stream.watches[id]!.progressDue = false }
+        guard let w = servedWatches[id] else { return }
+        if w.progressDue { servedWatches[id]!.progressDue = false }
         let cache = cache ?? EncodedEvents()
         if w.fragment {
             var r = Etcdserverpb_WatchResponse()
@@ -252,7 +255,7 @@ extension EtcdServer {
     /// synced: one response with watch_id -1 at the current revision, which
     /// promises that no event at or below it is still to come (etcd #15220).
     private func sendRequestedProgress(_ stream: WatchStream) {
-        guard stream.watches.keys.allSatisfy({ watchHub.isSynced($0) }) else { return }
+        guard stream.byClientID.values.allSatisfy({ watchHub.isSynced($0) }) else { return }
         stream.progressRequested = false
         var r = Etcdserverpb_WatchResponse()
         r.header = header()
@@ -263,17 +266,14 @@ extension EtcdServer {
     /// The periodic notification of watchers that asked for it, skipped for
     /// a watcher that got events since the last tick or is not synced.
     func progressTick() {
-        for stream in watchStreams.values {
-            for (id, var w) in stream.watches where w.progressNotify {
-                if w.progressDue && watchHub.isSynced(id) && !stream.isBackedUp {
-                    var r = Etcdserverpb_WatchResponse()
-                    r.header = header()
-                    r.watchID = w.clientID
-                    send(r, on: stream)
-                }
-                w.progressDue = true
-                stream.watches[id] = w
+        for (id, w) in servedWatches where w.progressNotify {
+            if w.progressDue && watchHub.isSynced(id) && !w.stream.isBackedUp {
+                var r = Etcdserverpb_WatchResponse()
+                r.header = header()
+                r.watchID = w.clientID
+                send(r, on: w.stream)
             }
+            servedWatches[id]!.progressDue = true
         }
     }
 }
