@@ -54,6 +54,8 @@ import Testing
         /// hub called the watcher synced, as a server answers a progress
         /// request. Nothing at or below the revision may come after.
         var bookmarks: [(deliveries: Int, revision: Int64)] = []
+        /// Asked for prev_kv: checked against the model on each delivery.
+        var prevKV = false
     }
 
     @Test func everyWatcherSeesExactlyItsChanges() throws {
@@ -73,11 +75,24 @@ import Testing
         var gen = OperationGenerator()
         var nextID = 0
 
+        var prevKVChecks = 0
+        /// As the server does when it sends: each non-create event's previous
+        /// version, read at revision - 1, must be the model's.
+        func checkPrevKV(_ id: WatchHub.ID, _ events: [WatchEvent]) throws {
+            guard tracked[id]!.prevKV else { return }
+            for e in events where !e.isCreate {
+                guard let before = model.states[e.revision - 1] else { continue }  // compacted: may be absent
+                let got = try store.previousVersion(of: e.kv.key, before: e.revision)
+                #expect(got == before[e.kv.key], "seed \(seed): prev_kv of \(e.kv.key) at \(e.revision)")
+                prevKVChecks += 1
+            }
+        }
         func deliver(_ id: WatchHub.ID, _ events: [WatchEvent]) {
             if tracked[id]!.slow {
                 hub.desync(id, from: events[0].revision)  // the stream is backed up: bounce
             } else {
                 tracked[id]!.deliveries.append(events)
+                try? checkPrevKV(id, events)
             }
         }
         store.onChange = { rev, events in
@@ -85,7 +100,10 @@ import Testing
         }
         func catchUp() throws {
             let r = try hub.catchUp(store) { !tracked[$0]!.slow }
-            for (id, evs) in r.deliveries { tracked[id]!.deliveries.append(evs) }
+            for (id, evs) in r.deliveries {
+                tracked[id]!.deliveries.append(evs)
+                try checkPrevKV(id, evs)
+            }
             for (id, compactRev, _) in r.compacted { tracked[id]!.compactedAt = compactRev }
         }
 
@@ -104,6 +122,7 @@ import Testing
                 t.noPut = rng.next() % 8 == 0
                 t.noDelete = rng.next() % 8 == 0
                 t.slow = rng.next() % 5 == 0
+                t.prevKV = rng.next() % 3 == 0
                 tracked[nextID] = t
                 hub.add(nextID, range: t.range, startRevision: startRev, noPut: t.noPut, noDelete: t.noDelete,
                         currentRevision: store.currentRevision)
@@ -190,6 +209,7 @@ import Testing
         }
         #expect(tracked.values.contains { $0.resumes != nil }, "some watcher was resumed")
         #expect(tracked.values.contains { !$0.bookmarks.isEmpty }, "some watcher was bookmarked")
+        #expect(prevKVChecks > 100, "prev_kv was checked")
         #expect(tracked.count > 300, "hundreds of watchers")
         #expect(tracked.values.contains { $0.compactedAt != nil }, "some watcher met a compaction")
     }
