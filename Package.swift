@@ -42,6 +42,8 @@ let package = Package(
         .target(name: "EtcdStatus"),
         .target(name: "Checksum"),
         .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"]),
+        // Write-ahead log: segments, chained CRC records, torn-tail recovery.
+        .target(name: "WAL", dependencies: ["Checksum"]),
 
         // Event loop, connections, HTTP/2 via nghttp2, gRPC framing, HTTP/1.1.
         .target(
@@ -64,6 +66,7 @@ let package = Package(
 
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
+        .testTarget(name: "WALTests", dependencies: ["WAL"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.

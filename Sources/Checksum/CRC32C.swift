@@ -4,6 +4,9 @@ public struct CRC32C: Sendable {
 
     public init() {}
 
+    /// Continues a checksum from a value computed earlier (chaining).
+    public mutating func seed(_ value: UInt32) { self.value = value }
+
     private static let table: [UInt32] = (0..<256).map { i -> UInt32 in
         var c = UInt32(i)
         for _ in 0..<8 { c = c & 1 != 0 ? 0x82F6_3B78 ^ (c >> 1) : c >> 1 }

@@ -1,0 +1,157 @@
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import WAL
+
+/// A fresh directory, removed by `remove()`.
+struct Scratch {
+    let path: String
+    init() {
+        var template = Array("/tmp/swetcd-wal-XXXXXX".utf8CString)
+        _ = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        path = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! }) + "/wal"
+    }
+    func remove() {
+        for seq in (try? WAL.listSegments(path)) ?? [] { unlink(path + "/" + WAL.segmentName(seq)) }
+        rmdir(path)
+        rmdir(String(path.dropLast(4)))
+    }
+}
+
+struct Rng: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func records(_ n: Int, seed: UInt64, maxSize: Int = 3_000) -> [WALRecord] {
+    var rng = Rng(state: seed)
+    return (0..<n).map { _ in
+        let type: WALRecordType = [.entry, .entry, .entry, .hardState, .snapshot][Int(rng.next() % 5)]
+        return WALRecord(type: type, data: (0..<Int(rng.next() % UInt64(maxSize))).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+    }
+}
+
+func write(_ rs: [WALRecord], to dir: String, segmentBytes: Int) throws {
+    let wal = try WAL(directory: dir, segmentBytes: segmentBytes)
+    _ = try wal.recover()
+    try wal.append(rs)
+    try wal.sync()
+    wal.close()
+}
+
+func recover(_ dir: String, segmentBytes: Int) throws -> (WAL, [WALRecord]) {
+    let wal = try WAL(directory: dir, segmentBytes: segmentBytes)
+    return (wal, try wal.recover())
+}
+
+/// Overwrites `count` bytes at `offset` of a file (or flips one).
+func patch(_ path: String, at offset: Int, _ bytes: [UInt8]) {
+    let f = open(path, O_WRONLY)
+    _ = bytes.withUnsafeBytes { pwrite(f, $0.baseAddress, $0.count, off_t(offset)) }
+    close(f)
+}
+
+@Suite struct WALTests {
+    @Test func recordsRoundTripAcrossSegmentsAndReopens() throws {
+        let dir = Scratch()
+        defer { dir.remove() }
+        let first = records(60, seed: 1), second = records(40, seed: 2)
+        try write(first, to: dir.path, segmentBytes: 16 << 10)
+        try write(second, to: dir.path, segmentBytes: 16 << 10)
+        let (wal, got) = try recover(dir.path, segmentBytes: 16 << 10)
+        wal.close()
+        #expect(got == first + second)
+        #expect(try WAL.listSegments(dir.path).count > 5, "several segments")
+    }
+
+    @Test func olderSegmentsMayBeRemoved() throws {
+        let dir = Scratch()
+        defer { dir.remove() }
+        let rs = records(80, seed: 3)
+        try write(rs, to: dir.path, segmentBytes: 8 << 10)
+        let segments = try WAL.listSegments(dir.path)
+        for seq in segments.dropLast(2) { unlink(dir.path + "/" + WAL.segmentName(seq)) }
+        let (wal, got) = try recover(dir.path, segmentBytes: 8 << 10)
+        try wal.append(records(3, seed: 4))
+        try wal.sync()
+        wal.close()
+        #expect(!got.isEmpty && rs.reversed().starts(with: got.reversed()), "a suffix of what was written")
+        let (again, all) = try recover(dir.path, segmentBytes: 8 << 10)
+        again.close()
+        #expect(all == got + records(3, seed: 4))
+    }
+
+    /// A torn last record, cut at every byte: the log recovers to the
+    /// records before it (or keeps it whole if only padding was lost) and
+    /// takes new appends after.
+    @Test func aTornLastRecordIsTruncatedAtEveryByte() throws {
+        let rs = records(4, seed: 5, maxSize: 40).map { r -> WALRecord in var r = r; r.data = Array(r.data.prefix(37)) + [1]; return r }
+        let lastOffset = rs.dropLast().map { WALRecord.paddedSize($0.data.count) }.reduce(0, +)
+        let lastSize = WALRecord.paddedSize(rs.last!.data.count)
+        let payloadEnd = WALRecord.headerSize + rs.last!.data.count
+        for cut in 0..<lastSize {
+            for realTruncate in [false, true] {
+                let dir = Scratch()
+                defer { dir.remove() }
+                try write(rs, to: dir.path, segmentBytes: 1 << 16)
+                let file = dir.path + "/" + WAL.segmentName(0)
+                if realTruncate {
+                    _ = truncate(file, off_t(lastOffset + cut))
+                } else {
+                    patch(file, at: lastOffset + cut, [UInt8](repeating: 0, count: lastSize - cut))
+                }
+                let (wal, got) = try recover(dir.path, segmentBytes: 1 << 16)
+                let whole = cut >= payloadEnd
+                #expect(got == (whole ? rs : Array(rs.dropLast())), "cut at \(cut), truncate \(realTruncate)")
+                if whole { #expect(wal.truncatedTail == nil, "cut at \(cut): nothing torn") }
+                try wal.append([WALRecord(type: .entry, data: [9, 9])])
+                try wal.sync()
+                wal.close()
+                let (again, after) = try recover(dir.path, segmentBytes: 1 << 16)
+                again.close()
+                #expect(after == got + [WALRecord(type: .entry, data: [9, 9])], "append after recovery, cut \(cut)")
+            }
+        }
+    }
+
+    /// A flipped byte in a record that others follow is corruption: refused,
+    /// naming the file and the record's offset.
+    @Test func aFlippedByteInTheMiddleIsRefused() throws {
+        let rs = records(5, seed: 6, maxSize: 200)
+        let offsets = rs.indices.map { i in rs.prefix(i).map { WALRecord.paddedSize($0.data.count) }.reduce(0, +) }
+        for victim in 0..<4 {
+            for position in [0, 4, 5, 9, WALRecord.headerSize, WALRecord.headerSize + rs[victim].data.count - 1] {
+                guard position < WALRecord.headerSize + rs[victim].data.count else { continue }
+                let dir = Scratch()
+                defer { dir.remove() }
+                try write(rs, to: dir.path, segmentBytes: 1 << 16)
+                let file = dir.path + "/" + WAL.segmentName(0)
+                let bytes = try WAL.readFile(file)
+                patch(file, at: offsets[victim] + position, [bytes[offsets[victim] + position] ^ 0x40])
+                do {
+                    _ = try recover(dir.path, segmentBytes: 1 << 16)
+                    Issue.record("record \(victim), byte \(position): accepted")
+                } catch let WALError.corrupt(f, offset, _) {
+                    #expect(f == file && offset == offsets[victim], "record \(victim), byte \(position)")
+                }
+            }
+        }
+    }
+
+    @Test func aFlippedByteInAnEarlierSegmentIsRefused() throws {
+        let dir = Scratch()
+        defer { dir.remove() }
+        try write(records(50, seed: 7), to: dir.path, segmentBytes: 8 << 10)
+        let file = dir.path + "/" + WAL.segmentName(0)
+        let bytes = try WAL.readFile(file)
+        patch(file, at: 40, [bytes[40] ^ 1])
+        #expect(throws: WALError.self) { _ = try recover(dir.path, segmentBytes: 8 << 10) }
+    }
+}
