@@ -155,3 +155,55 @@ func patch(_ path: String, at offset: Int, _ bytes: [UInt8]) {
         #expect(throws: WALError.self) { _ = try recover(dir.path, segmentBytes: 8 << 10) }
     }
 }
+
+@Suite struct GroupCommitTests {
+    /// Concurrent submitters: every one is told, the records come back in
+    /// the order they were accepted, and fsyncs are shared.
+    @Test func concurrentSubmissionsShareFsyncs() throws {
+        let dir = Scratch()
+        defer { dir.remove() }
+        let wal = try WAL(directory: dir.path, segmentBytes: 1 << 16)
+        _ = try wal.recover()
+        let writer = GroupCommitWAL(wal)
+        final class Log: @unchecked Sendable {
+            var mutex = pthread_mutex_t()
+            var order: [Int] = []
+            init() { pthread_mutex_init(&mutex, nil) }
+            func add(_ i: Int) { pthread_mutex_lock(&mutex); order.append(i); pthread_mutex_unlock(&mutex) }
+        }
+        let acknowledged = Log()
+        let submitters = 8, each = 50
+        var threads: [pthread_t] = []
+        final class Job { let writer: GroupCommitWAL; let base: Int; let n: Int; let log: Log
+            init(_ w: GroupCommitWAL, _ b: Int, _ n: Int, _ l: Log) { writer = w; base = b; self.n = n; log = l } }
+        for t in 0..<submitters {
+            var thread = pthread_t()
+            let job = Unmanaged.passRetained(Job(writer, t * each, each, acknowledged)).toOpaque()
+            pthread_create(&thread, nil, { arg in
+                let job = Unmanaged<Job>.fromOpaque(arg!).takeRetainedValue()
+                for i in job.base..<(job.base + job.n) {
+                    let log = job.log
+                    job.writer.submit([WALRecord(type: .entry, data: Array(String(i).utf8))]) { result in
+                        if case .success = result { log.add(i) }
+                    }
+                }
+                return nil
+            }, job)
+            threads.append(thread)
+        }
+        for t in threads { pthread_join(t, nil) }
+        writer.stop()
+        #expect(acknowledged.order.count == submitters * each)
+        let stats = writer.stats
+        #expect(stats.records == submitters * each)
+        #expect(stats.syncs < stats.records, "group commit: \(stats.syncs) fsyncs for \(stats.records) records")
+        let (again, got) = try recover(dir.path, segmentBytes: 1 << 16)
+        again.close()
+        #expect(Set(got.map { Int(String(decoding: $0.data, as: UTF8.self))! }) == Set(0..<(submitters * each)))
+        // Each submitter's own records are in its order.
+        for t in 0..<submitters {
+            let mine = got.compactMap { Int(String(decoding: $0.data, as: UTF8.self)) }.filter { $0 / each == t }
+            #expect(mine == Array((t * each)..<((t + 1) * each)))
+        }
+    }
+}
