@@ -1,48 +1,95 @@
 import EtcdProto
+import EtcdStatus
 import MVCC
+import SwiftProtobuf
 import Transport
 
 /// etcdserverpb.KV: Range, Put, DeleteRange, Txn, Compact.
 extension EtcdServer {
     func registerKV() {
         let kv = "etcdserverpb.KV"
-        unary(kv, "Range") { [unowned self] (r: Etcdserverpb_RangeRequest, _) -> Reply<Etcdserverpb_RangeResponse> in
-            let result = try store.range(Wire.range(r))
-            return .now(Wire.rangeResponse(result, header: header(revision: result.revision)))
-        }
-        unary(kv, "Put", isWrite: true) { [unowned self] (p: Etcdserverpb_PutRequest, _) -> Reply<Etcdserverpb_PutResponse> in
-            let result = try store.put(Wire.put(p))
-            appliedIndex += 1
-            return .afterCommit(Wire.putResponse(result, header: header(revision: result.revision)))
-        }
-        unary(kv, "DeleteRange", isWrite: true) { [unowned self] (d: Etcdserverpb_DeleteRangeRequest, _) -> Reply<Etcdserverpb_DeleteRangeResponse> in
-            let result = try store.deleteRange(Wire.delete(d))
-            appliedIndex += 1
-            return .afterCommit(Wire.deleteResponse(result, header: header(revision: result.revision)))
-        }
-        unary(kv, "Txn", isWrite: true) { [unowned self] (t: Etcdserverpb_TxnRequest, _) -> Reply<Etcdserverpb_TxnResponse> in
-            let request = try Wire.txn(t)
-            let result = try store.txn(request)
-            let response = Wire.txnResponse(result, header: header(revision: result.revision))
-            // A txn that cannot write is served like a read, as etcd does.
-            guard request.mayWrite else { return .now(response) }
-            appliedIndex += 1
-            return .afterCommit(response)
-        }
-        unary(kv, "Compact", isWrite: true) { [unowned self] (c: Etcdserverpb_CompactionRequest, call) -> Reply<Etcdserverpb_CompactionResponse> in
-            try store.compact(c.revision)
-            appliedIndex += 1
-            var response = Etcdserverpb_CompactionResponse()
-            response.header = header()
-            logger.info("compaction scheduled", metadata: ["revision": "\(c.revision)"])
-            let key = Metrics.CallKey(type: "unary", service: kv, method: "Compact")
-            if c.physical {
-                // Answer once the backend holds none of the compacted history.
-                afterCompaction { [unowned self] in self.afterCommit { self.respond(call, key, response) } }
-                return .later
+        unary(kv, "Range") { [unowned self] (r: Etcdserverpb_RangeRequest, call) -> Reply<Etcdserverpb_RangeResponse> in
+            let request = try Wire.range(r)
+            let serve = { [unowned self] () throws -> Etcdserverpb_RangeResponse in
+                let result = try store.range(request)
+                return Wire.rangeResponse(result, header: header(revision: result.revision))
             }
-            startCompaction()
-            return .afterCommit(response)
+            // Linearizable reads see every write proposed before them.
+            if r.serializable || appliedIndex >= proposedIndex { return .now(try serve()) }
+            let key = Metrics.CallKey(type: "unary", service: kv, method: "Range")
+            afterProposedWrites { [unowned self] in
+                do { respond(call, key, try serve()) } catch let e as any EtcdStatusError {
+                    finish(call, key, status: GRPCStatus(e))
+                } catch {
+                    finish(call, key, status: GRPCStatus(.unknown, "\(error)"))
+                }
+            }
+            return .later
+        }
+        proposing(kv, "Put", .put, Etcdserverpb_PutRequest.self)
+        proposing(kv, "DeleteRange", .deleteRange, Etcdserverpb_DeleteRangeRequest.self)
+        proposing(kv, "Compact", .compact, Etcdserverpb_CompactionRequest.self)
+        register(kv, "Txn", .unary) { [unowned self] call, bytes in
+            let key = Metrics.CallKey(type: "unary", service: kv, method: "Txn")
+            metrics.callStarted(key)
+            do {
+                let t = try Etcdserverpb_TxnRequest(serializedBytes: bytes)
+                let request = try Wire.txn(t)
+                if request.mayWrite {
+                    guard bytes.count <= config.maxRequestBytes else {
+                        finish(call, key, status: GRPCStatus(.invalidArgument, "etcdserver: request is too large"))
+                        return
+                    }
+                    propose(.txn, bytes) { [unowned self] outcome in reply(call, key, outcome) }
+                } else {
+                    // A txn that cannot write is served like a linearizable read.
+                    afterProposedWrites { [unowned self] in
+                        do {
+                            let r = try store.txn(request)
+                            respond(call, key, Wire.txnResponse(r, header: header(revision: r.revision)))
+                        } catch let e as any EtcdStatusError {
+                            finish(call, key, status: GRPCStatus(e))
+                        } catch {
+                            finish(call, key, status: GRPCStatus(.unknown, "\(error)"))
+                        }
+                    }
+                }
+            } catch let e as any EtcdStatusError {
+                finish(call, key, status: GRPCStatus(e))
+            } catch {
+                finish(call, key, status: GRPCStatus(.internal, "grpc: error unmarshalling request: \(error)"))
+            }
+        }
+    }
+
+    /// A write method: checked (decodable, within --max-request-bytes),
+    /// then proposed as a log entry and answered once applied.
+    private func proposing<Request: SwiftProtobuf.Message>(_ service: String, _ method: String, _ kind: LogEntryKind,
+                                                          _: Request.Type) {
+        register(service, method, .unary) { [unowned self] call, bytes in
+            let key = Metrics.CallKey(type: "unary", service: service, method: method)
+            metrics.callStarted(key)
+            guard bytes.count <= config.maxRequestBytes else {
+                finish(call, key, status: GRPCStatus(.invalidArgument, "etcdserver: request is too large"))
+                return
+            }
+            do {
+                _ = try Request(serializedBytes: bytes)
+            } catch {
+                finish(call, key, status: GRPCStatus(.internal, "grpc: error unmarshalling request: \(error)"))
+                return
+            }
+            propose(kind, bytes) { [unowned self] outcome in reply(call, key, outcome) }
+        }
+    }
+
+    func reply(_ call: GRPCCall, _ key: Metrics.CallKey, _ outcome: Result<[UInt8], GRPCStatus>) {
+        switch outcome {
+        case .success(let bytes):
+            call.respond(bytes)
+            metrics.callHandled(key, code: 0)
+        case .failure(let status):
+            finish(call, key, status: status)
         }
     }
 }

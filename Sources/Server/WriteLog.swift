@@ -1,0 +1,170 @@
+import EtcdProto
+import EtcdStatus
+import MVCC
+import Transport
+import WAL
+
+/// What a log entry asks the store to do; the raw value is on disk.
+enum LogEntryKind: UInt8 {
+    case put = 1
+    case deleteRange = 2
+    case txn = 3
+    case compact = 4
+}
+
+/// One write as the log holds it: (term, index) as Raft will assign them,
+/// and the client's request as it arrived.
+struct LogEntry: Equatable {
+    var term: UInt64
+    var index: UInt64
+    var kind: LogEntryKind
+    var request: [UInt8]
+
+    func encoded() -> [UInt8] {
+        var out: [UInt8] = [kind.rawValue]
+        WireBytes.appendVarint(term, to: &out)
+        WireBytes.appendVarint(index, to: &out)
+        out.append(contentsOf: request)
+        return out
+    }
+
+    init(term: UInt64, index: UInt64, kind: LogEntryKind, request: [UInt8]) {
+        self.term = term
+        self.index = index
+        self.kind = kind
+        self.request = request
+    }
+
+    init?(decoding bytes: [UInt8]) {
+        guard let first = bytes.first, let kind = LogEntryKind(rawValue: first) else { return nil }
+        var at = 1
+        func varint() -> UInt64? {
+            var v: UInt64 = 0, shift: UInt64 = 0
+            while at < bytes.count && shift < 64 {
+                let b = bytes[at]
+                at += 1
+                v |= UInt64(b & 0x7f) << shift
+                if b & 0x80 == 0 { return v }
+                shift += 7
+            }
+            return nil
+        }
+        guard let term = varint(), let index = varint() else { return nil }
+        self.init(term: term, index: index, kind: kind, request: Array(bytes[at...]))
+    }
+}
+
+/// The write path of DESIGN.md for one member: a write becomes a log entry,
+/// is appended to the WAL and fsynced by the WAL's writer thread (grouped
+/// with whatever else is waiting), and is then applied in log order and
+/// answered. Linearizable reads wait until every write proposed before them
+/// is applied. Raft will slot in between proposing and applying.
+extension EtcdServer {
+    /// Proposes a write; `reply` runs on the loop with the response bytes
+    /// (or the status the apply ended with) once it is durable and applied.
+    func propose(_ kind: LogEntryKind, _ request: [UInt8], reply: @escaping (Result<[UInt8], GRPCStatus>) -> Void) {
+        if let walFailure {
+            reply(.failure(GRPCStatus(.unavailable, "swetcd: writes are refused, the WAL failed: \(walFailure)")))
+            return
+        }
+        proposedIndex += 1
+        let entry = LogEntry(term: raftTerm, index: proposedIndex, kind: kind, request: request)
+        awaitingDurability[entry.index] = (entry, reply)
+        let index = entry.index
+        let me = LoopBound(self)
+        let loop = self.loop
+        walWriter.submit([WALRecord(type: .entry, data: entry.encoded())]) { result in
+            let failure: String? = { if case .failure(let e) = result { return "\(e)" } else { return nil } }()
+            loop.execute { me.value.durable(through: index, failure: failure) }
+        }
+    }
+
+    /// The WAL made everything through `index` durable (its writer keeps
+    /// submission order): apply in order, then answer after the commit.
+    func durable(through index: UInt64, failure: String?) {
+        if let failure {
+            walFailure = failure
+            logger.critical("WAL write failed; refusing writes", metadata: ["error": "\(failure)"])
+        }
+        while appliedIndex < index, let (entry, reply) = awaitingDurability.removeValue(forKey: appliedIndex + 1) {
+            if let failure {
+                appliedIndex = entry.index
+                reply(.failure(GRPCStatus(.unavailable, "swetcd: writes are refused, the WAL failed: \(failure)")))
+                continue
+            }
+            let outcome = apply(entry)
+            appliedIndex = entry.index
+            if entry.kind == .compact, case .success = outcome,
+               let c = try? Etcdserverpb_CompactionRequest(serializedBytes: entry.request), c.physical {
+                afterCompaction { [unowned self] in self.afterCommit { reply(outcome) } }
+            } else {
+                afterCommit { reply(outcome) }
+            }
+        }
+        releaseReads()
+    }
+
+    /// Applies one entry to the store: the response bytes, or the status.
+    func apply(_ entry: LogEntry) -> Result<[UInt8], GRPCStatus> {
+        do {
+            switch entry.kind {
+            case .put:
+                let p = try Etcdserverpb_PutRequest(serializedBytes: entry.request)
+                let r = try store.put(Wire.put(p))
+                return .success(try Wire.putResponse(r, header: header(revision: r.revision)).serializedBytes())
+            case .deleteRange:
+                let d = try Etcdserverpb_DeleteRangeRequest(serializedBytes: entry.request)
+                let r = try store.deleteRange(Wire.delete(d))
+                return .success(try Wire.deleteResponse(r, header: header(revision: r.revision)).serializedBytes())
+            case .txn:
+                let t = try Etcdserverpb_TxnRequest(serializedBytes: entry.request)
+                let r = try store.txn(Wire.txn(t))
+                return .success(try Wire.txnResponse(r, header: header(revision: r.revision)).serializedBytes())
+            case .compact:
+                let c = try Etcdserverpb_CompactionRequest(serializedBytes: entry.request)
+                try store.compact(c.revision)
+                logger.info("compaction scheduled", metadata: ["revision": "\(c.revision)"])
+                startCompaction()
+                var response = Etcdserverpb_CompactionResponse()
+                response.header = header()
+                return .success(try response.serializedBytes())
+            }
+        } catch let e as any EtcdStatusError {
+            return .failure(GRPCStatus(e))
+        } catch {
+            return .failure(GRPCStatus(.internal, "apply: \(error)"))
+        }
+    }
+
+    /// Serves `read` once everything proposed so far is applied.
+    func afterProposedWrites(_ read: @escaping () -> Void) {
+        if appliedIndex >= proposedIndex { read(); return }
+        waitingReads.append((proposedIndex, read))
+    }
+
+    private func releaseReads() {
+        guard !waitingReads.isEmpty else { return }
+        let ready = waitingReads.filter { $0.0 <= appliedIndex }
+        waitingReads.removeAll { $0.0 <= appliedIndex }
+        for (_, read) in ready { read() }
+    }
+
+    /// Replays the WAL's entries the backend has not applied yet (after a
+    /// crash), before serving anyone.
+    func replay(_ records: [WALRecord]) throws {
+        var replayed = 0
+        for record in records where record.type == .entry {
+            guard let entry = LogEntry(decoding: record.data) else {
+                throw ServerError.dataDir(config.dataDir, "an undecodable WAL entry")
+            }
+            guard entry.index > appliedIndex else { continue }
+            _ = apply(entry)
+            appliedIndex = entry.index
+            replayed += 1
+        }
+        proposedIndex = appliedIndex
+        try store.setConsistentIndex(appliedIndex)
+        try store.commit()
+        if replayed > 0 { logger.info("replayed the WAL", metadata: ["entries": "\(replayed)", "applied-index": "\(appliedIndex)"]) }
+    }
+}
