@@ -189,25 +189,19 @@ public final class EtcdServer {
     enum Reply<Response: SwiftProtobuf.Message> {
         /// Send now (reads).
         case now(Response)
-        /// Send once the writes made for it are committed.
-        case afterCommit(Response)
         /// The handler answers the call itself later.
         case later
     }
 
-    /// Registers a unary method. `isWrite` methods are held to
-    /// --max-request-bytes, as etcd holds its Raft proposals.
+    /// Registers a unary method that is not a write (writes are proposed
+    /// to the log: see `proposing` in KVService.swift).
     func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        _ service: String, _ method: String, isWrite: Bool = false,
+        _ service: String, _ method: String,
         _ body: @escaping (Request, GRPCCall) throws -> Reply<Response>
     ) {
         let key = Metrics.CallKey(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
             metrics.callStarted(key)
-            if isWrite && bytes.count > config.maxRequestBytes {
-                finish(call, key, status: GRPCStatus(.invalidArgument, "etcdserver: request is too large"))
-                return
-            }
             let request: Request
             do {
                 request = try Request(serializedBytes: bytes)
@@ -219,8 +213,6 @@ public final class EtcdServer {
                 switch try body(request, call) {
                 case .now(let response):
                     respond(call, key, response)
-                case .afterCommit(let response):
-                    afterCommit { [unowned self] in self.respond(call, key, response) }
                 case .later:
                     break
                 }
