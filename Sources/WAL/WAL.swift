@@ -57,7 +57,8 @@ public final class WAL {
         var chain: UInt32 = 0
         for (i, seq) in segments.enumerated() {
             let path = directory + "/" + Self.segmentName(seq)
-            let bytes = try Self.readFile(path)
+            let file = try MappedFile(path)
+            let bytes = file.bytes
             let isLast = i == segments.count - 1
             var at = 0
             // Every segment after the first starts with the crc it continues
@@ -75,7 +76,7 @@ public final class WAL {
                     // last segment non-zero bytes after a zero header are a
                     // write torn out of order (a later page reached the disk,
                     // an earlier one did not): truncated; elsewhere, damage.
-                    if bytes[at...].contains(where: { $0 != 0 }) {
+                    if !Self.isAllZero(UnsafeRawBufferPointer(rebasing: bytes[at...])) {
                         guard isLast else {
                             throw WALError.corrupt(file: path, offset: at, reason: "data after the end marker")
                         }
@@ -100,7 +101,7 @@ public final class WAL {
                     // record (after its header, when the header itself is bad:
                     // its length cannot be trusted then).
                     let after = min(headerOK ? end : at + WALRecord.headerSize, bytes.count)
-                    if isLast && !bytes[after...].contains(where: { $0 != 0 }) {
+                    if isLast && Self.isAllZero(UnsafeRawBufferPointer(rebasing: bytes[after...])) {
                         try truncate(path: path, from: at, to: after)
                         truncatedTail = (path, at)
                         break scan
@@ -120,6 +121,7 @@ public final class WAL {
                 chain = stored
                 at = end
             }
+            withExtendedLifetime(file) {}  // the mapping outlives every use of `bytes`
             if isLast {
                 sequence = seq
                 offset = at
@@ -244,7 +246,54 @@ public final class WAL {
         guard fsync(d) == 0 else { throw WALError.io(operation: "fsync", path: path, errno: errno) }
     }
 
-    static func load32(_ b: [UInt8], _ at: Int) -> UInt32 {
+    static func load32<C: RandomAccessCollection>(_ b: C, _ at: Int) -> UInt32 where C.Element == UInt8, C.Index == Int {
         UInt32(b[at]) | UInt32(b[at + 1]) << 8 | UInt32(b[at + 2]) << 16 | UInt32(b[at + 3]) << 24
+    }
+}
+
+extension WAL {
+    /// True when every byte is zero; compares in blocks (segments are
+    /// mostly preallocated zeros, scanned at every start).
+    static func isAllZero(_ b: UnsafeRawBufferPointer) -> Bool {
+        guard var p = b.baseAddress else { return true }
+        var left = b.count
+        return zeroBlock.withUnsafeBytes { zero in
+            while left > 0 {
+                let n = min(left, zero.count)
+                if memcmp(p, zero.baseAddress!, n) != 0 { return false }
+                p += n
+                left -= n
+            }
+            return true
+        }
+    }
+
+    private static let zeroBlock = [UInt8](repeating: 0, count: 64 << 10)
+}
+
+/// A file mapped read-only for the length of a recovery scan.
+final class MappedFile {
+    let bytes: UnsafeRawBufferPointer
+    private let length: Int
+
+    init(_ path: String) throws {
+        let f = open(path, O_RDONLY)
+        guard f >= 0 else { throw WALError.io(operation: "open", path: path, errno: errno) }
+        defer { close(f) }
+        var st = stat()
+        guard fstat(f, &st) == 0 else { throw WALError.io(operation: "stat", path: path, errno: errno) }
+        length = Int(st.st_size)
+        if length == 0 {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        guard let p = mmap(nil, length, PROT_READ, MAP_PRIVATE, f, 0), p != MAP_FAILED else {
+            throw WALError.io(operation: "mmap", path: path, errno: errno)
+        }
+        bytes = UnsafeRawBufferPointer(start: p, count: length)
+    }
+
+    deinit {
+        if let p = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: p), length) }
     }
 }

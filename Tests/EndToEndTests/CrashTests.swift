@@ -1,0 +1,113 @@
+import EtcdClient
+import Foundation
+import Testing
+
+/// Kill -9 at a random moment while writers run, restart, and check what
+/// was acknowledged (etcd's bugs #13766, #14370, #17780 are lost or
+/// reordered acknowledged writes). SWETCD_CRASH_ROUNDS sets the rounds (20).
+@Suite struct CrashTests {
+    actor Ledger {
+        /// key -> (value, revision) of every acknowledged write.
+        var acknowledged: [String: (String, Int64)] = [:]
+        /// Txns sent but not acknowledged: their two keys and value.
+        var unacknowledgedTxns: [(String, String, String)] = []
+        func ack(_ key: String, _ value: String, _ revision: Int64) { acknowledged[key] = (value, revision) }
+        func lost(_ a: String, _ b: String, _ value: String) { unacknowledgedTxns.append((a, b, value)) }
+    }
+
+    @Test func acknowledgedWritesSurviveKillNineInEveryRound() async throws {
+        let rounds = Int(ProcessInfo.processInfo.environment["SWETCD_CRASH_ROUNDS"] ?? "") ?? 20
+        let seed = UInt64(ProcessInfo.processInfo.environment["SWETCD_SEED"] ?? "") ?? UInt64.random(in: 0...UInt64.max)
+        var generator = SplitMix(seed: seed)
+        let ledger = Ledger()
+        // Chosen here so that no ServerProcess owns (and removes) it.
+        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-crash-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        var lastRevision: Int64 = 0
+        for round in 0..<rounds {
+            let server = try ServerProcess(dataDir: dataDir)
+            let client = try EtcdClient(endpoints: [server.endpoint], timeout: 5)
+            // After a restart everything acknowledged before must be there,
+            // at its revision, and the revision must not have gone back.
+            let status = try await client.status()
+            #expect(status.header.revision >= lastRevision, "seed \(seed), round \(round): revision went back")
+            let stored = try await Self.everything(client)
+            for (key, (value, revision)) in await ledger.acknowledged {
+                let kv = stored[key]
+                #expect(kv?.valueString == value && kv?.modRevision == revision,
+                        "seed \(seed), round \(round): \(key) acknowledged at \(revision) as \(value), found \(String(describing: kv))")
+            }
+            for (a, b, value) in await ledger.unacknowledgedTxns {
+                let x = stored[a]?.valueString, y = stored[b]?.valueString
+                #expect((x == value) == (y == value), "seed \(seed), round \(round): half of txn \(a), \(b) applied")
+            }
+            lastRevision = status.header.revision
+
+            let writers = (0..<4).map { w in
+                Task {
+                    var n = 0
+                    while !Task.isCancelled {
+                        let value = "r\(round)-w\(w)-\(n)"
+                        do {
+                            if n % 3 == 2 {
+                                let (a, b) = ("txn/\(value)/a", "txn/\(value)/b")
+                                do {
+                                    let r = try await client.txn(compare: [], success: [.put(Array(a.utf8), Array(value.utf8)),
+                                                                                       .put(Array(b.utf8), Array(value.utf8))])
+                                    await ledger.ack(a, value, r.header.revision)
+                                    await ledger.ack(b, value, r.header.revision)
+                                } catch {
+                                    await ledger.lost(a, b, value)
+                                    throw error
+                                }
+                            } else {
+                                let key = "put/\(value)"
+                                let r = try await client.put(key, value)
+                                await ledger.ack(key, value, r.header.revision)
+                            }
+                        } catch {
+                            return
+                        }
+                        n += 1
+                    }
+                }
+            }
+            try await Task.sleep(nanoseconds: UInt64(10 + generator.next() % 80) * 1_000_000)
+            server.kill()
+            for w in writers { await w.value }
+            client.close()
+        }
+        let final = try ServerProcess(dataDir: dataDir)
+        defer { final.stop() }
+        let client = try EtcdClient(endpoints: [final.endpoint])
+        defer { client.close() }
+        let acknowledged = await ledger.acknowledged
+        let stored = try await Self.everything(client)
+        for (key, (value, revision)) in acknowledged {
+            let kv = stored[key]
+            #expect(kv?.valueString == value && kv?.modRevision == revision, "seed \(seed), after the last round: \(key)")
+        }
+        #expect(acknowledged.count > rounds * 10, "writes were acknowledged in the rounds: \(acknowledged.count)")
+    }
+}
+
+extension CrashTests {
+    /// Every key in the store, by name, in one read.
+    static func everything(_ client: EtcdClient) async throws -> [String: KeyValue] {
+        var all: [String: KeyValue] = [:]
+        for kv in try await client.get(.from([0])).kvs { all[kv.keyString] = kv }
+        return all
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
