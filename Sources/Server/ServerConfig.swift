@@ -82,6 +82,10 @@ public struct ServerConfig: Equatable, Sendable {
       --version               print the version and exit
       -h, --help              print this help
 
+    swetcd snapshot restore FILE --data-dir DIR
+      makes a new data dir from a file `etcdctl snapshot save` wrote from swetcd
+      (checked against its SHA-256); DIR must not exist.
+
     Every flag may also come from its environment variable: ETCD_ and the flag's
     name in capitals with '-' as '_' (ETCD_DATA_DIR=...).
     """

@@ -21,6 +21,23 @@ while let entry = envp.pointee {
     envp += 1
 }
 
+// `swetcd snapshot restore FILE --data-dir DIR`
+let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.first == "snapshot" {
+    guard arguments.count == 5, arguments[1] == "restore", ["--data-dir", "-data-dir"].contains(arguments[3]) else {
+        writeError("usage: swetcd snapshot restore FILE --data-dir DIR")
+        exit(2)
+    }
+    do {
+        try SnapshotRestore.restore(file: arguments[2], dataDir: arguments[4])
+        print("restored snapshot \(arguments[2]) into \(arguments[4])")
+        exit(0)
+    } catch {
+        writeError("swetcd: \(error)")
+        exit(1)
+    }
+}
+
 let config: ServerConfig
 do {
     config = try ServerConfig.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: environment)

@@ -213,3 +213,65 @@ func SHA256Hex(_ data: Data) -> String {
     let r = try? runCommand("/usr/bin/sha256sum", [path])
     return String(r?.stdout.prefix(64) ?? "")
 }
+
+/// etcdctl snapshot save from swetcd, `swetcd snapshot restore`, and a
+/// member started on the result: same keys, revision and HashKV.
+@Suite struct SnapshotRestoreTests {
+    @Test func aRestoredMemberHasTheSameKeysRevisionAndHash() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let etcdctl = Etcdctl(endpoint: server.endpoint)
+        for i in 0..<30 { try etcdctl.run("put", "k\(i % 10)", "v\(i)") }
+        try etcdctl.run("del", "k9")
+        try etcdctl.run("compact", "20")
+        let snapshot = server.dataDir + "-snapshot.db"
+        let restored = server.dataDir + "-restored"
+        defer {
+            try? FileManager.default.removeItem(atPath: snapshot)
+            try? FileManager.default.removeItem(atPath: restored)
+        }
+        #expect(try etcdctl.run("snapshot", "save", snapshot).status == 0)
+        let before = try etcdctl.run("get", "", "--from-key", "-w", "json").stdout
+        let hashBefore = try etcdctl.run("endpoint", "hashkv", "-w", "json").stdout
+
+        let restore = try runCommand(ServerProcess.executable, ["snapshot", "restore", snapshot, "--data-dir", restored])
+        #expect(restore.status == 0, "\(restore)")
+        let again = try runCommand(ServerProcess.executable, ["snapshot", "restore", snapshot, "--data-dir", restored])
+        #expect(again.status != 0 && again.stderr.contains("exists"), "restoring over a data dir is refused")
+
+        let copy = try ServerProcess(dataDir: restored)
+        defer { copy.stop() }
+        let after = try Etcdctl(endpoint: copy.endpoint).run("get", "", "--from-key", "-w", "json").stdout
+        let hashAfter = try Etcdctl(endpoint: copy.endpoint).run("endpoint", "hashkv", "-w", "json").stdout
+        func content(_ json: String) throws -> (revision: Int, kvs: [String]) {
+            let o = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+            let h = o["header"] as! [String: Any]
+            let kvs = (o["kvs"] as? [[String: Any]] ?? []).map { "\($0["key"]!) \($0["value"]!) \($0["mod_revision"]!) \($0["version"]!)" }
+            return (h["revision"] as! Int, kvs)
+        }
+        func hash(_ json: String) throws -> Int {
+            let list = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [[String: Any]]
+            return (list[0]["HashKV"] as! [String: Any])["hash"] as! Int
+        }
+        #expect(try content(before).revision == content(after).revision)
+        #expect(try content(before).kvs == content(after).kvs && content(after).kvs.count == 9)
+        #expect(try hash(hashBefore) == hash(hashAfter))
+        // It takes writes after the restored revision.
+        #expect(try Etcdctl(endpoint: copy.endpoint).run("put", "new", "1", "-w", "json").stdout.contains("\"revision\":\(try content(before).revision + 1)"))
+    }
+
+    @Test func aDamagedSnapshotIsRefused() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let etcdctl = Etcdctl(endpoint: server.endpoint)
+        try etcdctl.run("put", "k", "v")
+        let snapshot = server.dataDir + "-snapshot.db"
+        defer { try? FileManager.default.removeItem(atPath: snapshot) }
+        try etcdctl.run("snapshot", "save", snapshot)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: snapshot))
+        bytes[100] ^= 0xff
+        try bytes.write(to: URL(fileURLWithPath: snapshot))
+        let r = try runCommand(ServerProcess.executable, ["snapshot", "restore", snapshot, "--data-dir", server.dataDir + "-bad"])
+        #expect(r.status != 0 && r.stderr.contains("snapshot file integrity check failed"), "\(r)")
+    }
+}
