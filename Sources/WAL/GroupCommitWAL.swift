@@ -21,6 +21,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
     private var failure: WALError?
     private var syncCount = 0
     private var recordCount = 0
+    private var syncSeconds = 0.0
 
     /// Takes over a recovered `wal` and starts the writer thread.
     public init(_ wal: WAL) {
@@ -52,11 +53,12 @@ public final class GroupCommitWAL: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
-    /// fdatasyncs so far and records they covered.
-    public var stats: (syncs: Int, records: Int) {
+    /// Batches written so far (one fdatasync each), the records they held,
+    /// and the seconds spent writing and syncing them.
+    public var stats: (syncs: Int, records: Int, seconds: Double) {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        return (syncCount, recordCount)
+        return (syncCount, recordCount, syncSeconds)
     }
 
     /// Writes what is queued, then stops the writer and closes the log.
@@ -79,6 +81,8 @@ public final class GroupCommitWAL: @unchecked Sendable {
             if finish { break }
 
             var result: Result<Void, WALError> = .success(())
+            var start = timespec(), end = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &start)
             do {
                 try wal.append(batch.flatMap(\.records))
                 try wal.sync()
@@ -87,7 +91,9 @@ public final class GroupCommitWAL: @unchecked Sendable {
             } catch {
                 result = .failure(.io(operation: "append", path: wal.directory, errno: EIO))
             }
+            clock_gettime(CLOCK_MONOTONIC, &end)
             pthread_mutex_lock(&mutex)
+            syncSeconds += Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
             syncCount += 1
             recordCount += batch.reduce(0) { $0 + $1.records.count }
             if case .failure(let e) = result { failure = e }
