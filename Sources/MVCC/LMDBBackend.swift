@@ -288,6 +288,16 @@ public final class LMDBBackend: Backend {
 
     public var copier: Copier { Copier(env: env) }
 
+    /// A handle that fsyncs the committed state from another thread (the
+    /// backend commits without fsync; a checkpoint makes it durable). Valid
+    /// while this backend stays open and is not defragmented.
+    public struct Syncer: @unchecked Sendable {
+        fileprivate let env: OpaquePointer?
+        public func sync() throws { try check(mdb_env_sync(env, 1), "env_sync") }
+    }
+
+    public var syncer: Syncer { Syncer(env: env) }
+
     /// Rewrites the file compactly: commits, copies with compaction, and
     /// swaps the copy in. Blocks its caller for the copy.
     public func defragment() throws {

@@ -57,6 +57,9 @@ public final class EtcdServer {
     var uncommittedChanges: [(Int64, [WatchEvent])] = []
     var watchCatchUpTask: DeferredTask!
     private var progressTimer: Transport.Timer?
+    private var checkpointTimer: Transport.Timer?
+    var checkpointInProgress = false
+    private var checkpointedIndex: UInt64 = 0
 
     public init(config: ServerConfig, loop: EventLoop, logger: Logger) throws {
         self.config = config
@@ -79,7 +82,8 @@ public final class EtcdServer {
         memberID = try Self.persistentID(.memberID, backend)
         clusterID = try Self.persistentID(.clusterID, backend)
         try store.commit()
-        let wal = try WAL(directory: config.dataDir + "/member/wal")
+        let wal = try WAL(directory: config.dataDir + "/member/wal", segmentBytes: config.walSegmentBytes)
+        wal.tagOf = { $0.type == .entry ? LogEntry(decoding: $0.data)?.index : nil }
         let records = try wal.recover()
         if let torn = wal.truncatedTail {
             logger.warning("truncated a torn WAL tail", metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)"])
@@ -89,6 +93,7 @@ public final class EtcdServer {
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
         watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }
         progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
+        checkpointTimer = loop.schedule(every: config.checkpointInterval) { [unowned self] in self.checkpoint() }
         try replay(records)
         registerKV()
         registerWatch()
@@ -155,6 +160,33 @@ public final class EtcdServer {
         let replies = awaitingCommit
         awaitingCommit.removeAll()
         for r in replies { r() }
+    }
+
+    /// Makes the backend durable up to the applied index, on a thread of its
+    /// own, then lets the WAL drop segments whose entries are all in it.
+    private func checkpoint() {
+        guard !checkpointInProgress, appliedIndex > checkpointedIndex else { return }
+        do {
+            try store.setConsistentIndex(appliedIndex)
+            try store.commit()
+        } catch {
+            logger.error("checkpoint commit failed", metadata: ["error": "\(error)"])
+            return
+        }
+        checkpointInProgress = true
+        let index = appliedIndex
+        let syncer = backend.syncer
+        let writer = walWriter
+        let me = LoopBound(self)
+        let loop = self.loop
+        runOnNewThread {
+            let synced = (try? syncer.sync()) != nil
+            if synced { writer.checkpoint(coveredBy: index) }
+            loop.execute {
+                me.value.checkpointInProgress = false
+                if synced { me.value.checkpointedIndex = index }
+            }
+        }
     }
 
     /// Runs once compaction has deleted everything it had to.

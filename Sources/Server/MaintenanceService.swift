@@ -52,8 +52,8 @@ extension EtcdServer {
             return .now(r)
         }
         unary(m, "Defragment") { [unowned self] (_: Etcdserverpb_DefragmentRequest, _) -> Reply<Etcdserverpb_DefragmentResponse> in
-            guard snapshotsInProgress == 0 else {
-                throw GRPCStatus(.unavailable, "swetcd: a snapshot is being taken; defragment again after it")
+            guard snapshotsInProgress == 0, !checkpointInProgress else {
+                throw GRPCStatus(.unavailable, "swetcd: a snapshot or checkpoint is in progress; defragment again after it")
             }
             let before = backend.fileSize
             try backend.defragment()

@@ -13,6 +13,10 @@ public struct ServerConfig: Equatable, Sendable {
     public var quotaBackendBytes: Int64 = 2 << 30
     /// Seconds between progress notifications to watchers that asked.
     public var watchProgressNotifyInterval: Double = 600
+    /// Size of each preallocated WAL segment.
+    public var walSegmentBytes = 64 << 20
+    /// Seconds between backend checkpoints (fsync, then old WAL segments go).
+    public var checkpointInterval: Double = 5
 
     public init() {}
 
@@ -63,7 +67,8 @@ public struct ServerConfig: Equatable, Sendable {
 
     static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls",
                         "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes",
-                        "experimental-watch-progress-notify-interval"]
+                        "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
+                        "experimental-checkpoint-interval"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -79,6 +84,11 @@ public struct ServerConfig: Equatable, Sendable {
       --experimental-watch-progress-notify-interval
                               time between watch progress notifications, as Go durations
                               (10m, 5s, 250ms; default 10m)
+      --experimental-wal-segment-bytes
+                              size of each preallocated WAL segment (default 64 MiB)
+      --experimental-checkpoint-interval
+                              time between backend fsyncs after which older WAL segments
+                              are removed (default 5s)
       --version               print the version and exit
       -h, --help              print this help
 
@@ -151,6 +161,13 @@ public struct ServerConfig: Equatable, Sendable {
             case "experimental-watch-progress-notify-interval":
                 guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 10m or 500ms") }
                 config.watchProgressNotifyInterval = seconds
+            case "experimental-wal-segment-bytes":
+                let n = try positive()
+                guard n >= 4096 else { throw bad("want at least 4096") }
+                config.walSegmentBytes = n
+            case "experimental-checkpoint-interval":
+                guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 5s") }
+                config.checkpointInterval = seconds
             case "log-level":
                 let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
                                                       "error": .error, "panic": .critical, "fatal": .critical]

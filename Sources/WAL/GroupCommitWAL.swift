@@ -16,6 +16,9 @@ public final class GroupCommitWAL: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var wakeup = pthread_cond_t()
     private var queued: [(records: [WALRecord], done: Completion)] = []
+    /// A checkpoint waiting for the writer: segments covered by this tag go.
+    private var pendingCheckpoint: UInt64?
+    private var removedSegments = 0
     private var stopping = false
     private var stopped = false
     private var failure: WALError?
@@ -53,6 +56,22 @@ public final class GroupCommitWAL: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
+    /// Asks the writer to delete segments whose entries are all covered by
+    /// `tag` (call only once those entries are durable elsewhere).
+    public func checkpoint(coveredBy tag: UInt64) {
+        pthread_mutex_lock(&mutex)
+        pendingCheckpoint = max(pendingCheckpoint ?? 0, tag)
+        pthread_cond_signal(&wakeup)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Segments deleted by checkpoints so far.
+    public var segmentsRemoved: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return removedSegments
+    }
+
     /// Batches written so far (one fdatasync each), the records they held,
     /// and the seconds spent writing and syncing them.
     public var stats: (syncs: Int, records: Int, seconds: Double) {
@@ -73,12 +92,20 @@ public final class GroupCommitWAL: @unchecked Sendable {
     private func run() {
         while true {
             pthread_mutex_lock(&mutex)
-            while queued.isEmpty && !stopping { pthread_cond_wait(&wakeup, &mutex) }
+            while queued.isEmpty && pendingCheckpoint == nil && !stopping { pthread_cond_wait(&wakeup, &mutex) }
             let batch = queued
             queued.removeAll()
+            let covered = pendingCheckpoint
+            pendingCheckpoint = nil
             let finish = stopping && batch.isEmpty
             pthread_mutex_unlock(&mutex)
+            if let covered, let removed = try? wal.removeSegments(coveredBy: covered) {
+                pthread_mutex_lock(&mutex)
+                removedSegments += removed
+                pthread_mutex_unlock(&mutex)
+            }
             if finish { break }
+            if batch.isEmpty { continue }
 
             var result: Result<Void, WALError> = .success(())
             var start = timespec(), end = timespec()

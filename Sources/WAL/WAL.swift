@@ -36,6 +36,10 @@ public final class WAL {
     private var pending: [UInt8] = []
     /// What `open` did about a torn tail, for the log.
     public private(set) var truncatedTail: (file: String, offset: Int)?
+    /// The highest tag (the caller's entry index) in each segment.
+    private(set) var lastTags: [UInt64: UInt64] = [:]
+    /// Reads a record's tag (e.g. its log index), for segment removal.
+    public var tagOf: (WALRecord) -> UInt64? = { _ in nil }
 
     public static func segmentName(_ sequence: UInt64) -> String {
         let hex = String(sequence, radix: 16)
@@ -116,7 +120,9 @@ public final class WAL {
                     sawSeed = true
                 } else {
                     guard sawSeed else { throw WALError.corrupt(file: path, offset: at, reason: "segment lacks its crc seed") }
-                    records.append(WALRecord(type: type!, data: data))
+                    let record = WALRecord(type: type!, data: data)
+                    if let tag = tagOf(record) { lastTags[seq] = max(lastTags[seq] ?? 0, tag) }
+                    records.append(record)
                 }
                 chain = stored
                 at = end
@@ -146,6 +152,7 @@ public final class WAL {
     /// Queues records; `sync()` writes and makes them durable.
     public func append(_ records: [WALRecord]) throws {
         for r in records {
+            defer { if let tag = tagOf(r) { lastTags[sequence] = max(lastTags[sequence] ?? 0, tag) } }
             if offset + pending.count + WALRecord.paddedSize(r.data.count) > segmentBytes && offset + pending.count > 0 {
                 try flushPending()
                 try openSegment(sequence + 1, seed: crc)
@@ -159,6 +166,29 @@ public final class WAL {
     public func sync() throws {
         try flushPending()
         guard fdatasync(fd) == 0 else { throw WALError.io(operation: "fdatasync", path: Self.segmentName(sequence), errno: errno) }
+    }
+
+    /// Deletes closed segments whose every tag is at most `tag` (their
+    /// entries are durable elsewhere, e.g. in an fsynced backend), keeping
+    /// the newest `keep` of them. Returns how many were deleted.
+    @discardableResult
+    public func removeSegments(coveredBy tag: UInt64, keep: Int = 2) throws -> Int {
+        let closed = try Self.listSegments(directory).filter { $0 < sequence }
+        let covered = closed.filter { (lastTags[$0] ?? 0) <= tag }
+        // Only a prefix may go: a segment after a kept one must stay.
+        var removable: [UInt64] = []
+        for seq in closed {
+            guard covered.contains(seq) else { break }
+            removable.append(seq)
+        }
+        let doomed = removable.dropLast(keep)
+        for seq in doomed {
+            let path = directory + "/" + Self.segmentName(seq)
+            guard unlink(path) == 0 else { throw WALError.io(operation: "remove", path: path, errno: errno) }
+            lastTags[seq] = nil
+        }
+        if !doomed.isEmpty { try Self.syncDirectory(directory) }
+        return doomed.count
     }
 
     public func close() {

@@ -111,3 +111,35 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+@Suite struct CheckpointTests {
+    /// With small segments and frequent checkpoints the WAL stays small, and
+    /// a member killed afterwards still has every write.
+    @Test func checkpointsRemoveOldSegmentsAndLoseNothing() async throws {
+        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-ckpt-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let flags = ["--experimental-wal-segment-bytes", "65536", "--experimental-checkpoint-interval", "100ms"]
+        let server = try ServerProcess(arguments: flags, dataDir: dataDir)
+        let client = try EtcdClient(endpoints: [server.endpoint], connections: 2)
+        let value = String(repeating: "v", count: 1_000)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<8 {
+                group.addTask { for i in 0..<100 { try await client.put("ckpt/\(w)/\(i)", value) } }
+            }
+            try await group.waitForAll()
+        }
+        try await Task.sleep(nanoseconds: 600_000_000)  // a few checkpoints
+        let segments = try FileManager.default.contentsOfDirectory(atPath: dataDir + "/member/wal").filter { $0.hasSuffix(".wal") }
+        #expect(segments.count <= 4, "800 KB of entries in 64 KB segments, checkpointed: \(segments.count) left")
+        #expect(segments.sorted().first != "0000000000000000.wal", "the oldest segments are gone")
+        client.close()
+        server.kill()
+        let again = try ServerProcess(arguments: flags, dataDir: dataDir)
+        defer { again.stop() }
+        let after = try EtcdClient(endpoints: [again.endpoint])
+        defer { after.close() }
+        var count = GetOptions()
+        count.countOnly = true
+        #expect(try await after.get(.prefix("ckpt/"), count).count == 800)
+    }
+}
