@@ -64,13 +64,14 @@ let package = Package(
             name: "swetcd",
             dependencies: ["Server", "Transport", .product(name: "Logging", package: "swift-log")]),
 
-        .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "WALTests", dependencies: ["WAL"]),
+        .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.
-        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "EtcdClient"], exclude: ["python"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "EtcdClient", "TestSupport"], exclude: ["python"]),
         .testTarget(
             name: "CLibrariesTests",
             dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CLMDB"]),

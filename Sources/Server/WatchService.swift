@@ -335,6 +335,19 @@ enum WireBytes {
         out.append(UInt8(v))
     }
 
+    /// Reads a varint at `at`, moving past it; nil if the bytes end first.
+    static func readVarint(_ bytes: [UInt8], at: inout Int) -> UInt64? {
+        var v: UInt64 = 0, shift: UInt64 = 0
+        while at < bytes.count && shift < 64 {
+            let b = bytes[at]
+            at += 1
+            v |= UInt64(b & 0x7f) << shift
+            if b & 0x80 == 0 { return v }
+            shift += 7
+        }
+        return nil
+    }
+
     static func appendVarintField(_ field: UInt64, _ v: UInt64, to out: inout [UInt8]) {
         guard v != 0 else { return }  // proto3 omits zero values
         appendVarint(field << 3, to: &out)

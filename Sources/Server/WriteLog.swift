@@ -38,17 +38,7 @@ struct LogEntry: Equatable {
     init?(decoding bytes: [UInt8]) {
         guard let first = bytes.first, let kind = LogEntryKind(rawValue: first) else { return nil }
         var at = 1
-        func varint() -> UInt64? {
-            var v: UInt64 = 0, shift: UInt64 = 0
-            while at < bytes.count && shift < 64 {
-                let b = bytes[at]
-                at += 1
-                v |= UInt64(b & 0x7f) << shift
-                if b & 0x80 == 0 { return v }
-                shift += 7
-            }
-            return nil
-        }
+        func varint() -> UInt64? { WireBytes.readVarint(bytes, at: &at) }
         guard let term = varint(), let index = varint() else { return nil }
         self.init(term: term, index: index, kind: kind, request: Array(bytes[at...]))
     }

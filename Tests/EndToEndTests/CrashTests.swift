@@ -1,6 +1,7 @@
 import EtcdClient
 import Foundation
 import Testing
+import TestSupport
 
 /// Kill -9 at a random moment while writers run, restart, and check what
 /// was acknowledged (etcd's bugs #13766, #14370, #17780 are lost or
@@ -18,7 +19,7 @@ import Testing
     @Test func acknowledgedWritesSurviveKillNineInEveryRound() async throws {
         let rounds = Int(ProcessInfo.processInfo.environment["SWETCD_CRASH_ROUNDS"] ?? "") ?? 20
         let seed = UInt64(ProcessInfo.processInfo.environment["SWETCD_SEED"] ?? "") ?? UInt64.random(in: 0...UInt64.max)
-        var generator = SplitMix(seed: seed)
+        var generator = SeededRandom(seed: seed)
         let ledger = Ledger()
         // Chosen here so that no ServerProcess owns (and removes) it.
         let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-crash-\(UUID().uuidString)").path
@@ -97,18 +98,6 @@ extension CrashTests {
         var all: [String: KeyValue] = [:]
         for kv in try await client.get(.from([0])).kvs { all[kv.keyString] = kv }
         return all
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -3,6 +3,7 @@ import Testing
 import Glibc
 #endif
 @testable import WAL
+import TestSupport
 
 /// A fresh directory, removed by `remove()`.
 struct Scratch {
@@ -19,19 +20,8 @@ struct Scratch {
     }
 }
 
-struct Rng: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 func records(_ n: Int, seed: UInt64, maxSize: Int = 3_000) -> [WALRecord] {
-    var rng = Rng(state: seed)
+    var rng = SeededRandom(seed: seed)
     return (0..<n).map { _ in
         let type: WALRecordType = [.entry, .entry, .entry, .hardState, .snapshot][Int(rng.next() % 5)]
         return WALRecord(type: type, data: (0..<Int(rng.next() % UInt64(maxSize))).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
