@@ -219,8 +219,15 @@ public final class WAL {
         guard fd >= 0 else { throw WALError.io(operation: "create", path: temporary, errno: errno) }
         // Preallocated and zero-filled: appends need no metadata update, and
         // zeros mark the end.
-        if posix_fallocate(fd, 0, off_t(segmentBytes)) != 0 && ftruncate(fd, off_t(segmentBytes)) != 0 {
-            throw WALError.io(operation: "preallocate", path: temporary, errno: errno)
+        // (glibc writes the zeros itself where the filesystem cannot
+        // allocate; a failure here is a full disk: no sparse fallback, which
+        // would only fail later, mid-record.)
+        let rc = posix_fallocate(fd, 0, off_t(segmentBytes))
+        if rc != 0 {
+            Glibc.close(fd)
+            fd = -1
+            unlink(temporary)
+            throw WALError.io(operation: "preallocate", path: temporary, errno: rc)
         }
         guard fsync(fd) == 0, rename(temporary, path) == 0 else { throw WALError.io(operation: "rename", path: path, errno: errno) }
         try Self.syncDirectory(directory)

@@ -230,3 +230,71 @@ func patch(_ path: String, at offset: Int, _ bytes: [UInt8]) {
         reopened.close()
     }
 }
+
+/// A WAL on a 1 MiB tmpfs: a full disk fails the write that hits it and
+/// every write after it, and what was acknowledged before is still there.
+@Suite struct FullDiskTests {
+    static let mountPoint = "/tmp/swetcd-wal-full-\(getpid())"
+
+    /// Mounting needs root; the suite says so instead of passing quietly.
+    static var canMount: Bool {
+        mkdir(mountPoint, 0o700)
+        guard mount("tmpfs", mountPoint, "tmpfs", 0, "size=1m") == 0 else { rmdir(mountPoint); return false }
+        umount(mountPoint)
+        rmdir(mountPoint)
+        return true
+    }
+
+    @Test(.enabled(if: canMount, "needs root to mount a tmpfs"))
+    func aFullDiskRefusesThatWriteAndEveryLaterOne() throws {
+        mkdir(Self.mountPoint, 0o700)
+        #expect(mount("tmpfs", Self.mountPoint, "tmpfs", 0, "size=1m") == 0)
+        defer {
+            umount(Self.mountPoint)
+            rmdir(Self.mountPoint)
+        }
+        let dir = Self.mountPoint + "/wal"
+        let wal = try WAL(directory: dir, segmentBytes: 128 << 10)
+        _ = try wal.recover()
+        let writer = GroupCommitWAL(wal)
+        final class Outcomes: @unchecked Sendable {
+            var mutex = pthread_mutex_t()
+            var results: [Bool] = []
+            init() { pthread_mutex_init(&mutex, nil) }
+            func add(_ ok: Bool) { pthread_mutex_lock(&mutex); results.append(ok); pthread_mutex_unlock(&mutex) }
+        }
+        let outcomes = Outcomes()
+        let record = WALRecord(type: .entry, data: [UInt8](repeating: 0x55, count: 16 << 10))
+        for _ in 0..<200 {  // 3.2 MB: more than the disk holds
+            let sem = Semaphore()
+            writer.submit([record]) { result in
+                if case .success = result { outcomes.add(true) } else { outcomes.add(false) }
+                sem.signal()
+            }
+            sem.wait()
+        }
+        writer.stop()
+        let results = outcomes.results
+        let acknowledged = results.prefix { $0 }.count
+        #expect(acknowledged > 0 && acknowledged < results.count, "the disk filled up: \(acknowledged) of \(results.count)")
+        #expect(results.dropFirst(acknowledged).allSatisfy { !$0 }, "nothing succeeds after the first failure")
+        let reopened = try WAL(directory: dir, segmentBytes: 128 << 10)
+        let got = try reopened.recover()
+        reopened.close()
+        #expect(got.count >= acknowledged, "every acknowledged record is on disk")
+    }
+}
+
+final class Semaphore: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var count = 0
+    init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
+    func signal() { pthread_mutex_lock(&mutex); count += 1; pthread_cond_signal(&cond); pthread_mutex_unlock(&mutex) }
+    func wait() {
+        pthread_mutex_lock(&mutex)
+        while count == 0 { pthread_cond_wait(&cond, &mutex) }
+        count -= 1
+        pthread_mutex_unlock(&mutex)
+    }
+}
