@@ -33,6 +33,7 @@ public final class EtcdServer {
     /// Index of the last log entry proposed.
     var proposedIndex: UInt64 = 0
     let walWriter: GroupCommitWAL
+    let durableMark = DurableMark()
     var walFailure: String?
     var awaitingDurability: [UInt64: (LogEntry, (Result<[UInt8], GRPCStatus>) -> Void)] = [:]
     var waitingReads: [(UInt64, () -> Void)] = []

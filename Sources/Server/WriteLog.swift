@@ -2,6 +2,7 @@ import EtcdProto
 import EtcdStatus
 import MVCC
 import Transport
+import Synchronization
 import WAL
 
 /// What a log entry asks the store to do; the raw value is on disk.
@@ -61,11 +62,18 @@ extension EtcdServer {
         let entry = LogEntry(term: raftTerm, index: proposedIndex, kind: kind, request: request)
         awaitingDurability[entry.index] = (entry, reply)
         let index = entry.index
+        let mark = durableMark
         let me = LoopBound(self)
         let loop = self.loop
         walWriter.submit([WALRecord(type: .entry, data: entry.encoded())]) { result in
             let failure: String? = { if case .failure(let e) = result { return "\(e)" } else { return nil } }()
-            loop.execute { me.value.durable(through: index, failure: failure) }
+            // One hop to the loop per group-committed batch, not per entry:
+            // only the first completion since the loop last looked schedules it.
+            guard mark.advance(to: index, failure: failure) else { return }
+            loop.execute {
+                let (through, failure) = mark.take()
+                me.value.durable(through: through, failure: failure)
+            }
         }
     }
 
@@ -156,5 +164,30 @@ extension EtcdServer {
         try store.setConsistentIndex(appliedIndex)
         try store.commit()
         if replayed > 0 { logger.info("replayed the WAL", metadata: ["entries": "\(replayed)", "applied-index": "\(appliedIndex)"]) }
+    }
+}
+
+/// The highest log index the WAL has made durable and the loop has not yet
+/// been told about, shared by the WAL's writer thread and the loop.
+final class DurableMark: Sendable {
+    private let state = Mutex<(index: UInt64, failure: String?, scheduled: Bool)>((0, nil, false))
+
+    /// Records `index` as durable; true when the caller should schedule the
+    /// loop (no hop is pending yet).
+    func advance(to index: UInt64, failure: String?) -> Bool {
+        state.withLock { s in
+            s.index = max(s.index, index)
+            if let failure { s.failure = failure }
+            defer { s.scheduled = true }
+            return !s.scheduled
+        }
+    }
+
+    /// What the loop should apply through, clearing the pending hop.
+    func take() -> (UInt64, String?) {
+        state.withLock { s in
+            s.scheduled = false
+            return (s.index, s.failure)
+        }
     }
 }
