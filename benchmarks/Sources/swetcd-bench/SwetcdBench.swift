@@ -98,17 +98,14 @@ struct Range: AsyncParsableCommand {
 struct TxnPut: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "txn-put", abstract: "Txns of puts.")
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Key size in bytes.") var keySize = 8
-    @Option(help: "Value size in bytes.") var valSize = 8
-    @Option(help: "Total requests.") var total = 10_000
-    @Option(help: "Distinct keys.") var keySpaceSize = 1
+    @OptionGroup var keys: WriteOptions
     @Option(help: "Puts per txn.") var txnOps = 1
 
     func run() async throws {
-        let value = [UInt8](repeating: UInt8(ascii: "v"), count: valSize)
-        let (keySize, space, ops) = (keySize, keySpaceSize, txnOps)
+        let value = keys.value
+        let (keySize, space, ops) = (keys.keySize, keys.keySpaceSize, txnOps)
         let r = try await runLoad(workload: "txn-put", endpoints: global.endpointList, connections: global.conns,
-                                  clients: global.clients, total: total, seconds: global.duration) { client, n in
+                                  clients: global.clients, total: keys.total, seconds: global.duration) { client, n in
             // Distinct keys inside one txn (a key may be written once per txn).
             let base = Int.random(in: 0..<max(space, 1))
             let puts = (0..<ops).map { TxnOp.put(benchKey((base + $0) % max(space, ops), size: keySize), value) }
@@ -121,21 +118,28 @@ struct TxnPut: AsyncParsableCommand {
 struct TxnMixed: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "txn-mixed", abstract: "Txns that read or write.")
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Key size in bytes.") var keySize = 8
-    @Option(help: "Value size in bytes.") var valSize = 8
-    @Option(help: "Total requests.") var total = 10_000
-    @Option(help: "Distinct keys.") var keySpaceSize = 1
+    @OptionGroup var keys: WriteOptions
     @Option(help: "Reads per write.") var rwRatio = 1.0
 
     func run() async throws {
-        let value = [UInt8](repeating: UInt8(ascii: "v"), count: valSize)
-        let (keySize, space, readShare) = (keySize, keySpaceSize, rwRatio / (rwRatio + 1))
+        let value = keys.value
+        let (keySize, space, readShare) = (keys.keySize, keys.keySpaceSize, rwRatio / (rwRatio + 1))
         let r = try await runLoad(workload: "txn-mixed", endpoints: global.endpointList, connections: global.conns,
-                                  clients: global.clients, total: total, seconds: global.duration) { client, _ in
+                                  clients: global.clients, total: keys.total, seconds: global.duration) { client, _ in
             let key = benchKey(Int.random(in: 0..<max(space, 1)), size: keySize)
             let op: TxnOp = Double.random(in: 0..<1) < readShare ? .get(.key(key)) : .put(key, value)
             _ = try await client.txn(compare: [], success: [op])
         }
         try global.print(r)
     }
+}
+
+/// The key and value shape of the write workloads (txn-put, txn-mixed).
+struct WriteOptions: ParsableArguments {
+    @Option(help: "Key size in bytes.") var keySize = 8
+    @Option(help: "Value size in bytes.") var valSize = 8
+    @Option(help: "Total requests.") var total = 10_000
+    @Option(help: "Distinct keys.") var keySpaceSize = 1
+
+    var value: [UInt8] { [UInt8](repeating: UInt8(ascii: "v"), count: valSize) }
 }
