@@ -26,19 +26,19 @@ public enum EtcdError: Error, Equatable, Sendable, CustomStringConvertible {
     case other(code: GRPCStatusCode, message: String)
 
     static let byMessage: [String: EtcdError] = [
-        "etcdserver: key is not provided": .keyNotProvided,
-        "etcdserver: key not found": .keyNotFound,
-        "etcdserver: value is provided": .valueProvided,
-        "etcdserver: lease is provided": .leaseProvided,
-        "etcdserver: too many operations in txn request": .tooManyOperations,
-        "etcdserver: duplicate key given in txn request": .duplicateKey,
-        "etcdserver: invalid sort option": .invalidSortOption,
-        "etcdserver: mvcc: required revision has been compacted": .compacted,
-        "etcdserver: mvcc: required revision is a future revision": .futureRevision,
-        "etcdserver: requested lease not found": .leaseNotFound,
-        "etcdserver: request is too large": .requestTooLarge,
-        "etcdserver: mvcc: database space exceeded": .databaseSpaceExceeded,
-        "etcdserver: no leader": .noLeader,
+        EtcdMessage.keyNotProvided: .keyNotProvided,
+        EtcdMessage.keyNotFound: .keyNotFound,
+        EtcdMessage.valueProvided: .valueProvided,
+        EtcdMessage.leaseProvided: .leaseProvided,
+        EtcdMessage.tooManyOperations: .tooManyOperations,
+        EtcdMessage.duplicateKey: .duplicateKey,
+        EtcdMessage.invalidSortOption: .invalidSortOption,
+        EtcdMessage.compacted: .compacted,
+        EtcdMessage.futureRevision: .futureRevision,
+        EtcdMessage.leaseNotFound: .leaseNotFound,
+        EtcdMessage.requestTooLarge: .requestTooLarge,
+        EtcdMessage.databaseSpaceExceeded: .databaseSpaceExceeded,
+        EtcdMessage.noLeader: .noLeader,
     ]
 
     init(_ status: GRPCStatus) {

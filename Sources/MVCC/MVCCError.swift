@@ -30,16 +30,16 @@ extension MVCCError: EtcdStatusError {
 
     public var grpcMessage: String {
         switch self {
-        case .keyNotProvided: return "etcdserver: key is not provided"
-        case .keyNotFound: return "etcdserver: key not found"
-        case .valueProvided: return "etcdserver: value is provided"
-        case .leaseProvided: return "etcdserver: lease is provided"
-        case .tooManyOperations: return "etcdserver: too many operations in txn request"
-        case .duplicateKey: return "etcdserver: duplicate key given in txn request"
-        case .invalidSortOption: return "etcdserver: invalid sort option"
-        case .compacted: return "etcdserver: mvcc: required revision has been compacted"
-        case .futureRevision: return "etcdserver: mvcc: required revision is a future revision"
-        case .leaseNotFound: return "etcdserver: requested lease not found"
+        case .keyNotProvided: return EtcdMessage.keyNotProvided
+        case .keyNotFound: return EtcdMessage.keyNotFound
+        case .valueProvided: return EtcdMessage.valueProvided
+        case .leaseProvided: return EtcdMessage.leaseProvided
+        case .tooManyOperations: return EtcdMessage.tooManyOperations
+        case .duplicateKey: return EtcdMessage.duplicateKey
+        case .invalidSortOption: return EtcdMessage.invalidSortOption
+        case .compacted: return EtcdMessage.compacted
+        case .futureRevision: return EtcdMessage.futureRevision
+        case .leaseNotFound: return EtcdMessage.leaseNotFound
         }
     }
 }

@@ -37,7 +37,7 @@ extension EtcdServer {
                 let request = try Wire.txn(t)
                 if request.mayWrite {
                     guard bytes.count <= config.maxRequestBytes else {
-                        finish(call, key, status: GRPCStatus(.invalidArgument, "etcdserver: request is too large"))
+                        finish(call, key, status: GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge))
                         return
                     }
                     propose(.txn, bytes) { [unowned self] outcome in reply(call, key, outcome) }
@@ -70,7 +70,7 @@ extension EtcdServer {
             let key = Metrics.CallKey(type: "unary", service: service, method: method)
             metrics.callStarted(key)
             guard bytes.count <= config.maxRequestBytes else {
-                finish(call, key, status: GRPCStatus(.invalidArgument, "etcdserver: request is too large"))
+                finish(call, key, status: GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge))
                 return
             }
             do {
