@@ -113,16 +113,6 @@ struct KeyIndex {
         return nil
     }
 
-    /// All revisions (tombstones included) with main >= `rev`, oldest first.
-    func revisions(since rev: Int64) -> [(Revision, isTombstone: Bool)] {
-        var out: [(Revision, isTombstone: Bool)] = []
-        for g in closed {
-            for (i, r) in g.revs.enumerated() where r.main >= rev { out.append((r, i == g.revs.count - 1)) }
-        }
-        for r in current.revs where r.main >= rev { out.append((r, false)) }
-        return out
-    }
-
     /// Compacts at `atRev` (see the type's comment) and reports the revision
     /// of this key that the backend must keep, if any. After it, `isEmpty`
     /// tells whether the key should leave the index.

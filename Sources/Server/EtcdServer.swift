@@ -332,6 +332,7 @@ extension EtcdServer: HTTP1Handler {
             ("etcd_disk_wal_fsync_duration_seconds_count", "Fsyncs of the WAL (one per group-committed batch).", Double(wal.syncs)),
             ("etcd_disk_wal_fsync_duration_seconds_sum", "Seconds spent writing and fsyncing WAL batches.", wal.seconds),
             ("swetcd_wal_entries_total", "Entries written to the WAL.", Double(wal.records)),
+            ("swetcd_wal_segments_removed_total", "WAL segments deleted after checkpoints.", Double(walWriter.segmentsRemoved)),
             ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", 1),
             ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", 1),
             ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", 1),

@@ -55,6 +55,4 @@ public final class GRPCCall {
     public func finish(_ status: GRPCStatus) {
         stream?.finish(status)
     }
-
-    public func fail(_ status: GRPCStatus) { finish(status) }
 }

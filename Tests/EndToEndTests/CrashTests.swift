@@ -121,6 +121,11 @@ extension CrashTests {
         let segments = try FileManager.default.contentsOfDirectory(atPath: dataDir + "/member/wal").filter { $0.hasSuffix(".wal") }
         #expect(segments.count <= 4, "800 KB of entries in 64 KB segments, checkpointed: \(segments.count) left")
         #expect(segments.sorted().first != "0000000000000000.wal", "the oldest segments are gone")
+        if let curl = which("curl") {
+            let metrics = try runCommand(curl, ["-s", "http://\(server.endpoint)/metrics"]).stdout
+            let removed = metrics.split(separator: "\n").first { $0.hasPrefix("swetcd_wal_segments_removed_total ") }
+            #expect((removed?.split(separator: " ").last).flatMap { Int($0) } ?? 0 > 0, "reported in /metrics")
+        }
         client.close()
         server.kill()
         let again = try ServerProcess(arguments: flags, dataDir: dataDir)

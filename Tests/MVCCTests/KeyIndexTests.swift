@@ -82,12 +82,6 @@ import Testing
         _ = once.compact(atRev: 5)
         #expect(Self.shape(stepwise) == Self.shape(once))
     }
-
-    @Test func sinceListsTombstones() {
-        let revs = Self.example().revisions(since: 3)
-        #expect(revs.map(\.0.main) == [3, 4, 5, 6, 7])
-        #expect(revs.map(\.isTombstone) == [true, false, false, true, false])
-    }
 }
 
 @Suite struct OrderedKeyMapTests {
