@@ -141,7 +141,13 @@ public final class LMDBBackend: Backend {
             try growAndReplay()
             return try commit()
         }
-        try check(rc, "txn_commit")
+        if rc != MDB_SUCCESS {
+            // LMDB freed the transaction: rebuild it so that reads still see
+            // every applied write and a later commit can try again.
+            let failure = LMDBError(code: rc, operation: "txn_commit")
+            try replayUncommitted()
+            throw failure
+        }
         uncommitted.removeAll(keepingCapacity: true)
     }
 
@@ -154,6 +160,11 @@ public final class LMDBBackend: Backend {
         readTxnIsLive = false
         mapSize *= 2
         try check(mdb_env_set_mapsize(env, mapSize), "env_set_mapsize")
+        try replayUncommitted()
+    }
+
+    /// Opens a write transaction holding every uncommitted write again.
+    private func replayUncommitted() throws {
         let txn = try openWriteTxn()
         for write in uncommitted {
             let rc: Int32

@@ -24,6 +24,8 @@ public final class Store {
 
     /// The backend part of the newest compaction, when not yet done.
     private var pendingCompaction: PendingCompaction?
+    /// The consistent index to write with the next commit.
+    private var unwrittenConsistentIndex: UInt64?
     private struct PendingCompaction {
         var revision: Int64
         var keep: Set<Revision>
@@ -463,14 +465,28 @@ public final class Store {
 
     // MARK: Backend batches and recovery
 
-    public func commit() throws { try backend.commit() }
-
-    public var consistentIndex: UInt64 {
-        get throws { UInt64(bitPattern: try backend.metaInt64(.consistentIndex) ?? 0) }
+    /// Commits the backend's open transaction, with the consistent index
+    /// last set, so the index on disk always names the last log entry whose
+    /// writes are in the same commit (recovery replays the log after it).
+    public func commit() throws {
+        if let i = unwrittenConsistentIndex {
+            try backend.setMetaInt64(.consistentIndex, Int64(bitPattern: i))
+            unwrittenConsistentIndex = nil
+        }
+        try backend.commit()
     }
 
-    public func setConsistentIndex(_ i: UInt64) throws {
-        try backend.setMetaInt64(.consistentIndex, Int64(bitPattern: i))
+    public var consistentIndex: UInt64 {
+        get throws {
+            if let i = unwrittenConsistentIndex { return i }
+            return UInt64(bitPattern: try backend.metaInt64(.consistentIndex) ?? 0)
+        }
+    }
+
+    /// Names the log entry whose writes come next (set it before applying
+    /// them: a commit may happen inside the write once the batch is full).
+    public func setConsistentIndex(_ i: UInt64) {
+        unwrittenConsistentIndex = i
     }
 
     /// Rebuilds the index from every revision in the backend, in order.

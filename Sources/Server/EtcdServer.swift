@@ -34,15 +34,16 @@ public final class EtcdServer {
     var proposedIndex: UInt64 = 0
     let walWriter: GroupCommitWAL
     let durableMark = DurableMark()
-    var walFailure: String?
+    /// Set once a write can no longer be made durable (the WAL or the
+    /// backend failed): every later write gets this, reads go on.
+    var writesRefused: GRPCStatus?
     var awaitingDurability: [UInt64: (LogEntry, (Result<[UInt8], GRPCStatus>) -> Void)] = [:]
     var waitingReads: [(UInt64, () -> Void)] = []
     let metrics = Metrics()
 
     private var methods: [String: GRPCMethod] = [:]
     private var services = Set<String>()
-    private var commitTask: DeferredTask!
-    private var awaitingCommit: [() -> Void] = []
+    private var backendCommitTimer: Transport.Timer?
     private var compactionTask: DeferredTask!
     private var awaitingCompaction: [() -> Void] = []
     var snapshotsInProgress = 0
@@ -54,8 +55,8 @@ public final class EtcdServer {
     var nextWatcherID = 0
     /// Each distinct watched range once, with how many watchers use it.
     var watchRanges: [KeyRange: (range: KeyRange, users: Int)] = [:]
-    /// Changes applied but not yet committed, in order.
-    var uncommittedChanges: [(Int64, [WatchEvent])] = []
+    /// Changes applied but not yet given to watchers, in order.
+    var undispatchedChanges: [(Int64, [WatchEvent])] = []
     var watchCatchUpTask: DeferredTask!
     private var progressTimer: Transport.Timer?
     private var checkpointTimer: Transport.Timer?
@@ -78,6 +79,7 @@ public final class EtcdServer {
                                   mapSize: Int(max(config.quotaBackendBytes, 1 << 30)), syncOnCommit: false)
         var limits = Limits()
         limits.maxTxnOps = config.maxTxnOps
+        limits.backendBatchLimit = config.backendBatchLimit
         store = try Store(backend: backend, limits: limits)
         appliedIndex = try store.consistentIndex
         memberID = try Self.persistentID(.memberID, backend)
@@ -90,7 +92,7 @@ public final class EtcdServer {
             logger.warning("truncated a torn WAL tail", metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)"])
         }
         walWriter = GroupCommitWAL(wal)
-        commitTask = loop.makeDeferredTask { [unowned self] in self.commitAndReply() }
+        backendCommitTimer = loop.schedule(every: config.backendBatchInterval) { [unowned self] in self.commitBackend() }
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
         watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }
         progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
@@ -121,7 +123,6 @@ public final class EtcdServer {
     public func shutdown() {
         walWriter.stop()
         do {
-            try store.setConsistentIndex(appliedIndex)
             try store.commit()
         } catch {
             logger.error("final commit failed", metadata: ["error": "\(error)"])
@@ -138,29 +139,26 @@ public final class EtcdServer {
         return h
     }
 
-    // MARK: Write batching
+    // MARK: Backend commits
 
-    /// Holds a reply until the writes before it are committed. All writes
-    /// of one loop iteration share one commit (group commit).
-    func afterCommit(_ reply: @escaping () -> Void) {
-        awaitingCommit.append(reply)
-        commitTask.trigger()
-    }
-
-    private func commitAndReply() {
+    /// Commits the applied writes to the backend, every
+    /// `--backend-batch-interval` (and inside the store every
+    /// `--backend-batch-limit` writes). Replies do not wait for this: the WAL
+    /// made the writes durable. A failed commit loses nothing (the WAL still
+    /// has every write it held, and restart replays it) but refuses writes.
+    private func commitBackend() {
+        guard backend.uncommittedWrites > 0 else { return }
         do {
-            try store.setConsistentIndex(appliedIndex)
             try store.commit()
         } catch {
-            // An acknowledged write must never be lost: stop rather than
-            // reply to writes that may not be stored.
-            logger.critical("backend commit failed", metadata: ["error": "\(error)"])
-            fatalError("backend commit failed: \(error)")
+            refuseWrites(because: "the backend commit failed: \(error)")
         }
-        dispatchCommittedChanges()
-        let replies = awaitingCommit
-        awaitingCommit.removeAll()
-        for r in replies { r() }
+    }
+
+    func refuseWrites(because why: String) {
+        guard writesRefused == nil else { return }
+        logger.critical("refusing writes", metadata: ["reason": "\(why)"])
+        writesRefused = GRPCStatus(.unavailable, "swetcd: writes are refused, \(why)")
     }
 
     /// Makes the backend durable up to the applied index, on a thread of its
@@ -168,10 +166,9 @@ public final class EtcdServer {
     private func checkpoint() {
         guard !checkpointInProgress, appliedIndex > checkpointedIndex else { return }
         do {
-            try store.setConsistentIndex(appliedIndex)
             try store.commit()
         } catch {
-            logger.error("checkpoint commit failed", metadata: ["error": "\(error)"])
+            refuseWrites(because: "the backend commit failed: \(error)")
             return
         }
         checkpointInProgress = true

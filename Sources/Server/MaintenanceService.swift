@@ -74,7 +74,6 @@ extension EtcdServer {
     private func startSnapshot(_ call: GRPCCall, _ key: Metrics.CallKey) {
         metrics.callStarted(key)
         do {
-            try store.setConsistentIndex(appliedIndex)
             try store.commit()  // every acknowledged write is in the copy
         } catch {
             finish(call, key, status: GRPCStatus(.internal, "snapshot: \(error)"))

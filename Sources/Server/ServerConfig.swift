@@ -17,6 +17,10 @@ public struct ServerConfig: Equatable, Sendable {
     public var walSegmentBytes = 64 << 20
     /// Seconds between backend checkpoints (fsync, then old WAL segments go).
     public var checkpointInterval: Double = 5
+    /// Most seconds an applied write waits before its backend commit.
+    public var backendBatchInterval: Double = 0.1
+    /// Most applied writes in one backend commit.
+    public var backendBatchLimit = 10_000
 
     public init() {}
 
@@ -68,7 +72,7 @@ public struct ServerConfig: Equatable, Sendable {
     static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls",
                         "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
-                        "experimental-checkpoint-interval"]
+                        "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -89,6 +93,10 @@ public struct ServerConfig: Equatable, Sendable {
       --experimental-checkpoint-interval
                               time between backend fsyncs after which older WAL segments
                               are removed (default 5s)
+      --backend-batch-interval
+                              most time applied writes wait for a backend commit, as a Go
+                              duration (default 100ms); the WAL, not this, makes them durable
+      --backend-batch-limit   most applied writes in one backend commit (default 10000)
       --version               print the version and exit
       -h, --help              print this help
 
@@ -168,6 +176,10 @@ public struct ServerConfig: Equatable, Sendable {
             case "experimental-checkpoint-interval":
                 guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 5s") }
                 config.checkpointInterval = seconds
+            case "backend-batch-interval":
+                guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 100ms") }
+                config.backendBatchInterval = seconds
+            case "backend-batch-limit": config.backendBatchLimit = try positive()
             case "log-level":
                 let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
                                                       "error": .error, "panic": .critical, "fatal": .critical]

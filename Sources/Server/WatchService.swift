@@ -37,10 +37,10 @@ final class WatchStream {
 /// etcdserverpb.Watch over the watch hub.
 extension EtcdServer {
     func registerWatch() {
-        // Watchers see a change only once it is committed, never one that a
-        // crash could still take back.
+        // Watchers see a change only once the WAL holds it, never one that
+        // a crash could still take back.
         store.onChange = { [unowned self] revision, events in
-            uncommittedChanges.append((revision, events))
+            undispatchedChanges.append((revision, events))
         }
         register("etcdserverpb.Watch", "Watch", .bidirectionalStreaming) { [unowned self] call, _ in
             let key = Metrics.CallKey(type: "bidi_stream", service: "etcdserverpb.Watch", method: "Watch")
@@ -147,10 +147,10 @@ extension EtcdServer {
 
     // MARK: Sending
 
-    /// Hands the changes committed just now to the watchers.
-    func dispatchCommittedChanges() {
-        let changes = uncommittedChanges
-        uncommittedChanges.removeAll()
+    /// Hands the changes applied just now to the watchers.
+    func dispatchAppliedChanges() {
+        let changes = undispatchedChanges
+        undispatchedChanges.removeAll()
         for (revision, events) in changes { dispatchWatchEvents(revision, events) }
     }
 

@@ -54,8 +54,8 @@ extension EtcdServer {
     /// Proposes a write; `reply` runs on the loop with the response bytes
     /// (or the status the apply ended with) once it is durable and applied.
     func propose(_ kind: LogEntryKind, _ request: [UInt8], reply: @escaping (Result<[UInt8], GRPCStatus>) -> Void) {
-        if let walFailure {
-            reply(.failure(GRPCStatus(.unavailable, "swetcd: writes are refused, the WAL failed: \(walFailure)")))
+        if let writesRefused {
+            reply(.failure(writesRefused))
             return
         }
         proposedIndex += 1
@@ -78,27 +78,32 @@ extension EtcdServer {
     }
 
     /// The WAL made everything through `index` durable (its writer keeps
-    /// submission order): apply in order, then answer after the commit.
+    /// submission order): apply in order and answer. The backend commit
+    /// comes later (`commitBackend`): the WAL already holds these writes,
+    /// and reads on the loop see the open backend transaction.
     func durable(through index: UInt64, failure: String?) {
         if let failure {
-            walFailure = failure
-            logger.critical("WAL write failed; refusing writes", metadata: ["error": "\(failure)"])
+            refuseWrites(because: "the WAL failed: \(failure)")
         }
+        var replies: [() -> Void] = []
         while appliedIndex < index, let (entry, reply) = awaitingDurability.removeValue(forKey: appliedIndex + 1) {
-            if let failure {
+            if failure != nil {
                 appliedIndex = entry.index
-                reply(.failure(GRPCStatus(.unavailable, "swetcd: writes are refused, the WAL failed: \(failure)")))
+                reply(.failure(writesRefused!))
                 continue
             }
+            store.setConsistentIndex(entry.index)
             let outcome = apply(entry)
             appliedIndex = entry.index
             if entry.kind == .compact, case .success = outcome,
                let c = try? Etcdserverpb_CompactionRequest(serializedBytes: entry.request), c.physical {
-                afterCompaction { [unowned self] in self.afterCommit { reply(outcome) } }
+                afterCompaction { reply(outcome) }
             } else {
-                afterCommit { reply(outcome) }
+                replies.append { reply(outcome) }
             }
         }
+        dispatchAppliedChanges()
+        for r in replies { r() }
         releaseReads()
     }
 
@@ -156,12 +161,12 @@ extension EtcdServer {
                 throw ServerError.dataDir(config.dataDir, "an undecodable WAL entry")
             }
             guard entry.index > appliedIndex else { continue }
+            store.setConsistentIndex(entry.index)
             _ = apply(entry)
             appliedIndex = entry.index
             replayed += 1
         }
         proposedIndex = appliedIndex
-        try store.setConsistentIndex(appliedIndex)
         try store.commit()
         if replayed > 0 { logger.info("replayed the WAL", metadata: ["entries": "\(replayed)", "applied-index": "\(appliedIndex)"]) }
     }

@@ -117,7 +117,7 @@ extension RangeRequest {
             _ = try s.put(PutRequest(key: bytes("a"), value: bytes("2")))
             _ = try s.deleteRange(DeleteRangeRequest(key: bytes("a")))
             _ = try s.put(PutRequest(key: bytes("a"), value: bytes("3")))
-            try s.setConsistentIndex(42)
+            s.setConsistentIndex(42)
             try s.commit()
             backend.close()
         }
@@ -128,6 +128,34 @@ extension RangeRequest {
         #expect(kv == KeyValue(key: bytes("a"), createRevision: 5, modRevision: 5, version: 1, value: bytes("3")))
         #expect(try s.range(RangeRequest(key: bytes("a"), revision: 3)).kvs[0].version == 2)
         #expect(try s.range(RangeRequest(key: bytes("a"), revision: 4)).kvs.isEmpty)
+    }
+
+    /// The store commits by itself when a batch is full, inside a write:
+    /// the consistent index on disk must then name the entry whose write
+    /// it was, so recovery replays exactly the entries after it.
+    @Test func consistentIndexOnDiskMatchesTheWritesInEveryCommit() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var limits = Limits()
+        limits.backendBatchLimit = 3
+        var rng = SeededRandom(seed: testSeed())
+        for _ in 0..<20 {
+            let writes = Int.random(in: 1...40, using: &rng)
+            let start: (index: UInt64, revision: Int64)
+            do {
+                let backend = try LMDBBackend(path: dir.database)
+                let s = try Store(backend: backend, limits: limits)
+                start = (try s.consistentIndex, s.currentRevision)
+                // Every log entry here is one put, so entry i made revision
+                // (the revision at index 0) + i.
+                #expect(start.revision - 1 == Int64(start.index))
+                for i in 1...UInt64(writes) {
+                    s.setConsistentIndex(start.index + i)
+                    _ = try s.put(PutRequest(key: bytes("k\(Int.random(in: 0..<5, using: &rng))"), value: bytes("v")))
+                }
+                backend.close()  // a crash: whatever the last commit left
+            }
+        }
     }
 
     @Test func uncommittedWritesAreVisibleToReads() throws {
