@@ -77,12 +77,16 @@ struct OrderedKeyMap<Value> {
         // Last chunk whose first key is <= key; chunk 0 takes everything
         // smaller (and is the only one that may be empty, right after the
         // map's first insert creates it).
-        var lo = 1, hi = chunks.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if chunks[mid].withKey(0, { compareBytes($0, key) }) <= 0 { lo = mid + 1 } else { hi = mid }
+        // Through a buffer pointer: indexing the array would copy each
+        // probed chunk, retaining and releasing its three arrays.
+        chunks.withUnsafeBufferPointer { chunks in
+            var lo = 1, hi = chunks.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if chunks[mid].withKey(0, { compareBytes($0, key) }) <= 0 { lo = mid + 1 } else { hi = mid }
+            }
+            return max(lo - 1, 0)
         }
-        return max(lo - 1, 0)
     }
 
     func value(for key: [UInt8]) -> Value? {

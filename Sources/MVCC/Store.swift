@@ -201,19 +201,18 @@ public final class Store {
         var prev: KeyValue?
         var created = ctx.begin + 1
         var version: Int64 = 1
-        if let found = index.get(p.key, atRev: ctx.readRevision) {
+        let rev = ctx.nextRevision()
+        if let found = index.put(p.key, rev, seenAt: ctx.readRevision) {
             created = found.created.main
             version = found.version + 1
             if p.prevKV || p.ignoreValue || p.ignoreLease {
                 prev = try backend.keyValue(at: RevisionKey(found.modified), skipValue: false)
             }
         }
-        let rev = ctx.nextRevision()
         let kv = KeyValue(key: p.key, createRevision: created, modRevision: rev.main, version: version,
                           value: p.ignoreValue ? prev?.value ?? [] : p.value,
                           lease: p.ignoreLease ? prev?.lease ?? 0 : p.lease)
         try backend.putRevision(RevisionKey(rev), value: kv.encoded())
-        index.put(p.key, rev)
         if onChange != nil { ctx.events.append(WatchEvent(kind: .put, kv: kv)) }
         return PutResult(prevKV: p.prevKV ? prev : nil, revision: rev.main)
     }

@@ -53,6 +53,16 @@ struct TreeIndex {
         keys.update(key, orInsert: { KeyIndex() }) { $0.put(rev) }
     }
 
+    /// Records a put of `key` at `rev` and returns what a read at `readRev`
+    /// saw just before it: one search instead of a `get` and a `put`.
+    mutating func put(_ key: [UInt8], _ rev: Revision, seenAt readRev: Int64) -> KeyIndex.Found? {
+        keys.update(key, orInsert: { KeyIndex() }) { index in
+            let seen = index.get(atRev: readRev)
+            index.put(rev)
+            return seen
+        }
+    }
+
     /// Records the delete of a live key.
     mutating func tombstone(_ key: [UInt8], _ rev: Revision) {
         let live = keys.modify(key) { $0.tombstone(rev) }
