@@ -107,6 +107,13 @@ public final class Timer {
         event_add(event, &tv)
     }
 
+    /// Fires once `seconds` from now instead of when it was due.
+    public func reschedule(after seconds: Double) {
+        guard let event else { return }
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        event_add(event, &tv)
+    }
+
     public func cancel() {
         if let event { event_free(event) }
         event = nil
@@ -181,4 +188,11 @@ public final class EventLoopThread: Sendable {
         let loop = self.loop
         loop.execute { loop.stop() }
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+public func monotonicNanoseconds() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
 }

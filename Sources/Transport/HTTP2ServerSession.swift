@@ -25,8 +25,9 @@ final class HTTP2Stream {
     var isFinished = false
     /// Request data is discarded (the call was refused mid-request).
     var ignoresInput = false
-    /// Ends the call with DEADLINE_EXCEEDED when its grpc-timeout passes.
-    var deadline: Timer?
+    /// When the call's grpc-timeout passes (CLOCK_MONOTONIC nanoseconds;
+    /// the session's deadline timer then ends it with DEADLINE_EXCEEDED).
+    var deadline: UInt64?
 
     init(id: Int32, session: HTTP2ServerSession) {
         self.id = id
@@ -43,8 +44,6 @@ final class HTTP2Stream {
     func finish(_ status: GRPCStatus) {
         guard !isFinished else { return }
         isFinished = true
-        deadline?.cancel()
-        deadline = nil
         if responseStarted {
             finalStatus = status
             resume()
@@ -82,6 +81,11 @@ final class HTTP2ServerSession {
     private let router: GRPCRouter
     private let limits: TransportLimits
     private var streams: [Int32: HTTP2Stream] = [:]
+    /// One timer per session for every call's deadline, due at the earliest
+    /// (a timer per call cost an allocation, a heap insert and a weak
+    /// reference on every request).
+    private var deadlineTimer: Timer?
+    private var deadlineTimerDue: UInt64?
 
     // Work collected during nghttp2 callbacks, run after they return.
     private var ready: [HTTP2Stream] = []
@@ -145,8 +149,6 @@ final class HTTP2ServerSession {
             let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
             if let stream = s.streams.removeValue(forKey: streamID) {
                 stream.isFinished = true
-                stream.deadline?.cancel()
-                stream.deadline = nil
                 if let call = stream.call { s.closedCalls.append(call) }
             }
             return 0
@@ -180,15 +182,44 @@ final class HTTP2ServerSession {
         return true
     }
 
+    private func armDeadlineTimer(at due: UInt64) {
+        deadlineTimerDue = due
+        let now = monotonicNanoseconds()
+        let seconds = due > now ? Double(due - now) / 1e9 : 0
+        if let deadlineTimer {
+            deadlineTimer.reschedule(after: seconds)
+        } else {
+            deadlineTimer = loop.schedule(every: seconds, repeats: false) { [unowned self] in deadlinesPassed() }
+        }
+    }
+
+    /// Ends the calls whose deadline has passed; waits for the next one.
+    private func deadlinesPassed() {
+        deadlineTimerDue = nil
+        let now = monotonicNanoseconds()
+        var next: UInt64?
+        for stream in streams.values {
+            guard let due = stream.deadline, !stream.isFinished else { continue }
+            if due <= now {
+                stream.deadline = nil
+                stream.finish(GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
+                stream.call?.onClose?()
+            } else {
+                next = min(next ?? due, due)
+            }
+        }
+        if let next { armDeadlineTimer(at: next) }
+    }
+
     /// Calls the connection's streams' owners: the connection went away.
     func connectionLost() {
         for stream in streams.values {
             stream.isFinished = true
-            stream.deadline?.cancel()
-            stream.deadline = nil
             if let call = stream.call { closedCalls.append(call) }
         }
         streams.removeAll()
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
         let calls = closedCalls
         closedCalls.removeAll()
         for c in calls { c.onClose?() }
@@ -240,11 +271,9 @@ final class HTTP2ServerSession {
                 stream.grpcMethod = m
                 stream.call = GRPCCall(path: stream.path, metadata: stream.metadata, timeout: stream.timeout, stream: stream)
                 if let timeout = stream.timeout {
-                    stream.deadline = loop.schedule(every: max(timeout, 0), repeats: false) { [weak stream] in
-                        guard let stream, !stream.isFinished else { return }
-                        stream.finish(GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
-                        stream.call?.onClose?()
-                    }
+                    let due = monotonicNanoseconds() + UInt64(max(timeout, 0) * 1e9)
+                    stream.deadline = due
+                    if deadlineTimerDue.map({ due < $0 }) ?? true { armDeadlineTimer(at: due) }
                 }
             case .failure(let status):
                 stream.ignoresInput = true
