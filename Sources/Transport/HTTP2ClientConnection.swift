@@ -20,7 +20,8 @@ final class ClientStream {
     let onMessage: (([UInt8]) -> Void)?
     var messages: [[UInt8]] = []
     let completion: (GRPCClientResult) -> Void
-    var deadline: Timer?
+    /// When the call gives up (CLOCK_MONOTONIC nanoseconds).
+    var deadline: UInt64?
     var isDone = false
     /// No more request messages will come (unary calls: from the start).
     var requestClosed = true
@@ -36,8 +37,6 @@ final class ClientStream {
     func complete(_ result: GRPCClientResult) {
         guard !isDone else { return }
         isDone = true
-        deadline?.cancel()
-        deadline = nil
         completion(result)
     }
 }
@@ -60,6 +59,24 @@ public final class HTTP2ClientConnection {
     private var inCallback = false
 
     public var activeCalls: Int { streams.count }
+    private lazy var deadlineTimer = DeadlineTimer(loop: loop) { [unowned self] now in deadlinesPassed(now) }
+
+    /// Gives up on the calls past their deadline; returns the next deadline.
+    private func deadlinesPassed(_ now: UInt64) -> UInt64? {
+        var next: UInt64?
+        for (id, stream) in streams {
+            guard let due = stream.deadline, !stream.isDone else { continue }
+            if due <= now {
+                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_CANCEL.rawValue))
+                streams[id] = nil
+                stream.complete(.failure(GRPCStatus(.deadlineExceeded, "context deadline exceeded")))
+            } else {
+                next = min(next ?? due, due)
+            }
+        }
+        flush()
+        return next
+    }
 
     public init(loop: EventLoop, host: String, port: UInt16) {
         self.loop = loop
@@ -197,13 +214,9 @@ public final class HTTP2ClientConnection {
         }
         streams[id] = stream
         if let timeout {
-            stream.deadline = loop.schedule(every: timeout, repeats: false) { [weak self, weak stream] in
-                guard let self, let stream, !stream.isDone else { return }
-                nghttp2_submit_rst_stream(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_CANCEL.rawValue))
-                self.streams[id] = nil
-                stream.complete(.failure(GRPCStatus(.deadlineExceeded, "context deadline exceeded")))
-                self.flush()
-            }
+            let due = deadline(after: timeout)
+            stream.deadline = due
+            deadlineTimer.arm(at: due)
         }
         flush()
         return id
@@ -304,6 +317,7 @@ public final class HTTP2ClientConnection {
     private func fail(_ why: String) {
         guard !isClosed else { return }
         isClosed = true
+        deadlineTimer.cancel()
         if let bev { bufferevent_free(bev) }
         bev = nil
         let open = streams.values

@@ -81,11 +81,7 @@ final class HTTP2ServerSession {
     private let router: GRPCRouter
     private let limits: TransportLimits
     private var streams: [Int32: HTTP2Stream] = [:]
-    /// One timer per session for every call's deadline, due at the earliest
-    /// (a timer per call cost an allocation, a heap insert and a weak
-    /// reference on every request).
-    private var deadlineTimer: Timer?
-    private var deadlineTimerDue: UInt64?
+    private lazy var deadlineTimer = DeadlineTimer(loop: loop) { [unowned self] now in deadlinesPassed(now) }
 
     // Work collected during nghttp2 callbacks, run after they return.
     private var ready: [HTTP2Stream] = []
@@ -182,21 +178,8 @@ final class HTTP2ServerSession {
         return true
     }
 
-    private func armDeadlineTimer(at due: UInt64) {
-        deadlineTimerDue = due
-        let now = monotonicNanoseconds()
-        let seconds = due > now ? Double(due - now) / 1e9 : 0
-        if let deadlineTimer {
-            deadlineTimer.reschedule(after: seconds)
-        } else {
-            deadlineTimer = loop.schedule(every: seconds, repeats: false) { [unowned self] in deadlinesPassed() }
-        }
-    }
-
-    /// Ends the calls whose deadline has passed; waits for the next one.
-    private func deadlinesPassed() {
-        deadlineTimerDue = nil
-        let now = monotonicNanoseconds()
+    /// Ends the calls whose deadline has passed; returns the next deadline.
+    private func deadlinesPassed(_ now: UInt64) -> UInt64? {
         var next: UInt64?
         for stream in streams.values {
             guard let due = stream.deadline, !stream.isFinished else { continue }
@@ -208,7 +191,7 @@ final class HTTP2ServerSession {
                 next = min(next ?? due, due)
             }
         }
-        if let next { armDeadlineTimer(at: next) }
+        return next
     }
 
     /// Calls the connection's streams' owners: the connection went away.
@@ -218,8 +201,7 @@ final class HTTP2ServerSession {
             if let call = stream.call { closedCalls.append(call) }
         }
         streams.removeAll()
-        deadlineTimer?.cancel()
-        deadlineTimer = nil
+        deadlineTimer.cancel()
         let calls = closedCalls
         closedCalls.removeAll()
         for c in calls { c.onClose?() }
@@ -271,9 +253,9 @@ final class HTTP2ServerSession {
                 stream.grpcMethod = m
                 stream.call = GRPCCall(path: stream.path, metadata: stream.metadata, timeout: stream.timeout, stream: stream)
                 if let timeout = stream.timeout {
-                    let due = monotonicNanoseconds() + UInt64(max(timeout, 0) * 1e9)
+                    let due = deadline(after: timeout)
                     stream.deadline = due
-                    if deadlineTimerDue.map({ due < $0 }) ?? true { armDeadlineTimer(at: due) }
+                    deadlineTimer.arm(at: due)
                 }
             case .failure(let status):
                 stream.ignoresInput = true
@@ -346,7 +328,7 @@ final class HTTP2ServerSession {
             let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
             return s.produceData(streamID: streamID, into: buffer, max: length, flags: flags)
         }
-        withHeaderVector([(":status", "200"), ("content-type", "application/grpc")]) { nva, count in
+        StaticHeaderVector.grpcResponse.withVector { nva, count in
             _ = nghttp2_submit_response(session, stream.id, nva, count, &provider)
         }
     }
@@ -362,6 +344,12 @@ final class HTTP2ServerSession {
     }
 
     private func submitTrailers(_ stream: HTTP2Stream, _ status: GRPCStatus) {
+        if status.code == .ok && status.message.isEmpty {
+            StaticHeaderVector.grpcOK.withVector { nva, count in
+                _ = nghttp2_submit_trailer(session, stream.id, nva, count)
+            }
+            return
+        }
         var headers = [("grpc-status", String(status.code.rawValue))]
         if !status.message.isEmpty { headers.append(("grpc-message", percentEncodeGRPCMessage(status.message))) }
         withHeaderVector(headers) { nva, count in
