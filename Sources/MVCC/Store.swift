@@ -21,6 +21,8 @@ public final class Store {
     /// Called after each write transaction that changed something, with its
     /// revision and its changes in order (the watch hub listens here).
     public var onChange: ((Int64, [WatchEvent]) -> Void)?
+    /// False while nobody watches: writes then skip building their events.
+    public var recordsChanges = true
 
     /// The backend part of the newest compaction, when not yet done.
     private var pendingCompaction: PendingCompaction?
@@ -213,7 +215,7 @@ public final class Store {
                           value: p.ignoreValue ? prev?.value ?? [] : p.value,
                           lease: p.ignoreLease ? prev?.lease ?? 0 : p.lease)
         try backend.putRevision(RevisionKey(rev), value: kv.encoded())
-        if onChange != nil { ctx.events.append(WatchEvent(kind: .put, kv: kv)) }
+        if onChange != nil && recordsChanges { ctx.events.append(WatchEvent(kind: .put, kv: kv)) }
         return PutResult(prevKV: p.prevKV ? prev : nil, revision: rev.main)
     }
 
@@ -232,7 +234,7 @@ public final class Store {
             // As etcd: a tombstone's value records only the key.
             try backend.putRevision(RevisionKey(rev, isTombstone: true), value: KeyValue(key: e.key).encoded())
             index.tombstone(e.key, rev)
-            if onChange != nil { ctx.events.append(WatchEvent(kind: .delete, kv: KeyValue(key: e.key, modRevision: rev.main))) }
+            if onChange != nil && recordsChanges { ctx.events.append(WatchEvent(kind: .delete, kv: KeyValue(key: e.key, modRevision: rev.main))) }
         }
         let revision = entries.isEmpty ? ctx.readRevision : ctx.begin + 1
         return DeleteRangeResult(deleted: Int64(entries.count), prevKVs: prevKVs, revision: revision)

@@ -37,7 +37,7 @@ public final class EtcdServer {
     /// Set once a write can no longer be made durable (the WAL or the
     /// backend failed): every later write gets this, reads go on.
     var writesRefused: GRPCStatus?
-    var awaitingDurability: [UInt64: (LogEntry, (Result<[UInt8], GRPCStatus>) -> Void)] = [:]
+    var awaitingDurability: [UInt64: (index: UInt64, DecodedWrite, (Result<[UInt8], GRPCStatus>) -> Void)] = [:]
     var waitingReads: [(UInt64, () -> Void)] = []
     let metrics = Metrics()
 
@@ -86,7 +86,7 @@ public final class EtcdServer {
         clusterID = try Self.persistentID(.clusterID, backend)
         try store.commit()
         let wal = try WAL(directory: config.dataDir + "/member/wal", segmentBytes: config.walSegmentBytes)
-        wal.tagOf = { $0.type == .entry ? LogEntry(decoding: $0.data)?.index : nil }
+        wal.tagOf = { $0.type == .entry ? LogEntry.index(ofEncoded: $0.data) : nil }
         let records = try wal.recover()
         if let torn = wal.truncatedTail {
             logger.warning("truncated a torn WAL tail", metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)"])

@@ -26,9 +26,9 @@ extension EtcdServer {
             }
             return .later
         }
-        proposing(kv, "Put", .put, Etcdserverpb_PutRequest.self)
-        proposing(kv, "DeleteRange", .deleteRange, Etcdserverpb_DeleteRangeRequest.self)
-        proposing(kv, "Compact", .compact, Etcdserverpb_CompactionRequest.self)
+        proposing(kv, "Put", .put)
+        proposing(kv, "DeleteRange", .deleteRange)
+        proposing(kv, "Compact", .compact)
         register(kv, "Txn", .unary) { [unowned self] call, bytes in
             let key = Metrics.CallKey(type: "unary", service: kv, method: "Txn")
             metrics.callStarted(key)
@@ -40,7 +40,7 @@ extension EtcdServer {
                         finish(call, key, status: GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge))
                         return
                     }
-                    propose(.txn, bytes) { [unowned self] outcome in reply(call, key, outcome) }
+                    propose(.txn, bytes, .txn(t)) { [unowned self] outcome in reply(call, key, outcome) }
                 } else {
                     // A txn that cannot write is served like a linearizable read.
                     afterProposedWrites { [unowned self] in
@@ -64,8 +64,7 @@ extension EtcdServer {
 
     /// A write method: checked (decodable, within --max-request-bytes),
     /// then proposed as a log entry and answered once applied.
-    private func proposing<Request: SwiftProtobuf.Message>(_ service: String, _ method: String, _ kind: LogEntryKind,
-                                                          _: Request.Type) {
+    private func proposing(_ service: String, _ method: String, _ kind: LogEntryKind) {
         register(service, method, .unary) { [unowned self] call, bytes in
             let key = Metrics.CallKey(type: "unary", service: service, method: method)
             metrics.callStarted(key)
@@ -73,13 +72,14 @@ extension EtcdServer {
                 finish(call, key, status: GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge))
                 return
             }
+            let decoded: DecodedWrite
             do {
-                _ = try Request(serializedBytes: bytes)
+                decoded = try DecodedWrite(kind, bytes)
             } catch {
                 finish(call, key, status: GRPCStatus(.internal, "grpc: error unmarshalling request: \(error)"))
                 return
             }
-            propose(kind, bytes) { [unowned self] outcome in reply(call, key, outcome) }
+            propose(kind, bytes, decoded) { [unowned self] outcome in reply(call, key, outcome) }
         }
     }
 

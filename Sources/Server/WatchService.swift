@@ -40,6 +40,9 @@ extension EtcdServer {
         // Watchers see a change only once the WAL holds it, never one that
         // a crash could still take back.
         store.onChange = { [unowned self] revision, events in
+            // With no watcher, nobody needs them: a watcher created later
+            // either starts after them or reads them from history.
+            guard !servedWatches.isEmpty else { return }
             undispatchedChanges.append((revision, events))
         }
         register("etcdserverpb.Watch", "Watch", .bidirectionalStreaming) { [unowned self] call, _ in

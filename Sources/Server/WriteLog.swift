@@ -13,6 +13,24 @@ enum LogEntryKind: UInt8 {
     case compact = 4
 }
 
+/// A log entry's request, decoded: once when it is proposed (the apply
+/// reuses it), or from the log's bytes on replay.
+enum DecodedWrite {
+    case put(Etcdserverpb_PutRequest)
+    case deleteRange(Etcdserverpb_DeleteRangeRequest)
+    case txn(Etcdserverpb_TxnRequest)
+    case compact(Etcdserverpb_CompactionRequest)
+
+    init(_ kind: LogEntryKind, _ bytes: [UInt8]) throws {
+        switch kind {
+        case .put: self = .put(try Etcdserverpb_PutRequest(serializedBytes: bytes))
+        case .deleteRange: self = .deleteRange(try Etcdserverpb_DeleteRangeRequest(serializedBytes: bytes))
+        case .txn: self = .txn(try Etcdserverpb_TxnRequest(serializedBytes: bytes))
+        case .compact: self = .compact(try Etcdserverpb_CompactionRequest(serializedBytes: bytes))
+        }
+    }
+}
+
 /// One write as the log holds it: (term, index) as Raft will assign them,
 /// and the client's request as it arrived.
 struct LogEntry: Equatable {
@@ -22,7 +40,9 @@ struct LogEntry: Equatable {
     var request: [UInt8]
 
     func encoded() -> [UInt8] {
-        var out: [UInt8] = [kind.rawValue]
+        var out: [UInt8] = []
+        out.reserveCapacity(1 + 20 + request.count)
+        out.append(kind.rawValue)
         WireBytes.appendVarint(term, to: &out)
         WireBytes.appendVarint(index, to: &out)
         out.append(contentsOf: request)
@@ -34,6 +54,15 @@ struct LogEntry: Equatable {
         self.index = index
         self.kind = kind
         self.request = request
+    }
+
+    /// The index of an encoded entry, without copying its request (the
+    /// WAL asks this of every record it writes).
+    static func index(ofEncoded bytes: [UInt8]) -> UInt64? {
+        guard let first = bytes.first, LogEntryKind(rawValue: first) != nil else { return nil }
+        var at = 1
+        guard WireBytes.readVarint(bytes, at: &at) != nil else { return nil }
+        return WireBytes.readVarint(bytes, at: &at)
     }
 
     init?(decoding bytes: [UInt8]) {
@@ -53,14 +82,15 @@ struct LogEntry: Equatable {
 extension EtcdServer {
     /// Proposes a write; `reply` runs on the loop with the response bytes
     /// (or the status the apply ended with) once it is durable and applied.
-    func propose(_ kind: LogEntryKind, _ request: [UInt8], reply: @escaping (Result<[UInt8], GRPCStatus>) -> Void) {
+    func propose(_ kind: LogEntryKind, _ request: [UInt8], _ decoded: DecodedWrite,
+                 reply: @escaping (Result<[UInt8], GRPCStatus>) -> Void) {
         if let writesRefused {
             reply(.failure(writesRefused))
             return
         }
         proposedIndex += 1
         let entry = LogEntry(term: raftTerm, index: proposedIndex, kind: kind, request: request)
-        awaitingDurability[entry.index] = (entry, reply)
+        awaitingDurability[entry.index] = (entry.index, decoded, reply)
         let index = entry.index
         let mark = durableMark
         let me = LoopBound(self)
@@ -85,46 +115,44 @@ extension EtcdServer {
         if let failure {
             refuseWrites(because: "the WAL failed: \(failure)")
         }
-        var replies: [() -> Void] = []
-        while appliedIndex < index, let (entry, reply) = awaitingDurability.removeValue(forKey: appliedIndex + 1) {
+        var replies: [(reply: (Result<[UInt8], GRPCStatus>) -> Void, outcome: Result<[UInt8], GRPCStatus>)] = []
+        replies.reserveCapacity(Int(index - appliedIndex))
+        // Watchers present now are the only ones these changes can be for.
+        store.recordsChanges = !servedWatches.isEmpty
+        while appliedIndex < index, let (entryIndex, decoded, reply) = awaitingDurability.removeValue(forKey: appliedIndex + 1) {
             if failure != nil {
-                appliedIndex = entry.index
+                appliedIndex = entryIndex
                 reply(.failure(writesRefused!))
                 continue
             }
-            store.setConsistentIndex(entry.index)
-            let outcome = apply(entry)
-            appliedIndex = entry.index
-            if entry.kind == .compact, case .success = outcome,
-               let c = try? Etcdserverpb_CompactionRequest(serializedBytes: entry.request), c.physical {
+            store.setConsistentIndex(entryIndex)
+            let outcome = apply(decoded)
+            appliedIndex = entryIndex
+            if case .compact(let c) = decoded, c.physical, case .success = outcome {
                 afterCompaction { reply(outcome) }
             } else {
-                replies.append { reply(outcome) }
+                replies.append((reply, outcome))
             }
         }
         dispatchAppliedChanges()
-        for r in replies { r() }
+        for (reply, outcome) in replies { reply(outcome) }
         releaseReads()
     }
 
     /// Applies one entry to the store: the response bytes, or the status.
-    func apply(_ entry: LogEntry) -> Result<[UInt8], GRPCStatus> {
+    func apply(_ decoded: DecodedWrite) -> Result<[UInt8], GRPCStatus> {
         do {
-            switch entry.kind {
-            case .put:
-                let p = try Etcdserverpb_PutRequest(serializedBytes: entry.request)
+            switch decoded {
+            case .put(let p):
                 let r = try store.put(Wire.put(p))
                 return .success(try Wire.putResponse(r, header: header(revision: r.revision)).serializedBytes())
-            case .deleteRange:
-                let d = try Etcdserverpb_DeleteRangeRequest(serializedBytes: entry.request)
+            case .deleteRange(let d):
                 let r = try store.deleteRange(Wire.delete(d))
                 return .success(try Wire.deleteResponse(r, header: header(revision: r.revision)).serializedBytes())
-            case .txn:
-                let t = try Etcdserverpb_TxnRequest(serializedBytes: entry.request)
+            case .txn(let t):
                 let r = try store.txn(Wire.txn(t))
                 return .success(try Wire.txnResponse(r, header: header(revision: r.revision)).serializedBytes())
-            case .compact:
-                let c = try Etcdserverpb_CompactionRequest(serializedBytes: entry.request)
+            case .compact(let c):
                 try store.compact(c.revision)
                 logger.info("compaction scheduled", metadata: ["revision": "\(c.revision)"])
                 startCompaction()
@@ -162,7 +190,9 @@ extension EtcdServer {
             }
             guard entry.index > appliedIndex else { continue }
             store.setConsistentIndex(entry.index)
-            _ = apply(entry)
+            // A request that does not decode failed when it was first
+            // applied too: it changes nothing now either.
+            if let decoded = try? DecodedWrite(entry.kind, entry.request) { _ = apply(decoded) }
             appliedIndex = entry.index
             replayed += 1
         }

@@ -90,11 +90,13 @@ public final class GroupCommitWAL: @unchecked Sendable {
     }
 
     private func run() {
+        // Two queues trade places, so that neither is reallocated per batch.
+        var batch: [(records: [WALRecord], done: Completion)] = []
         while true {
+            batch.removeAll(keepingCapacity: true)
             pthread_mutex_lock(&mutex)
             while queued.isEmpty && pendingCheckpoint == nil && !stopping { pthread_cond_wait(&wakeup, &mutex) }
-            let batch = queued
-            queued.removeAll()
+            swap(&batch, &queued)
             let covered = pendingCheckpoint
             pendingCheckpoint = nil
             let finish = stopping && batch.isEmpty
@@ -111,7 +113,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
             var start = timespec(), end = timespec()
             clock_gettime(CLOCK_MONOTONIC, &start)
             do {
-                try wal.append(batch.flatMap(\.records))
+                for item in batch { try wal.append(item.records) }
                 try wal.sync()
             } catch let e as WALError {
                 result = .failure(e)
