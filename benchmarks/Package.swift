@@ -21,6 +21,7 @@ let package = Package(
             name: "swetcd-bench",
             dependencies: [
                 .product(name: "EtcdClient", package: "swetcd"),
+                .product(name: "EtcdProto", package: "swetcd"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),

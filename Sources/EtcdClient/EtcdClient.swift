@@ -79,6 +79,28 @@ public final class EtcdClient: Sendable {
         }
     }
 
+    // MARK: Callbacks on the client's loop (load generators)
+
+    /// Runs `body` on the client's loop thread, where `startUnary` may be
+    /// called.
+    public func onLoop(_ body: @escaping @Sendable () -> Void) {
+        pool.value.loop.execute(body)
+    }
+
+    /// Starts a unary call with an encoded request, from the client's loop
+    /// thread (see `onLoop`); `done` runs there with the encoded response or
+    /// the error. No task, no thread hop and no decoding: for a load
+    /// generator that must cost less than the server it measures.
+    public func startUnary(_ path: String, _ request: [UInt8], timeout: Double? = nil,
+                           done: @escaping (Result<[UInt8], EtcdError>) -> Void) {
+        pool.value.call(path, request: request, timeout: timeout ?? self.timeout) { result in
+            switch result {
+            case .success(let messages): done(.success(messages.first ?? []))
+            case .failure(let status): done(.failure(EtcdError(status)))
+            }
+        }
+    }
+
     // MARK: KV
 
     /// Reads a key or a range of keys.

@@ -44,56 +44,80 @@ final class Budget: Sendable {
     }
 }
 
-/// Runs `clients` concurrent loops, each sending one request at a time
-/// (`request(n)` for the n-th), and reports throughput and latency.
+/// Runs `clients` concurrent callers, each with one request in flight
+/// (`encode(n)`: the method path and encoded request of the n-th), and
+/// reports throughput and latency. Everything runs on the client's loop
+/// thread through callbacks: no task or thread hop per request, so the
+/// bench costs the machine less than the server it measures.
 func runLoad(workload: String, endpoints: [String], connections: Int, clients: Int, total: Int,
-             seconds: Double?, request: @escaping @Sendable (EtcdClient, Int) async throws -> Void) async throws -> Report {
+             seconds: Double?, encode: @escaping @Sendable (Int) -> (path: String, bytes: [UInt8])) async throws -> Report {
     let client = try EtcdClient(endpoints: endpoints, connections: connections, timeout: 30)
     defer { client.close() }
-    let budget = Budget(total: total, seconds: seconds)
     let cpuBefore = cpuSeconds()
     let start = ContinuousClock.now
-    let results = try await withThrowingTaskGroup(of: (Histogram<UInt64>, [String: Int]).self) { group in
-        for _ in 0..<clients {
-            // On the client's loop thread: no thread hop per call (see
-            // EventLoop's TaskExecutor), so the bench spends less CPU than
-            // the servers it measures.
-            group.addTask(executorPreference: client.executor) {
-                var h = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-                var errors: [String: Int] = [:]
-                while let n = budget.next() {
-                    let t0 = ContinuousClock.now
-                    do {
-                        try await request(client, n)
-                        _ = h.record(UInt64(max(microseconds(ContinuousClock.now - t0), 1)))
-                    } catch {
-                        errors["\(error)", default: 0] += 1
-                    }
-                }
-                return (h, errors)
-            }
-        }
-        var all: [(Histogram<UInt64>, [String: Int])] = []
-        for try await r in group { all.append(r) }
-        return all
+    let run = CallbackLoad(client: client, budget: Budget(total: total, seconds: seconds), encode: encode)
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+        client.onLoop { run.start(clients: clients) { done.resume() } }
     }
     let elapsed = Double(microseconds(ContinuousClock.now - start)) / 1e6
     let cpu = cpuSeconds() - cpuBefore
-    var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-    var errors: [String: Int] = [:]
-    for (h, e) in results {
-        merged.add(h)
-        errors.merge(e, uniquingKeysWith: +)
-    }
+    let merged = run.histogram
     let ok = Int(merged.totalCount)
     func ms(_ p: Double) -> Double { Double(merged.valueAtPercentile(p)) / 1000 }
     return Report(
         workload: workload, endpoints: endpoints, connections: connections, clients: clients,
-        requests: ok, errors: errors, seconds: elapsed, requestsPerSecond: Double(ok) / elapsed,
+        requests: ok, errors: run.errors, seconds: elapsed, requestsPerSecond: Double(ok) / elapsed,
         latencyMs: ["p50": ms(50), "p90": ms(90), "p99": ms(99), "p99.9": ms(99.9),
                     "max": Double(merged.max) / 1000, "mean": merged.mean / 1000],
         benchCPUPercentOfOneCore: cpu / elapsed * 100,
         benchCPUPercentOfMachine: cpu / elapsed * 100 / Double(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+}
+
+/// The callers of one run, driven from the client's loop thread only.
+private final class CallbackLoad: @unchecked Sendable {
+    // @unchecked: after `start`, touched only on the client's loop thread
+    // (and read by `runLoad` once `finished` has run).
+    let client: EtcdClient
+    let budget: Budget
+    let encode: @Sendable (Int) -> (path: String, bytes: [UInt8])
+    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    var errors: [String: Int] = [:]
+    private var active = 0
+    private var finished: (() -> Void)?
+
+    init(client: EtcdClient, budget: Budget, encode: @escaping @Sendable (Int) -> (path: String, bytes: [UInt8])) {
+        self.client = client
+        self.budget = budget
+        self.encode = encode
+    }
+
+    func start(clients: Int, finished: @escaping () -> Void) {
+        self.finished = finished
+        active = clients
+        for _ in 0..<clients { next() }
+    }
+
+    private func next() {
+        guard let n = budget.next() else {
+            active -= 1
+            if active == 0 { finished?() }
+            return
+        }
+        let (path, bytes) = encode(n)
+        let t0 = ContinuousClock.now
+        client.startUnary(path, bytes) { [self] result in
+            switch result {
+            case .success:
+                _ = histogram.record(UInt64(max(microseconds(ContinuousClock.now - t0), 1)))
+                next()
+            case .failure(let e):
+                errors["\(e)", default: 0] += 1
+                // Not from inside the failing call: a dead connection fails
+                // at once, and the next call would recurse.
+                client.onLoop { [self] in next() }
+            }
+        }
+    }
 }
 
 func microseconds(_ d: Duration) -> Int64 {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EtcdClient
+import EtcdProto
 import Foundation
 
 /// A load generator for etcd's v3 API, modelled on etcd's `benchmark` tool.
@@ -61,12 +62,15 @@ struct Put: AsyncParsableCommand {
     @Flag(help: "Put keys 0, 1, 2, ... in order.") var sequentialKeys = false
 
     func run() async throws {
-        let value = [UInt8](repeating: UInt8(ascii: "v"), count: valSize)
+        let value = Data(repeating: UInt8(ascii: "v"), count: valSize)
         let (keySize, space, sequential) = (keySize, keySpaceSize, sequentialKeys)
         let r = try await runLoad(workload: "put", endpoints: global.endpointList, connections: global.conns,
-                                  clients: global.clients, total: total, seconds: global.duration) { client, n in
+                                  clients: global.clients, total: total, seconds: global.duration) { n in
             let k = sequential ? n % space : Int.random(in: 0..<max(space, 1))
-            try await client.put(benchKey(k, size: keySize), value)
+            var p = Etcdserverpb_PutRequest()
+            p.key = Data(benchKey(k, size: keySize))
+            p.value = value
+            return ("/etcdserverpb.KV/Put", try! p.serializedBytes())
         }
         try global.print(r)
     }
@@ -83,13 +87,15 @@ struct Range: AsyncParsableCommand {
 
     func run() async throws {
         guard consistency == "l" || consistency == "s" else { throw ValidationError("--consistency is l or s") }
-        var options = GetOptions()
-        options.serializable = consistency == "s"
-        options.limit = limit
-        let range: KeyRange = end.map { .range(Array(key.utf8), end: Array($0.utf8)) } ?? .key(key)
+        var request = Etcdserverpb_RangeRequest()
+        request.key = Data(key.utf8)
+        if let end { request.rangeEnd = Data(end.utf8) }
+        request.serializable = consistency == "s"
+        request.limit = limit
+        let bytes: [UInt8] = try request.serializedBytes()
         let r = try await runLoad(workload: "range", endpoints: global.endpointList, connections: global.conns,
-                                  clients: global.clients, total: total, seconds: global.duration) { [options] client, _ in
-            _ = try await client.get(range, options)
+                                  clients: global.clients, total: total, seconds: global.duration) { _ in
+            ("/etcdserverpb.KV/Range", bytes)
         }
         try global.print(r)
     }
@@ -105,11 +111,12 @@ struct TxnPut: AsyncParsableCommand {
         let value = keys.value
         let (keySize, space, ops) = (keys.keySize, keys.keySpaceSize, txnOps)
         let r = try await runLoad(workload: "txn-put", endpoints: global.endpointList, connections: global.conns,
-                                  clients: global.clients, total: keys.total, seconds: global.duration) { client, n in
+                                  clients: global.clients, total: keys.total, seconds: global.duration) { _ in
             // Distinct keys inside one txn (a key may be written once per txn).
             let base = Int.random(in: 0..<max(space, 1))
-            let puts = (0..<ops).map { TxnOp.put(benchKey((base + $0) % max(space, ops), size: keySize), value) }
-            _ = try await client.txn(compare: [], success: puts)
+            var t = Etcdserverpb_TxnRequest()
+            t.success = (0..<ops).map { putOp(benchKey((base + $0) % max(space, ops), size: keySize), value) }
+            return ("/etcdserverpb.KV/Txn", try! t.serializedBytes())
         }
         try global.print(r)
     }
@@ -125,10 +132,19 @@ struct TxnMixed: AsyncParsableCommand {
         let value = keys.value
         let (keySize, space, readShare) = (keys.keySize, keys.keySpaceSize, rwRatio / (rwRatio + 1))
         let r = try await runLoad(workload: "txn-mixed", endpoints: global.endpointList, connections: global.conns,
-                                  clients: global.clients, total: keys.total, seconds: global.duration) { client, _ in
+                                  clients: global.clients, total: keys.total, seconds: global.duration) { _ in
             let key = benchKey(Int.random(in: 0..<max(space, 1)), size: keySize)
-            let op: TxnOp = Double.random(in: 0..<1) < readShare ? .get(.key(key)) : .put(key, value)
-            _ = try await client.txn(compare: [], success: [op])
+            var t = Etcdserverpb_TxnRequest()
+            if Double.random(in: 0..<1) < readShare {
+                var op = Etcdserverpb_RequestOp()
+                var get = Etcdserverpb_RangeRequest()
+                get.key = Data(key)
+                op.requestRange = get
+                t.success = [op]
+            } else {
+                t.success = [putOp(key, value)]
+            }
+            return ("/etcdserverpb.KV/Txn", try! t.serializedBytes())
         }
         try global.print(r)
     }
@@ -141,5 +157,15 @@ struct WriteOptions: ParsableArguments {
     @Option(help: "Total requests.") var total = 10_000
     @Option(help: "Distinct keys.") var keySpaceSize = 1
 
-    var value: [UInt8] { [UInt8](repeating: UInt8(ascii: "v"), count: valSize) }
+    var value: Data { Data(repeating: UInt8(ascii: "v"), count: valSize) }
+}
+
+/// A txn operation putting `value` at `key`.
+func putOp(_ key: [UInt8], _ value: Data) -> Etcdserverpb_RequestOp {
+    var put = Etcdserverpb_PutRequest()
+    put.key = Data(key)
+    put.value = value
+    var op = Etcdserverpb_RequestOp()
+    op.requestPut = put
+    return op
 }
