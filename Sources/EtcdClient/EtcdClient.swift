@@ -29,10 +29,6 @@ public final class EtcdClient: Sendable {
         self.timeout = timeout
     }
 
-    /// The client's loop thread as a task executor: tasks that do little
-    /// but make calls run fastest here (`withTaskExecutorPreference`).
-    public var executor: any TaskExecutor { thread.loop }
-
     static func parse(_ endpoint: String) throws -> (host: String, port: UInt16) {
         var s = Substring(endpoint)
         if s.hasPrefix("http://") { s = s.dropFirst(7) }

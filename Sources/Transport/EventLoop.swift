@@ -151,18 +151,6 @@ public final class DeferredTask {
     deinit { if let event { event_free(event) } }
 }
 
-/// Tasks may prefer the loop as their executor (`withTaskExecutorPreference`):
-/// a task that mostly waits for calls on this loop then resumes on the loop
-/// thread itself instead of waking a thread of the cooperative pool, which
-/// on small machines costs more than the call's own work.
-extension EventLoop: TaskExecutor {
-    public func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        let executor = asUnownedTaskExecutor()
-        execute { job.runSynchronously(on: executor) }
-    }
-}
-
 /// A value that is only ever used on its loop's thread, carried through a
 /// `@Sendable` closure that hops threads and back (see `EventLoop.execute`).
 public struct LoopBound<Value>: @unchecked Sendable {
