@@ -21,13 +21,18 @@ final class ConnectionPool {
         slots = (0..<max(size, 1)).map { Slot(endpoint: $0 % endpoints.count) }
     }
 
-    /// Starts a call on the next connection, failing over to other
-    /// endpoints while connections cannot be established.
+    /// Starts a call on the next connection (or on `slot`), failing over to
+    /// other endpoints while connections cannot be established.
     func call(_ path: String, request: [UInt8], timeout: Double?, onMessage: (([UInt8]) -> Void)? = nil,
-              attemptsLeft: Int? = nil, completion: @escaping (GRPCClientResult) -> Void) {
+              slot: Int? = nil, attemptsLeft: Int? = nil, completion: @escaping (GRPCClientResult) -> Void) {
         let attempts = attemptsLeft ?? endpoints.count
-        let index = next
-        next = (next + 1) % slots.count
+        let index: Int
+        if let slot {
+            index = slot % slots.count
+        } else {
+            index = next
+            next = (next + 1) % slots.count
+        }
         let connection = self.connection(at: index)
         connection.call(path, request: request, timeout: timeout, onMessage: onMessage) { [weak self] result in
             if case .failure(let status) = result, status.code == .unavailable, !connection.wasConnected,

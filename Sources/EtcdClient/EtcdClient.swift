@@ -86,10 +86,12 @@ public final class EtcdClient: Sendable {
     /// Starts a unary call with an encoded request, from the client's loop
     /// thread (see `onLoop`); `done` runs there with the encoded response or
     /// the error. No task, no thread hop and no decoding: for a load
-    /// generator that must cost less than the server it measures.
-    public func startUnary(_ path: String, _ request: [UInt8], timeout: Double? = nil,
+    /// generator that must cost less than the server it measures. `caller`
+    /// keeps one caller's calls on one connection (as etcd's benchmark
+    /// binds each client to one); nil spreads calls round-robin.
+    public func startUnary(_ path: String, _ request: [UInt8], timeout: Double? = nil, caller: Int? = nil,
                            done: @escaping (Result<[UInt8], EtcdError>) -> Void) {
-        pool.value.call(path, request: request, timeout: timeout ?? self.timeout) { result in
+        pool.value.call(path, request: request, timeout: timeout ?? self.timeout, slot: caller) { result in
             switch result {
             case .success(let messages): done(.success(messages.first ?? []))
             case .failure(let status): done(.failure(EtcdError(status)))

@@ -94,10 +94,11 @@ private final class CallbackLoad: @unchecked Sendable {
     func start(clients: Int, finished: @escaping () -> Void) {
         self.finished = finished
         active = clients
-        for _ in 0..<clients { next() }
+        for caller in 0..<clients { next(caller) }
     }
 
-    private func next() {
+    /// Each caller stays on one connection, as in etcd's benchmark tool.
+    private func next(_ caller: Int) {
         guard let n = budget.next() else {
             active -= 1
             if active == 0 { finished?() }
@@ -105,16 +106,16 @@ private final class CallbackLoad: @unchecked Sendable {
         }
         let (path, bytes) = encode(n)
         let t0 = ContinuousClock.now
-        client.startUnary(path, bytes) { [self] result in
+        client.startUnary(path, bytes, caller: caller) { [self] result in
             switch result {
             case .success:
                 _ = histogram.record(UInt64(max(microseconds(ContinuousClock.now - t0), 1)))
-                next()
+                next(caller)
             case .failure(let e):
                 errors["\(e)", default: 0] += 1
                 // Not from inside the failing call: a dead connection fails
                 // at once, and the next call would recurse.
-                client.onLoop { [self] in next() }
+                client.onLoop { [self] in next(caller) }
             }
         }
     }
