@@ -229,7 +229,7 @@ public final class EtcdServer {
         _ service: String, _ method: String,
         _ body: @escaping (Request, GRPCCall) throws -> Reply<Response>
     ) {
-        let key = Metrics.CallKey(type: "unary", service: service, method: method)
+        let key = metrics.key(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
             metrics.callStarted(key)
             let request: Request
@@ -265,8 +265,8 @@ public final class EtcdServer {
     /// Registers methods that answer UNIMPLEMENTED, naming what they need.
     func refuseUnbuilt(_ service: String, _ names: [String], needs: String) {
         for method in names {
+            let key = metrics.key(type: "unary", service: service, method: method)
             register(service, method, .unary) { [unowned self] call, _ in
-                let key = Metrics.CallKey(type: "unary", service: service, method: method)
                 metrics.callStarted(key)
                 finish(call, key, status: GRPCStatus(.unimplemented, "swetcd: \(method) needs \(needs), which is not built yet"))
             }

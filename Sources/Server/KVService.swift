@@ -8,6 +8,7 @@ import Transport
 extension EtcdServer {
     func registerKV() {
         let kv = "etcdserverpb.KV"
+        let rangeKey = metrics.key(type: "unary", service: kv, method: "Range")
         unary(kv, "Range") { [unowned self] (r: Etcdserverpb_RangeRequest, call) -> Reply<Etcdserverpb_RangeResponse> in
             let request = try Wire.range(r)
             let serve = { [unowned self] () throws -> Etcdserverpb_RangeResponse in
@@ -16,7 +17,7 @@ extension EtcdServer {
             }
             // Linearizable reads see every write proposed before them.
             if r.serializable || appliedIndex >= proposedIndex { return .now(try serve()) }
-            let key = Metrics.CallKey(type: "unary", service: kv, method: "Range")
+            let key = rangeKey
             afterProposedWrites { [unowned self] in
                 do { respond(call, key, try serve()) } catch let e as any EtcdStatusError {
                     finish(call, key, status: GRPCStatus(e))
@@ -29,8 +30,9 @@ extension EtcdServer {
         proposing(kv, "Put", .put)
         proposing(kv, "DeleteRange", .deleteRange)
         proposing(kv, "Compact", .compact)
+        let txnKey = metrics.key(type: "unary", service: kv, method: "Txn")
         register(kv, "Txn", .unary) { [unowned self] call, bytes in
-            let key = Metrics.CallKey(type: "unary", service: kv, method: "Txn")
+            let key = txnKey
             metrics.callStarted(key)
             do {
                 let t = try Etcdserverpb_TxnRequest(serializedBytes: bytes)
@@ -65,8 +67,8 @@ extension EtcdServer {
     /// A write method: checked (decodable, within --max-request-bytes),
     /// then proposed as a log entry and answered once applied.
     private func proposing(_ service: String, _ method: String, _ kind: LogEntryKind) {
+        let key = metrics.key(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
-            let key = Metrics.CallKey(type: "unary", service: service, method: method)
             metrics.callStarted(key)
             guard bytes.count <= config.maxRequestBytes else {
                 finish(call, key, status: GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge))

@@ -63,8 +63,9 @@ extension EtcdServer {
             return .now(r)
         }
         refuseUnbuilt(m, ["MoveLeader", "Downgrade"], needs: "clustering")
+        let snapshotKey = metrics.key(type: "server_stream", service: m, method: "Snapshot")
         register(m, "Snapshot", .serverStreaming) { [unowned self] call, _ in
-            startSnapshot(call, Metrics.CallKey(type: "server_stream", service: m, method: "Snapshot"))
+            startSnapshot(call, snapshotKey)
         }
     }
 
@@ -83,13 +84,13 @@ extension EtcdServer {
         let path = config.dataDir + "/member/snap/snapshot-\(UInt64.random(in: 0...UInt64.max)).tmp"
         let header = self.header()
         let copier = backend.copier
-        let bound = LoopBound((server: self, call: call))
+        let bound = LoopBound((server: self, call: call, key: key))
         let loop = self.loop
         runOnNewThread {
             unlink(path)
             let result = Result { try copier.copy(to: path) }.mapError { "\($0)" }
             loop.execute {
-                let (server, call) = bound.value
+                let (server, call, key) = bound.value
                 server.snapshotsInProgress -= 1
                 switch result {
                 case .success:

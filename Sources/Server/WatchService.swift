@@ -45,8 +45,8 @@ extension EtcdServer {
             guard !servedWatches.isEmpty else { return }
             undispatchedChanges.append((revision, events))
         }
+        let key = metrics.key(type: "bidi_stream", service: "etcdserverpb.Watch", method: "Watch")
         register("etcdserverpb.Watch", "Watch", .bidirectionalStreaming) { [unowned self] call, _ in
-            let key = Metrics.CallKey(type: "bidi_stream", service: "etcdserverpb.Watch", method: "Watch")
             metrics.callStarted(key)
             let stream = WatchStream(call: call)
             watchStreams[ObjectIdentifier(stream)] = stream
