@@ -95,7 +95,7 @@ extension EtcdServer {
         let mark = durableMark
         let me = LoopBound(self)
         let loop = self.loop
-        walWriter.submit([WALRecord(type: .entry, data: entry.encoded())]) { result in
+        walWriter.submit(WALRecord(type: .entry, data: entry.encoded())) { result in
             let failure: String? = { if case .failure(let e) = result { return "\(e)" } else { return nil } }()
             // One hop to the loop per group-committed batch, not per entry:
             // only the first completion since the loop last looked schedules it.

@@ -6,7 +6,10 @@ final class HTTP2Stream {
     unowned let session: HTTP2ServerSession
     var method = ""
     var path = ""
-    var contentType = ""
+    /// Listed for the session's next pass over its streams.
+    var isQueued = false
+    /// content-type is application/grpc (or a +proto, +json variant).
+    var isGRPC = false
     var timeout: Double?
     var metadata: [(name: String, value: String)] = []
 
@@ -116,15 +119,8 @@ final class HTTP2ServerSession {
             guard let frame, let user, let name, let value else { return 0 }
             let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
             guard let stream = s.streams[frame.pointee.hd.stream_id] else { return 0 }
-            let n = String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)
-            let v = String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
-            switch n {
-            case ":method": stream.method = v
-            case ":path": stream.path = v
-            case "content-type": stream.contentType = v
-            case "grpc-timeout": stream.timeout = parseGRPCTimeout(v)
-            default: if !n.hasPrefix(":") { stream.metadata.append((n, v)) }
-            }
+            s.header(UnsafeRawBufferPointer(start: name, count: nameLength),
+                     UnsafeRawBufferPointer(start: value, count: valueLength), of: stream)
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
@@ -217,13 +213,35 @@ final class HTTP2ServerSession {
         guard let stream = streams[streamID] else { return }
         let endStream = flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
         if type == UInt8(NGHTTP2_HEADERS.rawValue) && !stream.dispatched && stream.grpcMethod == nil {
-            ready.append(stream)  // route it once its headers are complete
+            enqueue(stream)  // route it once its headers are complete
         }
-        if endStream { ready.append(stream) }
+        if endStream { enqueue(stream) }
         if type == UInt8(NGHTTP2_DATA.rawValue) && !endStream && stream.grpcMethod?.kind == .bidirectionalStreaming {
-            ready.append(stream)
+            enqueue(stream)
         }
     }
+
+    /// One request header. The headers every call sends are matched as
+    /// bytes, and the path's String is reused while it repeats, so a call
+    /// allocates no String for them.
+    private func header(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, of stream: HTTP2Stream) {
+        func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
+        if name.elementsEqual(":path".utf8) {
+            if !value.elementsEqual(lastPath.bytes) { lastPath = (Array(value), string(value)) }
+            stream.path = lastPath.string
+        } else if name.elementsEqual(":method".utf8) {
+            stream.method = string(value)
+        } else if name.elementsEqual("content-type".utf8) {
+            stream.isGRPC = value.starts(with: "application/grpc".utf8)
+        } else if name.elementsEqual("grpc-timeout".utf8) {
+            stream.timeout = parseGRPCTimeout(string(value))
+        } else if name.elementsEqual("te".utf8) {
+            // HTTP/2's own; not the call's metadata.
+        } else if name.first != UInt8(ascii: ":") {
+            stream.metadata.append((string(name), string(value)))
+        }
+    }
+    private var lastPath: (bytes: [UInt8], string: String) = ([], "")
 
     private func dataReceived(streamID: Int32, _ bytes: UnsafeRawBufferPointer) {
         guard let stream = streams[streamID], !stream.ignoresInput else { return }
@@ -232,19 +250,28 @@ final class HTTP2ServerSession {
 
     /// Routes new streams, hands over complete messages, ends requests.
     private func runCollectedWork() {
-        var seen = Set<Int32>()
-        let work = ready
-        ready.removeAll()
-        for stream in work where seen.insert(stream.id).inserted {
+        // The two lists trade places, so neither is reallocated per pass.
+        swap(&working, &ready)
+        for stream in working {
+            stream.isQueued = false
             process(stream)
         }
+        working.removeAll(keepingCapacity: true)
         notifyClosedAndWritable()
+    }
+    private var working: [HTTP2Stream] = []
+
+    /// Lists a stream for the next `runCollectedWork`, once.
+    private func enqueue(_ stream: HTTP2Stream) {
+        guard !stream.isQueued else { return }
+        stream.isQueued = true
+        ready.append(stream)
     }
 
     private func process(_ stream: HTTP2Stream) {
         guard !stream.isFinished || stream.call != nil else { return }
         if stream.grpcMethod == nil && !stream.ignoresInput {
-            guard stream.method == "POST", stream.contentType.hasPrefix("application/grpc") else {
+            guard stream.method == "POST", stream.isGRPC else {
                 refuse(stream, httpStatus: "415")
                 return
             }

@@ -15,7 +15,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
     private let wal: WAL
     private var mutex = pthread_mutex_t()
     private var wakeup = pthread_cond_t()
-    private var queued: [(records: [WALRecord], done: Completion)] = []
+    private var queued: [(record: WALRecord, done: Completion)] = []
     /// A checkpoint waiting for the writer: segments covered by this tag go.
     private var pendingCheckpoint: UInt64?
     private var removedSegments = 0
@@ -41,17 +41,17 @@ public final class GroupCommitWAL: @unchecked Sendable {
         pthread_detach(thread)
     }
 
-    /// Queues records; `done` runs on the writer thread once they are
+    /// Queues a record; `done` runs on the writer thread once it is
     /// durable (or failed: then every later submission fails too, since a
     /// log with a hole must not go on).
-    public func submit(_ records: [WALRecord], done: @escaping Completion) {
+    public func submit(_ record: WALRecord, done: @escaping Completion) {
         pthread_mutex_lock(&mutex)
         if let failure {
             pthread_mutex_unlock(&mutex)
             done(.failure(failure))
             return
         }
-        queued.append((records, done))
+        queued.append((record, done))
         pthread_cond_signal(&wakeup)
         pthread_mutex_unlock(&mutex)
     }
@@ -91,7 +91,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
 
     private func run() {
         // Two queues trade places, so that neither is reallocated per batch.
-        var batch: [(records: [WALRecord], done: Completion)] = []
+        var batch: [(record: WALRecord, done: Completion)] = []
         while true {
             batch.removeAll(keepingCapacity: true)
             pthread_mutex_lock(&mutex)
@@ -113,7 +113,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
             var start = timespec(), end = timespec()
             clock_gettime(CLOCK_MONOTONIC, &start)
             do {
-                for item in batch { try wal.append(item.records) }
+                for item in batch { try wal.append(item.record) }
                 try wal.sync()
             } catch let e as WALError {
                 result = .failure(e)
@@ -124,7 +124,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
             pthread_mutex_lock(&mutex)
             syncSeconds += Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
             syncCount += 1
-            recordCount += batch.reduce(0) { $0 + $1.records.count }
+            recordCount += batch.count
             if case .failure(let e) = result { failure = e }
             pthread_mutex_unlock(&mutex)
             for item in batch { item.done(result) }

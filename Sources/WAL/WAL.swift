@@ -151,14 +151,16 @@ public final class WAL {
 
     /// Queues records; `sync()` writes and makes them durable.
     public func append(_ records: [WALRecord]) throws {
-        for r in records {
-            defer { if let tag = tagOf(r) { lastTags[sequence] = max(lastTags[sequence] ?? 0, tag) } }
-            if offset + pending.count + WALRecord.paddedSize(r.data.count) > segmentBytes && offset + pending.count > 0 {
-                try flushPending()
-                try openSegment(sequence + 1, seed: crc)
-            }
-            crc = r.encode(into: &pending, previousCRC: crc)
+        for r in records { try append(r) }
+    }
+
+    public func append(_ r: WALRecord) throws {
+        defer { if let tag = tagOf(r) { lastTags[sequence] = max(lastTags[sequence] ?? 0, tag) } }
+        if offset + pending.count + WALRecord.paddedSize(r.data.count) > segmentBytes && offset + pending.count > 0 {
+            try flushPending()
+            try openSegment(sequence + 1, seed: crc)
         }
+        crc = r.encode(into: &pending, previousCRC: crc)
     }
 
     /// Writes what was appended and fdatasyncs it: after this returns, the

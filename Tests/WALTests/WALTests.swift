@@ -173,7 +173,7 @@ func patch(_ path: String, at offset: Int, _ bytes: [UInt8]) {
                 let job = Unmanaged<Job>.fromOpaque(arg!).takeRetainedValue()
                 for i in job.base..<(job.base + job.n) {
                     let log = job.log
-                    job.writer.submit([WALRecord(type: .entry, data: Array(String(i).utf8))]) { result in
+                    job.writer.submit(WALRecord(type: .entry, data: Array(String(i).utf8))) { result in
                         if case .success = result { log.add(i) }
                     }
                 }
@@ -267,7 +267,7 @@ func patch(_ path: String, at offset: Int, _ bytes: [UInt8]) {
         let record = WALRecord(type: .entry, data: [UInt8](repeating: 0x55, count: 16 << 10))
         for _ in 0..<200 {  // 3.2 MB: more than the disk holds
             let sem = Semaphore()
-            writer.submit([record]) { result in
+            writer.submit(record) { result in
                 if case .success = result { outcomes.add(true) } else { outcomes.add(false) }
                 sem.signal()
             }
