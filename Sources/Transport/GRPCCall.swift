@@ -9,7 +9,10 @@ public final class GRPCCall {
     /// Seconds the client allows (from `grpc-timeout`), if it set a deadline.
     public let timeout: Double?
 
-    weak var stream: HTTP2Stream?
+    /// The stream while it is open. Strong, not weak (a weak reference costs
+    /// an allocation per call): the session clears it when the stream
+    /// closes, which ends the stream <-> call cycle.
+    var stream: HTTP2Stream?
 
     /// Further request messages (bidirectional streams).
     public var onMessage: (([UInt8]) -> Void)?

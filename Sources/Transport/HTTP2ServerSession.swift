@@ -1,4 +1,7 @@
 import CNghttp2
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One request stream of an HTTP/2 connection, carrying one gRPC call.
 final class HTTP2Stream {
@@ -141,7 +144,10 @@ final class HTTP2ServerSession {
             let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
             if let stream = s.streams.removeValue(forKey: streamID) {
                 stream.isFinished = true
-                if let call = stream.call { s.closedCalls.append(call) }
+                if let call = stream.call {
+                    call.stream = nil
+                    s.closedCalls.append(call)
+                }
             }
             return 0
         }
@@ -194,7 +200,10 @@ final class HTTP2ServerSession {
     func connectionLost() {
         for stream in streams.values {
             stream.isFinished = true
-            if let call = stream.call { closedCalls.append(call) }
+            if let call = stream.call {
+                call.stream = nil
+                closedCalls.append(call)
+            }
         }
         streams.removeAll()
         deadlineTimer.cancel()
@@ -226,16 +235,21 @@ final class HTTP2ServerSession {
     /// allocates no String for them.
     private func header(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, of stream: HTTP2Stream) {
         func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
-        if name.elementsEqual(":path".utf8) {
-            if !value.elementsEqual(lastPath.bytes) { lastPath = (Array(value), string(value)) }
+        func equal(_ a: UnsafeRawBufferPointer, _ b: StaticString) -> Bool {
+            a.count == b.utf8CodeUnitCount && (a.isEmpty || memcmp(a.baseAddress!, b.utf8Start, a.count) == 0)
+        }
+        if equal(name, ":path") {
+            let same = value.count == lastPath.bytes.count && (value.isEmpty
+                || lastPath.bytes.withUnsafeBytes { memcmp($0.baseAddress!, value.baseAddress!, value.count) == 0 })
+            if !same { lastPath = (Array(value), string(value)) }
             stream.path = lastPath.string
-        } else if name.elementsEqual(":method".utf8) {
+        } else if equal(name, ":method") {
             stream.method = string(value)
-        } else if name.elementsEqual("content-type".utf8) {
-            stream.isGRPC = value.starts(with: "application/grpc".utf8)
-        } else if name.elementsEqual("grpc-timeout".utf8) {
+        } else if equal(name, "content-type") {
+            stream.isGRPC = value.count >= 16 && memcmp(value.baseAddress!, ("application/grpc" as StaticString).utf8Start, 16) == 0
+        } else if equal(name, "grpc-timeout") {
             stream.timeout = parseGRPCTimeout(string(value))
-        } else if name.elementsEqual("te".utf8) {
+        } else if equal(name, "te") {
             // HTTP/2's own; not the call's metadata.
         } else if name.first != UInt8(ascii: ":") {
             stream.metadata.append((string(name), string(value)))
