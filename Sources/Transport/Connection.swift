@@ -38,8 +38,7 @@ final class Connection {
         // The write callback runs when the output drains to a quarter of its
         // bound: time to produce more.
         bufferevent_setwatermark(bev, Int16(EV_WRITE), server.limits.outputBufferBytes / 4, 0)
-        // Writing stays off until `push` finds the socket full (see there).
-        bufferevent_enable(bev, Int16(EV_READ))
+        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
     }
 
     var outputBytes: Int {
@@ -47,34 +46,13 @@ final class Connection {
         return evbuffer_get_length(bufferevent_get_output(bev))
     }
 
-    /// Queues bytes; they go out at the next `push`.
     func write(_ bytes: UnsafeRawBufferPointer) {
         guard let bev, bytes.count > 0 else { return }
         bufferevent_write(bev, bytes.baseAddress, bytes.count)
     }
 
-    /// Sends what is queued straight to the socket, and only if the socket
-    /// will not take it all asks libevent to finish when it is writable.
-    /// Going through libevent every time would cost two epoll_ctl calls and
-    /// an extra epoll_wait per reply, a fifth of a small request's time.
-    func push() {
-        guard let bev, !writePending else { return }
-        let output = bufferevent_get_output(bev)
-        guard evbuffer_get_length(output) > 0 else { return }
-        // On an error the bytes stay queued; libevent's own write then meets
-        // the same error and reports it through `event`, which closes.
-        _ = evbuffer_write(output, bufferevent_getfd(bev))
-        if evbuffer_get_length(output) > 0 {
-            writePending = true
-            bufferevent_enable(bev, Int16(EV_WRITE))
-        }
-    }
-    /// Bytes are queued that the socket would not take; libevent finishes them.
-    private(set) var writePending = false
-
     func closeWhenFlushed() {
         closeAfterFlush = true
-        push()
         if outputBytes == 0 { close() }
     }
 
@@ -146,20 +124,12 @@ final class Connection {
                 let response = server.http1.handle(request)
                 let bytes = HTTP1Parser.serialize(response, keepAlive: keepAlive, version: request.version)
                 bytes.withUnsafeBytes { write($0) }
-                push()
                 if !keepAlive { closeWhenFlushed() }
             }
         }
     }
 
-    /// libevent wrote some of what `push` left and the output is below its
-    /// low-water mark.
     private func writable() {
-        guard let bev else { return }
-        if outputBytes == 0 {
-            writePending = false
-            bufferevent_disable(bev, Int16(EV_WRITE))
-        }
         if case .http2(let session) = mode { session.flush() }
         if closeAfterFlush && outputBytes == 0 { close() }
     }

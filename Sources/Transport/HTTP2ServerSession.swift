@@ -430,17 +430,11 @@ final class HTTP2ServerSession {
     /// and `flush()` runs again when the socket drains).
     func flush() {
         flushWanted = false
-        var exhausted = false
-        while !exhausted && !connection.isClosed {
-            while connection.outputBytes < limits.outputBufferBytes {
-                var data: UnsafePointer<UInt8>?
-                let n = nghttp2_session_mem_send(session, &data)
-                if n <= 0 { exhausted = true; break }
-                connection.write(UnsafeRawBufferPointer(start: data, count: n))
-            }
-            connection.push()
-            // A socket that would not take it all calls back when it drains.
-            if connection.writePending { break }
+        while connection.outputBytes < limits.outputBufferBytes {
+            var data: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &data)
+            if n <= 0 { break }
+            connection.write(UnsafeRawBufferPointer(start: data, count: n))
         }
         notifyClosedAndWritable()
         if connection.outputBytes == 0 && isDone { connection.closeWhenFlushed() }
