@@ -91,7 +91,7 @@ public final class EtcdServer {
         if let torn = wal.truncatedTail {
             logger.warning("truncated a torn WAL tail", metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)"])
         }
-        walWriter = GroupCommitWAL(wal)
+        walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.walSpin)
         backendCommitTimer = loop.schedule(every: config.backendBatchInterval) { [unowned self] in self.commitBackend() }
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
         watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }

@@ -198,6 +198,36 @@ func patch(_ path: String, at offset: Int, _ bytes: [UInt8]) {
     }
 }
 
+@Suite struct WriterSpinTests {
+    /// One submitter at a time, with a writer that polls after each lone
+    /// record: every record is acknowledged and on disk, in order, and a
+    /// submission that lands just after a poll gave up still wakes it
+    /// (pauses longer than the poll between some submissions).
+    @Test func aPollingWriterMissesNoSubmission() throws {
+        let dir = Scratch()
+        defer { dir.remove() }
+        let wal = try WAL(directory: dir.path, segmentBytes: 1 << 16)
+        _ = try wal.recover()
+        let writer = GroupCommitWAL(wal, spinAfterSingleRecord: 0.000_2)
+        var rng = SeededRandom(seed: 11)
+        for i in 0..<300 {
+            if Int.random(in: 0..<10, using: &rng) == 0 { usleep(UInt32.random(in: 100...600, using: &rng)) }
+            let sem = Semaphore()
+            writer.submit(WALRecord(type: .entry, data: Array(String(i).utf8))) { result in
+                if case .failure = result { Issue.record("record \(i) failed") }
+                sem.signal()
+            }
+            sem.wait()
+        }
+        let stats = writer.stats
+        writer.stop()
+        #expect(stats.records == 300 && stats.syncs == 300)
+        let (again, got) = try recover(dir.path, segmentBytes: 1 << 16)
+        again.close()
+        #expect(got.map { String(decoding: $0.data, as: UTF8.self) } == (0..<300).map(String.init))
+    }
+}
+
 @Suite struct SegmentRemovalTests {
     /// Segments whose entries are all covered go, oldest first, keeping the
     /// newest two closed ones and the one being written; what is left still
