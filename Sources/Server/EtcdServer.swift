@@ -37,6 +37,9 @@ public final class EtcdServer {
     /// Set once a write can no longer be made durable (the WAL or the
     /// backend failed): every later write gets this, reads go on.
     var writesRefused: GRPCStatus?
+    /// How long the loop polls instead of sleeping around a lone write
+    /// (`--experimental-lone-write-poll`).
+    var loopPoll: Double { config.loneWritePoll }
     var awaitingDurability: [UInt64: (index: UInt64, DecodedWrite, (Result<[UInt8], GRPCStatus>) -> Void)] = [:]
     var waitingReads: [(UInt64, () -> Void)] = []
     let metrics = Metrics()
@@ -91,7 +94,7 @@ public final class EtcdServer {
         if let torn = wal.truncatedTail {
             logger.warning("truncated a torn WAL tail", metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)"])
         }
-        walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.walSpin)
+        walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll)
         backendCommitTimer = loop.schedule(every: config.backendBatchInterval) { [unowned self] in self.commitBackend() }
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
         watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }

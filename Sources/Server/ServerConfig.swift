@@ -21,9 +21,9 @@ public struct ServerConfig: Equatable, Sendable {
     public var backendBatchInterval: Double = 0.1
     /// Most applied writes in one backend commit.
     public var backendBatchLimit = 10_000
-    /// How long the WAL's writer polls for the next write after a batch of
-    /// one, before it sleeps (0: never).
-    public var walSpin: Double = 0.000_150
+    /// How long the loop and the WAL's writer poll instead of sleeping
+    /// around a lone write (0: never).
+    public var loneWritePoll: Double = 0.000_150
 
     public init() {}
 
@@ -76,7 +76,7 @@ public struct ServerConfig: Equatable, Sendable {
                         "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
-                        "experimental-wal-spin"]
+                        "experimental-lone-write-poll"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -101,8 +101,9 @@ public struct ServerConfig: Equatable, Sendable {
                               most time applied writes wait for a backend commit, as a Go
                               duration (default 100ms); the WAL, not this, makes them durable
       --backend-batch-limit   most applied writes in one backend commit (default 10000)
-      --experimental-wal-spin how long the WAL writer polls for the next write after a lone
-                              one before sleeping, as a Go duration (default 150us; 0 never)
+      --experimental-lone-write-poll
+                              how long the loop and the WAL writer poll instead of sleeping
+                              around a lone write, as a Go duration (default 150us; 0 never)
       --version               print the version and exit
       -h, --help              print this help
 
@@ -186,11 +187,11 @@ public struct ServerConfig: Equatable, Sendable {
                 guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 100ms") }
                 config.backendBatchInterval = seconds
             case "backend-batch-limit": config.backendBatchLimit = try positive()
-            case "experimental-wal-spin":
+            case "experimental-lone-write-poll":
                 guard let seconds = value == "0" ? 0 : parseGoDuration(value), seconds >= 0, seconds <= 0.01 else {
                     throw bad("want a duration from 0 to 10ms, such as 150us")
                 }
-                config.walSpin = seconds
+                config.loneWritePoll = seconds
             case "log-level":
                 let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
                                                       "error": .error, "panic": .critical, "fatal": .critical]

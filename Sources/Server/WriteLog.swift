@@ -91,6 +91,9 @@ extension EtcdServer {
         proposedIndex += 1
         let entry = LogEntry(term: raftTerm, index: proposedIndex, kind: kind, request: request)
         awaitingDurability[entry.index] = (entry.index, decoded, reply)
+        // A lone write: its answer (and, after it, the writer's next
+        // request) is about one fsync away.
+        if awaitingDurability.count == 1 && loopPoll > 0 { loop.poll(for: loopPoll) }
         let index = entry.index
         let mark = durableMark
         let me = LoopBound(self)
@@ -136,6 +139,7 @@ extension EtcdServer {
         }
         dispatchAppliedChanges()
         for (reply, outcome) in replies { reply(outcome) }
+        if replies.count == 1 && awaitingDurability.isEmpty && loopPoll > 0 { loop.poll(for: loopPoll) }
         releaseReads()
     }
 

@@ -42,13 +42,33 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs until `stop()`, also while no event is pending.
     public func run() {
-        event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY)
+        stopRequested.store(false, ordering: .relaxed)
+        while !stopRequested.load(ordering: .relaxed) {
+            if pollUntil > 0 && monotonicNanoseconds() < pollUntil {
+                event_base_loop(base, EVLOOP_NONBLOCK)
+                sched_yield()
+            } else {
+                pollUntil = 0
+                event_base_loop(base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY)
+            }
+        }
     }
 
     /// Makes `run()` return after the current callbacks.
     public func stop() {
+        stopRequested.store(true, ordering: .relaxed)
         event_base_loopbreak(base)
     }
+    private let stopRequested = Atomic<Bool>(false)
+
+    /// Polls for events instead of sleeping for the next `seconds` (loop
+    /// thread only), yielding the CPU between polls: for when an event is
+    /// due that soon and waking a sleeping thread would cost a good part of
+    /// the wait (tens of microseconds on virtual CPUs that halt when idle).
+    public func poll(for seconds: Double) {
+        pollUntil = max(pollUntil, monotonicNanoseconds() + UInt64(seconds * 1e9))
+    }
+    private var pollUntil: UInt64 = 0
 
     /// Runs `work` on the loop thread soon; callable from any thread.
     public func execute(_ work: @escaping @Sendable () -> Void) {

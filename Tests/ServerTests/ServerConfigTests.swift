@@ -9,20 +9,20 @@ import Testing
         #expect(c.listenClientURLs.map(\.description) == ["http://127.0.0.1:2379"])
         #expect(c.clientURLs == c.listenClientURLs)
         #expect(c.maxRequestBytes == 1_572_864 && c.maxTxnOps == 128 && c.logLevel == .info)
-        #expect(c.backendBatchInterval == 0.1 && c.backendBatchLimit == 10_000 && c.walSpin == 0.000_150)
+        #expect(c.backendBatchInterval == 0.1 && c.backendBatchLimit == 10_000 && c.loneWritePoll == 0.000_150)
     }
 
     @Test func flagsInEveryGoSpelling() throws {
         let c = try ServerConfig.parse(arguments: [
             "--name", "n1", "-data-dir=/tmp/x", "--listen-client-urls=http://localhost:1,http://10.0.0.1:2",
             "--advertise-client-urls", "http://example:3", "--max-request-bytes=10", "--max-txn-ops", "7",
-            "--log-level=warn", "--backend-batch-interval=250ms", "--backend-batch-limit", "500", "--experimental-wal-spin=0",
+            "--log-level=warn", "--backend-batch-interval=250ms", "--backend-batch-limit", "500", "--experimental-lone-write-poll=0",
         ], environment: [:])
         #expect(c.name == "n1" && c.dataDir == "/tmp/x")
         #expect(c.listenClientURLs.map(\.description) == ["http://127.0.0.1:1", "http://10.0.0.1:2"])
         #expect(c.clientURLs.map(\.description) == ["http://example:3"])
         #expect(c.maxRequestBytes == 10 && c.maxTxnOps == 7 && c.logLevel == .warning)
-        #expect(c.backendBatchInterval == 0.25 && c.backendBatchLimit == 500 && c.walSpin == 0)
+        #expect(c.backendBatchInterval == 0.25 && c.backendBatchLimit == 500 && c.loneWritePoll == 0)
     }
 
     @Test func environmentVariablesAndFlagsWin() throws {
@@ -51,7 +51,7 @@ import Testing
             try ServerConfig.parse(arguments: ["--backend-batch-interval=soon"], environment: [:])
         }
         #expect(throws: ServerConfig.ParseError.self) {
-            try ServerConfig.parse(arguments: ["--experimental-wal-spin=1s"], environment: [:])
+            try ServerConfig.parse(arguments: ["--experimental-lone-write-poll=1s"], environment: [:])
         }
         #expect(throws: ServerConfig.ParseError.helpRequested) { try ServerConfig.parse(arguments: ["-h"], environment: [:]) }
     }

@@ -1,4 +1,7 @@
 import EtcdStatus
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Synchronization
 import Testing
@@ -71,4 +74,31 @@ private final class Holder { var pair: (TransportServer, HTTP2ClientConnection)?
             }
         }
     }
+}
+
+@Suite struct EventLoopPollTests {
+    /// While the loop polls instead of sleeping, work handed over from
+    /// other threads and timers still run, in order; afterwards it sleeps
+    /// again and stops when asked.
+    @Test func pollingLoopRunsEverythingAndStops() async throws {
+        let thread = EventLoopThread()
+        let loop = thread.loop
+        let seen = Mutex<[Int]>([])
+        let timerFired = Mutex(false)
+        let keep = LoopBound(Holder())
+        loop.execute {
+            loop.poll(for: 0.05)
+            keep.value.timer = loop.schedule(every: 0.01, repeats: false) { timerFired.withLock { $0 = true } }
+        }
+        for i in 0..<1_000 {
+            loop.execute { seen.withLock { $0.append(i) } }
+            if i % 100 == 0 { usleep(5_000) }  // across and after the polling window
+        }
+        for _ in 0..<200 where seen.withLock({ $0.count }) < 1_000 { try await Task.sleep(nanoseconds: 10_000_000) }
+        #expect(seen.withLock { $0 } == Array(0..<1_000))
+        #expect(timerFired.withLock { $0 })
+        thread.stop()
+    }
+
+    private final class Holder { var timer: Transport.Timer? }
 }
