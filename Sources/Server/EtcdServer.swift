@@ -37,9 +37,6 @@ public final class EtcdServer {
     /// Set once a write can no longer be made durable (the WAL or the
     /// backend failed): every later write gets this, reads go on.
     var writesRefused: GRPCStatus?
-    /// How long the loop polls instead of sleeping around a lone write
-    /// (`--experimental-lone-write-poll`).
-    var loopPoll: Double { config.loneWritePoll }
     var awaitingDurability: [UInt64: (index: UInt64, DecodedWrite, (Result<[UInt8], GRPCStatus>) -> Void)] = [:]
     var waitingReads: [(UInt64, () -> Void)] = []
     let metrics = Metrics()

@@ -56,21 +56,22 @@ struct LogEntry: Equatable {
         self.request = request
     }
 
-    /// The index of an encoded entry, without copying its request (the
-    /// WAL asks this of every record it writes).
-    static func index(ofEncoded bytes: [UInt8]) -> UInt64? {
-        guard let first = bytes.first, LogEntryKind(rawValue: first) != nil else { return nil }
-        var at = 1
-        guard WireBytes.readVarint(bytes, at: &at) != nil else { return nil }
-        return WireBytes.readVarint(bytes, at: &at)
-    }
-
-    init?(decoding bytes: [UInt8]) {
+    /// An encoded entry's kind, term and index, and where its request starts.
+    private static func header(_ bytes: [UInt8]) -> (kind: LogEntryKind, term: UInt64, index: UInt64, body: Int)? {
         guard let first = bytes.first, let kind = LogEntryKind(rawValue: first) else { return nil }
         var at = 1
-        func varint() -> UInt64? { WireBytes.readVarint(bytes, at: &at) }
-        guard let term = varint(), let index = varint() else { return nil }
-        self.init(term: term, index: index, kind: kind, request: Array(bytes[at...]))
+        guard let term = WireBytes.readVarint(bytes, at: &at),
+              let index = WireBytes.readVarint(bytes, at: &at) else { return nil }
+        return (kind, term, index, at)
+    }
+
+    /// The index of an encoded entry, without copying its request (the
+    /// WAL asks this of every record it writes).
+    static func index(ofEncoded bytes: [UInt8]) -> UInt64? { header(bytes)?.index }
+
+    init?(decoding bytes: [UInt8]) {
+        guard let h = Self.header(bytes) else { return nil }
+        self.init(term: h.term, index: h.index, kind: h.kind, request: Array(bytes[h.body...]))
     }
 }
 
@@ -93,7 +94,7 @@ extension EtcdServer {
         awaitingDurability[entry.index] = (entry.index, decoded, reply)
         // A lone write: its answer (and, after it, the writer's next
         // request) is about one fsync away.
-        if awaitingDurability.count == 1 && loopPoll > 0 { loop.poll(for: loopPoll) }
+        if awaitingDurability.count == 1 && config.loneWritePoll > 0 { loop.poll(for: config.loneWritePoll) }
         let index = entry.index
         let mark = durableMark
         let me = LoopBound(self)
@@ -139,7 +140,7 @@ extension EtcdServer {
         }
         dispatchAppliedChanges()
         for (reply, outcome) in replies { reply(outcome) }
-        if replies.count == 1 && awaitingDurability.isEmpty && loopPoll > 0 { loop.poll(for: loopPoll) }
+        if replies.count == 1 && awaitingDurability.isEmpty && config.loneWritePoll > 0 { loop.poll(for: config.loneWritePoll) }
         releaseReads()
     }
 

@@ -235,8 +235,12 @@ final class HTTP2ServerSession {
     /// allocates no String for them.
     private func header(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, of stream: HTTP2Stream) {
         func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
+        func starts(_ a: UnsafeRawBufferPointer, with b: StaticString) -> Bool {
+            a.count >= b.utf8CodeUnitCount
+                && (b.utf8CodeUnitCount == 0 || memcmp(a.baseAddress!, b.utf8Start, b.utf8CodeUnitCount) == 0)
+        }
         func equal(_ a: UnsafeRawBufferPointer, _ b: StaticString) -> Bool {
-            a.count == b.utf8CodeUnitCount && (a.isEmpty || memcmp(a.baseAddress!, b.utf8Start, a.count) == 0)
+            a.count == b.utf8CodeUnitCount && starts(a, with: b)
         }
         if equal(name, ":path") {
             let same = value.count == lastPath.bytes.count && (value.isEmpty
@@ -246,7 +250,7 @@ final class HTTP2ServerSession {
         } else if equal(name, ":method") {
             stream.method = string(value)
         } else if equal(name, "content-type") {
-            stream.isGRPC = value.count >= 16 && memcmp(value.baseAddress!, ("application/grpc" as StaticString).utf8Start, 16) == 0
+            stream.isGRPC = starts(value, with: "application/grpc")
         } else if equal(name, "grpc-timeout") {
             stream.timeout = parseGRPCTimeout(string(value))
         } else if equal(name, "te") {
