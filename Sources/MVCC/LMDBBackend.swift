@@ -41,6 +41,10 @@ public final class LMDBBackend: Backend {
     private enum Write {
         case put(table: MDB_dbi, key: [UInt8], value: [UInt8])
         case delete(table: MDB_dbi, key: [UInt8])
+        // Revision keys are kept as the struct and encoded on the stack:
+        // no array per write.
+        case putRevision(RevisionKey, value: [UInt8])
+        case deleteRevision(RevisionKey)
     }
     /// The writes of the open transaction, kept to replay after map growth.
     private var uncommitted: [Write] = []
@@ -167,11 +171,7 @@ public final class LMDBBackend: Backend {
     private func replayUncommitted() throws {
         let txn = try openWriteTxn()
         for write in uncommitted {
-            let rc: Int32
-            switch write {
-            case .put(let table, let key, let value): rc = Self.put(txn, table, key, value)
-            case .delete(let table, let key): rc = Self.delete(txn, table, key)
-            }
+            let rc = perform(write, in: txn)
             if rc == MDB_MAP_FULL { return try growAndReplay() }
             if rc != MDB_NOTFOUND { try check(rc, "replay") }
         }
@@ -179,42 +179,43 @@ public final class LMDBBackend: Backend {
 
     // MARK: Writes
 
-    private static func put(_ txn: OpaquePointer, _ table: MDB_dbi, _ key: [UInt8], _ value: [UInt8]) -> Int32 {
-        key.withUnsafeBytes { k in
-            value.withUnsafeBytes { v in
-                var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-                var mv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
-                return mdb_put(txn, table, &mk, &mv, 0)
-            }
+    private static func put(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer, _ value: [UInt8]) -> Int32 {
+        value.withUnsafeBytes { v in
+            var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+            var mv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
+            return mdb_put(txn, table, &mk, &mv, 0)
         }
     }
 
-    private static func delete(_ txn: OpaquePointer, _ table: MDB_dbi, _ key: [UInt8]) -> Int32 {
-        key.withUnsafeBytes { k in
-            var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-            return mdb_del(txn, table, &mk, nil)
+    private static func delete(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer) -> Int32 {
+        var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+        return mdb_del(txn, table, &mk, nil)
+    }
+
+    private func perform(_ w: Write, in txn: OpaquePointer) -> Int32 {
+        switch w {
+        case .put(let table, let key, let value): return key.withUnsafeBytes { Self.put(txn, table, $0, value) }
+        case .delete(let table, let key): return key.withUnsafeBytes { Self.delete(txn, table, $0) }
+        case .putRevision(let key, let value): return key.withUnsafeBytes { Self.put(txn, keyTable, $0, value) }
+        case .deleteRevision(let key): return key.withUnsafeBytes { Self.delete(txn, keyTable, $0) }
         }
     }
 
     private func write(_ w: Write) throws {
         let txn = try openWriteTxn()
         uncommitted.append(w)
-        let rc: Int32
-        switch w {
-        case .put(let table, let key, let value): rc = Self.put(txn, table, key, value)
-        case .delete(let table, let key): rc = Self.delete(txn, table, key)
-        }
+        let rc = perform(w, in: txn)
         if rc == MDB_MAP_FULL { return try growAndReplay() }
         if rc == MDB_NOTFOUND { return }  // deleting what is not there
         try check(rc, "write")
     }
 
     public func putRevision(_ key: RevisionKey, value: [UInt8]) throws {
-        try write(.put(table: keyTable, key: key.bytes, value: value))
+        try write(.putRevision(key, value: value))
     }
 
     public func deleteRevision(_ key: RevisionKey) throws {
-        try write(.delete(table: keyTable, key: key.bytes))
+        try write(.deleteRevision(key))
     }
 
     public func setMeta(_ name: MetaKey, _ value: [UInt8]) throws {

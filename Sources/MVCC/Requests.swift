@@ -47,6 +47,35 @@ public struct PutRequest: Equatable, Sendable {
         self.value = value
         self.lease = lease
     }
+
+    /// Decodes the protobuf bytes of an `etcdserverpb.PutRequest` (same
+    /// field numbers) straight into arrays: the write path's hottest
+    /// decode, without swift-protobuf's Data round trip. Unknown fields, and
+    /// known ones with another wire type (as Go's decoder does), are
+    /// skipped; malformed input yields nil.
+    public init?(encoded buf: UnsafeRawBufferPointer) {
+        self.init(key: [], value: [])
+        var reader = ProtoReader(buf)
+        while !reader.isAtEnd {
+            guard let tag = reader.varint() else { return nil }
+            let field = tag >> 3, wireType = tag & 7
+            switch (field, wireType) {
+            case (1, 2), (2, 2):
+                guard let b = reader.lengthDelimited() else { return nil }
+                if field == 1 { key = Array(b) } else { value = Array(b) }
+            case (3, 0), (4, 0), (5, 0), (6, 0):
+                guard let v = reader.varint() else { return nil }
+                switch field {
+                case 3: lease = Int64(bitPattern: v)
+                case 4: prevKV = v != 0
+                case 5: ignoreValue = v != 0
+                default: ignoreLease = v != 0
+                }
+            default:
+                guard field != 0, reader.skip(wireType: wireType) else { return nil }
+            }
+        }
+    }
 }
 
 public struct PutResult: Equatable, Sendable {

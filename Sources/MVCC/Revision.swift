@@ -34,13 +34,21 @@ public struct RevisionKey: Hashable, Sendable {
         self.isTombstone = isTombstone
     }
 
-    public var bytes: [UInt8] {
-        var out = [UInt8](repeating: 0, count: isTombstone ? Self.tombstoneSize : Self.size)
-        Self.storeBigEndian(UInt64(bitPattern: revision.main), into: &out, at: 0)
-        out[8] = Self.separator
-        Self.storeBigEndian(UInt64(bitPattern: revision.sub), into: &out, at: 9)
-        if isTombstone { out[17] = Self.tombstoneMark }
-        return out
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// The encoded key on the stack, for the duration of `body`.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Self.tombstoneSize) { buffer in
+            let n = isTombstone ? Self.tombstoneSize : Self.size
+            var main = UInt64(bitPattern: revision.main).bigEndian
+            var sub = UInt64(bitPattern: revision.sub).bigEndian
+            let raw = UnsafeMutableRawPointer(buffer.baseAddress!)
+            raw.copyMemory(from: &main, byteCount: 8)
+            raw.storeBytes(of: Self.separator, toByteOffset: 8, as: UInt8.self)
+            (raw + 9).copyMemory(from: &sub, byteCount: 8)
+            if isTombstone { raw.storeBytes(of: Self.tombstoneMark, toByteOffset: 17, as: UInt8.self) }
+            return try body(UnsafeRawBufferPointer(start: raw, count: n))
+        }
     }
 
     /// Decodes a backend key; nil for anything that is not one.
@@ -56,10 +64,6 @@ public struct RevisionKey: Hashable, Sendable {
     public init?(bytes: [UInt8]) {
         guard let key = bytes.withUnsafeBytes({ RevisionKey(bytes: $0) }) else { return nil }
         self = key
-    }
-
-    private static func storeBigEndian(_ v: UInt64, into out: inout [UInt8], at offset: Int) {
-        for i in 0..<8 { out[offset + i] = UInt8(truncatingIfNeeded: v >> (56 - 8 * UInt64(i))) }
     }
 
     private static func loadBigEndian(_ b: UnsafeRawBufferPointer, at offset: Int) -> UInt64 {

@@ -37,7 +37,7 @@ public final class EtcdServer {
     /// Set once a write can no longer be made durable (the WAL or the
     /// backend failed): every later write gets this, reads go on.
     var writesRefused: GRPCStatus?
-    var awaitingDurability: [UInt64: (index: UInt64, DecodedWrite, (Result<[UInt8], GRPCStatus>) -> Void)] = [:]
+    var awaitingDurability: [UInt64: (index: UInt64, DecodedWrite, (Result<GRPCMessageBuffer, GRPCStatus>) -> Void)] = [:]
     var waitingReads: [(UInt64, () -> Void)] = []
     let metrics = Metrics()
 
@@ -275,7 +275,7 @@ public final class EtcdServer {
 
     func respond<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: Metrics.CallKey, _ response: Response) {
         do {
-            call.respond(try response.serializedBytes())
+            call.respond(try response.serializedBytes() as GRPCMessageBuffer)
             metrics.callHandled(key, code: 0)
         } catch {
             finish(call, key, status: GRPCStatus(.internal, "grpc: error marshalling response: \(error)"))

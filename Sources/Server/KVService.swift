@@ -85,7 +85,7 @@ extension EtcdServer {
         }
     }
 
-    func reply(_ call: GRPCCall, _ key: Metrics.CallKey, _ outcome: Result<[UInt8], GRPCStatus>) {
+    func reply(_ call: GRPCCall, _ key: Metrics.CallKey, _ outcome: Result<GRPCMessageBuffer, GRPCStatus>) {
         switch outcome {
         case .success(let bytes):
             call.respond(bytes)

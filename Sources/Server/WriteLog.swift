@@ -1,5 +1,6 @@
 import EtcdProto
 import EtcdStatus
+import SwiftProtobuf
 import MVCC
 import Transport
 import Synchronization
@@ -16,14 +17,18 @@ enum LogEntryKind: UInt8 {
 /// A log entry's request, decoded: once when it is proposed (the apply
 /// reuses it), or from the log's bytes on replay.
 enum DecodedWrite {
-    case put(Etcdserverpb_PutRequest)
+    case put(PutRequest)
     case deleteRange(Etcdserverpb_DeleteRangeRequest)
     case txn(Etcdserverpb_TxnRequest)
     case compact(Etcdserverpb_CompactionRequest)
 
     init(_ kind: LogEntryKind, _ bytes: [UInt8]) throws {
         switch kind {
-        case .put: self = .put(try Etcdserverpb_PutRequest(serializedBytes: bytes))
+        case .put:
+            guard let p = bytes.withUnsafeBytes({ PutRequest(encoded: $0) }) else {
+                throw BinaryDecodingError.malformedProtobuf
+            }
+            self = .put(p)
         case .deleteRange: self = .deleteRange(try Etcdserverpb_DeleteRangeRequest(serializedBytes: bytes))
         case .txn: self = .txn(try Etcdserverpb_TxnRequest(serializedBytes: bytes))
         case .compact: self = .compact(try Etcdserverpb_CompactionRequest(serializedBytes: bytes))
@@ -84,7 +89,7 @@ extension EtcdServer {
     /// Proposes a write; `reply` runs on the loop with the response bytes
     /// (or the status the apply ended with) once it is durable and applied.
     func propose(_ kind: LogEntryKind, _ request: [UInt8], _ decoded: DecodedWrite,
-                 reply: @escaping (Result<[UInt8], GRPCStatus>) -> Void) {
+                 reply: @escaping (Result<GRPCMessageBuffer, GRPCStatus>) -> Void) {
         if let writesRefused {
             reply(.failure(writesRefused))
             return
@@ -119,7 +124,7 @@ extension EtcdServer {
         if let failure {
             refuseWrites(because: "the WAL failed: \(failure)")
         }
-        var replies: [(reply: (Result<[UInt8], GRPCStatus>) -> Void, outcome: Result<[UInt8], GRPCStatus>)] = []
+        var replies: [(reply: (Result<GRPCMessageBuffer, GRPCStatus>) -> Void, outcome: Result<GRPCMessageBuffer, GRPCStatus>)] = []
         replies.reserveCapacity(Int(index - appliedIndex))
         // Watchers present now are the only ones these changes can be for.
         store.recordsChanges = !servedWatches.isEmpty
@@ -145,11 +150,11 @@ extension EtcdServer {
     }
 
     /// Applies one entry to the store: the response bytes, or the status.
-    func apply(_ decoded: DecodedWrite) -> Result<[UInt8], GRPCStatus> {
+    func apply(_ decoded: DecodedWrite) -> Result<GRPCMessageBuffer, GRPCStatus> {
         do {
             switch decoded {
             case .put(let p):
-                let r = try store.put(Wire.put(p))
+                let r = try store.put(p)
                 return .success(try Wire.putResponse(r, header: header(revision: r.revision)).serializedBytes())
             case .deleteRange(let d):
                 let r = try store.deleteRange(Wire.delete(d))

@@ -50,8 +50,22 @@ enum GRPCFrame {
     static let headerSize = 5
 
     static func encode(_ message: [UInt8], into out: inout ByteQueue) {
+        out.reserveIfEmpty(headerSize + message.count)
         out.appendFrameHeader(UInt32(message.count))
         out.append(message)
+    }
+
+    /// Queues a message built with room for the prefix: when `out` is empty
+    /// the buffer itself becomes the queue, with no copy.
+    static func encode(_ message: GRPCMessageBuffer, into out: inout ByteQueue) {
+        var framed = message.storage
+        let n = UInt32(framed.count - headerSize)
+        framed[0] = 0
+        framed[1] = UInt8(n >> 24)
+        framed[2] = UInt8(truncatingIfNeeded: n >> 16)
+        framed[3] = UInt8(truncatingIfNeeded: n >> 8)
+        framed[4] = UInt8(truncatingIfNeeded: n)
+        out.append(adopting: framed)
     }
 
     enum Parsed {
@@ -64,10 +78,9 @@ enum GRPCFrame {
     /// Takes the next complete message off the front of `buffer`.
     static func next(from buffer: inout ByteQueue, maxMessageBytes: Int) -> Parsed {
         guard buffer.count >= headerSize else { return .needMore }
-        let h = buffer.peek(headerSize)
-        let length = Int(h[1]) << 24 | Int(h[2]) << 16 | Int(h[3]) << 8 | Int(h[4])
+        let length = Int(buffer[1]) << 24 | Int(buffer[2]) << 16 | Int(buffer[3]) << 8 | Int(buffer[4])
         if length > maxMessageBytes { return .tooLarge(length) }
-        if h[0] != 0 { return .compressed }
+        if buffer[0] != 0 { return .compressed }
         guard buffer.count >= headerSize + length else { return .needMore }
         buffer.drop(headerSize)
         return .message(buffer.take(length))
@@ -113,6 +126,24 @@ struct ByteQueue {
 
     mutating func append(_ bytes: [UInt8]) { storage.append(contentsOf: bytes) }
 
+    /// Appends `bytes`, taking the array itself as the storage when the
+    /// queue is empty.
+    mutating func append(adopting bytes: [UInt8]) {
+        if storage.isEmpty {
+            storage = bytes
+            head = 0
+        } else {
+            storage.append(contentsOf: bytes)
+        }
+    }
+
+    /// Room for `n` bytes in an empty queue, so the appends that follow
+    /// allocate once. (Not when it holds bytes: reserving exact sizes over
+    /// and over would defeat the array's geometric growth.)
+    mutating func reserveIfEmpty(_ n: Int) {
+        if storage.isEmpty { storage.reserveCapacity(n) }
+    }
+
     /// gRPC's 5-byte message prefix (uncompressed, big-endian length),
     /// without building an array for it.
     mutating func appendFrameHeader(_ n: UInt32) {
@@ -124,7 +155,8 @@ struct ByteQueue {
     }
     mutating func append(_ bytes: UnsafeRawBufferPointer) { storage.append(contentsOf: bytes) }
 
-    func peek(_ n: Int) -> [UInt8] { Array(storage[head..<head + n]) }
+    /// The byte `i` places from the front.
+    subscript(i: Int) -> UInt8 { storage[head + i] }
 
     mutating func drop(_ n: Int) {
         head += n
@@ -138,6 +170,15 @@ struct ByteQueue {
     }
 
     mutating func take(_ n: Int) -> [UInt8] {
+        if head + n == storage.count && head <= 64 {
+            // All that is left (a whole message, typically): slide it to the
+            // front of the storage and hand the storage over, no allocation.
+            var out = storage
+            storage = []
+            out.removeSubrange(0..<head)
+            head = 0
+            return out
+        }
         let out = Array(storage[head..<head + n])
         drop(n)
         return out
@@ -152,5 +193,38 @@ struct ByteQueue {
         }
         drop(n)
         return n
+    }
+}
+
+/// A response message with room in front for gRPC's 5-byte prefix, so it
+/// is serialized once into the array that goes out.
+public struct GRPCMessageBuffer {
+    var storage: [UInt8]
+
+    /// Zeroed room for a message of `count` bytes.
+    public init(count: Int) {
+        storage = [UInt8](repeating: 0, count: GRPCFrame.headerSize + count)
+    }
+
+    /// A copy of `message`.
+    public init(copying message: some Sequence<UInt8>) {
+        storage = [0, 0, 0, 0, 0]
+        storage.append(contentsOf: message)
+    }
+
+    /// The message's length.
+    public var count: Int { storage.count - GRPCFrame.headerSize }
+
+    /// The message, without the prefix.
+    public var message: [UInt8] { Array(storage[GRPCFrame.headerSize...]) }
+
+    public func withUnsafeMessageBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try storage.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[GRPCFrame.headerSize...])) }
+    }
+
+    public mutating func withUnsafeMutableMessageBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try storage.withUnsafeMutableBytes {
+            try body(UnsafeMutableRawBufferPointer(rebasing: $0[GRPCFrame.headerSize...]))
+        }
     }
 }

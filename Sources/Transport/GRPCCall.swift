@@ -49,8 +49,18 @@ public final class GRPCCall {
         finish(.ok)
     }
 
+    /// Unary answer from a buffer with room for the prefix (no copy).
+    public func respond(_ message: GRPCMessageBuffer) {
+        stream?.send(message)
+        finish(.ok)
+    }
+
     /// Sends one response message (streams: any number of times).
     public func send(_ message: [UInt8]) {
+        stream?.send(message)
+    }
+
+    public func send(_ message: GRPCMessageBuffer) {
         stream?.send(message)
     }
 
