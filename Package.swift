@@ -29,6 +29,11 @@ let package = Package(
         .systemLibrary(
             name: "CLMDB", pkgConfig: "lmdb",
             providers: [.apt(["liblmdb-dev"])]),
+        // The server's allocator (docs/architecture.md: glibc's per-thread
+        // cache is too small for the loop's bursts). Debian ships no .pc.
+        .systemLibrary(
+            name: "CMimalloc",
+            providers: [.apt(["libmimalloc-dev"])]),
 
         // etcd's wire messages: swift-protobuf code generated from proto/ by
         // scripts/generate-protos.sh and committed.
@@ -62,7 +67,7 @@ let package = Package(
 
         .executableTarget(
             name: "swetcd",
-            dependencies: ["Server", "Transport", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["Server", "Transport", "CMimalloc", .product(name: "Logging", package: "swift-log")]),
 
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),

@@ -3,7 +3,7 @@
 # already. Run as root.
 set -euo pipefail
 packages=(
-  pkg-config libevent-dev libssl-dev libnghttp2-dev liblmdb-dev  # C libraries (Package.swift)
+  pkg-config libevent-dev libssl-dev libnghttp2-dev liblmdb-dev libmimalloc-dev  # C libraries (Package.swift)
   etcd-client etcd-server curl                                  # real clients, and a real etcd to compare with
 )
 # A python3 with pip from elsewhere (pyenv, ...) will do; else Debian's.

@@ -1,3 +1,4 @@
+import CMimalloc
 import Logging
 import Server
 import Transport
@@ -63,6 +64,17 @@ sigemptyset(&shutdownSignals)
 sigaddset(&shutdownSignals, SIGINT)
 sigaddset(&shutdownSignals, SIGTERM)
 pthread_sigmask(SIG_UNBLOCK, &shutdownSignals, nil)
+
+// mimalloc replaces malloc for the whole process when it is linked ahead of
+// libc; say so, or warn that the build fell back to glibc's.
+let probe = malloc(64)
+if mi_is_in_heap_region(probe) {
+    let v = mi_version()
+    logger.info("allocator", metadata: ["mimalloc": "\(v / 100).\(v / 10 % 10).\(v % 10)"])
+} else {
+    logger.warning("mimalloc is linked but does not serve malloc; running on the C library's allocator")
+}
+free(probe)
 
 let loop = EventLoop()
 let server: EtcdServer

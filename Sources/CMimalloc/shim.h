@@ -1,0 +1,4 @@
+#ifndef SWETCD_CMIMALLOC_SHIM_H
+#define SWETCD_CMIMALLOC_SHIM_H
+#include <mimalloc.h>
+#endif
