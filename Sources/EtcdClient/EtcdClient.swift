@@ -83,6 +83,13 @@ public final class EtcdClient: Sendable {
         pool.value.loop.execute(body)
     }
 
+    /// Makes the client's loop poll instead of sleeping for the next
+    /// `seconds` (from the loop thread): a caller that expects an answer
+    /// sooner than a sleeping thread wakes up on a halting virtual CPU.
+    public func pollLoop(for seconds: Double) {
+        pool.value.loop.poll(for: seconds)
+    }
+
     /// Starts a unary call with an encoded request, from the client's loop
     /// thread (see `onLoop`); `done` runs there with the encoded response or
     /// the error. No task, no thread hop and no decoding: for a load

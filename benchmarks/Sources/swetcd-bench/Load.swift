@@ -50,12 +50,13 @@ final class Budget: Sendable {
 /// thread through callbacks: no task or thread hop per request, so the
 /// bench costs the machine less than the server it measures.
 func runLoad(workload: String, endpoints: [String], connections: Int, clients: Int, total: Int,
-             seconds: Double?, encode: @escaping @Sendable (Int) -> (path: String, bytes: [UInt8])) async throws -> Report {
+             seconds: Double?, pollForReply: Double = 0, encode: @escaping @Sendable (Int) -> (path: String, bytes: [UInt8])) async throws -> Report {
     let client = try EtcdClient(endpoints: endpoints, connections: connections, timeout: 30)
     defer { client.close() }
     let cpuBefore = cpuSeconds()
     let start = ContinuousClock.now
     let run = CallbackLoad(client: client, budget: Budget(total: total, seconds: seconds), encode: encode)
+    run.pollForReply = pollForReply
     await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
         client.onLoop { run.start(clients: clients) { done.resume() } }
     }
@@ -118,7 +119,10 @@ private final class CallbackLoad: @unchecked Sendable {
                 client.onLoop { [self] in next(caller) }
             }
         }
+        if pollForReply > 0 { client.pollLoop(for: pollForReply) }
     }
+    /// Seconds the loop polls after sending, instead of sleeping.
+    var pollForReply = 0.0
 }
 
 func microseconds(_ d: Duration) -> Int64 {
