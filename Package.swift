@@ -47,6 +47,8 @@ let package = Package(
         .target(name: "EtcdStatus"),
         .target(name: "Checksum"),
         .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"]),
+        // The lessor: leases, their TTLs and keys, as a clockless state machine.
+        .target(name: "Lease", dependencies: ["EtcdStatus"]),
         // Write-ahead log: segments, chained CRC records, torn-tail recovery.
         .target(name: "WAL", dependencies: ["Checksum"]),
 
@@ -73,6 +75,7 @@ let package = Package(
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
+        .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.

@@ -11,6 +11,8 @@ public enum EtcdMessage {
     public static let compacted = "etcdserver: mvcc: required revision has been compacted"
     public static let futureRevision = "etcdserver: mvcc: required revision is a future revision"
     public static let leaseNotFound = "etcdserver: requested lease not found"
+    public static let leaseExists = "etcdserver: lease already exists"
+    public static let leaseTTLTooLarge = "etcdserver: too large lease TTL"
     public static let requestTooLarge = "etcdserver: request is too large"
     public static let databaseSpaceExceeded = "etcdserver: mvcc: database space exceeded"
     public static let noLeader = "etcdserver: no leader"

@@ -26,9 +26,3 @@ struct TemporaryDirectory {
 
 func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
-/// The seed for a randomized test: SWETCD_SEED when set, else a fresh one.
-func testSeed() -> UInt64 {
-    if let s = getenv("SWETCD_SEED"), let v = UInt64(String(cString: s)) { return v }
-    var g = SystemRandomNumberGenerator()
-    return g.next()
-}

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A seeded generator (SplitMix64) for the randomized tests: one seed
 /// replays one run.
 public struct SeededRandom: RandomNumberGenerator {
@@ -10,4 +14,11 @@ public struct SeededRandom: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+/// The seed for a randomized test: SWETCD_SEED when set, else a fresh one.
+public func testSeed() -> UInt64 {
+    if let s = getenv("SWETCD_SEED"), let v = UInt64(String(cString: s)) { return v }
+    var g = SystemRandomNumberGenerator()
+    return g.next()
 }
