@@ -16,6 +16,12 @@ public protocol Backend: AnyObject {
     func meta(_ name: MetaKey) throws -> [UInt8]?
     func setMeta(_ name: MetaKey, _ value: [UInt8]) throws
 
+    /// The `lease` table: one entry per granted lease, keyed by its ID.
+    func putLease(_ id: Int64, _ value: [UInt8]) throws
+    func deleteLease(_ id: Int64) throws
+    /// Visits every lease in ID order (as unsigned 64-bit big-endian keys).
+    func forEachLease(_ body: (Int64, [UInt8]) throws -> Void) throws
+
     /// Writes since the last commit.
     var uncommittedWrites: Int { get }
     func commit() throws
@@ -42,6 +48,16 @@ public enum MetaKey: String, CaseIterable, Sendable {
     var bytes: [UInt8] { Array(rawValue.utf8) }
 }
 
+/// A lease's backend key: its ID as 8 big-endian bytes.
+func leaseKey(_ id: Int64) -> [UInt8] {
+    (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: id) >> (56 - 8 * UInt64($0))) }
+}
+
+func leaseID(fromKey b: UnsafeRawBufferPointer) -> Int64? {
+    guard b.count == 8 else { return nil }
+    return Int64(bitPattern: b.reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+}
+
 extension Backend {
     public func metaInt64(_ name: MetaKey) throws -> Int64? {
         guard let b = try meta(name), b.count == 8 else { return nil }
@@ -58,6 +74,7 @@ extension Backend {
 public final class MemoryBackend: Backend {
     private var revisions: [RevisionKey: [UInt8]] = [:]
     private var metas: [MetaKey: [UInt8]] = [:]
+    private var leases: [Int64: [UInt8]] = [:]
     public private(set) var uncommittedWrites = 0
 
     public init() {}
@@ -95,6 +112,20 @@ public final class MemoryBackend: Backend {
         uncommittedWrites += 1
     }
 
+    public func putLease(_ id: Int64, _ value: [UInt8]) throws {
+        leases[id] = value
+        uncommittedWrites += 1
+    }
+
+    public func deleteLease(_ id: Int64) throws {
+        leases[id] = nil
+        uncommittedWrites += 1
+    }
+
+    public func forEachLease(_ body: (Int64, [UInt8]) throws -> Void) throws {
+        for (id, v) in leases.sorted(by: { UInt64(bitPattern: $0.key) < UInt64(bitPattern: $1.key) }) { try body(id, v) }
+    }
+
     public func commit() throws { uncommittedWrites = 0 }
     public func endRead() {}
 
@@ -104,6 +135,9 @@ public final class MemoryBackend: Backend {
         }
         for (k, v) in metas.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             try k.bytes.withUnsafeBytes { kb in try v.withUnsafeBytes { try body("meta", kb, $0) } }
+        }
+        try forEachLease { id, v in
+            try leaseKey(id).withUnsafeBytes { kb in try v.withUnsafeBytes { try body("lease", kb, $0) } }
         }
     }
 

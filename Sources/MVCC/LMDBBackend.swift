@@ -32,6 +32,7 @@ public final class LMDBBackend: Backend {
     private var env: OpaquePointer?
     private var keyTable: MDB_dbi = 0
     private var metaTable: MDB_dbi = 0
+    private var leaseTable: MDB_dbi = 0
     private var writeTxn: OpaquePointer?
     private var readTxn: OpaquePointer?
     private var readTxnIsLive = false
@@ -81,6 +82,7 @@ public final class LMDBBackend: Backend {
             do {
                 try check(mdb_dbi_open(txn, "key", UInt32(MDB_CREATE), &keyTable), "dbi_open key")
                 try check(mdb_dbi_open(txn, "meta", UInt32(MDB_CREATE), &metaTable), "dbi_open meta")
+                try check(mdb_dbi_open(txn, "lease", UInt32(MDB_CREATE), &leaseTable), "dbi_open lease")
                 try check(mdb_txn_commit(txn), "txn_commit")
             } catch {
                 mdb_txn_abort(txn)
@@ -222,6 +224,14 @@ public final class LMDBBackend: Backend {
         try write(.put(table: metaTable, key: name.bytes, value: value))
     }
 
+    public func putLease(_ id: Int64, _ value: [UInt8]) throws {
+        try write(.put(table: leaseTable, key: leaseKey(id), value: value))
+    }
+
+    public func deleteLease(_ id: Int64) throws {
+        try write(.delete(table: leaseTable, key: leaseKey(id)))
+    }
+
     // MARK: Reads
 
     private func get<R>(_ table: MDB_dbi, _ key: [UInt8], _ body: (UnsafeRawBufferPointer) -> R) throws -> R? {
@@ -267,9 +277,26 @@ public final class LMDBBackend: Backend {
         }
     }
 
+    public func forEachLease(_ body: (Int64, [UInt8]) throws -> Void) throws {
+        let txn = try readView()
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(txn, leaseTable, &cursor), "cursor_open")
+        defer { mdb_cursor_close(cursor) }
+        var mk = MDB_val(), mv = MDB_val()
+        var rc = mdb_cursor_get(cursor, &mk, &mv, MDB_FIRST)
+        while rc == 0 {
+            guard let id = leaseID(fromKey: UnsafeRawBufferPointer(start: mk.mv_data, count: mk.mv_size)) else {
+                throw LMDBError(code: MDB_CORRUPTED, operation: "lease key of \(mk.mv_size) bytes")
+            }
+            try body(id, Array(UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size)))
+            rc = mdb_cursor_get(cursor, &mk, &mv, MDB_NEXT)
+        }
+        if rc != MDB_NOTFOUND { try check(rc, "cursor_get") }
+    }
+
     public func forEachEntry(_ body: (String, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
         let txn = try readView()
-        for (name, table) in [("key", keyTable), ("meta", metaTable)] {
+        for (name, table) in [("key", keyTable), ("meta", metaTable), ("lease", leaseTable)] {
             var cursor: OpaquePointer?
             try check(mdb_cursor_open(txn, table, &cursor), "cursor_open")
             defer { mdb_cursor_close(cursor) }

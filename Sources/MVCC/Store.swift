@@ -23,6 +23,13 @@ public final class Store {
     public var onChange: ((Int64, [WatchEvent]) -> Void)?
     /// False while nobody watches: writes then skip building their events.
     public var recordsChanges = true
+    /// Called when a put attaches a key to a lease (the lessor listens).
+    /// Puts that drop a key's lease, and deletes, call nothing: the lessor
+    /// checks a key's current lease (`lease(of:)`) before acting on it.
+    public var onLeaseAttach: (([UInt8], Int64) -> Void)?
+    /// Every live key that has a lease, as the backend held them at open
+    /// (for the lessor's start); the owner may clear it once read.
+    public var leasedKeysAtOpen: [[UInt8]: Int64] = [:]
 
     /// The backend part of the newest compaction, when not yet done.
     private var pendingCompaction: PendingCompaction?
@@ -153,6 +160,25 @@ public final class Store {
         return write { try applyDelete(request, &$0) }
     }
 
+    /// Deletes `keys` in one revision, skipping those that do not exist
+    /// (a lease's revocation: no limit on the number of keys, unlike a txn).
+    public func deleteKeys(_ keys: [[UInt8]]) -> DeleteRangeResult {
+        write { ctx in
+            var deleted: Int64 = 0
+            for key in keys where !key.isEmpty {
+                deleted += try applyDelete(DeleteRangeRequest(key: key), &ctx).deleted
+            }
+            return DeleteRangeResult(deleted: deleted, prevKVs: [], revision: deleted > 0 ? ctx.begin + 1 : ctx.readRevision)
+        }
+    }
+
+    /// The lease `key` has now; nil when the key does not exist.
+    public func lease(of key: [UInt8]) throws -> Int64? {
+        guard let found = index.get(key, atRev: currentRevision) else { return nil }
+        defer { backend.endRead() }
+        return try backend.keyValue(at: RevisionKey(found.modified), skipValue: true)?.lease
+    }
+
     public func txn(_ request: TxnRequest) throws -> TxnResult {
         try request.validate(maxTxnOps: limits.maxTxnOps)
         // Like etcd: every compare (nested ones too) sees the store as it was
@@ -215,6 +241,7 @@ public final class Store {
                           value: p.ignoreValue ? prev?.value ?? [] : p.value,
                           lease: p.ignoreLease ? prev?.lease ?? 0 : p.lease)
         try backend.putRevision(RevisionKey(rev), value: kv.encoded())
+        if kv.lease != 0 && !p.ignoreLease { onLeaseAttach?(p.key, kv.lease) }
         if onChange != nil && recordsChanges { ctx.events.append(WatchEvent(kind: .put, kv: kv)) }
         return PutResult(prevKV: p.prevKV ? prev : nil, revision: rev.main)
     }
@@ -498,6 +525,7 @@ public final class Store {
                 fatalError("backend revision \(key.revision) does not decode as mvccpb.KeyValue")
             }
             index.restore(kv, at: key.revision, isTombstone: key.isTombstone)
+            if kv.lease != 0 && !key.isTombstone { leasedKeysAtOpen[kv.key] = kv.lease } else { leasedKeysAtOpen[kv.key] = nil }
             last = key.revision.main
             return true
         }
