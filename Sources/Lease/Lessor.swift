@@ -59,19 +59,21 @@ public struct Lessor {
     }
 
     /// Restarts lease `id`'s full TTL from `now` (a keep-alive); returns it.
+    /// A lease past its expiry is not renewed (as etcd's: its revocation
+    /// is due) and counts as not found.
     public mutating func renew(_ id: Int64, now: UInt64) throws(LeaseError) -> Int64 {
-        guard var lease = leases[id] else { throw .notFound }
+        guard var lease = leases[id], lease.expiry > now else { throw .notFound }
         lease.expiry = Self.expiry(now, seconds: lease.ttl)
         leases[id] = lease
         expiries.push(lease.expiry, id)
         return lease.ttl
     }
 
-    /// Seconds left on lease `id` at `now`, rounded up (etcd reports whole
-    /// seconds); nil if there is no such lease.
+    /// Whole seconds left on lease `id` at `now`, rounded down as etcd's
+    /// TimeToLive does; nil if there is no such lease.
     public func remaining(_ id: Int64, now: UInt64) -> Int64? {
         guard let lease = leases[id] else { return nil }
-        return lease.expiry <= now ? 0 : Int64((lease.expiry - now + 999_999_999) / 1_000_000_000)
+        return lease.expiry <= now ? 0 : Int64((lease.expiry - now) / 1_000_000_000)
     }
 
     /// Sets lease `id`'s remaining time (a checkpoint restored at start):

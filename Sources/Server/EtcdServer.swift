@@ -1,5 +1,6 @@
 import EtcdProto
 import EtcdStatus
+import Lease
 import Logging
 import MVCC
 import SwiftProtobuf
@@ -63,6 +64,13 @@ public final class EtcdServer {
     var checkpointInProgress = false
     private var checkpointedIndex: UInt64 = 0
 
+    // Leases: the lessor, and the leases whose backend entry holds a
+    // remaining TTL from a checkpoint (a keep-alive clears it).
+    var lessor = Lessor()
+    var leasesWithStoredRemaining = Set<Int64>()
+    var leaseExpiryTimer: Transport.Timer?
+    var leaseCheckpointTimer: Transport.Timer?
+
     public init(config: ServerConfig, loop: EventLoop, logger: Logger) throws {
         self.config = config
         self.loop = loop
@@ -97,8 +105,10 @@ public final class EtcdServer {
         watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }
         progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
         checkpointTimer = loop.schedule(every: config.checkpointInterval) { [unowned self] in self.checkpoint() }
+        try restoreLeases()
         try replay(records)
         registerKV()
+        registerLease()
         registerWatch()
         registerMaintenance()
         registerCluster()
@@ -122,6 +132,8 @@ public final class EtcdServer {
     /// Commits what is pending and closes the backend and the WAL.
     public func shutdown() {
         walWriter.stop()
+        // A clean stop resumes every lease where it was.
+        if config.leaseCheckpointInterval > 0 { checkpointLeases() }
         do {
             try store.commit()
         } catch {

@@ -66,7 +66,7 @@ extension EtcdServer {
 
     /// A write method: checked (decodable, within --max-request-bytes),
     /// then proposed as a log entry and answered once applied.
-    private func proposing(_ service: String, _ method: String, _ kind: LogEntryKind) {
+    func proposing(_ service: String, _ method: String, _ kind: LogEntryKind) {
         let key = metrics.key(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
             metrics.callStarted(key)

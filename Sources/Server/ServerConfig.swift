@@ -24,6 +24,10 @@ public struct ServerConfig: Equatable, Sendable {
     /// How long the loop and the WAL's writer poll instead of sleeping
     /// around a lone write (0: never).
     public var loneWritePoll: Double = 0.000_150
+    /// Seconds between writes of each lease's remaining TTL to the backend,
+    /// which a restart resumes from (0: never; a restart then restarts
+    /// every lease's whole TTL).
+    public var leaseCheckpointInterval: Double = 10
 
     public init() {}
 
@@ -76,7 +80,7 @@ public struct ServerConfig: Equatable, Sendable {
                         "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
-                        "experimental-lone-write-poll"]
+                        "experimental-lone-write-poll", "experimental-lease-checkpoint-interval"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -104,6 +108,9 @@ public struct ServerConfig: Equatable, Sendable {
       --experimental-lone-write-poll
                               how long the loop and the WAL writer poll instead of sleeping
                               around a lone write, as a Go duration (default 150us; 0 never)
+      --experimental-lease-checkpoint-interval
+                              time between writes of every lease's remaining TTL, which a
+                              restart resumes from, as a Go duration (default 10s; 0 never)
       --version               print the version and exit
       -h, --help              print this help
 
@@ -192,6 +199,11 @@ public struct ServerConfig: Equatable, Sendable {
                     throw bad("want a duration from 0 to 10ms, such as 150us")
                 }
                 config.loneWritePoll = seconds
+            case "experimental-lease-checkpoint-interval":
+                guard let seconds = value == "0" ? 0 : parseGoDuration(value), seconds >= 0 else {
+                    throw bad("want a duration such as 10s, or 0")
+                }
+                config.leaseCheckpointInterval = seconds
             case "log-level":
                 let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
                                                       "error": .error, "panic": .critical, "fatal": .critical]

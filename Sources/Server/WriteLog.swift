@@ -12,6 +12,8 @@ enum LogEntryKind: UInt8 {
     case deleteRange = 2
     case txn = 3
     case compact = 4
+    case leaseGrant = 5
+    case leaseRevoke = 6
 }
 
 /// A log entry's request, decoded: once when it is proposed (the apply
@@ -21,6 +23,9 @@ enum DecodedWrite {
     case deleteRange(Etcdserverpb_DeleteRangeRequest)
     case txn(Etcdserverpb_TxnRequest)
     case compact(Etcdserverpb_CompactionRequest)
+    /// The ID is always set: the member picks one before proposing.
+    case leaseGrant(Etcdserverpb_LeaseGrantRequest)
+    case leaseRevoke(Etcdserverpb_LeaseRevokeRequest)
 
     init(_ kind: LogEntryKind, _ bytes: [UInt8]) throws {
         switch kind {
@@ -32,6 +37,8 @@ enum DecodedWrite {
         case .deleteRange: self = .deleteRange(try Etcdserverpb_DeleteRangeRequest(serializedBytes: bytes))
         case .txn: self = .txn(try Etcdserverpb_TxnRequest(serializedBytes: bytes))
         case .compact: self = .compact(try Etcdserverpb_CompactionRequest(serializedBytes: bytes))
+        case .leaseGrant: self = .leaseGrant(try Etcdserverpb_LeaseGrantRequest(serializedBytes: bytes))
+        case .leaseRevoke: self = .leaseRevoke(try Etcdserverpb_LeaseRevokeRequest(serializedBytes: bytes))
         }
     }
 }
@@ -169,6 +176,10 @@ extension EtcdServer {
                 var response = Etcdserverpb_CompactionResponse()
                 response.header = header()
                 return .success(try response.serializedBytes())
+            case .leaseGrant(let g):
+                return .success(try applyLeaseGrant(g).serializedBytes())
+            case .leaseRevoke(let r):
+                return .success(try applyLeaseRevoke(r).serializedBytes())
             }
         } catch let e as any EtcdStatusError {
             return .failure(GRPCStatus(e))

@@ -17,6 +17,13 @@ import Testing
         #expect(r.status == 0 && r.stdout.contains("etcd3 ok"), "\(r)")
     }
 
+    @Test func pythonEtcd3Leases() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let r = try runPython("etcd3_leases.py", [server.endpoint])
+        #expect(r.status == 0 && r.stdout.contains("etcd3 leases ok"), "\(r)")
+    }
+
     @Test func unknownMethodsAreUnimplemented() throws {
         let server = try ServerProcess()
         defer { server.stop() }

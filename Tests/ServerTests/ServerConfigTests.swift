@@ -17,12 +17,14 @@ import Testing
             "--name", "n1", "-data-dir=/tmp/x", "--listen-client-urls=http://localhost:1,http://10.0.0.1:2",
             "--advertise-client-urls", "http://example:3", "--max-request-bytes=10", "--max-txn-ops", "7",
             "--log-level=warn", "--backend-batch-interval=250ms", "--backend-batch-limit", "500", "--experimental-lone-write-poll=0",
+            "--experimental-lease-checkpoint-interval", "2m",
         ], environment: [:])
         #expect(c.name == "n1" && c.dataDir == "/tmp/x")
         #expect(c.listenClientURLs.map(\.description) == ["http://127.0.0.1:1", "http://10.0.0.1:2"])
         #expect(c.clientURLs.map(\.description) == ["http://example:3"])
         #expect(c.maxRequestBytes == 10 && c.maxTxnOps == 7 && c.logLevel == .warning)
         #expect(c.backendBatchInterval == 0.25 && c.backendBatchLimit == 500 && c.loneWritePoll == 0)
+        #expect(c.leaseCheckpointInterval == 120)
     }
 
     @Test func environmentVariablesAndFlagsWin() throws {
@@ -52,6 +54,9 @@ import Testing
         }
         #expect(throws: ServerConfig.ParseError.self) {
             try ServerConfig.parse(arguments: ["--experimental-lone-write-poll=1s"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--experimental-lease-checkpoint-interval=soon"], environment: [:])
         }
         #expect(throws: ServerConfig.ParseError.helpRequested) { try ServerConfig.parse(arguments: ["-h"], environment: [:]) }
     }

@@ -1,0 +1,206 @@
+import EtcdProto
+import EtcdStatus
+import Foundation
+import Lease
+import MVCC
+import Transport
+
+/// etcdserverpb.Lease: LeaseGrant, LeaseRevoke, LeaseKeepAlive,
+/// LeaseTimeToLive, LeaseLeases. Grants and revocations (also those of
+/// expired leases) are log entries like any write; keep-alives renew in
+/// memory; each lease's remaining TTL is written to the backend every
+/// `--experimental-lease-checkpoint-interval`, and a restart resumes it.
+extension EtcdServer {
+    /// etcd revokes at most 1,000 expired leases a second; the rest wait
+    /// for the next tick, in expiry order.
+    static let leaseExpiryTick = 0.5
+    static let leaseRevokesPerTick = 500
+
+    /// Rebuilds the lessor from the backend (before the WAL's replay, which
+    /// goes through the same apply as live writes) and hooks it to the store.
+    func restoreLeases() throws {
+        let now = monotonicNanoseconds()
+        for stored in try store.storedLeases() {
+            _ = try lessor.grant(id: stored.id, ttl: stored.ttl, now: now)
+            if stored.remainingTTL > 0 {
+                try lessor.setRemaining(stored.id, seconds: stored.remainingTTL, now: now)
+                leasesWithStoredRemaining.insert(stored.id)
+            }
+        }
+        for (key, id) in store.leasedKeysAtOpen { try? lessor.attach(key, to: id) }
+        store.leasedKeysAtOpen = [:]
+        store.leaseExists = { [unowned self] in lessor.lease($0) != nil }
+        store.onLeaseAttach = { [unowned self] key, id in try? lessor.attach(key, to: id) }
+    }
+
+    func registerLease() {
+        let service = "etcdserverpb.Lease"
+        let grantKey = metrics.key(type: "unary", service: service, method: "LeaseGrant")
+        register(service, "LeaseGrant", .unary) { [unowned self] call, bytes in
+            metrics.callStarted(grantKey)
+            guard var grant = try? Etcdserverpb_LeaseGrantRequest(serializedBytes: bytes) else {
+                finish(call, grantKey, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
+                return
+            }
+            guard grant.ttl <= Lessor.maxTTL else {
+                finish(call, grantKey, status: GRPCStatus(LeaseError.ttlTooLarge))
+                return
+            }
+            // The member picks the ID before the entry is logged, so that
+            // replaying the log grants the same one.
+            if grant.id == 0 { grant.id = newLeaseID() }
+            guard let entry: [UInt8] = try? grant.serializedBytes() else {
+                finish(call, grantKey, status: GRPCStatus(.internal, "grpc: error marshalling request"))
+                return
+            }
+            propose(.leaseGrant, entry, .leaseGrant(grant)) { [unowned self] outcome in reply(call, grantKey, outcome) }
+        }
+        proposing(service, "LeaseRevoke", .leaseRevoke)
+
+        let keepAliveKey = metrics.key(type: "bidi_stream", service: service, method: "LeaseKeepAlive")
+        register(service, "LeaseKeepAlive", .bidirectionalStreaming) { [unowned self] call, _ in
+            metrics.callStarted(keepAliveKey)
+            call.onMessage = { [unowned self] bytes in
+                guard let request = try? Etcdserverpb_LeaseKeepAliveRequest(serializedBytes: bytes) else {
+                    finish(call, keepAliveKey, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
+                    return
+                }
+                var r = Etcdserverpb_LeaseKeepAliveResponse()
+                r.header = header()
+                r.id = request.id
+                // As etcd: an unknown (or expired) lease gets TTL 0, not an error.
+                r.ttl = (try? renewLease(request.id)) ?? 0
+                if let message = try? r.serializedBytes() as GRPCMessageBuffer { call.send(message) }
+            }
+            call.onRequestEnd = { [unowned self] in finish(call, keepAliveKey, status: .ok) }
+        }
+
+        let ttlKey = metrics.key(type: "unary", service: service, method: "LeaseTimeToLive")
+        unary(service, "LeaseTimeToLive") { [unowned self] (r: Etcdserverpb_LeaseTimeToLiveRequest, call) -> Reply<Etcdserverpb_LeaseTimeToLiveResponse> in
+            // Like a linearizable read: it sees every grant and revocation
+            // proposed before it.
+            if appliedIndex >= proposedIndex { return .now(try timeToLive(r)) }
+            afterProposedWrites { [unowned self] in
+                do { respond(call, ttlKey, try timeToLive(r)) } catch {
+                    finish(call, ttlKey, status: GRPCStatus(.internal, "\(error)"))
+                }
+            }
+            return .later
+        }
+
+        unary(service, "LeaseLeases") { [unowned self] (_: Etcdserverpb_LeaseLeasesRequest, _) -> Reply<Etcdserverpb_LeaseLeasesResponse> in
+            var r = Etcdserverpb_LeaseLeasesResponse()
+            r.header = header()
+            r.leases = lessor.ids.map { id in
+                var status = Etcdserverpb_LeaseStatus()
+                status.id = id
+                return status
+            }
+            return .now(r)
+        }
+
+        leaseExpiryTimer = loop.schedule(every: Self.leaseExpiryTick) { [unowned self] in expireLeases() }
+        if config.leaseCheckpointInterval > 0 {
+            leaseCheckpointTimer = loop.schedule(every: config.leaseCheckpointInterval) { [unowned self] in
+                checkpointLeases()
+            }
+        }
+    }
+
+    // MARK: Applying grants and revocations (log entries)
+
+    func applyLeaseGrant(_ g: Etcdserverpb_LeaseGrantRequest) throws -> Etcdserverpb_LeaseGrantResponse {
+        let lease = try lessor.grant(id: g.id, ttl: g.ttl, now: monotonicNanoseconds())
+        try store.save(StoredLease(id: lease.id, ttl: lease.ttl))
+        var r = Etcdserverpb_LeaseGrantResponse()
+        r.header = header()
+        r.id = lease.id
+        r.ttl = lease.ttl
+        return r
+    }
+
+    /// Ends the lease and deletes its keys in one revision: watchers see
+    /// one DELETE per key, all at that revision.
+    func applyLeaseRevoke(_ request: Etcdserverpb_LeaseRevokeRequest) throws -> Etcdserverpb_LeaseRevokeResponse {
+        let attached = try lessor.revoke(request.id)
+        // The lessor forgets a key only when it moves to another lease; a
+        // key since deleted or put without a lease is not this lease's.
+        let keys = try attached.filter { try store.lease(of: $0) == request.id }
+        _ = store.deleteKeys(keys)
+        try store.removeLease(request.id)
+        leasesWithStoredRemaining.remove(request.id)
+        var r = Etcdserverpb_LeaseRevokeResponse()
+        r.header = header()
+        return r
+    }
+
+    // MARK: Keep-alive, time to live, expiry, checkpoints
+
+    /// Restarts the lease's TTL (in memory; the backend then no longer holds
+    /// a shorter remaining time for it). An expired lease is not renewed.
+    func renewLease(_ id: Int64) throws(LeaseError) -> Int64 {
+        let ttl = try lessor.renew(id, now: monotonicNanoseconds())
+        if leasesWithStoredRemaining.remove(id) != nil {
+            try? store.save(StoredLease(id: id, ttl: ttl))
+        }
+        return ttl
+    }
+
+    private func timeToLive(_ r: Etcdserverpb_LeaseTimeToLiveRequest) throws -> Etcdserverpb_LeaseTimeToLiveResponse {
+        var out = Etcdserverpb_LeaseTimeToLiveResponse()
+        out.header = header()
+        out.id = r.id
+        guard let lease = lessor.lease(r.id), let remaining = lessor.remaining(r.id, now: monotonicNanoseconds()) else {
+            out.ttl = -1  // etcd's answer for a lease it does not have
+            return out
+        }
+        out.ttl = remaining
+        out.grantedTtl = lease.ttl
+        if r.keys {
+            let keys = try lease.keys.filter { try store.lease(of: $0) == r.id }
+            out.keys = keys.sorted { $0.lexicographicallyPrecedes($1) }.map { Data($0) }
+        }
+        return out
+    }
+
+    /// Proposes the revocation of leases past their expiry, a bounded
+    /// number per tick.
+    private func expireLeases() {
+        guard writesRefused == nil else { return }
+        for id in lessor.takeExpired(now: monotonicNanoseconds(), limit: Self.leaseRevokesPerTick) {
+            var r = Etcdserverpb_LeaseRevokeRequest()
+            r.id = id
+            guard let bytes: [UInt8] = try? r.serializedBytes() else { continue }
+            propose(.leaseRevoke, bytes, .leaseRevoke(r)) { [unowned self] outcome in
+                if case .failure(let status) = outcome, status.code != .notFound {
+                    logger.warning("revoking an expired lease failed", metadata: ["lease": "\(hex(UInt64(bitPattern: id)))",
+                                                                                   "error": "\(status.message)"])
+                }
+            }
+        }
+    }
+
+    /// Writes each lease's remaining TTL that is below its whole TTL, so a
+    /// restart resumes it instead of restarting it.
+    func checkpointLeases() {
+        let now = monotonicNanoseconds()
+        for id in lessor.ids {
+            guard let lease = lessor.lease(id), let left = lessor.remaining(id, now: now), left < lease.ttl else { continue }
+            do {
+                try store.save(StoredLease(id: id, ttl: lease.ttl, remainingTTL: max(left, 1)))
+                leasesWithStoredRemaining.insert(id)
+            } catch {
+                logger.warning("lease checkpoint failed", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    /// A random positive ID no lease has.
+    private func newLeaseID() -> Int64 {
+        while true {
+            let id = Int64.random(in: 1...Int64.max)
+            if lessor.lease(id) == nil { return id }
+        }
+    }
+}
