@@ -126,8 +126,10 @@ extension EtcdServer {
         // The lessor forgets a key only when it moves to another lease; a
         // key since deleted or put without a lease is not this lease's.
         let keys = try attached.filter { try store.lease(of: $0) == request.id }
-        _ = store.deleteKeys(keys)
+        // The lease's row goes first: a backend commit inside deleteKeys (a
+        // full batch) then holds the whole revocation with its log index.
         try store.removeLease(request.id)
+        _ = store.deleteKeys(keys)
         leasesWithStoredRemaining.remove(request.id)
         var r = Etcdserverpb_LeaseRevokeResponse()
         r.header = header()
