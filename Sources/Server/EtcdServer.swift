@@ -70,6 +70,8 @@ public final class EtcdServer {
     var leasesWithStoredRemaining = Set<Int64>()
     var leaseExpiryTimer: Transport.Timer?
     var leaseCheckpointTimer: Transport.Timer?
+    private var autoCompactor: AutoCompactor?
+    private var autoCompactionTimer: Transport.Timer?
 
     public init(config: ServerConfig, loop: EventLoop, logger: Logger) throws {
         self.config = config
@@ -113,6 +115,7 @@ public final class EtcdServer {
         registerMaintenance()
         registerCluster()
         if store.hasPendingCompaction { compactionTask.trigger() }
+        startAutoCompaction()
         logger.info("opened the store", metadata: [
             "data-dir": "\(config.dataDir)", "revision": "\(store.currentRevision)",
             "compact-revision": "\(store.compactedRevision)", "keys": "\(store.keyCount)",
@@ -195,6 +198,28 @@ public final class EtcdServer {
             loop.execute {
                 me.value.checkpointInProgress = false
                 if synced { me.value.checkpointedIndex = index }
+            }
+        }
+    }
+
+    /// Proposes compactions as `--auto-compaction-mode` and `-retention`
+    /// ask, through the log like a client's Compact.
+    private func startAutoCompaction() {
+        guard let mode = config.autoCompaction else { return }
+        autoCompactor = AutoCompactor(mode)
+        logger.info("auto-compaction", metadata: ["mode": "\(mode)"])
+        autoCompactionTimer = loop.schedule(every: autoCompactor!.tickInterval) { [unowned self] in
+            let now = Double(monotonicNanoseconds()) / 1e9
+            guard let target = autoCompactor?.tick(now: now, revision: store.currentRevision),
+                  target > store.compactedRevision, writesRefused == nil else { return }
+            var request = Etcdserverpb_CompactionRequest()
+            request.revision = target
+            guard let bytes: [UInt8] = try? request.serializedBytes() else { return }
+            logger.info("starting auto-compaction", metadata: ["revision": "\(target)"])
+            propose(.compact, bytes, .compact(request)) { [unowned self] outcome in
+                if case .failure(let status) = outcome {
+                    logger.warning("auto-compaction failed", metadata: ["revision": "\(target)", "error": "\(status.message)"])
+                }
             }
         }
     }

@@ -28,6 +28,8 @@ public struct ServerConfig: Equatable, Sendable {
     /// which a restart resumes from (0: never; a restart then restarts
     /// every lease's whole TTL).
     public var leaseCheckpointInterval: Double = 10
+    /// Automatic compaction (--auto-compaction-mode and -retention); nil: off.
+    public var autoCompaction: AutoCompactor.Mode?
 
     public init() {}
 
@@ -80,7 +82,8 @@ public struct ServerConfig: Equatable, Sendable {
                         "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
-                        "experimental-lone-write-poll", "experimental-lease-checkpoint-interval"]
+                        "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
+                        "auto-compaction-mode", "auto-compaction-retention"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -111,6 +114,11 @@ public struct ServerConfig: Equatable, Sendable {
       --experimental-lease-checkpoint-interval
                               time between writes of every lease's remaining TTL, which a
                               restart resumes from, as a Go duration (default 10s; 0 never)
+      --auto-compaction-mode  periodic or revision (default periodic)
+      --auto-compaction-retention
+                              periodic: history to keep, as a Go duration or a number of
+                              hours (1h, 30m, 2); revision: revisions to keep (1000);
+                              0 turns automatic compaction off (default 0)
       --version               print the version and exit
       -h, --help              print this help
 
@@ -157,6 +165,8 @@ public struct ServerConfig: Equatable, Sendable {
         }
 
         var config = ServerConfig()
+        config.autoCompaction = try autoCompaction(mode: values["auto-compaction-mode"] ?? "periodic",
+                                                   retention: values["auto-compaction-retention"] ?? "0")
         for (flag, value) in values {
             func bad(_ why: String) -> ParseError { .badValue(flag: flag, value: value, why: why) }
             func urls() throws -> [ClientURL] {
@@ -213,6 +223,34 @@ public struct ServerConfig: Equatable, Sendable {
             }
         }
         return config
+    }
+}
+
+extension ServerConfig {
+    /// etcd's rules: periodic retention is a duration or a bare number of
+    /// hours, revision retention a count; zero turns compaction off.
+    static func autoCompaction(mode: String, retention: String) throws -> AutoCompactor.Mode? {
+        func bad(_ flag: String, _ value: String, _ why: String) -> ParseError { .badValue(flag: flag, value: value, why: why) }
+        switch mode {
+        case "periodic":
+            let seconds: Double
+            if let hours = Double(retention) {
+                seconds = hours * 3600
+            } else if let d = parseGoDuration(retention) {
+                seconds = d
+            } else {
+                throw bad("auto-compaction-retention", retention, "want a duration (1h, 30m) or a number of hours")
+            }
+            guard seconds >= 0 else { throw bad("auto-compaction-retention", retention, "want a duration of at least 0") }
+            return seconds == 0 ? nil : .periodic(seconds: seconds)
+        case "revision":
+            guard let keep = Int64(retention), keep >= 0 else {
+                throw bad("auto-compaction-retention", retention, "want a number of revisions")
+            }
+            return keep == 0 ? nil : .revision(keep: keep)
+        default:
+            throw bad("auto-compaction-mode", mode, "want periodic or revision")
+        }
     }
 }
 
