@@ -44,6 +44,8 @@ public enum MetaKey: String, CaseIterable, Sendable {
     /// The member's and cluster's IDs, chosen once when the data dir is new.
     case memberID = "member_id"
     case clusterID = "cluster_id"
+    /// Raised alarms (the server's encoding).
+    case alarms = "alarms"
 
     var bytes: [UInt8] { Array(rawValue.utf8) }
 }

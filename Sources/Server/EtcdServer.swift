@@ -70,6 +70,7 @@ public final class EtcdServer {
     var leasesWithStoredRemaining = Set<Int64>()
     var leaseExpiryTimer: Transport.Timer?
     var leaseCheckpointTimer: Transport.Timer?
+    var alarms = Set<RaisedAlarm>()
     private var autoCompactor: AutoCompactor?
     private var autoCompactionTimer: Transport.Timer?
 
@@ -107,6 +108,7 @@ public final class EtcdServer {
         watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }
         progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
         checkpointTimer = loop.schedule(every: config.checkpointInterval) { [unowned self] in self.checkpoint() }
+        try loadAlarms()
         try restoreLeases()
         try replay(records)
         registerKV()

@@ -23,6 +23,7 @@ extension EtcdServer {
             r.raftTerm = raftTerm
             r.raftAppliedIndex = appliedIndex
             r.dbSizeQuota = config.quotaBackendBytes
+            r.errors = alarms.sorted { ($0.memberID, $0.type) < ($1.memberID, $1.type) }.map(Self.alarmDescription)
             return .now(r)
         }
         unary(m, "Hash") { [unowned self] (_: Etcdserverpb_HashRequest, _) -> Reply<Etcdserverpb_HashResponse> in
@@ -42,14 +43,7 @@ extension EtcdServer {
             return .now(r)
         }
         unary(m, "Alarm") { [unowned self] (req: Etcdserverpb_AlarmRequest, _) -> Reply<Etcdserverpb_AlarmResponse> in
-            // No alarm can be raised yet (quota and corruption checks come
-            // later), so GET lists none and changing one is refused.
-            guard req.action == .get else {
-                throw GRPCStatus(.unimplemented, "swetcd: raising or clearing alarms is not built yet")
-            }
-            var r = Etcdserverpb_AlarmResponse()
-            r.header = header()
-            return .now(r)
+            .now(alarm(req))
         }
         unary(m, "Defragment") { [unowned self] (_: Etcdserverpb_DefragmentRequest, _) -> Reply<Etcdserverpb_DefragmentResponse> in
             guard snapshotsInProgress == 0, !checkpointInProgress else {

@@ -101,6 +101,10 @@ extension EtcdServer {
             reply(.failure(writesRefused))
             return
         }
+        if let refusal = quotaRefusal(for: decoded, requestBytes: request.count) {
+            reply(.failure(refusal))
+            return
+        }
         proposedIndex += 1
         let entry = LogEntry(term: raftTerm, index: proposedIndex, kind: kind, request: request)
         awaitingDurability[entry.index] = (entry.index, decoded, reply)

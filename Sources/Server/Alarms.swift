@@ -1,0 +1,135 @@
+import EtcdProto
+import EtcdStatus
+import MVCC
+import Transport
+
+/// Alarms (etcd's alarm store) and the backend quota. NOSPACE is raised
+/// when a write would take the backend past `--quota-backend-bytes`; while
+/// it is raised, writes that could grow the backend (puts, txns with a put,
+/// lease grants) are refused with etcd's error, and reads, deletes,
+/// compaction and defragmentation go on. Alarms are kept in the backend's
+/// meta table and survive a restart; `Alarm` DEACTIVATE clears one (a
+/// write still over the quota raises it again).
+extension EtcdServer {
+    struct RaisedAlarm: Hashable {
+        var memberID: UInt64
+        var type: Int
+    }
+
+    static let noSpace = GRPCStatus(.resourceExhausted, EtcdMessage.databaseSpaceExceeded)
+
+    func loadAlarms() throws {
+        guard let bytes = try backend.meta(.alarms) else { return }
+        var at = 0
+        while at + 9 <= bytes.count {
+            let member = bytes[at..<at + 8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            alarms.insert(RaisedAlarm(memberID: member, type: Int(bytes[at + 8])))
+            at += 9
+        }
+    }
+
+    /// Records the alarms in the backend and commits at once.
+    private func saveAlarms() {
+        var bytes: [UInt8] = []
+        for a in alarms.sorted(by: { ($0.memberID, $0.type) < ($1.memberID, $1.type) }) {
+            for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: a.memberID >> UInt64(shift))) }
+            bytes.append(UInt8(truncatingIfNeeded: a.type))
+        }
+        do {
+            try backend.setMeta(.alarms, bytes)
+            try store.commit()
+        } catch {
+            refuseWrites(because: "the backend commit failed: \(error)")
+        }
+    }
+
+    /// Raises an alarm; false if it was raised already.
+    @discardableResult
+    func raiseAlarm(_ alarm: RaisedAlarm) -> Bool {
+        guard alarms.insert(alarm).inserted else { return false }
+        logger.warning("alarm raised", metadata: ["alarm": "\(Self.alarmName(alarm.type))", "member-id": "\(hex(alarm.memberID))"])
+        saveAlarms()
+        return true
+    }
+
+    func clearAlarm(_ alarm: RaisedAlarm) -> Bool {
+        guard alarms.remove(alarm) != nil else { return false }
+        logger.info("alarm cleared", metadata: ["alarm": "\(Self.alarmName(alarm.type))", "member-id": "\(hex(alarm.memberID))"])
+        saveAlarms()
+        return true
+    }
+
+    static func alarmName(_ type: Int) -> String {
+        switch type {
+        case Etcdserverpb_AlarmType.nospace.rawValue: return "NOSPACE"
+        case Etcdserverpb_AlarmType.corrupt.rawValue: return "CORRUPT"
+        default: return "\(type)"
+        }
+    }
+
+    /// What etcd's Status lists in `errors` for an alarm (the proto's text form).
+    static func alarmDescription(_ a: RaisedAlarm) -> String {
+        "memberID:\(a.memberID) alarm:\(alarmName(a.type)) "
+    }
+
+    var noSpaceRaised: Bool { alarms.contains { $0.type == Etcdserverpb_AlarmType.nospace.rawValue } }
+
+    /// Why a write may not be proposed for lack of space: NOSPACE is raised,
+    /// or this write would take the backend past the quota (which raises it).
+    func quotaRefusal(for write: DecodedWrite, requestBytes: Int) -> GRPCStatus? {
+        let grows: Bool
+        switch write {
+        case .put, .leaseGrant: grows = true
+        case .txn(let t): grows = Self.hasPut(t)
+        case .deleteRange, .compact, .leaseRevoke: grows = false
+        }
+        guard grows else { return nil }
+        if noSpaceRaised { return Self.noSpace }
+        // etcd's estimate: what is in the backend plus the request's size
+        // and some overhead per key.
+        if Int64(backend.sizeInUse + requestBytes + 256) >= config.quotaBackendBytes {
+            raiseAlarm(RaisedAlarm(memberID: memberID, type: Etcdserverpb_AlarmType.nospace.rawValue))
+            return Self.noSpace
+        }
+        return nil
+    }
+
+    private static func hasPut(_ t: Etcdserverpb_TxnRequest) -> Bool {
+        func has(_ ops: [Etcdserverpb_RequestOp]) -> Bool {
+            ops.contains {
+                switch $0.request {
+                case .requestPut: return true
+                case .requestTxn(let nested): return hasPut(nested)
+                default: return false
+                }
+            }
+        }
+        return has(t.success) || has(t.failure)
+    }
+
+    /// The Alarm RPC: GET lists (all, or one type), ACTIVATE raises,
+    /// DEACTIVATE clears; the answer lists the alarms it found or changed.
+    func alarm(_ request: Etcdserverpb_AlarmRequest) -> Etcdserverpb_AlarmResponse {
+        var r = Etcdserverpb_AlarmResponse()
+        r.header = header()
+        func member(_ a: RaisedAlarm) -> Etcdserverpb_AlarmMember {
+            var m = Etcdserverpb_AlarmMember()
+            m.memberID = a.memberID
+            m.alarm = Etcdserverpb_AlarmType(rawValue: a.type) ?? .UNRECOGNIZED(a.type)
+            return m
+        }
+        let asked = RaisedAlarm(memberID: request.memberID, type: request.alarm.rawValue)
+        switch request.action {
+        case .get:
+            r.alarms = alarms.filter { request.alarm == .none || $0.type == request.alarm.rawValue }
+                .sorted { ($0.memberID, $0.type) < ($1.memberID, $1.type) }.map(member)
+        case .activate:
+            if request.alarm != .none && raiseAlarm(asked) { r.alarms = [member(asked)] }
+        case .deactivate:
+            if clearAlarm(asked) { r.alarms = [member(asked)] }
+        case .UNRECOGNIZED:
+            break
+        }
+        return r
+    }
+}
