@@ -39,9 +39,17 @@ public final class LMDBBackend: Backend {
     public let path: String
     public private(set) var mapSize: Int
 
+    /// The named tables, each an MDB_dbi of its environment.
+    private struct Tables {
+        var key: MDB_dbi = 0
+        var meta: MDB_dbi = 0
+        var lease: MDB_dbi = 0
+    }
+    private enum Table { case meta, lease }
+
     private enum Write {
-        case put(table: MDB_dbi, key: [UInt8], value: [UInt8])
-        case delete(table: MDB_dbi, key: [UInt8])
+        case put(table: Table, key: [UInt8], value: [UInt8])
+        case delete(table: Table, key: [UInt8])
         // Revision keys are kept as the struct and encoded on the stack:
         // no array per write.
         case putRevision(RevisionKey, value: [UInt8])
@@ -80,9 +88,8 @@ public final class LMDBBackend: Backend {
             var txn: OpaquePointer?
             try check(mdb_txn_begin(env, nil, 0, &txn), "txn_begin")
             do {
-                try check(mdb_dbi_open(txn, "key", UInt32(MDB_CREATE), &keyTable), "dbi_open key")
-                try check(mdb_dbi_open(txn, "meta", UInt32(MDB_CREATE), &metaTable), "dbi_open meta")
-                try check(mdb_dbi_open(txn, "lease", UInt32(MDB_CREATE), &leaseTable), "dbi_open lease")
+                let tables = try Self.openTables(txn!)
+                (keyTable, metaTable, leaseTable) = (tables.key, tables.meta, tables.lease)
                 try check(mdb_txn_commit(txn), "txn_commit")
             } catch {
                 mdb_txn_abort(txn)
@@ -107,6 +114,14 @@ public final class LMDBBackend: Backend {
         uncommitted.removeAll()
         mdb_env_close(env)
         self.env = nil
+    }
+
+    private static func openTables(_ txn: OpaquePointer) throws -> Tables {
+        var t = Tables()
+        try check(mdb_dbi_open(txn, "key", UInt32(MDB_CREATE), &t.key), "dbi_open key")
+        try check(mdb_dbi_open(txn, "meta", UInt32(MDB_CREATE), &t.meta), "dbi_open meta")
+        try check(mdb_dbi_open(txn, "lease", UInt32(MDB_CREATE), &t.lease), "dbi_open lease")
+        return t
     }
 
     // MARK: Transactions
@@ -195,17 +210,23 @@ public final class LMDBBackend: Backend {
     }
 
     private func perform(_ w: Write, in txn: OpaquePointer) -> Int32 {
+        Self.perform(w, in: txn, Tables(key: keyTable, meta: metaTable, lease: leaseTable))
+    }
+
+    private static func perform(_ w: Write, in txn: OpaquePointer, _ tables: Tables) -> Int32 {
+        func dbi(_ t: Table) -> MDB_dbi { t == .meta ? tables.meta : tables.lease }
         switch w {
-        case .put(let table, let key, let value): return key.withUnsafeBytes { Self.put(txn, table, $0, value) }
-        case .delete(let table, let key): return key.withUnsafeBytes { Self.delete(txn, table, $0) }
-        case .putRevision(let key, let value): return key.withUnsafeBytes { Self.put(txn, keyTable, $0, value) }
-        case .deleteRevision(let key): return key.withUnsafeBytes { Self.delete(txn, keyTable, $0) }
+        case .put(let table, let key, let value): return key.withUnsafeBytes { put(txn, dbi(table), $0, value) }
+        case .delete(let table, let key): return key.withUnsafeBytes { delete(txn, dbi(table), $0) }
+        case .putRevision(let key, let value): return key.withUnsafeBytes { put(txn, tables.key, $0, value) }
+        case .deleteRevision(let key): return key.withUnsafeBytes { delete(txn, tables.key, $0) }
         }
     }
 
     private func write(_ w: Write) throws {
         let txn = try openWriteTxn()
         uncommitted.append(w)
+        defragJournal?.append(w)
         let rc = perform(w, in: txn)
         if rc == MDB_MAP_FULL { return try growAndReplay() }
         if rc == MDB_NOTFOUND { return }  // deleting what is not there
@@ -221,15 +242,15 @@ public final class LMDBBackend: Backend {
     }
 
     public func setMeta(_ name: MetaKey, _ value: [UInt8]) throws {
-        try write(.put(table: metaTable, key: name.bytes, value: value))
+        try write(.put(table: .meta, key: name.bytes, value: value))
     }
 
     public func putLease(_ id: Int64, _ value: [UInt8]) throws {
-        try write(.put(table: leaseTable, key: leaseKey(id), value: value))
+        try write(.put(table: .lease, key: leaseKey(id), value: value))
     }
 
     public func deleteLease(_ id: Int64) throws {
-        try write(.delete(table: leaseTable, key: leaseKey(id)))
+        try write(.delete(table: .lease, key: leaseKey(id)))
     }
 
     // MARK: Reads
@@ -336,6 +357,128 @@ public final class LMDBBackend: Backend {
     }
 
     public var syncer: Syncer { Syncer(env: env) }
+
+    // MARK: Online defragmentation
+
+    /// Every write since `beginDefragment`, still to be replayed into the
+    /// compacted copy; nil when no defragmentation runs.
+    private var defragJournal: [Write]?
+    /// The copy, opened once it is written.
+    private var defragCopy: (env: OpaquePointer, tables: Tables)?
+
+    /// Where a defragmentation writes the compacted copy.
+    public var defragmentTarget: String { path + ".defrag" }
+    public var isDefragmenting: Bool { defragJournal != nil }
+    /// Writes made since the defragmentation began and not yet replayed.
+    public var defragmentBacklog: Int { defragJournal?.count ?? 0 }
+
+    /// Starts a defragmentation that writes go on through: commits, then
+    /// records every later write. The caller copies with the returned
+    /// copier to `defragmentTarget` on another thread, then calls
+    /// `catchUpDefragment` until little is left and `finishDefragment`.
+    /// (The copy may already hold some journaled writes: replaying a put or
+    /// a delete again leaves the same state.)
+    public func beginDefragment() throws -> Copier {
+        precondition(defragJournal == nil, "one defragmentation at a time")
+        try commit()
+        unlink(defragmentTarget)
+        unlink(defragmentTarget + "-lock")
+        defragJournal = []
+        return copier
+    }
+
+    /// Replays up to `limit` journaled writes into the copy (opening it the
+    /// first time) in one transaction; returns how many remain.
+    public func catchUpDefragment(limit: Int) throws -> Int {
+        guard var journal = defragJournal else { return 0 }
+        let copy = try defragCopy ?? openCopy()
+        defragCopy = copy
+        let n = min(limit, journal.count)
+        guard n > 0 else { return 0 }
+        while true {
+            var txn: OpaquePointer?
+            try check(mdb_txn_begin(copy.env, nil, 0, &txn), "txn_begin copy")
+            var rc: Int32 = MDB_SUCCESS
+            for w in journal[..<n] {
+                rc = Self.perform(w, in: txn!, copy.tables)
+                if rc == MDB_NOTFOUND { rc = MDB_SUCCESS }
+                if rc != MDB_SUCCESS { break }
+            }
+            if rc == MDB_SUCCESS { rc = mdb_txn_commit(txn) } else { mdb_txn_abort(txn) }
+            if rc == MDB_MAP_FULL {
+                var info = MDB_envinfo()
+                mdb_env_info(copy.env, &info)
+                try check(mdb_env_set_mapsize(copy.env, info.me_mapsize * 2), "env_set_mapsize copy")
+                continue
+            }
+            try check(rc, "replay into the defragmented copy")
+            break
+        }
+        journal.removeFirst(n)
+        defragJournal = journal
+        return journal.count
+    }
+
+    private func openCopy() throws -> (env: OpaquePointer, tables: Tables) {
+        var env: OpaquePointer?
+        try check(mdb_env_create(&env), "env_create copy")
+        do {
+            try check(mdb_env_set_maxdbs(env, 16), "env_set_maxdbs copy")
+            try check(mdb_env_set_mapsize(env, mapSize), "env_set_mapsize copy")
+            try check(mdb_env_open(env, defragmentTarget, UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS) | UInt32(MDB_NOSYNC), 0o644),
+                      "env_open \(defragmentTarget)")
+            var txn: OpaquePointer?
+            try check(mdb_txn_begin(env, nil, 0, &txn), "txn_begin copy")
+            do {
+                let tables = try Self.openTables(txn!)
+                try check(mdb_txn_commit(txn), "txn_commit copy")
+                return (env!, tables)
+            } catch {
+                mdb_txn_abort(txn)
+                throw error
+            }
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+    }
+
+    /// Swaps the copy in: commits, replays what is left, syncs the copy,
+    /// replaces the file with it and reopens. Writes wait for this part
+    /// only; call it when the backlog is small, and with no other thread
+    /// using this backend (copies, syncs).
+    public func finishDefragment() throws {
+        try commit()
+        _ = try catchUpDefragment(limit: .max)
+        guard let copy = defragCopy ?? (try? openCopy()) else { throw LMDBError(code: MDB_PANIC, operation: "open the defragmented copy") }
+        defragCopy = nil
+        defragJournal = nil
+        let synced = mdb_env_sync(copy.env, 1)
+        mdb_env_close(copy.env)
+        try check(synced, "env_sync copy")
+        endRead()
+        if let readTxn { mdb_txn_abort(readTxn) }
+        readTxn = nil
+        let size = mapSize
+        mdb_env_close(env)
+        env = nil
+        guard rename(defragmentTarget, path) == 0 else {
+            let failure = LMDBError(code: errno, operation: "rename \(defragmentTarget)")
+            try open(mapSize: size)
+            throw failure
+        }
+        unlink(defragmentTarget + "-lock")
+        try open(mapSize: size)
+    }
+
+    /// Gives up a defragmentation: the copy is removed, the file untouched.
+    public func abortDefragment() {
+        if let copy = defragCopy { mdb_env_close(copy.env) }
+        defragCopy = nil
+        defragJournal = nil
+        unlink(defragmentTarget)
+        unlink(defragmentTarget + "-lock")
+    }
 
     /// Rewrites the file compactly: commits, copies with compaction, and
     /// swaps the copy in. Blocks its caller for the copy.

@@ -71,6 +71,9 @@ public final class EtcdServer {
     var leaseExpiryTimer: Transport.Timer?
     var leaseCheckpointTimer: Transport.Timer?
     var alarms = Set<RaisedAlarm>()
+    var defragmentWaiters: [(GRPCCall, Metrics.CallKey)] = []
+    var defragmentTask: DeferredTask!
+    var defragmentStartSize = 0
     private var autoCompactor: AutoCompactor?
     private var autoCompactionTimer: Transport.Timer?
 
@@ -106,6 +109,7 @@ public final class EtcdServer {
         backendCommitTimer = loop.schedule(every: config.backendBatchInterval) { [unowned self] in self.commitBackend() }
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
         watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }
+        defragmentTask = loop.makeDeferredTask { [unowned self] in self.defragmentStep() }
         progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
         checkpointTimer = loop.schedule(every: config.checkpointInterval) { [unowned self] in self.checkpoint() }
         try loadAlarms()
@@ -137,6 +141,7 @@ public final class EtcdServer {
     /// Commits what is pending and closes the backend and the WAL.
     public func shutdown() {
         walWriter.stop()
+        if backend.isDefragmenting { backend.abortDefragment() }
         // A clean stop resumes every lease where it was.
         if config.leaseCheckpointInterval > 0 { checkpointLeases() }
         do {

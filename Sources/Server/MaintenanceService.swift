@@ -45,16 +45,10 @@ extension EtcdServer {
         unary(m, "Alarm") { [unowned self] (req: Etcdserverpb_AlarmRequest, _) -> Reply<Etcdserverpb_AlarmResponse> in
             .now(alarm(req))
         }
-        unary(m, "Defragment") { [unowned self] (_: Etcdserverpb_DefragmentRequest, _) -> Reply<Etcdserverpb_DefragmentResponse> in
-            guard snapshotsInProgress == 0, !checkpointInProgress else {
-                throw GRPCStatus(.unavailable, "swetcd: a snapshot or checkpoint is in progress; defragment again after it")
-            }
-            let before = backend.fileSize
-            try backend.defragment()
-            logger.info("defragmented", metadata: ["size-before": "\(before)", "size-after": "\(backend.fileSize)"])
-            var r = Etcdserverpb_DefragmentResponse()
-            r.header = header()
-            return .now(r)
+        let defragmentKey = metrics.key(type: "unary", service: m, method: "Defragment")
+        register(m, "Defragment", .unary) { [unowned self] call, _ in
+            metrics.callStarted(defragmentKey)
+            defragment(call, defragmentKey)
         }
         refuseUnbuilt(m, ["MoveLeader", "Downgrade"], needs: "clustering")
         let snapshotKey = metrics.key(type: "server_stream", service: m, method: "Snapshot")

@@ -32,7 +32,17 @@ public final class EventLoop: @unchecked Sendable {
         }, me)
     }
 
-    private static let enableThreads: Void = { _ = evthread_use_pthreads() }()
+    private static let enableThreads: Void = {
+        _ = evthread_use_pthreads()
+        // A write to a connection the peer has closed must fail with EPIPE
+        // (the connection then ends), not kill the process: libevent writes
+        // with writev, which has no MSG_NOSIGNAL. Only a default disposition
+        // is changed; a program's own handler stays.
+        var current = sigaction()
+        if sigaction(SIGPIPE, nil, &current) == 0 && current.__sigaction_handler.sa_handler == nil {
+            signal(SIGPIPE, SIG_IGN)
+        }
+    }()
 
     deinit {
         for e in signalEvents { event_free(e) }

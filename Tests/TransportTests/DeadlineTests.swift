@@ -102,3 +102,14 @@ private final class Holder { var pair: (TransportServer, HTTP2ClientConnection)?
 
     private final class Holder { var timer: Transport.Timer? }
 }
+
+@Suite struct BrokenPipeTests {
+    /// A loop leaves SIGPIPE ignored (where nobody had set a handler), so a
+    /// write to a closed connection fails instead of killing the process.
+    @Test func creatingALoopIgnoresSIGPIPE() {
+        _ = EventLoop()
+        var current = sigaction()
+        #expect(sigaction(SIGPIPE, nil, &current) == 0)
+        #expect(unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self))
+    }
+}

@@ -1,0 +1,89 @@
+import Testing
+@testable import MVCC
+
+@Suite struct OnlineDefragmentTests {
+    struct Entry: Hashable { var table: String; var key: [UInt8]; var value: [UInt8] }
+
+    func contents(_ b: LMDBBackend) throws -> Set<Entry> {
+        var out = Set<Entry>()
+        try b.forEachEntry { t, k, v in out.insert(Entry(table: t, key: Array(k), value: Array(v))) }
+        b.endRead()
+        return out
+    }
+
+    /// Random writes and commits before the copy, while it is taken, and
+    /// between catch-up batches: the swapped-in file holds exactly what a
+    /// backend that never defragmented holds, and writes go on after it.
+    @Test func writesDuringADefragmentAreKept() throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        for round in 0..<4 {
+            let dir = TemporaryDirectory(), reference = TemporaryDirectory()
+            defer { dir.remove(); reference.remove() }
+            let backend = try LMDBBackend(path: dir.database, syncOnCommit: false)
+            let model = try LMDBBackend(path: reference.database, syncOnCommit: false)
+            defer { backend.close(); model.close() }
+            var main: Int64 = 1
+            func randomWrite() throws {
+                let both: [LMDBBackend] = [backend, model]
+                switch rng.next() % 10 {
+                case 0...5:
+                    main += 1
+                    let value = (0..<Int(rng.next() % 300)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                    for b in both { try b.putRevision(RevisionKey(Revision(main: main)), value: value) }
+                case 6, 7:
+                    let victim = RevisionKey(Revision(main: Int64(rng.next() % UInt64(main)) + 1))
+                    for b in both { try b.deleteRevision(victim) }
+                case 8:
+                    let id = Int64(rng.next() % 20)
+                    if rng.next() % 2 == 0 {
+                        for b in both { try b.putLease(id, [UInt8](repeating: UInt8(id), count: 16)) }
+                    } else {
+                        for b in both { try b.deleteLease(id) }
+                    }
+                default:
+                    let v = Int64(rng.next() % 1000)
+                    for b in both { try b.setMetaInt64(.consistentIndex, v) }
+                }
+                if rng.next() % 50 == 0 { for b in both { try b.commit() } }
+            }
+            for _ in 0..<2_000 { try randomWrite() }
+            let copier = try backend.beginDefragment()
+            for _ in 0..<Int(rng.next() % 500) { try randomWrite() }
+            try backend.commit()
+            try copier.copy(to: backend.defragmentTarget)
+            while true {
+                for _ in 0..<Int(rng.next() % 300) { try randomWrite() }
+                let left = try backend.catchUpDefragment(limit: Int(rng.next() % 200) + 1)
+                if left < 50 || rng.next() % 8 == 0 { break }
+            }
+            for _ in 0..<Int(rng.next() % 100) { try randomWrite() }
+            try backend.finishDefragment()
+            #expect(!backend.isDefragmenting)
+            try model.commit()
+            #expect(try contents(backend) == contents(model), "seed \(seed) round \(round)")
+            for _ in 0..<200 { try randomWrite() }
+            try backend.commit()
+            try model.commit()
+            #expect(try contents(backend) == contents(model), "seed \(seed) round \(round), after")
+        }
+    }
+
+    @Test func anAbortedDefragmentLeavesTheFileAlone() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let backend = try LMDBBackend(path: dir.database)
+        defer { backend.close() }
+        try backend.putRevision(RevisionKey(Revision(main: 2)), value: [1, 2, 3])
+        let copier = try backend.beginDefragment()
+        try copier.copy(to: backend.defragmentTarget)
+        try backend.putRevision(RevisionKey(Revision(main: 3)), value: [4])
+        _ = try backend.catchUpDefragment(limit: 10)
+        backend.abortDefragment()
+        #expect(!backend.isDefragmenting)
+        try backend.commit()
+        var revisions: [Int64] = []
+        try backend.forEachRevision(from: Revision(main: 0)) { k, _ in revisions.append(k.revision.main); return true }
+        #expect(revisions == [2, 3])
+    }
+}
