@@ -152,6 +152,34 @@ public final class EtcdClient: Sendable {
         return ResponseHeader(r.header)
     }
 
+    // MARK: Leases
+
+    /// Grants a lease of `ttl` seconds (`id` 0: the server picks one);
+    /// returns its ID and the TTL granted.
+    public func grantLease(ttl: Int64, id: Int64 = 0) async throws -> (id: Int64, ttl: Int64) {
+        var req = Etcdserverpb_LeaseGrantRequest()
+        req.ttl = ttl
+        req.id = id
+        let r: Etcdserverpb_LeaseGrantResponse = try await unary("/etcdserverpb.Lease/LeaseGrant", req)
+        return (r.id, r.ttl)
+    }
+
+    /// Ends a lease; its keys are deleted.
+    public func revokeLease(_ id: Int64) async throws {
+        var req = Etcdserverpb_LeaseRevokeRequest()
+        req.id = id
+        let _: Etcdserverpb_LeaseRevokeResponse = try await unary("/etcdserverpb.Lease/LeaseRevoke", req)
+    }
+
+    /// One keep-alive on a stream of its own (`etcdctl lease keep-alive
+    /// --once`); returns the TTL the lease got again, 0 if it is gone.
+    public func keepAliveOnce(_ id: Int64) async throws -> Int64 {
+        var req = Etcdserverpb_LeaseKeepAliveRequest()
+        req.id = id
+        let r: Etcdserverpb_LeaseKeepAliveResponse = try await unary("/etcdserverpb.Lease/LeaseKeepAlive", req)
+        return r.ttl
+    }
+
     // MARK: Maintenance and Cluster
 
     public func status() async throws -> StatusResponse {

@@ -87,7 +87,7 @@ extension EtcdServer {
         if noSpaceRaised { return Self.noSpace }
         // etcd's estimate: what is in the backend plus the request's size
         // and some overhead per key.
-        if Int64(backend.sizeInUse + requestBytes + 256) >= config.quotaBackendBytes {
+        if Int64(backend.highWaterMark + requestBytes + 256) >= config.quotaBackendBytes {
             raiseAlarm(RaisedAlarm(memberID: memberID, type: Etcdserverpb_AlarmType.nospace.rawValue))
             return Self.noSpace
         }

@@ -74,6 +74,10 @@ public final class EtcdServer {
     var defragmentWaiters: [(GRPCCall, Metrics.CallKey)] = []
     var defragmentTask: DeferredTask!
     var defragmentStartSize = 0
+    var defragmentReplayed = 0
+    var defragmentCopySyncing = false
+    var defragmentCopySynced = false
+    var defragmentReplayedSinceSync = 0
     private var autoCompactor: AutoCompactor?
     private var autoCompactionTimer: Transport.Timer?
 

@@ -69,6 +69,30 @@ import Testing
         }
     }
 
+    /// Deleted data stays in the file (LMDB keeps the pages for reuse) but
+    /// not in the size in use; a defragment returns it.
+    @Test func sizeInUseLeavesOutFreePages() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let backend = try LMDBBackend(path: dir.database)
+        defer { backend.close() }
+        let value = [UInt8](repeating: 7, count: 2_000)
+        for main in 2..<5_002 { try backend.putRevision(RevisionKey(Revision(main: Int64(main))), value: value) }
+        try backend.commit()
+        let full = backend.highWaterMark
+        #expect(backend.sizeInUse > 10_000_000 && backend.sizeInUse <= full)
+        for main in 2..<4_902 { try backend.deleteRevision(RevisionKey(Revision(main: Int64(main)))) }
+        try backend.commit()
+        try backend.putRevision(RevisionKey(Revision(main: 6_000)), value: [1])
+        try backend.commit()  // a later transaction, so the freed pages are listed
+        #expect(backend.highWaterMark >= full)  // the file does not shrink
+        #expect(backend.sizeInUse < full / 10, "\(backend.sizeInUse) of \(full)")
+        let copier = try backend.beginDefragment()
+        try copier.copy(to: backend.defragmentTarget)
+        try backend.finishDefragment()
+        #expect(backend.highWaterMark < full / 10)
+    }
+
     @Test func anAbortedDefragmentLeavesTheFileAlone() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

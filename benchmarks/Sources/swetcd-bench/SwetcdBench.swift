@@ -10,7 +10,7 @@ struct SwetcdBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swetcd-bench",
         abstract: "Load an etcd-compatible server and report throughput and latency.",
-        subcommands: [Put.self, Range.self, TxnPut.self, TxnMixed.self, WatchBench.self, WatchLatency.self])
+        subcommands: [Put.self, Range.self, TxnPut.self, TxnMixed.self, LeaseKeepAlive.self, WatchBench.self, WatchLatency.self])
 }
 
 struct GlobalOptions: ParsableArguments {
@@ -152,6 +152,32 @@ struct TxnMixed: AsyncParsableCommand {
                 t.success = [putOp(key, value)]
             }
             return ("/etcdserverpb.KV/Txn", try! t.serializedBytes())
+        }
+        try global.print(r)
+    }
+}
+
+struct LeaseKeepAlive: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lease-keepalive",
+        abstract: "Keep-alives of one lease per client, each on a stream of its own (etcdctl lease keep-alive --once).")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Total requests.") var total = 10_000
+
+    func run() async throws {
+        let setup = try EtcdClient(endpoints: global.endpointList, timeout: 30)
+        var leases: [Int64] = []
+        for _ in 0..<max(global.clients, 1) { leases.append(try await setup.grantLease(ttl: 600).id) }
+        setup.close()
+        let requests = leases.map { id -> [UInt8] in
+            var r = Etcdserverpb_LeaseKeepAliveRequest()
+            r.id = id
+            return try! r.serializedBytes()
+        }
+        let r = try await runLoad(workload: "lease-keepalive", endpoints: global.endpointList, connections: global.conns,
+                                  clients: global.clients, total: total, seconds: global.duration,
+                                  pollForReply: global.pollForReply / 1e6) { n in
+            ("/etcdserverpb.Lease/LeaseKeepAlive", requests[n % requests.count])
         }
         try global.print(r)
     }
