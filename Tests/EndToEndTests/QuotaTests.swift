@@ -24,6 +24,8 @@ import Testing
         #expect(refusal.stderr.contains("Error: etcdserver: mvcc: database space exceeded"), "\(refusal)")
         let alarm = try e.run("alarm", "list").stdout
         #expect(alarm.hasPrefix("memberID:") && alarm.hasSuffix(" alarm:NOSPACE \n"), "\(alarm)")
+        let table = try e.run("endpoint", "status", "-w", "table").stdout
+        #expect(table.contains("DB SIZE") && table.contains("alarm:NOSPACE"), "\(table)")
         // Reads and deletes go on; growing writes do not.
         #expect(try e.run("get", "k1", "--print-value-only").lines == [latest["k1"]!])
         #expect(try e.run("del", "k49").stdout == "1\n")
@@ -43,6 +45,13 @@ import Testing
         let status = try e.run("endpoint", "status", "-w", "json").stdout
         let revision = try #require(status.range(of: "\"revision\":").map { Int(status[$0.upperBound...].prefix { $0.isNumber }) } ?? nil)
         #expect(try e.run("compact", "\(revision)", "--physical").status == 0)
+        // The file keeps its size until the defragment; the size in use drops.
+        let compacted = try e.run("endpoint", "status", "-w", "json").stdout
+        func number(_ field: String) -> Int? {
+            compacted.range(of: "\"\(field)\":").map { Int(compacted[$0.upperBound...].prefix { $0.isNumber }) } ?? nil
+        }
+        let (size, inUse) = (try #require(number("dbSize")), try #require(number("dbSizeInUse")))
+        #expect(inUse < size / 2, "\(compacted)")
         #expect(try e.run("defrag").status == 0)
         #expect(try e.run("alarm", "disarm").stdout == alarm)
         #expect(try e.run("alarm", "list").stdout == "")
