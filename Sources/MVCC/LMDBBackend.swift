@@ -279,57 +279,52 @@ public final class LMDBBackend: Backend {
     public func forEachRevision(from start: Revision,
                                 _ body: (RevisionKey, UnsafeRawBufferPointer) throws -> Bool) throws {
         let txn = try readView()
-        var cursor: OpaquePointer?
-        try check(mdb_cursor_open(txn, keyTable, &cursor), "cursor_open")
-        defer { mdb_cursor_close(cursor) }
-        let startKey = RevisionKey(start).bytes
-        try startKey.withUnsafeBytes { s in
-            var mk = MDB_val(mv_size: s.count, mv_data: UnsafeMutableRawPointer(mutating: s.baseAddress))
-            var mv = MDB_val()
-            var rc = mdb_cursor_get(cursor, &mk, &mv, MDB_SET_RANGE)
-            while rc == 0 {
-                let k = UnsafeRawBufferPointer(start: mk.mv_data, count: mk.mv_size)
+        try RevisionKey(start).bytes.withUnsafeBytes { s in
+            try Self.walk(keyTable, in: txn, from: s) { k, v in
                 guard let revKey = RevisionKey(bytes: k) else {
                     throw LMDBError(code: MDB_CORRUPTED, operation: "revision key of \(k.count) bytes")
                 }
-                if try !body(revKey, UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size)) { return }
-                rc = mdb_cursor_get(cursor, &mk, &mv, MDB_NEXT)
+                return try body(revKey, v)
             }
-            if rc != MDB_NOTFOUND { try check(rc, "cursor_get") }
         }
     }
 
-    public func forEachLease(_ body: (Int64, [UInt8]) throws -> Void) throws {
-        let txn = try readView()
+    /// Visits the entries of `table` in key order, from the first key at or
+    /// after `start` (or the first), until `body` returns false.
+    private static func walk(_ table: MDB_dbi, in txn: OpaquePointer, from start: UnsafeRawBufferPointer? = nil,
+                             _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws {
         var cursor: OpaquePointer?
-        try check(mdb_cursor_open(txn, leaseTable, &cursor), "cursor_open")
+        try check(mdb_cursor_open(txn, table, &cursor), "cursor_open")
         defer { mdb_cursor_close(cursor) }
         var mk = MDB_val(), mv = MDB_val()
-        var rc = mdb_cursor_get(cursor, &mk, &mv, MDB_FIRST)
+        if let start { mk = MDB_val(mv_size: start.count, mv_data: UnsafeMutableRawPointer(mutating: start.baseAddress)) }
+        var rc = mdb_cursor_get(cursor, &mk, &mv, start == nil ? MDB_FIRST : MDB_SET_RANGE)
         while rc == 0 {
-            guard let id = leaseID(fromKey: UnsafeRawBufferPointer(start: mk.mv_data, count: mk.mv_size)) else {
-                throw LMDBError(code: MDB_CORRUPTED, operation: "lease key of \(mk.mv_size) bytes")
-            }
-            try body(id, Array(UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size)))
+            let goOn = try body(UnsafeRawBufferPointer(start: mk.mv_data, count: mk.mv_size),
+                                UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size))
+            if !goOn { return }
             rc = mdb_cursor_get(cursor, &mk, &mv, MDB_NEXT)
         }
         if rc != MDB_NOTFOUND { try check(rc, "cursor_get") }
     }
 
+    public func forEachLease(_ body: (Int64, [UInt8]) throws -> Void) throws {
+        try Self.walk(leaseTable, in: try readView()) { k, v in
+            guard let id = leaseID(fromKey: k) else {
+                throw LMDBError(code: MDB_CORRUPTED, operation: "lease key of \(k.count) bytes")
+            }
+            try body(id, Array(v))
+            return true
+        }
+    }
+
     public func forEachEntry(_ body: (String, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
         let txn = try readView()
         for (name, table) in [("key", keyTable), ("meta", metaTable), ("lease", leaseTable)] {
-            var cursor: OpaquePointer?
-            try check(mdb_cursor_open(txn, table, &cursor), "cursor_open")
-            defer { mdb_cursor_close(cursor) }
-            var mk = MDB_val(), mv = MDB_val()
-            var rc = mdb_cursor_get(cursor, &mk, &mv, MDB_FIRST)
-            while rc == 0 {
-                try body(name, UnsafeRawBufferPointer(start: mk.mv_data, count: mk.mv_size),
-                         UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size))
-                rc = mdb_cursor_get(cursor, &mk, &mv, MDB_NEXT)
+            try Self.walk(table, in: txn) { k, v in
+                try body(name, k, v)
+                return true
             }
-            if rc != MDB_NOTFOUND { try check(rc, "cursor_get") }
         }
     }
 
@@ -551,19 +546,11 @@ public final class LMDBBackend: Backend {
         var txn: OpaquePointer?
         try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "txn_begin free")
         defer { mdb_txn_abort(txn) }
-        var cursor: OpaquePointer?
-        try check(mdb_cursor_open(txn, 0, &cursor), "cursor_open free")
-        defer { mdb_cursor_close(cursor) }
-        var mk = MDB_val(), mv = MDB_val()
         var total = 0
-        var rc = mdb_cursor_get(cursor, &mk, &mv, MDB_FIRST)
-        while rc == 0 {
-            if mv.mv_size >= MemoryLayout<Int>.size, let p = mv.mv_data {
-                total += p.loadUnaligned(as: Int.self)
-            }
-            rc = mdb_cursor_get(cursor, &mk, &mv, MDB_NEXT)
+        try Self.walk(0, in: txn!) { _, v in
+            if v.count >= MemoryLayout<Int>.size { total += v.loadUnaligned(as: Int.self) }
+            return true
         }
-        if rc != MDB_NOTFOUND { try check(rc, "cursor_get free") }
         return total
     }
 
