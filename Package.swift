@@ -55,7 +55,7 @@ let package = Package(
         // Event loop, connections, HTTP/2 via nghttp2, gRPC framing, HTTP/1.1.
         .target(
             name: "Transport",
-            dependencies: ["CLibevent", "CNghttp2", "EtcdStatus",
+            dependencies: ["CLibevent", "CNghttp2", "COpenSSL", "EtcdStatus",
                            .product(name: "Logging", package: "swift-log")]),
 
         // The services over the store, etcd's flags, metrics, logs.

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   pkg-config libevent-dev libssl-dev libnghttp2-dev liblmdb-dev libmimalloc-dev  # C libraries (Package.swift)
-  etcd-client etcd-server curl                                  # real clients, and a real etcd to compare with
+  etcd-client etcd-server curl openssl                          # real clients, a real etcd to compare with, certificates for TLS tests
 )
 # A python3 with pip from elsewhere (pyenv, ...) will do; else Debian's.
 if ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then

@@ -28,6 +28,13 @@ public struct ServerConfig: Equatable, Sendable {
     /// which a restart resumes from (0: never; a restart then restarts
     /// every lease's whole TTL).
     public var leaseCheckpointInterval: Double = 10
+    /// TLS for https client URLs: the member's certificate and key, and
+    /// the CA client certificates must chain to.
+    public var certFile: String?
+    public var keyFile: String?
+    public var trustedCAFile: String?
+    /// Refuse clients without a certificate signed by the trusted CA.
+    public var clientCertAuth = false
     /// Automatic compaction (--auto-compaction-mode and -retention); nil: off.
     public var autoCompaction: AutoCompactor.Mode?
 
@@ -40,12 +47,15 @@ public struct ServerConfig: Equatable, Sendable {
     public struct ClientURL: Equatable, Sendable, CustomStringConvertible {
         public var host: String
         public var port: UInt16
-        public var description: String { "http://\(host):\(port)" }
+        /// https: served with TLS.
+        public var isTLS = false
+        public var description: String { "\(isTLS ? "https" : "http")://\(host):\(port)" }
 
-        /// Parses `http://host:port`.
+        /// Parses `http://host:port` or `https://host:port`.
         public init?(_ s: String) {
-            guard s.hasPrefix("http://") else { return nil }
-            let rest = s.dropFirst("http://".count).split(separator: "/", maxSplits: 1).first ?? ""
+            guard let scheme = ["http://", "https://"].first(where: { s.hasPrefix($0) }) else { return nil }
+            isTLS = scheme == "https://"
+            let rest = s.dropFirst(scheme.count).split(separator: "/", maxSplits: 1).first ?? ""
             guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else {
                 return nil
             }
@@ -54,9 +64,10 @@ public struct ServerConfig: Equatable, Sendable {
             self.port = port
         }
 
-        public init(host: String, port: UInt16) {
+        public init(host: String, port: UInt16, isTLS: Bool = false) {
             self.host = host
             self.port = port
+            self.isTLS = isTLS
         }
     }
 
@@ -83,7 +94,10 @@ public struct ServerConfig: Equatable, Sendable {
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
-                        "auto-compaction-mode", "auto-compaction-retention"]
+                        "auto-compaction-mode", "auto-compaction-retention",
+                        "cert-file", "key-file", "trusted-ca-file", "client-cert-auth"]
+    /// Flags that may stand alone (`--client-cert-auth`) for true.
+    static let booleanFlags: Set<String> = ["client-cert-auth"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -119,6 +133,10 @@ public struct ServerConfig: Equatable, Sendable {
                               periodic: history to keep, as a Go duration or a number of
                               hours (1h, 30m, 2); revision: revisions to keep (1000);
                               0 turns automatic compaction off (default 0)
+      --cert-file             the member's TLS certificate (PEM), for https client URLs
+      --key-file              its private key (PEM)
+      --trusted-ca-file       CA certificates (PEM) client certificates must chain to
+      --client-cert-auth      refuse clients without a certificate signed by that CA
       --version               print the version and exit
       -h, --help              print this help
 
@@ -157,6 +175,8 @@ public struct ServerConfig: Equatable, Sendable {
             guard flags.contains(name) else { throw ParseError.unknownFlag(arg) }
             if let inline {
                 values[name] = inline
+            } else if booleanFlags.contains(name) {
+                values[name] = "true"
             } else {
                 guard i < arguments.count else { throw ParseError.missingValue(arg) }
                 values[name] = arguments[i]
@@ -172,7 +192,7 @@ public struct ServerConfig: Equatable, Sendable {
             func urls() throws -> [ClientURL] {
                 let parsed = value.split(separator: ",").map { ClientURL(String($0)) }
                 guard !parsed.isEmpty, parsed.allSatisfy({ $0 != nil }) else {
-                    throw bad("want http://IP:PORT[,...] (https comes with TLS support)")
+                    throw bad("want http://IP:PORT or https://IP:PORT[,...]")
                 }
                 return parsed.compactMap { $0 }
             }
@@ -214,6 +234,12 @@ public struct ServerConfig: Equatable, Sendable {
                     throw bad("want a duration such as 10s, or 0")
                 }
                 config.leaseCheckpointInterval = seconds
+            case "cert-file": config.certFile = value
+            case "key-file": config.keyFile = value
+            case "trusted-ca-file": config.trustedCAFile = value
+            case "client-cert-auth":
+                guard let b = Bool(value) else { throw bad("want true or false") }
+                config.clientCertAuth = b
             case "log-level":
                 let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
                                                       "error": .error, "panic": .critical, "fatal": .critical]
@@ -221,6 +247,10 @@ public struct ServerConfig: Equatable, Sendable {
                 config.logLevel = level
             default: break
             }
+        }
+        if config.listenClientURLs.contains(where: \.isTLS) && (config.certFile == nil || config.keyFile == nil) {
+            throw ParseError.badValue(flag: "listen-client-urls", value: config.listenClientURLs.map(\.description).joined(separator: ","),
+                                      why: "https needs --cert-file and --key-file")
         }
         return config
     }

@@ -12,7 +12,19 @@ public final class TransportServer {
     let http1: HTTP1Handler
     let limits: TransportLimits
     let logger: Logger
-    private var listeners: [OpaquePointer] = []
+    private var listeners: [Listener] = []
+
+    /// One listening socket, and the TLS its connections start with (nil:
+    /// plaintext).
+    private final class Listener {
+        unowned let server: TransportServer
+        let tls: TLSServerContext?
+        var handle: OpaquePointer?
+        init(server: TransportServer, tls: TLSServerContext?) {
+            self.server = server
+            self.tls = tls
+        }
+    }
     private var connections: [Int: Connection] = [:]
     private var nextConnectionID = 0
 
@@ -31,27 +43,30 @@ public final class TransportServer {
 
     public var connectionCount: Int { connections.count }
 
-    /// Starts listening on host:port (port 0: any free port) and returns the
-    /// port bound.
+    /// Starts listening on host:port (port 0: any free port), with TLS when
+    /// `tls` is given, and returns the port bound.
     @discardableResult
-    public func listen(host: String, port: UInt16) throws -> UInt16 {
+    public func listen(host: String, port: UInt16, tls: TLSServerContext? = nil) throws -> UInt16 {
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian
         guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1 else {
             throw TransportError.badAddress(host)
         }
-        let me = Unmanaged.passUnretained(self).toOpaque()
+        let entry = Listener(server: self, tls: tls)
+        let me = Unmanaged.passUnretained(entry).toOpaque()
         let listener = withUnsafePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                 evconnlistener_new_bind(loop.base, { _, fd, _, _, arg in
-                    Unmanaged<TransportServer>.fromOpaque(arg!).takeUnretainedValue().accept(fd)
+                    let entry = Unmanaged<Listener>.fromOpaque(arg!).takeUnretainedValue()
+                    entry.server.accept(fd, tls: entry.tls)
                 }, me, UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE), 1024, sa,
                 Int32(MemoryLayout<sockaddr_in>.size))
             }
         }
         guard let listener else { throw TransportError.cannotListen(host, port, errno) }
-        listeners.append(listener)
+        entry.handle = listener
+        listeners.append(entry)
         var bound = sockaddr_in()
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &bound) { p in
@@ -60,10 +75,12 @@ public final class TransportServer {
         return UInt16(bigEndian: bound.sin_port)
     }
 
-    private func accept(_ fd: Int32) {
+    private func accept(_ fd: Int32, tls: TLSServerContext?) {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard let bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+        let made = tls.map { $0.acceptingBufferevent(loop.base, fd) }
+            ?? bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        guard let bev = made else {
             close(fd)
             return
         }
@@ -77,7 +94,7 @@ public final class TransportServer {
 
     /// Stops listening and closes every connection.
     public func closeAll() {
-        for l in listeners { evconnlistener_free(l) }
+        for l in listeners { if let h = l.handle { evconnlistener_free(h) } }
         listeners.removeAll()
         for c in Array(connections.values) { c.close() }
     }

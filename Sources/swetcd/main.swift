@@ -88,10 +88,21 @@ var transportLimits = TransportLimits()
 transportLimits.maxReceiveMessageBytes = config.maxRequestBytes + 512 * 1024
 transportLimits.maxHTTP1BodyBytes = config.maxRequestBytes + 512 * 1024
 let transport = TransportServer(loop: loop, router: server, http1: server, limits: transportLimits, logger: logger)
+var tls: TLSServerContext?
+if config.listenClientURLs.contains(where: \.isTLS), let cert = config.certFile, let key = config.keyFile {
+    do {
+        tls = try TLSServerContext(.init(certFile: cert, keyFile: key, trustedCAFile: config.trustedCAFile,
+                                         clientCertAuth: config.clientCertAuth))
+    } catch {
+        logger.critical("cannot set up TLS", metadata: ["error": "\(error)"])
+        exit(1)
+    }
+}
 for url in config.listenClientURLs {
     do {
-        let port = try transport.listen(host: url.host, port: url.port)
-        logger.info("serving client traffic insecurely", metadata: ["address": "\(url.host):\(port)"])
+        let port = try transport.listen(host: url.host, port: url.port, tls: url.isTLS ? tls : nil)
+        logger.info(url.isTLS ? "serving client traffic securely" : "serving client traffic insecurely",
+                    metadata: ["address": "\(url.host):\(port)"])
     } catch {
         logger.critical("cannot listen for clients", metadata: ["url": "\(url)", "error": "\(error)"])
         exit(1)

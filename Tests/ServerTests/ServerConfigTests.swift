@@ -60,4 +60,19 @@ import Testing
         }
         #expect(throws: ServerConfig.ParseError.helpRequested) { try ServerConfig.parse(arguments: ["-h"], environment: [:]) }
     }
+
+    @Test func tlsFlags() throws {
+        let c = try ServerConfig.parse(arguments: [
+            "--listen-client-urls", "https://127.0.0.1:2379,http://127.0.0.1:2380", "--cert-file", "s.crt",
+            "--key-file=s.key", "--trusted-ca-file", "ca.crt", "--client-cert-auth", "--name", "n",
+        ], environment: [:])
+        #expect(c.listenClientURLs.map(\.description) == ["https://127.0.0.1:2379", "http://127.0.0.1:2380"])
+        #expect(c.certFile == "s.crt" && c.keyFile == "s.key" && c.trustedCAFile == "ca.crt" && c.clientCertAuth)
+        #expect(c.name == "n", "a boolean flag takes no value")
+        #expect(try ServerConfig.parse(arguments: ["--client-cert-auth=false"], environment: [:]).clientCertAuth == false)
+        #expect(try ServerConfig.parse(arguments: [], environment: ["ETCD_CLIENT_CERT_AUTH": "true"]).clientCertAuth)
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--listen-client-urls", "https://127.0.0.1:2379"], environment: [:])
+        }
+    }
 }

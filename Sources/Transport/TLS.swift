@@ -1,0 +1,107 @@
+import CLibevent
+import COpenSSL
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The server side of TLS on a client port: OpenSSL's context with the
+/// member's certificate and key, TLS 1.2 at least, ALPN choosing `h2` for
+/// gRPC clients (they insist on it) and `http/1.1` for the rest, and, with
+/// `clientCertAuth`,
+/// a client certificate signed by the trusted CA required.
+public final class TLSServerContext {
+    let context: OpaquePointer
+
+    public struct Settings: Equatable, Sendable {
+        public var certFile: String
+        public var keyFile: String
+        /// CA bundle that client certificates must chain to.
+        public var trustedCAFile: String?
+        /// Refuse clients without a certificate signed by `trustedCAFile`.
+        public var clientCertAuth: Bool
+
+        public init(certFile: String, keyFile: String, trustedCAFile: String? = nil, clientCertAuth: Bool = false) {
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.trustedCAFile = trustedCAFile
+            self.clientCertAuth = clientCertAuth
+        }
+    }
+
+    public init(_ settings: Settings) throws {
+        guard let ctx = SSL_CTX_new(TLS_server_method()) else { throw TLSError.openssl("SSL_CTX_new") }
+        context = ctx
+        _ = swetcd_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)
+        _ = swetcd_SSL_CTX_set_options(ctx, swetcd_SSL_OP_IGNORE_UNEXPECTED_EOF | swetcd_SSL_OP_NO_RENEGOTIATION)
+        _ = swetcd_SSL_CTX_set_mode(ctx, swetcd_SSL_MODE_RELEASE_BUFFERS)
+        guard SSL_CTX_use_certificate_chain_file(ctx, settings.certFile) == 1 else {
+            throw TLSError.openssl("cannot load the certificate \(settings.certFile)")
+        }
+        guard SSL_CTX_use_PrivateKey_file(ctx, settings.keyFile, SSL_FILETYPE_PEM) == 1,
+              SSL_CTX_check_private_key(ctx) == 1 else {
+            throw TLSError.openssl("cannot load the key \(settings.keyFile) (or it does not match the certificate)")
+        }
+        if let ca = settings.trustedCAFile {
+            guard SSL_CTX_load_verify_locations(ctx, ca, nil) == 1 else {
+                throw TLSError.openssl("cannot load the trusted CA \(ca)")
+            }
+        }
+        if settings.clientCertAuth {
+            guard settings.trustedCAFile != nil else { throw TLSError.settings("--client-cert-auth needs --trusted-ca-file") }
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
+        }
+        SSL_CTX_set_alpn_select_cb(ctx, { _, out, outlen, clientList, clientLength, _ in
+            // The first of ours (http/1.1, then h2) the client offers.
+            var chosen: UnsafeMutablePointer<UInt8>?
+            var chosenLength: UInt8 = 0
+            let rc = SSL_select_next_proto(&chosen, &chosenLength, TLSServerContext.alpn.baseAddress,
+                                           UInt32(TLSServerContext.alpn.count), clientList, clientLength)
+            guard rc == OPENSSL_NPN_NEGOTIATED, let chosen else { return SSL_TLSEXT_ERR_NOACK }
+            out?.pointee = UnsafePointer(chosen)
+            outlen?.pointee = chosenLength
+            return SSL_TLSEXT_ERR_OK
+        }, nil)
+    }
+
+    deinit { SSL_CTX_free(context) }
+
+    /// ALPN protocols in wire form, in order of preference; lives for the
+    /// process (OpenSSL points into it).
+    nonisolated(unsafe) static let alpn: UnsafeMutableBufferPointer<UInt8> = {
+        // http/1.1 first: gRPC clients offer only h2 (and get it), while
+        // curl and browsers offer both and get the HTTP/1.1 endpoints
+        // (/health, /metrics, the JSON gateway), which only HTTP/1.1 serves.
+        let wire: [UInt8] = [8] + Array("http/1.1".utf8) + [2] + Array("h2".utf8)
+        let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: wire.count)
+        _ = buffer.initialize(from: wire)
+        return buffer
+    }()
+
+    /// A bufferevent that runs the server side of a handshake on `fd`.
+    func acceptingBufferevent(_ base: OpaquePointer, _ fd: Int32) -> OpaquePointer? {
+        guard let ssl = SSL_new(context) else { return nil }
+        // CLOSE_ON_FREE: freeing the bufferevent frees the SSL and the socket.
+        guard let bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                       Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+            SSL_free(ssl)
+            return nil
+        }
+        return bev
+    }
+}
+
+public enum TLSError: Error, CustomStringConvertible {
+    case openssl(String)
+    case settings(String)
+
+    public var description: String {
+        switch self {
+        case .openssl(let what):
+            let code = ERR_get_error()
+            var text = [CChar](repeating: 0, count: 256)
+            ERR_error_string_n(code, &text, text.count)
+            return code == 0 ? what : "\(what): \(String(cString: text))"
+        case .settings(let why): return why
+        }
+    }
+}

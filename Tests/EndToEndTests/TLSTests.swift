@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+
+/// Certificates made with the openssl tool for one test: a CA, a server
+/// certificate for 127.0.0.1 signed by it (also usable as a client's), and
+/// a client certificate from another CA.
+struct TestCertificates {
+    let dir: String
+    var ca: String { dir + "/ca.crt" }
+    var cert: String { dir + "/server.crt" }
+    var key: String { dir + "/server.key" }
+    var otherCert: String { dir + "/other.crt" }
+    var otherKey: String { dir + "/other.key" }
+
+    init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-tls-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+            .write(toFile: dir + "/ext.cnf", atomically: true, encoding: .utf8)
+        let steps: [[String]] = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=swetcd"],
+            ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt",
+             "-days", "1", "-extfile", "ext.cnf"],
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-ca.key", "-out", "other-ca.crt", "-days", "1",
+             "-subj", "/CN=other-ca"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.csr", "-subj", "/CN=intruder"],
+            ["x509", "-req", "-in", "other.csr", "-CA", "other-ca.crt", "-CAkey", "other-ca.key", "-CAcreateserial",
+             "-out", "other.crt", "-days", "1", "-extfile", "ext.cnf"],
+        ]
+        guard let openssl = which("openssl") else { throw E2EError("openssl not found") }
+        for step in steps {
+            let r = try runCommand("/bin/sh", ["-c", "cd \(dir) && \(openssl) " + step.map { "'\($0)'" }.joined(separator: " ")])
+            guard r.status == 0 else { throw E2EError("openssl \(step): \(r.stderr)") }
+        }
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: dir) }
+}
+
+/// Mutual TLS on the client port, through the real etcdctl, curl and Python
+/// grpcio: the kubeadm-style call works, clients without a certificate from
+/// the trusted CA (or speaking plaintext) are refused, and the server keeps
+/// serving.
+@Suite struct TLSTests {
+    @Test func mutualTLSServesTrustedClientsOnly() throws {
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let port = try ReferenceEtcd.freePort()
+        let server = try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
+                                                   "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"])
+        defer { server.stop() }
+        #expect(server.log.contains("serving client traffic securely"))
+        let e = Etcdctl(endpoint: server.endpoint)
+        let trusted = ["--cacert", certs.ca, "--cert", certs.cert, "--key", certs.key]
+        #expect(try e.run(arguments: ["put", "/registry/pods/a", "1"] + trusted).stdout == "OK\n")
+        // The seed's command shape.
+        let seed = try e.run(arguments: ["get", "/", "--prefix", "--keys-only", "--limit=10"] + trusted)
+        #expect(seed.lines == ["/registry/pods/a"], "\(seed)")
+
+        func refused(_ extra: [String], endpoint: String? = nil) throws -> Bool {
+            let r = try runCommand("/usr/bin/etcdctl", ["--endpoints=\(endpoint ?? server.endpoint)", "--dial-timeout=2s",
+                                                        "--command-timeout=3s", "get", "/", "--prefix"] + extra,
+                                   environment: ["ETCDCTL_API": "3"])
+            return r.status != 0 && r.stdout.isEmpty
+        }
+        #expect(try refused(["--cacert", certs.ca]), "no client certificate")
+        #expect(try refused(["--cacert", certs.ca, "--cert", certs.otherCert, "--key", certs.otherKey]), "another CA's certificate")
+        #expect(try refused([], endpoint: "http://\(server.endpoint)"), "plaintext")
+
+        // HTTP/1.1 endpoints over the same port (ALPN http/1.1 for curl).
+        if let curl = which("curl") {
+            let health = try runCommand(curl, ["-s", "--cacert", certs.ca, "--cert", certs.cert, "--key", certs.key,
+                                               "https://\(server.endpoint)/health"])
+            #expect(health.stdout.contains("\"health\":\"true\""), "\(health)")
+        }
+        #expect(try e.run(arguments: ["get", "/registry/pods/a", "--print-value-only"] + trusted).lines == ["1"], "still serving")
+    }
+}
