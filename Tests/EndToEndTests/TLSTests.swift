@@ -76,4 +76,22 @@ struct TestCertificates {
         }
         #expect(try e.run(arguments: ["get", "/registry/pods/a", "--print-value-only"] + trusted).lines == ["1"], "still serving")
     }
+
+    /// Plaintext HTTP/2, a handshake that stops half way, garbage records,
+    /// an oversized header, one byte a second: each is refused or closed,
+    /// and a trusted client is served throughout.
+    @Test func misbehavingTLSClientsDoNotStopTheServer() throws {
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let port = try ReferenceEtcd.freePort()
+        let server = try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
+                                                   "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"])
+        defer { server.stop() }
+        let r = try runPython("tls_bad_clients.py", [server.endpoint, certs.ca, certs.cert, certs.key])
+        #expect(r.status == 0 && r.stdout.contains("tls bad clients ok"), "\(r)")
+        #expect(r.stdout.contains("plaintext h2 closed: True"), "\(r.stdout)")
+        #expect(r.stdout.contains("garbage records closed: True"), "\(r.stdout)")
+        #expect(r.stdout.contains("oversized header answered: HTTP/1.1 431") || r.stdout.contains("oversized header answered: (closed)"),
+                "\(r.stdout)")
+    }
 }
