@@ -15,9 +15,13 @@ final class ConnectionPool {
         var connection: HTTP2ClientConnection?
     }
 
-    init(loop: EventLoop, endpoints: [(host: String, port: UInt16)], size: Int) {
+    /// TLS for every connection; nil: h2c.
+    let tls: TLSClientContext?
+
+    init(loop: EventLoop, endpoints: [(host: String, port: UInt16)], size: Int, tls: TLSClientContext? = nil) {
         self.loop = loop
         self.endpoints = endpoints
+        self.tls = tls
         slots = (0..<max(size, 1)).map { Slot(endpoint: $0 % endpoints.count) }
     }
 
@@ -64,7 +68,7 @@ final class ConnectionPool {
             slots[index].endpoint = (slots[index].endpoint + 1) % endpoints.count
         }
         let e = endpoints[slots[index].endpoint]
-        let c = HTTP2ClientConnection(loop: loop, host: e.host, port: e.port)
+        let c = HTTP2ClientConnection(loop: loop, host: e.host, port: e.port, tls: tls)
         slots[index].connection = c
         return c
     }

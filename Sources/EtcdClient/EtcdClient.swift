@@ -17,21 +17,52 @@ public final class EtcdClient: Sendable {
     /// Seconds a call may take unless it says otherwise.
     public let timeout: Double
 
+    /// TLS to the servers: the CA their certificates chain to (the
+    /// system's if nil), a client certificate for servers that ask, or no
+    /// verification at all (`insecureSkipVerify`, for tests only).
+    public struct TLS: Equatable, Sendable {
+        public var caFile: String?
+        public var certFile: String?
+        public var keyFile: String?
+        public var insecureSkipVerify: Bool
+
+        public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil, insecureSkipVerify: Bool = false) {
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.insecureSkipVerify = insecureSkipVerify
+        }
+    }
+
     /// - Parameters:
-    ///   - endpoints: `host:port` or `http://host:port`, tried in order.
+    ///   - endpoints: `host:port`, `http://host:port` or `https://host:port`,
+    ///     tried in order.
     ///   - connections: HTTP/2 connections to spread calls over.
     ///   - timeout: default deadline of each call, in seconds.
-    public init(endpoints: [String], connections: Int = 1, timeout: Double = 5) throws {
+    ///   - tls: TLS settings; with nil, TLS (verified against the system's
+    ///     CAs) only for `https://` endpoints.
+    public init(endpoints: [String], connections: Int = 1, timeout: Double = 5, tls: TLS? = nil) throws {
         let parsed = try endpoints.map(Self.parse)
         guard !parsed.isEmpty else { throw EtcdError.unavailable("no endpoints") }
+        var context: TLSClientContext?
+        if tls != nil || endpoints.contains(where: { $0.hasPrefix("https://") }) {
+            let t = tls ?? TLS()
+            do {
+                context = try TLSClientContext(.init(caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile,
+                                                     insecureSkipVerify: t.insecureSkipVerify))
+            } catch {
+                throw EtcdError.other(code: .invalidArgument, message: "TLS: \(error)")
+            }
+        }
         thread = EventLoopThread()
-        pool = LoopBound(ConnectionPool(loop: thread.loop, endpoints: parsed, size: connections))
+        pool = LoopBound(ConnectionPool(loop: thread.loop, endpoints: parsed, size: connections, tls: context))
         self.timeout = timeout
     }
 
     static func parse(_ endpoint: String) throws -> (host: String, port: UInt16) {
         var s = Substring(endpoint)
         if s.hasPrefix("http://") { s = s.dropFirst(7) }
+        if s.hasPrefix("https://") { s = s.dropFirst(8) }
         guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]) else {
             throw EtcdError.unavailable("not an endpoint (host:port): \(endpoint)")
         }

@@ -1,5 +1,6 @@
 import CLibevent
 import CNghttp2
+import COpenSSL
 import EtcdStatus
 #if canImport(Glibc)
 import Glibc
@@ -78,10 +79,14 @@ public final class HTTP2ClientConnection {
         return next
     }
 
-    public init(loop: EventLoop, host: String, port: UInt16) {
+    /// TLS for this connection; nil: h2c with prior knowledge.
+    private let tls: TLSClientContext?
+
+    public init(loop: EventLoop, host: String, port: UInt16, tls: TLSClientContext? = nil) {
         self.loop = loop
         self.host = host
         self.port = port
+        self.tls = tls
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         defer { nghttp2_session_callbacks_del(callbacks) }
@@ -150,7 +155,8 @@ public final class HTTP2ClientConnection {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian
         guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1,
-              let bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+              let bev = tls.map({ $0.connectingBufferevent(loop.base, host: host) })
+                ?? bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
             fail("cannot connect to \(host):\(port): not an IPv4 address")
             return
         }
@@ -310,7 +316,13 @@ public final class HTTP2ClientConnection {
             return
         }
         if events & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR) != 0 {
-            fail(wasConnected ? "connection to \(host):\(port) lost" : "cannot connect to \(host):\(port)")
+            var why = wasConnected ? "connection to \(host):\(port) lost" : "cannot connect to \(host):\(port)"
+            if tls != nil, let bev, case let code = bufferevent_get_openssl_error(bev), code != 0 {
+                var text = [CChar](repeating: 0, count: 256)
+                ERR_error_string_n(code, &text, text.count)
+                why += ": TLS: \(String(cString: text))"
+            }
+            fail(why)
         }
     }
 

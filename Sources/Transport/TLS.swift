@@ -105,3 +105,74 @@ public enum TLSError: Error, CustomStringConvertible {
         }
     }
 }
+
+/// The client side of TLS: the CA bundle that the server's certificate must
+/// chain to (the system's when none is given), an optional client
+/// certificate, ALPN `h2`, and the server's name or IP checked against its
+/// certificate unless `insecureSkipVerify`.
+public final class TLSClientContext: @unchecked Sendable {
+    // @unchecked: the SSL_CTX is only read after init (OpenSSL allows
+    // sharing a configured context between threads).
+    let context: OpaquePointer
+    let verifies: Bool
+
+    public struct Settings: Equatable, Sendable {
+        public var caFile: String?
+        public var certFile: String?
+        public var keyFile: String?
+        public var insecureSkipVerify: Bool
+
+        public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil, insecureSkipVerify: Bool = false) {
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.insecureSkipVerify = insecureSkipVerify
+        }
+    }
+
+    public init(_ settings: Settings) throws {
+        guard let ctx = SSL_CTX_new(TLS_client_method()) else { throw TLSError.openssl("SSL_CTX_new") }
+        context = ctx
+        verifies = !settings.insecureSkipVerify
+        _ = swetcd_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)
+        _ = swetcd_SSL_CTX_set_options(ctx, swetcd_SSL_OP_IGNORE_UNEXPECTED_EOF)
+        if let ca = settings.caFile {
+            guard SSL_CTX_load_verify_locations(ctx, ca, nil) == 1 else { throw TLSError.openssl("cannot load the CA \(ca)") }
+        } else {
+            SSL_CTX_set_default_verify_paths(ctx)
+        }
+        if let cert = settings.certFile {
+            guard let key = settings.keyFile else { throw TLSError.settings("a client certificate needs its key") }
+            guard SSL_CTX_use_certificate_chain_file(ctx, cert) == 1,
+                  SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) == 1,
+                  SSL_CTX_check_private_key(ctx) == 1 else {
+                throw TLSError.openssl("cannot load the client certificate \(cert) and key \(key)")
+            }
+        }
+        SSL_CTX_set_verify(ctx, verifies ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nil)
+        let h2: [UInt8] = [2] + Array("h2".utf8)
+        guard SSL_CTX_set_alpn_protos(ctx, h2, UInt32(h2.count)) == 0 else { throw TLSError.openssl("SSL_CTX_set_alpn_protos") }
+    }
+
+    deinit { SSL_CTX_free(context) }
+
+    /// A bufferevent that connects and runs the client side of a handshake
+    /// with `host` (a name or an IPv4 address, checked against the
+    /// certificate).
+    func connectingBufferevent(_ base: OpaquePointer, host: String) -> OpaquePointer? {
+        guard let ssl = SSL_new(context) else { return nil }
+        var probe = in_addr()
+        if inet_pton(AF_INET, host, &probe) == 1 {
+            if verifies { X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) }
+        } else {
+            _ = swetcd_SSL_set_tlsext_host_name(ssl, host)
+            if verifies { SSL_set1_host(ssl, host) }
+        }
+        guard let bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                       Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+            SSL_free(ssl)
+            return nil
+        }
+        return bev
+    }
+}

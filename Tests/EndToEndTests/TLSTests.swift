@@ -1,3 +1,4 @@
+import EtcdClient
 import Foundation
 import Testing
 
@@ -75,6 +76,29 @@ struct TestCertificates {
             #expect(health.stdout.contains("\"health\":\"true\""), "\(health)")
         }
         #expect(try e.run(arguments: ["get", "/registry/pods/a", "--print-value-only"] + trusted).lines == ["1"], "still serving")
+    }
+
+    /// The Swift client over mutual TLS: served with the CA and a client
+    /// certificate, refused without the certificate or with another CA.
+    @Test func swiftClientOverMutualTLS() async throws {
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let port = try ReferenceEtcd.freePort()
+        let server = try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
+                                                   "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"])
+        defer { server.stop() }
+        let client = try EtcdClient(endpoints: ["https://\(server.endpoint)"],
+                                    tls: .init(caFile: certs.ca, certFile: certs.cert, keyFile: certs.key))
+        defer { client.close() }
+        _ = try await client.put("tls", "yes")
+        #expect(try await client.get("tls").kvs.first?.valueString == "yes")
+
+        for (name, tls) in [("no client certificate", EtcdClient.TLS(caFile: certs.ca)),
+                            ("a server certificate from another CA", EtcdClient.TLS(caFile: certs.otherCert, certFile: certs.cert, keyFile: certs.key))] {
+            let refused = try EtcdClient(endpoints: ["https://\(server.endpoint)"], timeout: 3, tls: tls)
+            defer { refused.close() }
+            await #expect(throws: EtcdError.self, "\(name)") { _ = try await refused.get("tls") }
+        }
     }
 
     /// Plaintext HTTP/2, a handshake that stops half way, garbage records,
