@@ -320,7 +320,7 @@ public final class HTTP2ClientConnection {
             if tls != nil, let bev, case let code = bufferevent_get_openssl_error(bev), code != 0 {
                 var text = [CChar](repeating: 0, count: 256)
                 ERR_error_string_n(code, &text, text.count)
-                why += ": TLS: \(String(cString: text))"
+                why += ": TLS: \(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
             }
             fail(why)
         }

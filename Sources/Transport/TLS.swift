@@ -100,7 +100,7 @@ public enum TLSError: Error, CustomStringConvertible {
             let code = ERR_get_error()
             var text = [CChar](repeating: 0, count: 256)
             ERR_error_string_n(code, &text, text.count)
-            return code == 0 ? what : "\(what): \(String(cString: text))"
+            return code == 0 ? what : "\(what): \(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
         case .settings(let why): return why
         }
     }

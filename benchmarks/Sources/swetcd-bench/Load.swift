@@ -50,8 +50,8 @@ final class Budget: Sendable {
 /// thread through callbacks: no task or thread hop per request, so the
 /// bench costs the machine less than the server it measures.
 func runLoad(workload: String, endpoints: [String], connections: Int, clients: Int, total: Int,
-             seconds: Double?, pollForReply: Double = 0, encode: @escaping @Sendable (Int) -> (path: String, bytes: [UInt8])) async throws -> Report {
-    let client = try EtcdClient(endpoints: endpoints, connections: connections, timeout: 30)
+             seconds: Double?, pollForReply: Double = 0, tls: EtcdClient.TLS? = nil, encode: @escaping @Sendable (Int) -> (path: String, bytes: [UInt8])) async throws -> Report {
+    let client = try EtcdClient(endpoints: endpoints, connections: connections, timeout: 30, tls: tls)
     defer { client.close() }
     let cpuBefore = cpuSeconds()
     let start = ContinuousClock.now

@@ -25,8 +25,13 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: ArgumentHelp("After each request, poll for its reply this many microseconds before sleeping (0: sleep at once).",
                                discussion: "Waking a sleeping thread costs tens of microseconds on virtual CPUs that halt when idle: a large part of one client's round trip. Go's runtime spins briefly before it parks."))
     var pollForReply = 0.0
+    @Option(help: "CA certificate to verify a TLS server with (TLS when set).") var cacert: String?
+    @Option(help: "Client certificate for TLS.") var cert: String?
+    @Option(help: "Client key for TLS.") var key: String?
     @Flag(help: "Print numbers with full precision.")
     var precise = false
+
+    var tls: EtcdClient.TLS? { cacert.map { EtcdClient.TLS(caFile: $0, certFile: cert, keyFile: key) } }
     @Flag(help: "Print a JSON summary instead of text.")
     var json = false
 
@@ -69,7 +74,7 @@ struct Put: AsyncParsableCommand {
         let (keySize, space, sequential) = (keySize, keySpaceSize, sequentialKeys)
         let r = try await runLoad(workload: "put", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6) { n in
+                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { n in
             let k = sequential ? n % space : Int.random(in: 0..<max(space, 1))
             var p = Etcdserverpb_PutRequest()
             p.key = Data(benchKey(k, size: keySize))
@@ -99,7 +104,7 @@ struct Range: AsyncParsableCommand {
         let bytes: [UInt8] = try request.serializedBytes()
         let r = try await runLoad(workload: "range", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6) { _ in
+                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { _ in
             ("/etcdserverpb.KV/Range", bytes)
         }
         try global.print(r)
@@ -117,7 +122,7 @@ struct TxnPut: AsyncParsableCommand {
         let (keySize, space, ops) = (keys.keySize, keys.keySpaceSize, txnOps)
         let r = try await runLoad(workload: "txn-put", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: keys.total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6) { _ in
+                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { _ in
             // Distinct keys inside one txn (a key may be written once per txn).
             let base = Int.random(in: 0..<max(space, 1))
             var t = Etcdserverpb_TxnRequest()
@@ -139,7 +144,7 @@ struct TxnMixed: AsyncParsableCommand {
         let (keySize, space, readShare) = (keys.keySize, keys.keySpaceSize, rwRatio / (rwRatio + 1))
         let r = try await runLoad(workload: "txn-mixed", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: keys.total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6) { _ in
+                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { _ in
             let key = benchKey(Int.random(in: 0..<max(space, 1)), size: keySize)
             var t = Etcdserverpb_TxnRequest()
             if Double.random(in: 0..<1) < readShare {
@@ -165,7 +170,7 @@ struct LeaseKeepAlive: AsyncParsableCommand {
     @Option(help: "Total requests.") var total = 10_000
 
     func run() async throws {
-        let setup = try EtcdClient(endpoints: global.endpointList, timeout: 30)
+        let setup = try EtcdClient(endpoints: global.endpointList, timeout: 30, tls: global.tls)
         var leases: [Int64] = []
         for _ in 0..<max(global.clients, 1) { leases.append(try await setup.grantLease(ttl: 600).id) }
         setup.close()
@@ -176,7 +181,7 @@ struct LeaseKeepAlive: AsyncParsableCommand {
         }
         let r = try await runLoad(workload: "lease-keepalive", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6) { n in
+                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { n in
             ("/etcdserverpb.Lease/LeaseKeepAlive", requests[n % requests.count])
         }
         try global.print(r)
