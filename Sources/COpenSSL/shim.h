@@ -5,6 +5,9 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/pem.h>
+#include <stdio.h>
 
 // Macros that do not import into Swift, as small functions.
 static inline long swetcd_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
@@ -23,4 +26,41 @@ static inline long swetcd_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
 static const uint64_t swetcd_SSL_OP_IGNORE_UNEXPECTED_EOF = SSL_OP_IGNORE_UNEXPECTED_EOF;
 static const uint64_t swetcd_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
 static const long swetcd_SSL_MODE_RELEASE_BUFFERS = SSL_MODE_RELEASE_BUFFERS;
+// --auto-tls: a self-signed ECDSA P-256 certificate for `san` (OpenSSL's
+// alt-name syntax, "IP:127.0.0.1,DNS:localhost"), valid for `days`, written
+// as PEM to certPath and keyPath (0600). Returns 1 on success.
+static inline int swetcd_write_self_signed(const char *certPath, const char *keyPath, const char *san, int days) {
+    int ok = 0;
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_EXTENSION *ext = NULL;
+    FILE *f = NULL;
+    if (!key || !x) goto done;
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), (long)time(NULL));
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), (long)days * 24 * 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"swetcd", -1, -1, 0);
+    X509_set_issuer_name(x, name);
+    ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
+    if (!ext || !X509_add_ext(x, ext, -1)) goto done;
+    X509_EXTENSION_free(ext);
+    ext = X509V3_EXT_conf_nid(NULL, NULL, NID_ext_key_usage, "serverAuth,clientAuth");
+    if (!ext || !X509_add_ext(x, ext, -1)) goto done;
+    if (!X509_sign(x, key, EVP_sha256())) goto done;
+    f = fopen(keyPath, "w");
+    if (!f || !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) goto done;
+    fclose(f);
+    f = fopen(certPath, "w");
+    if (!f || !PEM_write_X509(f, x)) goto done;
+    ok = 1;
+done:
+    if (f) fclose(f);
+    if (ext) X509_EXTENSION_free(ext);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return ok;
+}
 #endif

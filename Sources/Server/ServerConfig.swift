@@ -35,6 +35,9 @@ public struct ServerConfig: Equatable, Sendable {
     public var trustedCAFile: String?
     /// Refuse clients without a certificate signed by the trusted CA.
     public var clientCertAuth = false
+    /// Serve https with a self-signed certificate made in the data dir when
+    /// no --cert-file is given.
+    public var autoTLS = false
     /// Automatic compaction (--auto-compaction-mode and -retention); nil: off.
     public var autoCompaction: AutoCompactor.Mode?
 
@@ -95,9 +98,9 @@ public struct ServerConfig: Equatable, Sendable {
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
                         "auto-compaction-mode", "auto-compaction-retention",
-                        "cert-file", "key-file", "trusted-ca-file", "client-cert-auth"]
+                        "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
-    static let booleanFlags: Set<String> = ["client-cert-auth"]
+    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -137,6 +140,8 @@ public struct ServerConfig: Equatable, Sendable {
       --key-file              its private key (PEM)
       --trusted-ca-file       CA certificates (PEM) client certificates must chain to
       --client-cert-auth      refuse clients without a certificate signed by that CA
+      --auto-tls              without --cert-file, serve https with a self-signed certificate
+                              made in <data-dir>/fixtures/client
       --version               print the version and exit
       -h, --help              print this help
 
@@ -237,9 +242,9 @@ public struct ServerConfig: Equatable, Sendable {
             case "cert-file": config.certFile = value
             case "key-file": config.keyFile = value
             case "trusted-ca-file": config.trustedCAFile = value
-            case "client-cert-auth":
+            case "client-cert-auth", "auto-tls":
                 guard let b = Bool(value) else { throw bad("want true or false") }
-                config.clientCertAuth = b
+                if flag == "auto-tls" { config.autoTLS = b } else { config.clientCertAuth = b }
             case "log-level":
                 let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
                                                       "error": .error, "panic": .critical, "fatal": .critical]
@@ -248,9 +253,9 @@ public struct ServerConfig: Equatable, Sendable {
             default: break
             }
         }
-        if config.listenClientURLs.contains(where: \.isTLS) && (config.certFile == nil || config.keyFile == nil) {
+        if config.listenClientURLs.contains(where: \.isTLS) && (config.certFile == nil || config.keyFile == nil) && !config.autoTLS {
             throw ParseError.badValue(flag: "listen-client-urls", value: config.listenClientURLs.map(\.description).joined(separator: ","),
-                                      why: "https needs --cert-file and --key-file")
+                                      why: "https needs --cert-file and --key-file, or --auto-tls")
         }
         return config
     }

@@ -65,6 +65,16 @@ public final class TLSServerContext {
 
     deinit { SSL_CTX_free(context) }
 
+    /// Writes a self-signed certificate and key (--auto-tls) valid for
+    /// `ips` and localhost, for a year; the key readable by its owner only.
+    public static func writeSelfSigned(certFile: String, keyFile: String, ips: [String]) throws {
+        let san = (ips.map { "IP:\($0)" } + ["DNS:localhost"]).joined(separator: ",")
+        guard swetcd_write_self_signed(certFile, keyFile, san, 365) == 1 else {
+            throw TLSError.openssl("cannot make a self-signed certificate in \(certFile)")
+        }
+        chmod(keyFile, 0o600)
+    }
+
     /// ALPN protocols in wire form, in order of preference; lives for the
     /// process (OpenSSL points into it).
     nonisolated(unsafe) static let alpn: UnsafeMutableBufferPointer<UInt8> = {

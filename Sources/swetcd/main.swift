@@ -89,7 +89,25 @@ transportLimits.maxReceiveMessageBytes = config.maxRequestBytes + 512 * 1024
 transportLimits.maxHTTP1BodyBytes = config.maxRequestBytes + 512 * 1024
 let transport = TransportServer(loop: loop, router: server, http1: server, limits: transportLimits, logger: logger)
 var tls: TLSServerContext?
-if config.listenClientURLs.contains(where: \.isTLS), let cert = config.certFile, let key = config.keyFile {
+var certFile = config.certFile, keyFile = config.keyFile
+if config.listenClientURLs.contains(where: \.isTLS) && certFile == nil && config.autoTLS {
+    // etcd's --auto-tls: a self-signed certificate kept in the data dir.
+    let dir = config.dataDir + "/fixtures/client"
+    let (cert, key) = (dir + "/cert.pem", dir + "/key.pem")
+    for d in [config.dataDir + "/fixtures", dir] { mkdir(d, 0o700) }
+    if access(cert, R_OK) != 0 || access(key, R_OK) != 0 {
+        do {
+            try TLSServerContext.writeSelfSigned(certFile: cert, keyFile: key,
+                                                 ips: Array(Set(config.listenClientURLs.filter(\.isTLS).map(\.host))))
+            logger.info("made a self-signed certificate", metadata: ["cert-file": "\(cert)"])
+        } catch {
+            logger.critical("cannot make a certificate for --auto-tls", metadata: ["error": "\(error)"])
+            exit(1)
+        }
+    }
+    (certFile, keyFile) = (cert, key)
+}
+if config.listenClientURLs.contains(where: \.isTLS), let cert = certFile, let key = keyFile {
     do {
         tls = try TLSServerContext(.init(certFile: cert, keyFile: key, trustedCAFile: config.trustedCAFile,
                                          clientCertAuth: config.clientCertAuth))

@@ -78,6 +78,27 @@ struct TestCertificates {
         #expect(try e.run(arguments: ["get", "/registry/pods/a", "--print-value-only"] + trusted).lines == ["1"], "still serving")
     }
 
+    /// --auto-tls: a self-signed certificate in the data dir, kept across a
+    /// restart; etcdctl gets in with --insecure-skip-tls-verify, or with
+    /// the certificate itself as its CA.
+    @Test func autoTLSMakesAndKeepsASelfSignedCertificate() throws {
+        let port = try ReferenceEtcd.freePort()
+        let args = ["--listen-client-urls", "https://127.0.0.1:\(port)", "--auto-tls"]
+        let server = try ServerProcess(arguments: args)
+        let certPath = server.dataDir + "/fixtures/client/cert.pem", keyPath = server.dataDir + "/fixtures/client/key.pem"
+        let e = Etcdctl(endpoint: server.endpoint)
+        #expect(try e.run("--insecure-skip-tls-verify", "--insecure-transport=false", "put", "a", "1").stdout == "OK\n")
+        #expect(try e.run("--cacert", certPath, "get", "a", "--print-value-only").lines == ["1"])
+        let cert = try String(contentsOfFile: certPath, encoding: .utf8)
+        let mode = (try FileManager.default.attributesOfItem(atPath: keyPath)[.posixPermissions] as? NSNumber)?.intValue
+        #expect(cert.hasPrefix("-----BEGIN CERTIFICATE-----") && mode == 0o600)
+        server.stop()
+        let again = try ServerProcess(arguments: args, dataDir: server.dataDir)
+        defer { again.stop() }
+        #expect(try String(contentsOfFile: certPath, encoding: .utf8) == cert)
+        #expect(try Etcdctl(endpoint: again.endpoint).run("--cacert", certPath, "get", "a", "--print-value-only").lines == ["1"])
+    }
+
     /// The Swift client over mutual TLS: served with the CA and a client
     /// certificate, refused without the certificate or with another CA.
     @Test func swiftClientOverMutualTLS() async throws {

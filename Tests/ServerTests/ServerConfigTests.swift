@@ -74,5 +74,7 @@ import Testing
         #expect(throws: ServerConfig.ParseError.self) {
             try ServerConfig.parse(arguments: ["--listen-client-urls", "https://127.0.0.1:2379"], environment: [:])
         }
+        let auto = try ServerConfig.parse(arguments: ["--listen-client-urls", "https://127.0.0.1:2379", "--auto-tls"], environment: [:])
+        #expect(auto.autoTLS && auto.certFile == nil)
     }
 }
