@@ -47,6 +47,8 @@ let package = Package(
         .target(name: "EtcdStatus"),
         .target(name: "Checksum"),
         .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"]),
+        // Users, roles and key permissions, as a state machine; password hashes.
+        .target(name: "Auth", dependencies: ["EtcdStatus", "COpenSSL"]),
         // The lessor: leases, their TTLs and keys, as a clockless state machine.
         .target(name: "Lease", dependencies: ["EtcdStatus"]),
         // Write-ahead log: segments, chained CRC records, torn-tail recovery.
@@ -76,6 +78,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
+        .testTarget(name: "AuthTests", dependencies: ["Auth", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.

@@ -7,6 +7,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 
 // Macros that do not import into Swift, as small functions.

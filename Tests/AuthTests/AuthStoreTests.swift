@@ -1,0 +1,104 @@
+import EtcdStatus
+import Testing
+import TestSupport
+@testable import Auth
+
+@Suite struct AuthStoreTests {
+    /// isPermitted against a model that checks points: [k, end) is covered
+    /// by the union of half-open intervals exactly when k and every
+    /// interval end inside [k, end) lie in some interval (the first
+    /// uncovered point, if any, is one of those).
+    @Test func permissionsCoverRangesAsTheirUnion() throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        let alphabet: [UInt8] = [0x61, 0x62, 0x63]
+        func key() -> [UInt8] { (0..<Int(rng.next() % 3 + 1)).map { _ in alphabet[Int(rng.next() % 3)] } }
+        func rangeEnd(after k: [UInt8]) -> [UInt8] {
+            switch rng.next() % 4 {
+            case 0: return []          // the key alone
+            case 1: return [0]         // to the end
+            default:
+                var e = key()
+                while !k.lexicographicallyPrecedes(e) { e = key() + [0x63] }
+                return e
+            }
+        }
+        for round in 0..<300 {
+            var store = AuthStore()
+            try store.addUser("u", password: nil)
+            try store.addRole("r")
+            try store.grantRole("r", to: "u")
+            var perms: [AuthStore.Permission] = []
+            for _ in 0..<Int(rng.next() % 5) {
+                let k = key()
+                let p = AuthStore.Permission([.read, .write, .readwrite][Int(rng.next() % 3)], key: k, rangeEnd: rangeEnd(after: k))
+                try store.grantPermission(p, to: "r")
+                perms.removeAll { $0.key == p.key && $0.rangeEnd == p.rangeEnd }
+                perms.append(p)
+            }
+            for _ in 0..<20 {
+                let k = key(), e = rangeEnd(after: k), write = rng.next() % 2 == 0
+                let intervals = perms.filter { $0.access == .readwrite || $0.access == (write ? .write : .read) }
+                    .map { (start: $0.key, end: AuthStore.end(of: $0.key, $0.rangeEnd)) }
+                let wantEnd = AuthStore.end(of: k, e)
+                func inRange(_ x: [UInt8]) -> Bool { !x.lexicographicallyPrecedes(k) && (wantEnd.map { x.lexicographicallyPrecedes($0) } ?? true) }
+                func covered(_ x: [UInt8]) -> Bool {
+                    intervals.contains { !x.lexicographicallyPrecedes($0.start) && ($0.end.map { x.lexicographicallyPrecedes($0) } ?? true) }
+                }
+                let points = [k] + intervals.compactMap(\.end).filter(inRange)
+                let expected = points.allSatisfy(covered)
+                #expect(store.isPermitted("u", key: k, rangeEnd: e, write: write) == expected,
+                        "seed \(seed) round \(round): \(k) \(e) write \(write) perms \(perms)")
+            }
+        }
+    }
+
+    @Test func managementFollowsEtcdsRules() throws {
+        var store = AuthStore()
+        #expect(throws: AuthError.rootUserMissing) { try store.enable() }
+        try store.addUser("root", password: nil)
+        #expect(throws: AuthError.rootRoleMissing) { try store.enable() }
+        try store.grantRole("root", to: "root")  // the root role needs no adding
+        try store.enable()
+        #expect(store.enabled)
+        #expect(throws: AuthError.invalidAuthManagement) { try store.deleteUser("root") }
+        #expect(throws: AuthError.invalidAuthManagement) { try store.revokeRole("root", from: "root") }
+        #expect(throws: AuthError.userEmpty) { try store.addUser("", password: nil) }
+        #expect(throws: AuthError.userAlreadyExists) { try store.addUser("root", password: nil) }
+        #expect(throws: AuthError.roleNotFound) { try store.grantRole("nope", to: "root") }
+        try store.addRole("pods")
+        #expect(throws: AuthError.roleAlreadyExists) { try store.addRole("pods") }
+        #expect(throws: AuthError.roleEmpty) { try store.addRole("") }
+        try store.grantPermission(.init(.read, key: Array("/registry/pods/".utf8), rangeEnd: Array("/registry/pods0".utf8)), to: "pods")
+        try store.addUser("kubelet", password: nil)
+        try store.grantRole("pods", to: "kubelet")
+        #expect(store.isPermitted("kubelet", key: Array("/registry/pods/a".utf8), write: false))
+        #expect(!store.isPermitted("kubelet", key: Array("/registry/pods/a".utf8), write: true))
+        #expect(!store.isPermitted("kubelet", key: Array("/registry/secrets/a".utf8), write: false))
+        #expect(store.isPermitted("root", key: Array("/anything".utf8), rangeEnd: [0], write: true))
+        #expect(throws: AuthError.permissionNotGranted) { try store.revokePermission(key: [1], rangeEnd: [], from: "pods") }
+        #expect(throws: AuthError.roleNotGranted) { try store.revokeRole("other", from: "kubelet") }
+        try store.deleteRole("pods")
+        #expect(store.users["kubelet"]?.roles.isEmpty == true)
+        #expect(!store.isPermitted("kubelet", key: Array("/registry/pods/a".utf8), write: false))
+        for e in AuthError.allCases { #expect(e.grpcMessage.hasPrefix("etcdserver: ")) }
+        #expect(AuthError.permissionDenied.grpcCode == .permissionDenied && AuthError.invalidAuthToken.grpcCode == .unauthenticated)
+    }
+
+    @Test func passwordsAreSaltedAndChecked() throws {
+        let hasher = PasswordHasher(iterations: 1_000)
+        let a = hasher.hash("s3cret"), b = hasher.hash("s3cret")
+        #expect(a.salt != b.salt && a.hash != b.hash, "a fresh salt per hash")
+        #expect(hasher.verify("s3cret", against: a) && !hasher.verify("s3cret!", against: a))
+        var store = AuthStore()
+        try store.addUser("alice", password: a)
+        try store.authenticate("alice", password: "s3cret", hasher: hasher)
+        #expect(throws: AuthError.authFailed) { try store.authenticate("alice", password: "wrong", hasher: hasher) }
+        #expect(throws: AuthError.authFailed) { try store.authenticate("bob", password: "s3cret", hasher: hasher) }
+        try store.addUser("cn-only", password: nil)
+        #expect(throws: AuthError.authFailed) { try store.authenticate("cn-only", password: "", hasher: hasher) }
+        // PBKDF2-HMAC-SHA256's published vector (RFC 7914 section 11).
+        let vector = PasswordHasher.derive("passwd", salt: Array("salt".utf8), iterations: 1)
+        #expect(vector.prefix(8) == [0x55, 0xac, 0x04, 0x6e, 0x56, 0xe3, 0x08, 0x9f])
+    }
+}
