@@ -20,19 +20,7 @@ public final class EtcdClient: Sendable {
     /// TLS to the servers: the CA their certificates chain to (the
     /// system's if nil), a client certificate for servers that ask, or no
     /// verification at all (`insecureSkipVerify`, for tests only).
-    public struct TLS: Equatable, Sendable {
-        public var caFile: String?
-        public var certFile: String?
-        public var keyFile: String?
-        public var insecureSkipVerify: Bool
-
-        public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil, insecureSkipVerify: Bool = false) {
-            self.caFile = caFile
-            self.certFile = certFile
-            self.keyFile = keyFile
-            self.insecureSkipVerify = insecureSkipVerify
-        }
-    }
+    public typealias TLS = TLSClientContext.Settings
 
     /// - Parameters:
     ///   - endpoints: `host:port`, `http://host:port` or `https://host:port`,
@@ -46,10 +34,8 @@ public final class EtcdClient: Sendable {
         guard !parsed.isEmpty else { throw EtcdError.unavailable("no endpoints") }
         var context: TLSClientContext?
         if tls != nil || endpoints.contains(where: { $0.hasPrefix("https://") }) {
-            let t = tls ?? TLS()
             do {
-                context = try TLSClientContext(.init(caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile,
-                                                     insecureSkipVerify: t.insecureSkipVerify))
+                context = try TLSClientContext(tls ?? TLS())
             } catch {
                 throw EtcdError.other(code: .invalidArgument, message: "TLS: \(error)")
             }

@@ -44,12 +44,17 @@ struct TestCertificates {
 /// the trusted CA (or speaking plaintext) are refused, and the server keeps
 /// serving.
 @Suite struct TLSTests {
+    /// swetcd on https with `certs`, requiring client certificates.
+    func mutualTLSServer(_ certs: TestCertificates) throws -> ServerProcess {
+        let port = try ReferenceEtcd.freePort()
+        return try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
+                                             "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"])
+    }
+
     @Test func mutualTLSServesTrustedClientsOnly() throws {
         let certs = try TestCertificates()
         defer { certs.remove() }
-        let port = try ReferenceEtcd.freePort()
-        let server = try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
-                                                   "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"])
+        let server = try mutualTLSServer(certs)
         defer { server.stop() }
         #expect(server.log.contains("serving client traffic securely"))
         let e = Etcdctl(endpoint: server.endpoint)
@@ -104,9 +109,7 @@ struct TestCertificates {
     @Test func swiftClientOverMutualTLS() async throws {
         let certs = try TestCertificates()
         defer { certs.remove() }
-        let port = try ReferenceEtcd.freePort()
-        let server = try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
-                                                   "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"])
+        let server = try mutualTLSServer(certs)
         defer { server.stop() }
         let client = try EtcdClient(endpoints: ["https://\(server.endpoint)"],
                                     tls: .init(caFile: certs.ca, certFile: certs.cert, keyFile: certs.key))
@@ -128,9 +131,7 @@ struct TestCertificates {
     @Test func misbehavingTLSClientsDoNotStopTheServer() throws {
         let certs = try TestCertificates()
         defer { certs.remove() }
-        let port = try ReferenceEtcd.freePort()
-        let server = try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
-                                                   "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"])
+        let server = try mutualTLSServer(certs)
         defer { server.stop() }
         let r = try runPython("tls_bad_clients.py", [server.endpoint, certs.ca, certs.cert, certs.key])
         #expect(r.status == 0 && r.stdout.contains("tls bad clients ok"), "\(r)")
