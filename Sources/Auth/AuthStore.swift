@@ -26,6 +26,11 @@ public struct AuthStore: Equatable, Sendable {
         public var name: String
         public var password: PasswordHash?
         public var roles: Set<String> = []
+
+        init(name: String, password: PasswordHash? = nil) {
+            self.name = name
+            self.password = password
+        }
     }
 
     public struct Role: Equatable, Sendable {
@@ -35,9 +40,9 @@ public struct AuthStore: Equatable, Sendable {
 
     public static let root = "root"
 
-    public private(set) var enabled = false
-    public private(set) var users: [String: User] = [:]
-    public private(set) var roles: [String: Role] = [:]
+    public internal(set) var enabled = false
+    public internal(set) var users: [String: User] = [:]
+    public internal(set) var roles: [String: Role] = [:]
 
     public init() {}
 

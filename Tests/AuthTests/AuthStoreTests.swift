@@ -102,3 +102,41 @@ import TestSupport
         #expect(vector.prefix(8) == [0x55, 0xac, 0x04, 0x6e, 0x56, 0xe3, 0x08, 0x9f])
     }
 }
+
+@Suite struct AuthStoreCodecTests {
+    /// Random stores survive encoding; every truncation and a changed
+    /// version byte are refused.
+    @Test func roundTripsAndRefusesDamage() throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        func bytes(_ max: UInt64) -> [UInt8] { (0..<Int(rng.next() % max)).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
+        for round in 0..<200 {
+            var store = AuthStore()
+            let roleNames = (0..<Int(rng.next() % 4)).map { "role\($0)" }
+            for r in roleNames {
+                try store.addRole(r)
+                for _ in 0..<Int(rng.next() % 3) {
+                    try store.grantPermission(.init([.read, .write, .readwrite][Int(rng.next() % 3)], key: bytes(6) + [1],
+                                                    rangeEnd: bytes(4)), to: r)
+                }
+            }
+            for u in 0..<Int(rng.next() % 4) {
+                let password = rng.next() % 2 == 0 ? nil : PasswordHash(salt: bytes(17), iterations: Int(rng.next() % 300_000), hash: bytes(33))
+                try store.addUser("user\(u)-é", password: password)
+                for r in roleNames where rng.next() % 2 == 0 { try store.grantRole(r, to: "user\(u)-é") }
+            }
+            if rng.next() % 2 == 0 {
+                try store.addUser("root", password: nil)
+                try store.grantRole("root", to: "root")
+                try store.enable()
+            }
+            let encoded = store.encoded
+            #expect(AuthStore(encoded: encoded) == store, "seed \(seed) round \(round)")
+            let cut = Int(rng.next() % UInt64(encoded.count))
+            #expect(AuthStore(encoded: Array(encoded[..<cut])) == nil, "seed \(seed) round \(round) cut \(cut)")
+            var versioned = encoded
+            versioned[0] = 2
+            #expect(AuthStore(encoded: versioned) == nil)
+        }
+    }
+}
