@@ -140,3 +140,26 @@ import TestSupport
         }
     }
 }
+
+@Suite struct SimpleTokenTests {
+    @Test func tokensLiveTheirTTLFromTheLastUse() {
+        let s: UInt64 = 1_000_000_000
+        var tokens = SimpleTokens(ttl: 300 * s)
+        let a = tokens.issue(for: "alice", index: 7, now: 0)
+        let b = tokens.issue(for: "bob", index: 8, now: 0)
+        #expect(a != b && a.hasSuffix(".7") && a.count == 18)
+        #expect(tokens.user(of: a, now: 299 * s) == "alice")      // and restarts its TTL
+        #expect(tokens.user(of: a, now: 598 * s) == "alice")
+        #expect(tokens.user(of: b, now: 300 * s) == nil)          // unused for a whole TTL
+        #expect(tokens.user(of: "forged.1", now: 0) == nil)
+        let c = tokens.issue(for: "alice", index: 9, now: 600 * s)
+        tokens.invalidate(user: "alice")
+        #expect(tokens.user(of: a, now: 600 * s) == nil && tokens.user(of: c, now: 600 * s) == nil)
+        _ = tokens.issue(for: "carol", index: 10, now: 0)
+        _ = tokens.issue(for: "dave", index: 11, now: 1_000 * s)
+        tokens.expire(now: 1_000 * s)
+        #expect(tokens.count == 1)
+        tokens.invalidateAll()
+        #expect(tokens.count == 0)
+    }
+}
