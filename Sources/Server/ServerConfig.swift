@@ -38,6 +38,8 @@ public struct ServerConfig: Equatable, Sendable {
     /// Serve https with a self-signed certificate made in the data dir when
     /// no --cert-file is given.
     public var autoTLS = false
+    /// Seconds a TLS client has to finish its handshake.
+    public var tlsHandshakeTimeout: Double = 10
     /// Automatic compaction (--auto-compaction-mode and -retention); nil: off.
     public var autoCompaction: AutoCompactor.Mode?
 
@@ -98,7 +100,8 @@ public struct ServerConfig: Equatable, Sendable {
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
                         "auto-compaction-mode", "auto-compaction-retention",
-                        "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls"]
+                        "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
+                        "experimental-tls-handshake-timeout"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
     static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls"]
 
@@ -142,6 +145,8 @@ public struct ServerConfig: Equatable, Sendable {
       --client-cert-auth      refuse clients without a certificate signed by that CA
       --auto-tls              without --cert-file, serve https with a self-signed certificate
                               made in <data-dir>/fixtures/client
+      --experimental-tls-handshake-timeout
+                              time a TLS client has to finish its handshake (default 10s)
       --version               print the version and exit
       -h, --help              print this help
 
@@ -239,6 +244,9 @@ public struct ServerConfig: Equatable, Sendable {
                     throw bad("want a duration such as 10s, or 0")
                 }
                 config.leaseCheckpointInterval = seconds
+            case "experimental-tls-handshake-timeout":
+                guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 10s") }
+                config.tlsHandshakeTimeout = seconds
             case "cert-file": config.certFile = value
             case "key-file": config.keyFile = value
             case "trusted-ca-file": config.trustedCAFile = value

@@ -135,7 +135,19 @@ final class Connection {
     }
 
     private func event(_ events: Int16) {
-        if events & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR) != 0 { close() }
+        if events & Int16(BEV_EVENT_CONNECTED) != 0, let bev {
+            // A TLS handshake finished: the connection may now idle (watch
+            // streams do) without its handshake deadline.
+            bufferevent_set_timeouts(bev, nil, nil)
+        }
+        if events & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT) != 0 { close() }
+    }
+
+    /// Closes the connection unless its TLS handshake ends within `seconds`.
+    func limitHandshake(to seconds: Double) {
+        guard let bev else { return }
+        var limit = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - seconds.rounded(.down)) * 1e6))
+        bufferevent_set_timeouts(bev, &limit, &limit)
     }
 
     /// Frees the socket and tells the calls on it; the server lets go of this

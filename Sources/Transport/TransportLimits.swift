@@ -14,6 +14,9 @@ public struct TransportLimits: Sendable {
     /// HTTP/2 flow-control windows the server grants its clients.
     public var streamWindowBytes: UInt32 = 1 << 20
     public var connectionWindowBytes: Int32 = 1 << 24
+    /// Seconds a TLS client has to finish its handshake; then the
+    /// connection is closed (a half-done handshake would hold it forever).
+    public var tlsHandshakeSeconds: Double = 10
 
     public init() {}
 }

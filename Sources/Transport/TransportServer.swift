@@ -85,7 +85,9 @@ public final class TransportServer {
             return
         }
         nextConnectionID += 1
-        connections[nextConnectionID] = Connection(bev: bev, server: self, id: nextConnectionID)
+        let connection = Connection(bev: bev, server: self, id: nextConnectionID)
+        connections[nextConnectionID] = connection
+        if tls != nil { connection.limitHandshake(to: limits.tlsHandshakeSeconds) }
     }
 
     func connectionClosed(_ c: Connection) {

@@ -110,6 +110,9 @@ print("slow request answered:", first.decode())
 if not first.startswith(b"HTTP/1.1 200"):
     fail("the slow request was not answered")
 slow.close()
+# The server gives a handshake a deadline (the test sets 1 s): by now the
+# half-done one is closed, while the slow client, past its handshake, was not.
+print("half handshake closed:", closed_soon(half, 3))
 half.close()
 
 if not served():
