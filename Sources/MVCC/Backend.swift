@@ -46,6 +46,8 @@ public enum MetaKey: String, CaseIterable, Sendable {
     case clusterID = "cluster_id"
     /// Raised alarms (the server's encoding).
     case alarms = "alarms"
+    /// Users, roles and permissions (the Auth module's encoding).
+    case auth = "auth"
 
     var bytes: [UInt8] { Array(rawValue.utf8) }
 }

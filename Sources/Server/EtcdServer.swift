@@ -1,3 +1,4 @@
+import Auth
 import EtcdProto
 import EtcdStatus
 import Lease
@@ -71,6 +72,8 @@ public final class EtcdServer {
     var leaseExpiryTimer: Transport.Timer?
     var leaseCheckpointTimer: Transport.Timer?
     var alarms = Set<RaisedAlarm>()
+    var authStore = AuthStore()
+    let passwordHasher = PasswordHasher()
     var defragmentWaiters: [(GRPCCall, Metrics.CallKey)] = []
     var defragmentTask: DeferredTask!
     var defragmentStartSize = 0
@@ -117,10 +120,12 @@ public final class EtcdServer {
         progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
         checkpointTimer = loop.schedule(every: config.checkpointInterval) { [unowned self] in self.checkpoint() }
         try loadAlarms()
+        try loadAuth()
         try restoreLeases()
         try replay(records)
         registerKV()
         registerLease()
+        registerAuth()
         registerWatch()
         registerMaintenance()
         registerCluster()
