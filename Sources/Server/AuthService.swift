@@ -54,40 +54,28 @@ extension EtcdServer {
 
         // Passwords are hashed on another thread (PBKDF2 takes tens of
         // milliseconds), then the change is applied on the loop.
-        let addKey = metrics.key(type: "unary", service: a, method: "UserAdd")
-        register(a, "UserAdd", .unary) { [unowned self] call, bytes in
-            metrics.callStarted(addKey)
-            guard let r = try? Etcdserverpb_AuthUserAddRequest(serializedBytes: bytes) else {
-                finish(call, addKey, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
-                return
-            }
+        answeringLater(a, "UserAdd") { [unowned self] (r: Etcdserverpb_AuthUserAddRequest, call, key) in
             let password = r.hasOptions && r.options.noPassword ? nil : r.password
             withPasswordHash(password) { [unowned self] hash in
                 do {
                     try changeAuth { try $0.addUser(r.name, password: hash) }
                     var out = Etcdserverpb_AuthUserAddResponse()
                     out.header = header()
-                    respond(call, addKey, out)
+                    respond(call, key, out)
                 } catch {
-                    finish(call, addKey, status: Self.status(error))
+                    finish(call, key, status: Self.status(error))
                 }
             }
         }
-        let passwordKey = metrics.key(type: "unary", service: a, method: "UserChangePassword")
-        register(a, "UserChangePassword", .unary) { [unowned self] call, bytes in
-            metrics.callStarted(passwordKey)
-            guard let r = try? Etcdserverpb_AuthUserChangePasswordRequest(serializedBytes: bytes) else {
-                finish(call, passwordKey, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
-                return
-            }
+        answeringLater(a, "UserChangePassword") { [unowned self] (r: Etcdserverpb_AuthUserChangePasswordRequest, call, key) in
             withPasswordHash(r.password) { [unowned self] hash in
                 do {
                     try changeAuth { try $0.changePassword(r.name, to: hash) }
                     var out = Etcdserverpb_AuthUserChangePasswordResponse()
                     out.header = header()
-                    respond(call, passwordKey, out)
+                    respond(call, key, out)
                 } catch {
-                    finish(call, passwordKey, status: Self.status(error))
+                    finish(call, key, status: Self.status(error))
                 }
             }
         }

@@ -309,6 +309,23 @@ public final class EtcdServer {
         }
     }
 
+    /// Registers a unary method that answers later by itself (it calls
+    /// `respond` or `finish` with the key it is given): the request is
+    /// decoded first, and one that does not decode is refused.
+    func answeringLater<Request: SwiftProtobuf.Message>(
+        _ service: String, _ method: String, _ body: @escaping (Request, GRPCCall, Metrics.CallKey) -> Void
+    ) {
+        let key = metrics.key(type: "unary", service: service, method: method)
+        register(service, method, .unary) { [unowned self] call, bytes in
+            metrics.callStarted(key)
+            guard let request = try? Request(serializedBytes: bytes) else {
+                finish(call, key, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
+                return
+            }
+            body(request, call, key)
+        }
+    }
+
     func register(_ service: String, _ method: String, _ kind: GRPCMethodKind,
                   _ handler: @escaping (GRPCCall, [UInt8]) -> Void) {
         services.insert(service)

@@ -35,25 +35,20 @@ extension EtcdServer {
 
     func registerLease() {
         let service = "etcdserverpb.Lease"
-        let grantKey = metrics.key(type: "unary", service: service, method: "LeaseGrant")
-        register(service, "LeaseGrant", .unary) { [unowned self] call, bytes in
-            metrics.callStarted(grantKey)
-            guard var grant = try? Etcdserverpb_LeaseGrantRequest(serializedBytes: bytes) else {
-                finish(call, grantKey, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
-                return
-            }
+        answeringLater(service, "LeaseGrant") { [unowned self] (request: Etcdserverpb_LeaseGrantRequest, call, key) in
+            var grant = request
             guard grant.ttl <= Lessor.maxTTL else {
-                finish(call, grantKey, status: GRPCStatus(LeaseError.ttlTooLarge))
+                finish(call, key, status: GRPCStatus(LeaseError.ttlTooLarge))
                 return
             }
             // The member picks the ID before the entry is logged, so that
             // replaying the log grants the same one.
             if grant.id == 0 { grant.id = newLeaseID() }
             guard let entry: [UInt8] = try? grant.serializedBytes() else {
-                finish(call, grantKey, status: GRPCStatus(.internal, "grpc: error marshalling request"))
+                finish(call, key, status: GRPCStatus(.internal, "grpc: error marshalling request"))
                 return
             }
-            propose(.leaseGrant, entry, .leaseGrant(grant)) { [unowned self] outcome in reply(call, grantKey, outcome) }
+            propose(.leaseGrant, entry, .leaseGrant(grant)) { [unowned self] outcome in reply(call, key, outcome) }
         }
         proposing(service, "LeaseRevoke", .leaseRevoke)
 
