@@ -55,7 +55,7 @@ public struct Lessor {
     public mutating func revoke(_ id: Int64) throws(LeaseError) -> [[UInt8]] {
         guard let lease = leases.removeValue(forKey: id) else { throw .notFound }
         for key in lease.keys { leaseOfKey[key] = nil }
-        return lease.keys.sorted { compareKeys($0, $1) < 0 }
+        return lease.keys.sorted { $0.lexicographicallyPrecedes($1) }
     }
 
     /// Restarts lease `id`'s full TTL from `now` (a keep-alive); returns it.
@@ -143,12 +143,6 @@ public enum LeaseError: Error, Equatable, EtcdStatusError {
         case .ttlTooLarge: return EtcdMessage.leaseTTLTooLarge
         }
     }
-}
-
-/// Byte-wise order of keys, as etcd sorts them.
-func compareKeys(_ a: [UInt8], _ b: [UInt8]) -> Int {
-    for (x, y) in zip(a, b) where x != y { return x < y ? -1 : 1 }
-    return a.count == b.count ? 0 : (a.count < b.count ? -1 : 1)
 }
 
 /// A binary min-heap of (expiry, lease id).

@@ -53,23 +53,19 @@ public enum MetaKey: String, CaseIterable, Sendable {
 }
 
 /// A lease's backend key: its ID as 8 big-endian bytes.
-func leaseKey(_ id: Int64) -> [UInt8] {
-    (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: id) >> (56 - 8 * UInt64($0))) }
-}
+func leaseKey(_ id: Int64) -> [UInt8] { bigEndianBytes(UInt64(bitPattern: id)) }
 
 func leaseID(fromKey b: UnsafeRawBufferPointer) -> Int64? {
-    guard b.count == 8 else { return nil }
-    return Int64(bitPattern: b.reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+    bigEndianUInt64(b).map { Int64(bitPattern: $0) }
 }
 
 extension Backend {
     public func metaInt64(_ name: MetaKey) throws -> Int64? {
-        guard let b = try meta(name), b.count == 8 else { return nil }
-        return b.reduce(Int64(0)) { $0 << 8 | Int64($1) }
+        try meta(name).flatMap(bigEndianUInt64).map { Int64(bitPattern: $0) }
     }
 
     public func setMetaInt64(_ name: MetaKey, _ v: Int64) throws {
-        try setMeta(name, (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * Int64($0))) })
+        try setMeta(name, bigEndianBytes(UInt64(bitPattern: v)))
     }
 }
 

@@ -34,3 +34,15 @@ public func prefixRangeEnd(_ prefix: [UInt8]) -> [UInt8] {
     }
     return [0]
 }
+
+/// `v` as 8 big-endian bytes, the byte order of every integer this
+/// project stores in the backend.
+public func bigEndianBytes(_ v: UInt64) -> [UInt8] {
+    (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * UInt64($0))) }
+}
+
+/// The big-endian integer in 8 bytes (nil for any other length).
+public func bigEndianUInt64<C: Collection>(_ b: C) -> UInt64? where C.Element == UInt8 {
+    guard b.count == 8 else { return nil }
+    return b.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+}

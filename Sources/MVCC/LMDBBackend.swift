@@ -85,6 +85,9 @@ public final class LMDBBackend: Backend {
             var info = MDB_envinfo()
             mdb_env_info(env, &info)
             self.mapSize = info.me_mapsize
+            var stat = MDB_stat()
+            mdb_env_stat(env, &stat)
+            pageSize = Int(stat.ms_psize)
 
             var txn: OpaquePointer?
             try check(mdb_txn_begin(env, nil, 0, &txn), "txn_begin")
@@ -532,11 +535,8 @@ public final class LMDBBackend: Backend {
         return max(highWaterMark - free * pageSize, 0)
     }
 
-    private var pageSize: Int {
-        var stat = MDB_stat()
-        mdb_env_stat(env, &stat)
-        return Int(stat.ms_psize)
-    }
+    /// LMDB's page size, read once the file is open.
+    private var pageSize = 4096
 
     /// Pages on the free list: the sum of the page-number lists stored in
     /// LMDB's free table (dbi 0), each led by its length.
@@ -555,11 +555,10 @@ public final class LMDBBackend: Backend {
     }
 
     /// Bytes of the database file the map has used (LMDB's high-water mark).
+    /// (Asked before every write that may grow the file: the quota check.)
     public var highWaterMark: Int {
         var info = MDB_envinfo()
-        var stat = MDB_stat()
         mdb_env_info(env, &info)
-        mdb_env_stat(env, &stat)
-        return (info.me_last_pgno + 1) * Int(stat.ms_psize)
+        return (info.me_last_pgno + 1) * pageSize
     }
 }

@@ -15,18 +15,12 @@ public struct StoredLease: Equatable, Sendable {
     /// TTL and remaining TTL, 8 big-endian bytes each (our own table: no
     /// other program reads it).
     var encoded: [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(16)
-        for v in [ttl, remainingTTL] {
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> Int64(shift))) }
-        }
-        return out
+        bigEndianBytes(UInt64(bitPattern: ttl)) + bigEndianBytes(UInt64(bitPattern: remainingTTL))
     }
 
     init?(id: Int64, encoded b: [UInt8]) {
-        guard b.count == 16 else { return nil }
-        func int(_ at: Int) -> Int64 { b[at..<at + 8].reduce(Int64(0)) { $0 << 8 | Int64($1) } }
-        self.init(id: id, ttl: int(0), remainingTTL: int(8))
+        guard b.count == 16, let ttl = bigEndianUInt64(b[0..<8]), let remaining = bigEndianUInt64(b[8..<16]) else { return nil }
+        self.init(id: id, ttl: Int64(bitPattern: ttl), remainingTTL: Int64(bitPattern: remaining))
     }
 }
 

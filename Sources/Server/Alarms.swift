@@ -11,9 +11,10 @@ import Transport
 /// meta table and survive a restart; `Alarm` DEACTIVATE clears one (a
 /// write still over the quota raises it again).
 extension EtcdServer {
-    struct RaisedAlarm: Hashable {
+    struct RaisedAlarm: Hashable, Comparable {
         var memberID: UInt64
         var type: Int
+        static func < (a: RaisedAlarm, b: RaisedAlarm) -> Bool { (a.memberID, a.type) < (b.memberID, b.type) }
     }
 
     static let noSpace = GRPCStatus(.resourceExhausted, EtcdMessage.databaseSpaceExceeded)
@@ -22,8 +23,7 @@ extension EtcdServer {
         guard let bytes = try backend.meta(.alarms) else { return }
         var at = 0
         while at + 9 <= bytes.count {
-            let member = bytes[at..<at + 8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            alarms.insert(RaisedAlarm(memberID: member, type: Int(bytes[at + 8])))
+            alarms.insert(RaisedAlarm(memberID: bigEndianUInt64(bytes[at..<at + 8])!, type: Int(bytes[at + 8])))
             at += 9
         }
     }
@@ -31,8 +31,8 @@ extension EtcdServer {
     /// Records the alarms in the backend and commits at once.
     private func saveAlarms() {
         var bytes: [UInt8] = []
-        for a in alarms.sorted(by: { ($0.memberID, $0.type) < ($1.memberID, $1.type) }) {
-            for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: a.memberID >> UInt64(shift))) }
+        for a in alarms.sorted() {
+            bytes += bigEndianBytes(a.memberID)
             bytes.append(UInt8(truncatingIfNeeded: a.type))
         }
         do {
@@ -122,7 +122,7 @@ extension EtcdServer {
         switch request.action {
         case .get:
             r.alarms = alarms.filter { request.alarm == .none || $0.type == request.alarm.rawValue }
-                .sorted { ($0.memberID, $0.type) < ($1.memberID, $1.type) }.map(member)
+                .sorted().map(member)
         case .activate:
             if request.alarm != .none && raiseAlarm(asked) { r.alarms = [member(asked)] }
         case .deactivate:

@@ -12,6 +12,19 @@ import Glibc
 /// journal into the copy in bounded batches between requests; once little
 /// is left, writes wait while the rest is replayed and the copy is swapped
 /// in. Calls that arrive while one runs join it.
+/// The progress of the defragmentation that runs, and the calls waiting
+/// for it.
+struct DefragmentRun {
+    var waiters: [(GRPCCall, Metrics.CallKey)] = []
+    var startSize = 0
+    /// Journaled writes replayed into the copy, in all and since the last
+    /// sync of the copy began.
+    var replayed = 0
+    var replayedSinceSync = 0
+    var copySyncing = false
+    var copySynced = false
+}
+
 extension EtcdServer {
     /// Journaled writes replayed per loop iteration while catching up.
     static let defragmentBatch = 5_000
@@ -19,7 +32,7 @@ extension EtcdServer {
     static let defragmentSwapBacklog = 2_000
 
     func defragment(_ call: GRPCCall, _ key: Metrics.CallKey) {
-        defragmentWaiters.append((call, key))
+        defragmentRun.waiters.append((call, key))
         guard !backend.isDefragmenting else { return }
         let copier: LMDBBackend.Copier
         do {
@@ -29,9 +42,7 @@ extension EtcdServer {
             endDefragment(GRPCStatus(.internal, "defragment: \(error)"))
             return
         }
-        defragmentStartSize = backend.fileSize
-        defragmentReplayed = 0
-        defragmentCopySynced = false
+        defragmentRun = DefragmentRun(waiters: defragmentRun.waiters, startSize: backend.fileSize)
         let target = backend.defragmentTarget
         let me = LoopBound(self)
         let loop = self.loop
@@ -99,8 +110,8 @@ extension EtcdServer {
         do {
             let before = backend.defragmentBacklog
             let left = try backend.catchUpDefragment(limit: Self.defragmentBatch)
-            defragmentReplayed += before - left
-            defragmentReplayedSinceSync += before - left
+            defragmentRun.replayed += before - left
+            defragmentRun.replayedSinceSync += before - left
             guard left <= Self.defragmentSwapBacklog else {
                 defragmentTask.trigger()
                 return
@@ -108,18 +119,18 @@ extension EtcdServer {
             // Sync what the catch-up wrote on another thread first, again
             // while much was replayed during the last sync: writes would
             // otherwise wait for all of it at the swap.
-            if !defragmentCopySynced || defragmentReplayedSinceSync > Self.defragmentSwapBacklog / 4 {
-                defragmentCopySynced = false
-                if !defragmentCopySyncing, let syncer = backend.defragmentCopySyncer {
-                    defragmentCopySyncing = true
-                    defragmentReplayedSinceSync = 0
+            if !defragmentRun.copySynced || defragmentRun.replayedSinceSync > Self.defragmentSwapBacklog / 4 {
+                defragmentRun.copySynced = false
+                if !defragmentRun.copySyncing, let syncer = backend.defragmentCopySyncer {
+                    defragmentRun.copySyncing = true
+                    defragmentRun.replayedSinceSync = 0
                     let me = LoopBound(self)
                     let loop = self.loop
                     runOnNewThread {
                         let synced = (try? syncer.sync()) != nil
                         loop.execute {
-                            me.value.defragmentCopySyncing = false
-                            me.value.defragmentCopySynced = synced
+                            me.value.defragmentRun.copySyncing = false
+                            me.value.defragmentRun.copySynced = synced
                             me.value.defragmentTask.trigger()
                         }
                     }
@@ -137,8 +148,8 @@ extension EtcdServer {
             let pause = Double(monotonicNanoseconds() - pauseStart) / 1e6
             let retired = backend.retiredFile
             runOnNewThread { unlink(retired) }  // frees the old file's blocks off the loop
-            logger.info("defragmented", metadata: ["size-before": "\(defragmentStartSize)", "size-after": "\(backend.fileSize)",
-                                                   "replayed-writes": "\(defragmentReplayed + left)",
+            logger.info("defragmented", metadata: ["size-before": "\(defragmentRun.startSize)", "size-after": "\(backend.fileSize)",
+                                                   "replayed-writes": "\(defragmentRun.replayed + left)",
                                                    "swap-pause-ms": "\(Int(pause.rounded()))"])
             endDefragment(nil)
         } catch {
@@ -148,8 +159,8 @@ extension EtcdServer {
     }
 
     private func endDefragment(_ failure: GRPCStatus?) {
-        let waiters = defragmentWaiters
-        defragmentWaiters.removeAll()
+        let waiters = defragmentRun.waiters
+        defragmentRun.waiters.removeAll()
         for (call, key) in waiters {
             if let failure {
                 finish(call, key, status: failure)

@@ -74,13 +74,8 @@ public final class EtcdServer {
     var alarms = Set<RaisedAlarm>()
     var authStore = AuthStore()
     let passwordHasher = PasswordHasher()
-    var defragmentWaiters: [(GRPCCall, Metrics.CallKey)] = []
     var defragmentTask: DeferredTask!
-    var defragmentStartSize = 0
-    var defragmentReplayed = 0
-    var defragmentCopySyncing = false
-    var defragmentCopySynced = false
-    var defragmentReplayedSinceSync = 0
+    var defragmentRun = DefragmentRun()
     private var autoCompactor: AutoCompactor?
     private var autoCompactionTimer: Transport.Timer?
 

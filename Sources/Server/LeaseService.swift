@@ -117,10 +117,7 @@ extension EtcdServer {
     /// Ends the lease and deletes its keys in one revision: watchers see
     /// one DELETE per key, all at that revision.
     func applyLeaseRevoke(_ request: Etcdserverpb_LeaseRevokeRequest) throws -> Etcdserverpb_LeaseRevokeResponse {
-        let attached = try lessor.revoke(request.id)
-        // The lessor forgets a key only when it moves to another lease; a
-        // key since deleted or put without a lease is not this lease's.
-        let keys = try attached.filter { try store.lease(of: $0) == request.id }
+        let keys = try keysHolding(request.id, of: lessor.revoke(request.id))
         // The lease's row goes first: a backend commit inside deleteKeys (a
         // full batch) then holds the whole revocation with its log index.
         try store.removeLease(request.id)
@@ -129,6 +126,13 @@ extension EtcdServer {
         var r = Etcdserverpb_LeaseRevokeResponse()
         r.header = header()
         return r
+    }
+
+    /// The keys among `attached` whose current version holds lease `id`:
+    /// the lessor forgets a key only when it moves to another lease, so a
+    /// key since deleted or put without a lease is not this lease's.
+    private func keysHolding<S: Sequence>(_ id: Int64, of attached: S) throws -> [[UInt8]] where S.Element == [UInt8] {
+        try attached.filter { try store.lease(of: $0) == id }
     }
 
     // MARK: Keep-alive, time to live, expiry, checkpoints
@@ -154,8 +158,7 @@ extension EtcdServer {
         out.ttl = remaining
         out.grantedTtl = lease.ttl
         if r.keys {
-            let keys = try lease.keys.filter { try store.lease(of: $0) == r.id }
-            out.keys = keys.sorted { $0.lexicographicallyPrecedes($1) }.map { Data($0) }
+            out.keys = try keysHolding(r.id, of: lease.keys).sorted { $0.lexicographicallyPrecedes($1) }.map { Data($0) }
         }
         return out
     }

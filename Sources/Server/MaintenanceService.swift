@@ -23,7 +23,7 @@ extension EtcdServer {
             r.raftTerm = raftTerm
             r.raftAppliedIndex = appliedIndex
             r.dbSizeQuota = config.quotaBackendBytes
-            r.errors = alarms.sorted { ($0.memberID, $0.type) < ($1.memberID, $1.type) }.map(Self.alarmDescription)
+            r.errors = alarms.sorted().map(Self.alarmDescription)
             return .now(r)
         }
         unary(m, "Hash") { [unowned self] (_: Etcdserverpb_HashRequest, _) -> Reply<Etcdserverpb_HashResponse> in

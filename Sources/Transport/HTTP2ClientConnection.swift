@@ -318,9 +318,7 @@ public final class HTTP2ClientConnection {
         if events & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR) != 0 {
             var why = wasConnected ? "connection to \(host):\(port) lost" : "cannot connect to \(host):\(port)"
             if tls != nil, let bev, case let code = bufferevent_get_openssl_error(bev), code != 0 {
-                var text = [CChar](repeating: 0, count: 256)
-                ERR_error_string_n(code, &text, text.count)
-                why += ": TLS: \(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
+                why += ": TLS: \(TLSError.text(of: code))"
             }
             fail(why)
         }

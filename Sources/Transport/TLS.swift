@@ -108,11 +108,16 @@ public enum TLSError: Error, CustomStringConvertible {
         switch self {
         case .openssl(let what):
             let code = ERR_get_error()
-            var text = [CChar](repeating: 0, count: 256)
-            ERR_error_string_n(code, &text, text.count)
-            return code == 0 ? what : "\(what): \(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
+            return code == 0 ? what : "\(what): \(Self.text(of: code))"
         case .settings(let why): return why
         }
+    }
+
+    /// OpenSSL's text for an error code.
+    static func text(of code: UInt) -> String {
+        var text = [CChar](repeating: 0, count: 256)
+        ERR_error_string_n(code, &text, text.count)
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
