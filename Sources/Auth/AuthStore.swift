@@ -125,6 +125,24 @@ public struct AuthStore: Equatable, Sendable {
         guard let stored = users[user]?.password, hasher.verify(password, against: stored) else { throw .authFailed }
     }
 
+    /// etcd's check of a request's keys: permission denied unless `user`
+    /// may read (or write) every key of [key, rangeEnd); an unknown user is
+    /// denied too.
+    public func check(_ user: String, key: [UInt8], rangeEnd: [UInt8] = [], write: Bool) throws(AuthError) {
+        guard isPermitted(user, key: key, rangeEnd: rangeEnd, write: write) else { throw .permissionDenied }
+    }
+
+    /// etcd's admin check (maintenance, managing users and roles): the user
+    /// must exist and hold the root role.
+    public func checkAdmin(_ user: String) throws(AuthError) {
+        guard let u = users[user] else { throw .userNotFound }
+        guard u.roles.contains(Self.root) else { throw .permissionDenied }
+    }
+
+    public func isAdmin(_ user: String) -> Bool { users[user]?.roles.contains(Self.root) ?? false }
+
+    public func hasRole(_ user: String, _ role: String) -> Bool { users[user]?.roles.contains(role) ?? false }
+
     /// Whether `user` may read (or write) every key of [key, rangeEnd).
     /// Root may do anything; otherwise the union of the user's permissions
     /// of that access must cover the whole range.

@@ -10,6 +10,7 @@
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
+#include <string.h>
 
 // Macros that do not import into Swift, as small functions.
 static inline long swetcd_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
@@ -64,5 +65,28 @@ done:
     X509_free(x);
     EVP_PKEY_free(key);
     return ok;
+}
+// The subject CN of the client's certificate when the handshake verified
+// it, as UTF-8 into out (NUL-terminated). Returns its length, or -1 when
+// there is none (no certificate, not verified, no CN, or too long).
+static inline int swetcd_verified_peer_common_name(const SSL *ssl, char *out, int capacity) {
+    if (SSL_get_verify_result(ssl) != X509_V_OK) return -1;
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    if (!cert) return -1;
+    int length = -1;
+    X509_NAME *subject = X509_get_subject_name(cert);
+    int at = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1;
+    if (at >= 0) {
+        unsigned char *utf8 = NULL;
+        int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)));
+        if (n >= 0 && n < capacity && memchr(utf8, 0, (size_t)n) == NULL) {
+            memcpy(out, utf8, (size_t)n);
+            out[n] = 0;
+            length = n;
+        }
+        OPENSSL_free(utf8);
+    }
+    X509_free(cert);
+    return length;
 }
 #endif

@@ -18,6 +18,36 @@ public enum GRPCStatusCode: Int, Sendable, CaseIterable {
     case unavailable = 14
     case dataLoss = 15
     case unauthenticated = 16
+
+    /// The name Go's gRPC prints ("PermissionDenied"): etcd puts the text
+    /// of a Go error, `rpc error: code = NAME desc = MESSAGE`, into some
+    /// fields (a refused watch's cancel_reason).
+    public var goName: String {
+        switch self {
+        case .ok: return "OK"
+        case .canceled: return "Canceled"
+        case .unknown: return "Unknown"
+        case .invalidArgument: return "InvalidArgument"
+        case .deadlineExceeded: return "DeadlineExceeded"
+        case .notFound: return "NotFound"
+        case .alreadyExists: return "AlreadyExists"
+        case .permissionDenied: return "PermissionDenied"
+        case .resourceExhausted: return "ResourceExhausted"
+        case .failedPrecondition: return "FailedPrecondition"
+        case .aborted: return "Aborted"
+        case .outOfRange: return "OutOfRange"
+        case .unimplemented: return "Unimplemented"
+        case .internal: return "Internal"
+        case .unavailable: return "Unavailable"
+        case .dataLoss: return "DataLoss"
+        case .unauthenticated: return "Unauthenticated"
+        }
+    }
+}
+
+extension EtcdStatusError {
+    /// The error as Go's gRPC prints it.
+    public var goErrorText: String { "rpc error: code = \(grpcCode.goName) desc = \(grpcMessage)" }
 }
 
 /// An error a client sees as a gRPC status: the code and the message text that

@@ -5,10 +5,10 @@ import Foundation
 import MVCC
 import Transport
 
-/// etcdserverpb.Auth, first part: users, roles and permissions are managed
-/// and kept in the backend, with etcd's rules and errors. Enforcement
-/// (tokens, the certificate's CN, a check on every request) is not built
-/// yet, so AuthEnable is refused rather than accepted and not enforced.
+/// etcdserverpb.Auth: users, roles and permissions managed and kept in the
+/// backend with etcd's rules and errors; enabling, disabling, and
+/// Authenticate issuing simple tokens. The checks on each request are in
+/// Authorization.swift.
 extension EtcdServer {
     func loadAuth() throws {
         guard let bytes = try backend.meta(.auth) else { return }
@@ -34,29 +34,57 @@ extension EtcdServer {
 
     func registerAuth() {
         let a = "etcdserverpb.Auth"
-        unary(a, "AuthEnable") { (_: Etcdserverpb_AuthEnableRequest, _) -> Reply<Etcdserverpb_AuthEnableResponse> in
-            throw GRPCStatus(.unimplemented, "swetcd: enforcing authentication is not built yet (users and roles can be managed)")
+        unary(a, "AuthEnable", access: .admin) { [unowned self] (_: Etcdserverpb_AuthEnableRequest, _) -> Reply<Etcdserverpb_AuthEnableResponse> in
+            if !authStore.enabled {
+                try changeAuth { try $0.enable() }
+                logger.info("authentication enabled")
+            }
+            var r = Etcdserverpb_AuthEnableResponse()
+            r.header = header()
+            return .now(r)
         }
-        unary(a, "AuthDisable") { [unowned self] (_: Etcdserverpb_AuthDisableRequest, _) -> Reply<Etcdserverpb_AuthDisableResponse> in
+        unary(a, "AuthDisable", access: .admin) { [unowned self] (_: Etcdserverpb_AuthDisableRequest, _) -> Reply<Etcdserverpb_AuthDisableResponse> in
+            if authStore.enabled {
+                try changeAuth { $0.disable() }
+                tokens.invalidateAll()
+                logger.info("authentication disabled")
+            }
             var r = Etcdserverpb_AuthDisableResponse()
             r.header = header()
             return .now(r)
         }
-        unary(a, "AuthStatus") { [unowned self] (_: Etcdserverpb_AuthStatusRequest, _) -> Reply<Etcdserverpb_AuthStatusResponse> in
+        unary(a, "AuthStatus", access: .anyone) { [unowned self] (_: Etcdserverpb_AuthStatusRequest, _) -> Reply<Etcdserverpb_AuthStatusResponse> in
             var r = Etcdserverpb_AuthStatusResponse()
             r.header = header()
             r.enabled = authStore.enabled
             return .now(r)
         }
-        unary(a, "Authenticate") { (_: Etcdserverpb_AuthenticateRequest, _) -> Reply<Etcdserverpb_AuthenticateResponse> in
-            throw AuthError.authNotEnabled
+        // The password is checked on another thread; the token is issued
+        // on the loop if the user still has that password.
+        answeringLater(a, "Authenticate", access: .anyone) { [unowned self] (r: Etcdserverpb_AuthenticateRequest, call, key) in
+            guard authStore.enabled else { return finish(call, key, status: GRPCStatus(AuthError.authNotEnabled)) }
+            guard let stored = authStore.users[r.name]?.password else {
+                return finish(call, key, status: GRPCStatus(AuthError.authFailed))
+            }
+            let hasher = passwordHasher
+            let password = r.password
+            offLoop(call, key, { hasher.verify(password, against: stored) }) { [unowned self] matches in
+                guard authStore.enabled else { return finish(call, key, status: GRPCStatus(AuthError.authNotEnabled)) }
+                guard matches, authStore.users[r.name]?.password == stored else {
+                    return finish(call, key, status: GRPCStatus(AuthError.authFailed))
+                }
+                var out = Etcdserverpb_AuthenticateResponse()
+                out.header = header()
+                out.token = tokens.issue(for: r.name, index: appliedIndex, now: monotonicNanoseconds())
+                respond(call, key, out)
+            }
         }
 
         // Passwords are hashed on another thread (PBKDF2 takes tens of
         // milliseconds), then the change is applied on the loop.
-        answeringLater(a, "UserAdd") { [unowned self] (r: Etcdserverpb_AuthUserAddRequest, call, key) in
+        answeringLater(a, "UserAdd", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserAddRequest, call, key) in
             let password = r.hasOptions && r.options.noPassword ? nil : r.password
-            withPasswordHash(password) { [unowned self] hash in
+            withPasswordHash(password, call, key) { [unowned self] hash in
                 do {
                     try changeAuth { try $0.addUser(r.name, password: hash) }
                     var out = Etcdserverpb_AuthUserAddResponse()
@@ -67,10 +95,11 @@ extension EtcdServer {
                 }
             }
         }
-        answeringLater(a, "UserChangePassword") { [unowned self] (r: Etcdserverpb_AuthUserChangePasswordRequest, call, key) in
-            withPasswordHash(r.password) { [unowned self] hash in
+        answeringLater(a, "UserChangePassword", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserChangePasswordRequest, call, key) in
+            withPasswordHash(r.password, call, key) { [unowned self] hash in
                 do {
                     try changeAuth { try $0.changePassword(r.name, to: hash) }
+                    tokens.invalidate(user: r.name)
                     var out = Etcdserverpb_AuthUserChangePasswordResponse()
                     out.header = header()
                     respond(call, key, out)
@@ -79,44 +108,49 @@ extension EtcdServer {
                 }
             }
         }
-        unary(a, "UserGet") { [unowned self] (r: Etcdserverpb_AuthUserGetRequest, _) -> Reply<Etcdserverpb_AuthUserGetResponse> in
+        unary(a, "UserGet", access: .authenticated) { [unowned self] (r: Etcdserverpb_AuthUserGetRequest, call) -> Reply<Etcdserverpb_AuthUserGetResponse> in
+            // A user may look itself up; anyone else needs root.
+            if let caller = try caller(of: call), caller != r.name { try authStore.checkAdmin(caller) }
             guard let user = authStore.users[r.name] else { throw AuthError.userNotFound }
             var out = Etcdserverpb_AuthUserGetResponse()
             out.header = header()
             out.roles = user.roles.sorted()
             return .now(out)
         }
-        unary(a, "UserList") { [unowned self] (_: Etcdserverpb_AuthUserListRequest, _) -> Reply<Etcdserverpb_AuthUserListResponse> in
+        unary(a, "UserList", access: .admin) { [unowned self] (_: Etcdserverpb_AuthUserListRequest, _) -> Reply<Etcdserverpb_AuthUserListResponse> in
             var out = Etcdserverpb_AuthUserListResponse()
             out.header = header()
             out.users = authStore.users.keys.sorted()
             return .now(out)
         }
-        unary(a, "UserDelete") { [unowned self] (r: Etcdserverpb_AuthUserDeleteRequest, _) -> Reply<Etcdserverpb_AuthUserDeleteResponse> in
+        unary(a, "UserDelete", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserDeleteRequest, _) -> Reply<Etcdserverpb_AuthUserDeleteResponse> in
             try changeAuth { try $0.deleteUser(r.name) }
+            tokens.invalidate(user: r.name)
             var out = Etcdserverpb_AuthUserDeleteResponse()
             out.header = header()
             return .now(out)
         }
-        unary(a, "UserGrantRole") { [unowned self] (r: Etcdserverpb_AuthUserGrantRoleRequest, _) -> Reply<Etcdserverpb_AuthUserGrantRoleResponse> in
+        unary(a, "UserGrantRole", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserGrantRoleRequest, _) -> Reply<Etcdserverpb_AuthUserGrantRoleResponse> in
             try changeAuth { try $0.grantRole(r.role, to: r.user) }
             var out = Etcdserverpb_AuthUserGrantRoleResponse()
             out.header = header()
             return .now(out)
         }
-        unary(a, "UserRevokeRole") { [unowned self] (r: Etcdserverpb_AuthUserRevokeRoleRequest, _) -> Reply<Etcdserverpb_AuthUserRevokeRoleResponse> in
+        unary(a, "UserRevokeRole", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserRevokeRoleRequest, _) -> Reply<Etcdserverpb_AuthUserRevokeRoleResponse> in
             try changeAuth { try $0.revokeRole(r.role, from: r.name) }
             var out = Etcdserverpb_AuthUserRevokeRoleResponse()
             out.header = header()
             return .now(out)
         }
-        unary(a, "RoleAdd") { [unowned self] (r: Etcdserverpb_AuthRoleAddRequest, _) -> Reply<Etcdserverpb_AuthRoleAddResponse> in
+        unary(a, "RoleAdd", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleAddRequest, _) -> Reply<Etcdserverpb_AuthRoleAddResponse> in
             try changeAuth { try $0.addRole(r.name) }
             var out = Etcdserverpb_AuthRoleAddResponse()
             out.header = header()
             return .now(out)
         }
-        unary(a, "RoleGet") { [unowned self] (r: Etcdserverpb_AuthRoleGetRequest, _) -> Reply<Etcdserverpb_AuthRoleGetResponse> in
+        unary(a, "RoleGet", access: .authenticated) { [unowned self] (r: Etcdserverpb_AuthRoleGetRequest, call) -> Reply<Etcdserverpb_AuthRoleGetResponse> in
+            // A user may look up its own roles; anything else needs root.
+            if let caller = try caller(of: call), !authStore.hasRole(caller, r.role) { try authStore.checkAdmin(caller) }
             guard let role = authStore.roles[r.role] else { throw AuthError.roleNotFound }
             var out = Etcdserverpb_AuthRoleGetResponse()
             out.header = header()
@@ -129,19 +163,19 @@ extension EtcdServer {
             }
             return .now(out)
         }
-        unary(a, "RoleList") { [unowned self] (_: Etcdserverpb_AuthRoleListRequest, _) -> Reply<Etcdserverpb_AuthRoleListResponse> in
+        unary(a, "RoleList", access: .admin) { [unowned self] (_: Etcdserverpb_AuthRoleListRequest, _) -> Reply<Etcdserverpb_AuthRoleListResponse> in
             var out = Etcdserverpb_AuthRoleListResponse()
             out.header = header()
             out.roles = authStore.roles.keys.sorted()
             return .now(out)
         }
-        unary(a, "RoleDelete") { [unowned self] (r: Etcdserverpb_AuthRoleDeleteRequest, _) -> Reply<Etcdserverpb_AuthRoleDeleteResponse> in
+        unary(a, "RoleDelete", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleDeleteRequest, _) -> Reply<Etcdserverpb_AuthRoleDeleteResponse> in
             try changeAuth { try $0.deleteRole(r.role) }
             var out = Etcdserverpb_AuthRoleDeleteResponse()
             out.header = header()
             return .now(out)
         }
-        unary(a, "RoleGrantPermission") { [unowned self] (r: Etcdserverpb_AuthRoleGrantPermissionRequest, _) -> Reply<Etcdserverpb_AuthRoleGrantPermissionResponse> in
+        unary(a, "RoleGrantPermission", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleGrantPermissionRequest, _) -> Reply<Etcdserverpb_AuthRoleGrantPermissionResponse> in
             guard r.hasPerm else { throw GRPCStatus(.invalidArgument, "etcdserver: permission not given") }
             let access = AuthStore.Access(rawValue: r.perm.permType.rawValue) ?? .read
             try changeAuth { try $0.grantPermission(.init(access, key: [UInt8](r.perm.key), rangeEnd: [UInt8](r.perm.rangeEnd)), to: r.name) }
@@ -149,7 +183,7 @@ extension EtcdServer {
             out.header = header()
             return .now(out)
         }
-        unary(a, "RoleRevokePermission") { [unowned self] (r: Etcdserverpb_AuthRoleRevokePermissionRequest, _) -> Reply<Etcdserverpb_AuthRoleRevokePermissionResponse> in
+        unary(a, "RoleRevokePermission", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleRevokePermissionRequest, _) -> Reply<Etcdserverpb_AuthRoleRevokePermissionResponse> in
             try changeAuth { try $0.revokePermission(key: [UInt8](r.key), rangeEnd: [UInt8](r.rangeEnd), from: r.role) }
             var out = Etcdserverpb_AuthRoleRevokePermissionResponse()
             out.header = header()
@@ -157,18 +191,51 @@ extension EtcdServer {
         }
     }
 
-    /// Hashes `password` on another thread (nil: no password) and hands
-    /// the result to `body` on the loop.
-    private func withPasswordHash(_ password: String?, _ body: @escaping (PasswordHash?) -> Void) {
+    /// Hashes `password` off the loop (nil: no password) and hands the
+    /// result to `body` on the loop.
+    private func withPasswordHash(_ password: String?, _ call: GRPCCall, _ key: Metrics.CallKey,
+                                  _ body: @escaping (PasswordHash?) -> Void) {
         guard let password else { body(nil); return }
         let hasher = passwordHasher
+        offLoop(call, key, { hasher.hash(password) }, body)
+    }
+
+    /// Runs password work (PBKDF2: tens of milliseconds of CPU) on threads
+    /// of its own, at most `passwordThreads` at once, the rest waiting
+    /// their turn; `done` gets the result on the loop. Past
+    /// `passwordQueueLimit` waiting, the call is refused as etcd refuses
+    /// when overloaded.
+    private func offLoop<T: Sendable>(_ call: GRPCCall, _ key: Metrics.CallKey,
+                                      _ work: @escaping @Sendable () -> T, _ done: @escaping (T) -> Void) {
+        guard passwordWork.waiting.count < Self.passwordQueueLimit else {
+            finish(call, key, status: GRPCStatus(.resourceExhausted, "etcdserver: too many requests"))
+            return
+        }
         let loop = self.loop
-        let done = LoopBound(body)
-        runOnNewThread {
-            let hash = hasher.hash(password)
-            loop.execute { done.value(hash) }
+        let me = LoopBound(self)
+        let finished = LoopBound(done)
+        passwordWork.waiting.append {
+            runOnNewThread {
+                let result = work()
+                loop.execute {
+                    finished.value(result)
+                    me.value.passwordWork.running -= 1
+                    me.value.startPasswordWork()
+                }
+            }
+        }
+        startPasswordWork()
+    }
+
+    private func startPasswordWork() {
+        while passwordWork.running < Self.passwordThreads, !passwordWork.waiting.isEmpty {
+            passwordWork.running += 1
+            passwordWork.waiting.removeFirst()()
         }
     }
+
+    static let passwordThreads = 4
+    static let passwordQueueLimit = 10_000
 
     private static func status(_ error: any Error) -> GRPCStatus {
         if let e = error as? any EtcdStatusError { return GRPCStatus(e) }

@@ -5,7 +5,7 @@ import Transport
 extension EtcdServer {
     func registerCluster() {
         let cluster = "etcdserverpb.Cluster"
-        unary(cluster, "MemberList") { [unowned self] (_: Etcdserverpb_MemberListRequest, _) -> Reply<Etcdserverpb_MemberListResponse> in
+        unary(cluster, "MemberList", access: .authenticated) { [unowned self] (_: Etcdserverpb_MemberListRequest, _) -> Reply<Etcdserverpb_MemberListResponse> in
             var response = Etcdserverpb_MemberListResponse()
             response.header = header()
             response.members = [selfMember]

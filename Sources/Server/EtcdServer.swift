@@ -73,6 +73,11 @@ public final class EtcdServer {
     var leaseCheckpointTimer: Transport.Timer?
     var alarms = Set<RaisedAlarm>()
     var authStore = AuthStore()
+    var tokens: SimpleTokens
+    /// Password hashing and checking off the loop: how many run, and the
+    /// jobs waiting for a thread.
+    var passwordWork: (running: Int, waiting: [() -> Void]) = (0, [])
+    private var tokenExpiryTimer: Transport.Timer?
     let passwordHasher = PasswordHasher()
     var defragmentTask: DeferredTask!
     var defragmentRun = DefragmentRun()
@@ -83,6 +88,7 @@ public final class EtcdServer {
         self.config = config
         self.loop = loop
         self.logger = logger
+        tokens = SimpleTokens(ttl: UInt64(config.authTokenTTL) * 1_000_000_000)
         for dir in [config.dataDir, config.dataDir + "/member", config.dataDir + "/member/snap", config.dataDir + "/member/wal"] {
             if mkdir(dir, 0o700) != 0 && errno != EEXIST {
                 throw ServerError.dataDir(dir, String(cString: strerror(errno)))
@@ -114,6 +120,7 @@ public final class EtcdServer {
         defragmentTask = loop.makeDeferredTask { [unowned self] in self.defragmentStep() }
         progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
         checkpointTimer = loop.schedule(every: config.checkpointInterval) { [unowned self] in self.checkpoint() }
+        tokenExpiryTimer = loop.schedule(every: 60) { [unowned self] in tokens.expire(now: monotonicNanoseconds()) }
         try loadAlarms()
         try loadAuth()
         try restoreLeases()
@@ -271,15 +278,34 @@ public final class EtcdServer {
         case later
     }
 
+    /// Who may call a method while auth is enabled (finer checks, such as
+    /// a request's keys, are the method's own).
+    enum Access {
+        case anyone
+        /// Any authenticated caller (etcd's requireAuthInfo).
+        case authenticated
+        /// A caller with the root role.
+        case admin
+    }
+
+    func authorize(_ call: GRPCCall, _ access: Access) throws(AuthError) {
+        switch access {
+        case .anyone: break
+        case .authenticated: try authorizeCaller(call)
+        case .admin: try authorizeAdmin(call)
+        }
+    }
+
     /// Registers a unary method that is not a write (writes are proposed
     /// to the log: see `proposing` in KVService.swift).
     func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-        _ service: String, _ method: String,
+        _ service: String, _ method: String, access: Access,
         _ body: @escaping (Request, GRPCCall) throws -> Reply<Response>
     ) {
         let key = metrics.key(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
             metrics.callStarted(key)
+            guard passes(call, key, { try authorize(call, access) }) else { return }
             let request: Request
             do {
                 request = try Request(serializedBytes: bytes)
@@ -308,11 +334,13 @@ public final class EtcdServer {
     /// `respond` or `finish` with the key it is given): the request is
     /// decoded first, and one that does not decode is refused.
     func answeringLater<Request: SwiftProtobuf.Message>(
-        _ service: String, _ method: String, _ body: @escaping (Request, GRPCCall, Metrics.CallKey) -> Void
+        _ service: String, _ method: String, access: Access,
+        _ body: @escaping (Request, GRPCCall, Metrics.CallKey) -> Void
     ) {
         let key = metrics.key(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
             metrics.callStarted(key)
+            guard passes(call, key, { try authorize(call, access) }) else { return }
             guard let request = try? Request(serializedBytes: bytes) else {
                 finish(call, key, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
                 return

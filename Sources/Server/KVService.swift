@@ -9,8 +9,9 @@ extension EtcdServer {
     func registerKV() {
         let kv = "etcdserverpb.KV"
         let rangeKey = metrics.key(type: "unary", service: kv, method: "Range")
-        unary(kv, "Range") { [unowned self] (r: Etcdserverpb_RangeRequest, call) -> Reply<Etcdserverpb_RangeResponse> in
+        unary(kv, "Range", access: .anyone) { [unowned self] (r: Etcdserverpb_RangeRequest, call) -> Reply<Etcdserverpb_RangeResponse> in
             let request = try Wire.range(r)
+            try authorize(call, range: request)
             let serve = { [unowned self] () throws -> Etcdserverpb_RangeResponse in
                 let result = try store.range(request)
                 return Wire.rangeResponse(result, header: header(revision: result.revision))
@@ -37,6 +38,7 @@ extension EtcdServer {
             do {
                 let t = try Etcdserverpb_TxnRequest(serializedBytes: bytes)
                 let request = try Wire.txn(t)
+                try authorize(call, txn: request)
                 if request.mayWrite {
                     guard bytes.count <= config.maxRequestBytes else {
                         finish(call, key, status: GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge))
@@ -81,6 +83,7 @@ extension EtcdServer {
                 finish(call, key, status: GRPCStatus(.internal, "grpc: error unmarshalling request: \(error)"))
                 return
             }
+            guard passes(call, key, { try authorize(call, decoded) }) else { return }
             propose(kind, bytes, decoded) { [unowned self] outcome in reply(call, key, outcome) }
         }
     }

@@ -35,7 +35,7 @@ extension EtcdServer {
 
     func registerLease() {
         let service = "etcdserverpb.Lease"
-        answeringLater(service, "LeaseGrant") { [unowned self] (request: Etcdserverpb_LeaseGrantRequest, call, key) in
+        answeringLater(service, "LeaseGrant", access: .authenticated) { [unowned self] (request: Etcdserverpb_LeaseGrantRequest, call, key) in
             var grant = request
             guard grant.ttl <= Lessor.maxTTL else {
                 finish(call, key, status: GRPCStatus(LeaseError.ttlTooLarge))
@@ -60,6 +60,8 @@ extension EtcdServer {
                     finish(call, keepAliveKey, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
                     return
                 }
+                // Renewing keeps the lease's keys: the caller must be able to write them.
+                guard passes(call, keepAliveKey, { try authorize(call, lease: request.id, write: true) }) else { return }
                 var r = Etcdserverpb_LeaseKeepAliveResponse()
                 r.header = header()
                 r.id = request.id
@@ -71,7 +73,8 @@ extension EtcdServer {
         }
 
         let ttlKey = metrics.key(type: "unary", service: service, method: "LeaseTimeToLive")
-        unary(service, "LeaseTimeToLive") { [unowned self] (r: Etcdserverpb_LeaseTimeToLiveRequest, call) -> Reply<Etcdserverpb_LeaseTimeToLiveResponse> in
+        unary(service, "LeaseTimeToLive", access: .authenticated) { [unowned self] (r: Etcdserverpb_LeaseTimeToLiveRequest, call) -> Reply<Etcdserverpb_LeaseTimeToLiveResponse> in
+            if r.keys { try authorize(call, lease: r.id, write: false) }
             // Like a linearizable read: it sees every grant and revocation
             // proposed before it.
             if appliedIndex >= proposedIndex { return .now(try timeToLive(r)) }
@@ -83,7 +86,11 @@ extension EtcdServer {
             return .later
         }
 
-        unary(service, "LeaseLeases") { [unowned self] (_: Etcdserverpb_LeaseLeasesRequest, _) -> Reply<Etcdserverpb_LeaseLeasesResponse> in
+        unary(service, "LeaseLeases", access: .authenticated) { [unowned self] (_: Etcdserverpb_LeaseLeasesRequest, call) -> Reply<Etcdserverpb_LeaseLeasesResponse> in
+            // Listing leases shows which exist: the caller must be able to read their keys.
+            if let user = try caller(of: call) {
+                for id in lessor.ids { try authorizeLeaseKeys(user, id, write: false) }
+            }
             var r = Etcdserverpb_LeaseLeasesResponse()
             r.header = header()
             r.leases = lessor.ids.map { id in
@@ -131,7 +138,7 @@ extension EtcdServer {
     /// The keys among `attached` whose current version holds lease `id`:
     /// the lessor forgets a key only when it moves to another lease, so a
     /// key since deleted or put without a lease is not this lease's.
-    private func keysHolding<S: Sequence>(_ id: Int64, of attached: S) throws -> [[UInt8]] where S.Element == [UInt8] {
+    func keysHolding<S: Sequence>(_ id: Int64, of attached: S) throws -> [[UInt8]] where S.Element == [UInt8] {
         try attached.filter { try store.lease(of: $0) == id }
     }
 

@@ -12,7 +12,7 @@ import Glibc
 extension EtcdServer {
     func registerMaintenance() {
         let m = "etcdserverpb.Maintenance"
-        unary(m, "Status") { [unowned self] (_: Etcdserverpb_StatusRequest, _) -> Reply<Etcdserverpb_StatusResponse> in
+        unary(m, "Status", access: .authenticated) { [unowned self] (_: Etcdserverpb_StatusRequest, _) -> Reply<Etcdserverpb_StatusResponse> in
             var r = Etcdserverpb_StatusResponse()
             r.header = header()
             r.version = ServerVersion.server
@@ -26,14 +26,14 @@ extension EtcdServer {
             r.errors = alarms.sorted().map(Self.alarmDescription)
             return .now(r)
         }
-        unary(m, "Hash") { [unowned self] (_: Etcdserverpb_HashRequest, _) -> Reply<Etcdserverpb_HashResponse> in
+        unary(m, "Hash", access: .admin) { [unowned self] (_: Etcdserverpb_HashRequest, _) -> Reply<Etcdserverpb_HashResponse> in
             try store.commit()
             var r = Etcdserverpb_HashResponse()
             r.header = header()
             r.hash = try store.hash()
             return .now(r)
         }
-        unary(m, "HashKV") { [unowned self] (req: Etcdserverpb_HashKVRequest, _) -> Reply<Etcdserverpb_HashKVResponse> in
+        unary(m, "HashKV", access: .admin) { [unowned self] (req: Etcdserverpb_HashKVRequest, _) -> Reply<Etcdserverpb_HashKVResponse> in
             let h = try store.hashKV(revision: req.revision)
             var r = Etcdserverpb_HashKVResponse()
             r.header = header()
@@ -42,12 +42,15 @@ extension EtcdServer {
             r.hashRevision = h.hashRevision
             return .now(r)
         }
-        unary(m, "Alarm") { [unowned self] (req: Etcdserverpb_AlarmRequest, _) -> Reply<Etcdserverpb_AlarmResponse> in
-            .now(alarm(req))
+        unary(m, "Alarm", access: .anyone) { [unowned self] (req: Etcdserverpb_AlarmRequest, call) -> Reply<Etcdserverpb_AlarmResponse> in
+            // Anyone signed in may list alarms; only root may raise or clear one.
+            try authorize(call, req.action == .get ? .authenticated : .admin)
+            return .now(alarm(req))
         }
         let defragmentKey = metrics.key(type: "unary", service: m, method: "Defragment")
         register(m, "Defragment", .unary) { [unowned self] call, _ in
             metrics.callStarted(defragmentKey)
+            guard passes(call, defragmentKey, { try authorizeAdmin(call) }) else { return }
             defragment(call, defragmentKey)
         }
         refuseUnbuilt(m, ["MoveLeader", "Downgrade"], needs: "clustering")
@@ -62,6 +65,7 @@ extension EtcdServer {
     /// (as etcd does, so `etcdctl snapshot save` can verify it).
     private func startSnapshot(_ call: GRPCCall, _ key: Metrics.CallKey) {
         metrics.callStarted(key)
+        guard passes(call, key, { try authorizeAdmin(call) }) else { return }
         do {
             try store.commit()  // every acknowledged write is in the copy
         } catch {

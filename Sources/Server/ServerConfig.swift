@@ -40,6 +40,8 @@ public struct ServerConfig: Equatable, Sendable {
     public var autoTLS = false
     /// Seconds a TLS client has to finish its handshake.
     public var tlsHandshakeTimeout: Double = 10
+    /// Seconds an auth token lives after its last use (--auth-token-ttl).
+    public var authTokenTTL = 300
     /// Automatic compaction (--auto-compaction-mode and -retention); nil: off.
     public var autoCompaction: AutoCompactor.Mode?
 
@@ -101,7 +103,7 @@ public struct ServerConfig: Equatable, Sendable {
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
                         "auto-compaction-mode", "auto-compaction-retention",
                         "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
-                        "experimental-tls-handshake-timeout"]
+                        "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
     static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls"]
 
@@ -147,6 +149,8 @@ public struct ServerConfig: Equatable, Sendable {
                               made in <data-dir>/fixtures/client
       --experimental-tls-handshake-timeout
                               time a TLS client has to finish its handshake (default 10s)
+      --auth-token            the kind of auth token: simple (the default; jwt is not built)
+      --auth-token-ttl        seconds a simple token lives after its last use (default 300)
       --version               print the version and exit
       -h, --help              print this help
 
@@ -247,6 +251,9 @@ public struct ServerConfig: Equatable, Sendable {
             case "experimental-tls-handshake-timeout":
                 guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 10s") }
                 config.tlsHandshakeTimeout = seconds
+            case "auth-token":
+                guard value == "simple" else { throw bad("only simple tokens are built (jwt is not)") }
+            case "auth-token-ttl": config.authTokenTTL = try positive()
             case "cert-file": config.certFile = value
             case "key-file": config.keyFile = value
             case "trusted-ca-file": config.trustedCAFile = value

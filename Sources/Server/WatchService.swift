@@ -95,6 +95,19 @@ extension EtcdServer {
             send(created, on: stream)
             return
         }
+        // Refused as etcd refuses: a created-and-canceled response whose
+        // reason is the gRPC error's text.
+        do {
+            if let user = try caller(of: stream.call) {
+                try authStore.check(user, key: key, rangeEnd: [UInt8](c.rangeEnd), write: false)
+            }
+        } catch {
+            created.watchID = -1
+            created.canceled = true
+            created.cancelReason = error.goErrorText
+            send(created, on: stream)
+            return
+        }
         var clientID = c.watchID
         if clientID == 0 {
             while stream.byClientID[stream.nextClientID] != nil { stream.nextClientID += 1 }

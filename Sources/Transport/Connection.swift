@@ -1,4 +1,5 @@
 import CLibevent
+import COpenSSL
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,6 +21,9 @@ final class Connection {
     private var mode = Mode.sniffing
     private var closeAfterFlush = false
     private(set) var isClosed = false
+    /// The subject CN of the client's verified TLS certificate, once the
+    /// handshake is done (etcd takes it as the user when no token is given).
+    private(set) var peerCommonName: String?
 
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
@@ -139,6 +143,12 @@ final class Connection {
             // A TLS handshake finished: the connection may now idle (watch
             // streams do) without its handshake deadline.
             bufferevent_set_timeouts(bev, nil, nil)
+            if let ssl = bufferevent_openssl_get_ssl(bev) {
+                var name = [CChar](repeating: 0, count: 256)
+                if swetcd_verified_peer_common_name(ssl, &name, Int32(name.count)) > 0 {
+                    peerCommonName = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                }
+            }
         }
         if events & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT) != 0 { close() }
     }

@@ -8,6 +8,8 @@ public final class GRPCCall {
     public let metadata: [(name: String, value: String)]
     /// Seconds the client allows (from `grpc-timeout`), if it set a deadline.
     public let timeout: Double?
+    /// The subject CN of the client's verified TLS certificate, if any.
+    public let peerCommonName: String?
 
     /// The stream while it is open. Strong, not weak (a weak reference costs
     /// an allocation per call): the session clears it when the stream
@@ -26,10 +28,11 @@ public final class GRPCCall {
     /// Below this many queued response bytes, `onWritable` is called.
     public static let lowWaterBytes = 256 << 10
 
-    init(path: String, metadata: [(name: String, value: String)], timeout: Double?, stream: HTTP2Stream) {
+    init(path: String, metadata: [(name: String, value: String)], timeout: Double?, peerCommonName: String?, stream: HTTP2Stream) {
         self.path = path
         self.metadata = metadata
         self.timeout = timeout
+        self.peerCommonName = peerCommonName
         self.stream = stream
     }
 

@@ -303,7 +303,8 @@ final class HTTP2ServerSession {
             switch router.method(for: stream.path) {
             case .success(let m):
                 stream.grpcMethod = m
-                stream.call = GRPCCall(path: stream.path, metadata: stream.metadata, timeout: stream.timeout, stream: stream)
+                stream.call = GRPCCall(path: stream.path, metadata: stream.metadata, timeout: stream.timeout,
+                                       peerCommonName: connection.peerCommonName, stream: stream)
                 if let timeout = stream.timeout {
                     let due = deadline(after: timeout)
                     stream.deadline = due

@@ -76,6 +76,15 @@ import TestSupport
         #expect(!store.isPermitted("kubelet", key: Array("/registry/pods/a".utf8), write: true))
         #expect(!store.isPermitted("kubelet", key: Array("/registry/secrets/a".utf8), write: false))
         #expect(store.isPermitted("root", key: Array("/anything".utf8), rangeEnd: [0], write: true))
+        // The request checks, with etcd's errors.
+        try store.check("kubelet", key: Array("/registry/pods/a".utf8), write: false)
+        #expect(throws: AuthError.permissionDenied) { try store.check("kubelet", key: Array("/registry/pods/a".utf8), write: true) }
+        #expect(throws: AuthError.permissionDenied) { try store.check("nobody", key: Array("/registry/pods/a".utf8), write: false) }
+        try store.checkAdmin("root")
+        #expect(throws: AuthError.permissionDenied) { try store.checkAdmin("kubelet") }
+        #expect(throws: AuthError.userNotFound) { try store.checkAdmin("nobody") }
+        #expect(store.isAdmin("root") && !store.isAdmin("kubelet") && !store.isAdmin("nobody"))
+        #expect(store.hasRole("kubelet", "pods") && !store.hasRole("kubelet", "root") && !store.hasRole("nobody", "pods"))
         #expect(throws: AuthError.permissionNotGranted) { try store.revokePermission(key: [1], rangeEnd: [], from: "pods") }
         #expect(throws: AuthError.roleNotGranted) { try store.revokeRole("other", from: "kubelet") }
         try store.deleteRole("pods")

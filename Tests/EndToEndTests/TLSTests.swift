@@ -29,6 +29,22 @@ struct TestCertificates {
             ["x509", "-req", "-in", "other.csr", "-CA", "other-ca.crt", "-CAkey", "other-ca.key", "-CAcreateserial",
              "-out", "other.crt", "-days", "1", "-extfile", "ext.cnf"],
         ]
+        try run(steps)
+    }
+
+    /// A client certificate with `commonName` as its subject's CN, signed
+    /// by the CA: its certificate and key files.
+    func client(commonName: String) throws -> (cert: String, key: String) {
+        let steps: [[String]] = [
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(commonName).key", "-out", "\(commonName).csr", "-subj", "/CN=\(commonName)"],
+            ["x509", "-req", "-in", "\(commonName).csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "\(commonName).crt", "-days", "1", "-extfile", "ext.cnf"],
+        ]
+        try run(steps)
+        return (dir + "/\(commonName).crt", dir + "/\(commonName).key")
+    }
+
+    private func run(_ steps: [[String]]) throws {
         guard let openssl = which("openssl") else { throw E2EError("openssl not found") }
         for step in steps {
             let r = try runCommand("/bin/sh", ["-c", "cd \(dir) && \(openssl) " + step.map { "'\($0)'" }.joined(separator: " ")])

@@ -77,4 +77,14 @@ import Testing
         let auto = try ServerConfig.parse(arguments: ["--listen-client-urls", "https://127.0.0.1:2379", "--auto-tls"], environment: [:])
         #expect(auto.autoTLS && auto.certFile == nil)
     }
+
+    @Test func authTokenFlags() throws {
+        #expect(try ServerConfig.parse(arguments: [], environment: [:]).authTokenTTL == 300)
+        let c = try ServerConfig.parse(arguments: ["--auth-token", "simple", "--auth-token-ttl", "60"], environment: [:])
+        #expect(c.authTokenTTL == 60)
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--auth-token", "jwt,pub-key=a.pub,priv-key=a.key"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--auth-token-ttl", "0"], environment: [:]) }
+    }
 }
