@@ -195,17 +195,17 @@ public enum AuthError: Error, Equatable, CaseIterable, EtcdStatusError {
         case .rootUserMissing: return "etcdserver: root user does not exist"
         case .rootRoleMissing: return "etcdserver: root user does not have root role"
         case .userAlreadyExists: return "etcdserver: user name already exists"
-        case .userEmpty: return "etcdserver: user name is empty"
+        case .userEmpty: return EtcdMessage.userEmpty
         case .userNotFound: return "etcdserver: user name not found"
         case .roleAlreadyExists: return "etcdserver: role name already exists"
         case .roleNotFound: return "etcdserver: role name not found"
         case .roleEmpty: return "etcdserver: role name is empty"
-        case .authFailed: return "etcdserver: authentication failed, invalid user ID or password"
-        case .permissionDenied: return "etcdserver: permission denied"
+        case .authFailed: return EtcdMessage.authFailed
+        case .permissionDenied: return EtcdMessage.permissionDenied
         case .roleNotGranted: return "etcdserver: role is not granted to the user"
         case .permissionNotGranted: return "etcdserver: permission is not granted to the role"
-        case .authNotEnabled: return "etcdserver: authentication is not enabled"
-        case .invalidAuthToken: return "etcdserver: invalid auth token"
+        case .authNotEnabled: return EtcdMessage.authNotEnabled
+        case .invalidAuthToken: return EtcdMessage.invalidAuthToken
         case .invalidAuthManagement: return "etcdserver: invalid auth management"
         }
     }

@@ -29,7 +29,12 @@ public final class EtcdClient: Sendable {
     ///   - timeout: default deadline of each call, in seconds.
     ///   - tls: TLS settings; with nil, TLS (verified against the system's
     ///     CAs) only for `https://` endpoints.
-    public init(endpoints: [String], connections: Int = 1, timeout: Double = 5, tls: TLS? = nil) throws {
+    ///   - user, password: authenticate as this user (before the first
+    ///     call, and again when the server says the token is invalid), as
+    ///     etcdctl's `--user`. Without them, calls carry no token (with
+    ///     mutual TLS the server may take the certificate's CN as the user).
+    public init(endpoints: [String], connections: Int = 1, timeout: Double = 5, tls: TLS? = nil,
+                user: String? = nil, password: String? = nil) throws {
         let parsed = try endpoints.map(Self.parse)
         guard !parsed.isEmpty else { throw EtcdError.unavailable("no endpoints") }
         var context: TLSClientContext?
@@ -41,7 +46,10 @@ public final class EtcdClient: Sendable {
             }
         }
         thread = EventLoopThread()
-        pool = LoopBound(ConnectionPool(loop: thread.loop, endpoints: parsed, size: connections, tls: context))
+        var credentials: (user: String, password: String)?
+        if let user { credentials = (user, password ?? "") }
+        pool = LoopBound(ConnectionPool(loop: thread.loop, endpoints: parsed, size: connections, tls: context,
+                                        credentials: credentials, authTimeout: timeout))
         self.timeout = timeout
     }
 

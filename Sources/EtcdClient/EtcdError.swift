@@ -17,6 +17,14 @@ public enum EtcdError: Error, Equatable, Sendable, CustomStringConvertible {
     case requestTooLarge
     case databaseSpaceExceeded
     case noLeader
+    /// The user may not do this (auth enabled).
+    case permissionDenied
+    /// Auth is enabled and the call named no user (no credentials given).
+    case userEmpty
+    /// Wrong user name or password.
+    case authFailed
+    /// The token died and authenticating again did not help.
+    case invalidAuthToken
     /// The server could not be reached, or went away mid-call.
     case unavailable(String)
     case deadlineExceeded
@@ -39,6 +47,10 @@ public enum EtcdError: Error, Equatable, Sendable, CustomStringConvertible {
         EtcdMessage.requestTooLarge: .requestTooLarge,
         EtcdMessage.databaseSpaceExceeded: .databaseSpaceExceeded,
         EtcdMessage.noLeader: .noLeader,
+        EtcdMessage.permissionDenied: .permissionDenied,
+        EtcdMessage.userEmpty: .userEmpty,
+        EtcdMessage.authFailed: .authFailed,
+        EtcdMessage.invalidAuthToken: .invalidAuthToken,
     ]
 
     init(_ status: GRPCStatus) {

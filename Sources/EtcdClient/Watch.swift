@@ -88,7 +88,7 @@ extension EtcdClient {
             pool.value.loop.execute {
                 let call = state.value
                 var open = requests.count
-                let (connection, id) = pool.value.openStream("/etcdserverpb.Watch/Watch", first: requests[0], onMessage: { bytes in
+                pool.value.openStream("/etcdserverpb.Watch/Watch", first: requests[0], onMessage: { bytes in
                     guard !call.ended, let r = try? Etcdserverpb_WatchResponse(serializedBytes: bytes) else { return }
                     if r.fragment {
                         call.pendingFragments += r.events
@@ -114,10 +114,18 @@ extension EtcdClient {
                     case .failure(let status) where status.code == .canceled: continuation.finish()
                     case .failure(let status): continuation.finish(throwing: EtcdError(status))
                     }
+                }, opened: { result in
+                    switch result {
+                    case .success(let (connection, id)):
+                        for more in requests.dropFirst() { connection.send(more, on: id) }
+                        call.connection = connection
+                        call.streamID = id
+                        if call.ended { connection.cancel(id) }  // dropped while authenticating
+                    case .failure(let status):
+                        call.ended = true
+                        continuation.finish(throwing: EtcdError(status))
+                    }
                 })
-                for more in requests.dropFirst() { connection.send(more, on: id) }
-                call.connection = connection
-                call.streamID = id
             }
             continuation.onTermination = { _ in
                 pool.value.loop.execute { state.value.cancel() }

@@ -1,3 +1,4 @@
+import EtcdClient
 import Foundation
 import Testing
 
@@ -174,6 +175,46 @@ import Testing
         // A token names the user, whatever the certificate says.
         #expect(try e.run(arguments: asAlice + Self.root + ["get", "foo", "--print-value-only"]).stdout == "bar\n")
         #expect(try e.run(arguments: asRoot + Self.alice + ["get", "foo"]).stderr.contains("Error: etcdserver: permission denied"))
+    }
+
+    /// The Swift client with a user and password: it authenticates before
+    /// its first call, its calls and watches carry the token, refusals are
+    /// typed, and after a restart (tokens live in memory) it authenticates
+    /// again by itself.
+    @Test func swiftClientWithAPassword() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let e = Etcdctl(endpoint: server.endpoint)
+        for (arguments, _) in Self.session[0...1] + Self.session[6...10] { _ = try e.run(arguments: arguments) }
+        let alice = try EtcdClient(endpoints: [server.endpoint], user: "alice", password: "pw")
+        defer { alice.close() }
+        try await alice.put("/registry/pods/a", "1")
+        #expect(try await alice.get("/registry/pods/a").kvs.first?.valueString == "1")
+        await #expect(throws: EtcdError.permissionDenied) { try await alice.get("foo") }
+        await #expect(throws: EtcdError.permissionDenied) { try await alice.put("foo", "x") }
+
+        var events = alice.watch(.prefix("/registry/pods/")).makeAsyncIterator()
+        #expect(try await events.next()?.created == true)
+        try await alice.put("/registry/pods/b", "2")
+        #expect(try await events.next()?.events.map(\.kv.keyString) == ["/registry/pods/b"])
+        var refused = alice.watch(.key("foo")).makeAsyncIterator()
+        let cancelled = try await refused.next()
+        #expect(cancelled?.canceled == true && cancelled?.cancelReason.hasSuffix("etcdserver: permission denied") == true)
+
+        let anonymous = try EtcdClient(endpoints: [server.endpoint])
+        defer { anonymous.close() }
+        await #expect(throws: EtcdError.userEmpty) { try await anonymous.get("/registry/pods/a") }
+        let wrong = try EtcdClient(endpoints: [server.endpoint], user: "alice", password: "nope")
+        defer { wrong.close() }
+        await #expect(throws: EtcdError.authFailed) { try await wrong.get("/registry/pods/a") }
+
+        // A restart forgets every token: the client's next call gets
+        // "invalid auth token", authenticates again and succeeds.
+        let port = UInt16(server.endpoint.split(separator: ":").last!)!
+        server.kill()
+        let restarted = try ServerProcess(dataDir: server.dataDir, port: port)
+        defer { restarted.stop() }
+        #expect(try await alice.get("/registry/pods/b").kvs.first?.valueString == "2")
     }
 
     /// Python's etcd3 with a password (over TLS: grpcio sends call
