@@ -50,8 +50,8 @@ final class Budget: Sendable {
 /// thread through callbacks: no task or thread hop per request, so the
 /// bench costs the machine less than the server it measures.
 func runLoad(workload: String, endpoints: [String], connections: Int, clients: Int, total: Int,
-             seconds: Double?, pollForReply: Double = 0, tls: EtcdClient.TLS? = nil, encode: @escaping @Sendable (Int) -> (path: String, bytes: [UInt8])) async throws -> Report {
-    let client = try EtcdClient(endpoints: endpoints, connections: connections, timeout: 30, tls: tls)
+             seconds: Double?, pollForReply: Double = 0, settings: ClientSettings = ClientSettings(), encode: @escaping @Sendable (Int) -> (path: String, bytes: [UInt8])) async throws -> Report {
+    let client = try settings.client(endpoints, connections: connections)
     defer { client.close() }
     let cpuBefore = cpuSeconds()
     let start = ContinuousClock.now
@@ -143,4 +143,16 @@ func benchKey(_ n: Int, size: Int) -> [UInt8] {
     let digits = Array(String(n).utf8)
     if digits.count >= size { return Array(digits.suffix(size)) }
     return [UInt8](repeating: UInt8(ascii: "0"), count: size - digits.count) + digits
+}
+
+/// How the bench's clients reach the server: TLS, and a user to
+/// authenticate as.
+struct ClientSettings: Sendable {
+    var tls: EtcdClient.TLS?
+    var user: String?
+    var password: String?
+
+    func client(_ endpoints: [String], connections: Int = 1) throws -> EtcdClient {
+        try EtcdClient(endpoints: endpoints, connections: connections, timeout: 30, tls: tls, user: user, password: password)
+    }
 }

@@ -31,7 +31,13 @@ struct GlobalOptions: ParsableArguments {
     @Flag(help: "Print numbers with full precision.")
     var precise = false
 
-    var tls: EtcdClient.TLS? { cacert.map { EtcdClient.TLS(caFile: $0, certFile: cert, keyFile: key) } }
+    @Option(help: "Authenticate as this user (user:password), as etcdctl's --user.") var user: String?
+
+    var settings: ClientSettings {
+        let credentials = user.map { $0.split(separator: ":", maxSplits: 1).map(String.init) }
+        return ClientSettings(tls: cacert.map { EtcdClient.TLS(caFile: $0, certFile: cert, keyFile: key) },
+                              user: credentials?.first, password: credentials.map { $0.count > 1 ? $0[1] : "" })
+    }
     @Flag(help: "Print a JSON summary instead of text.")
     var json = false
 
@@ -74,7 +80,7 @@ struct Put: AsyncParsableCommand {
         let (keySize, space, sequential) = (keySize, keySpaceSize, sequentialKeys)
         let r = try await runLoad(workload: "put", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { n in
+                                  pollForReply: global.pollForReply / 1e6, settings: global.settings) { n in
             let k = sequential ? n % space : Int.random(in: 0..<max(space, 1))
             var p = Etcdserverpb_PutRequest()
             p.key = Data(benchKey(k, size: keySize))
@@ -104,7 +110,7 @@ struct Range: AsyncParsableCommand {
         let bytes: [UInt8] = try request.serializedBytes()
         let r = try await runLoad(workload: "range", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { _ in
+                                  pollForReply: global.pollForReply / 1e6, settings: global.settings) { _ in
             ("/etcdserverpb.KV/Range", bytes)
         }
         try global.print(r)
@@ -122,7 +128,7 @@ struct TxnPut: AsyncParsableCommand {
         let (keySize, space, ops) = (keys.keySize, keys.keySpaceSize, txnOps)
         let r = try await runLoad(workload: "txn-put", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: keys.total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { _ in
+                                  pollForReply: global.pollForReply / 1e6, settings: global.settings) { _ in
             // Distinct keys inside one txn (a key may be written once per txn).
             let base = Int.random(in: 0..<max(space, 1))
             var t = Etcdserverpb_TxnRequest()
@@ -144,7 +150,7 @@ struct TxnMixed: AsyncParsableCommand {
         let (keySize, space, readShare) = (keys.keySize, keys.keySpaceSize, rwRatio / (rwRatio + 1))
         let r = try await runLoad(workload: "txn-mixed", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: keys.total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { _ in
+                                  pollForReply: global.pollForReply / 1e6, settings: global.settings) { _ in
             let key = benchKey(Int.random(in: 0..<max(space, 1)), size: keySize)
             var t = Etcdserverpb_TxnRequest()
             if Double.random(in: 0..<1) < readShare {
@@ -170,7 +176,7 @@ struct LeaseKeepAlive: AsyncParsableCommand {
     @Option(help: "Total requests.") var total = 10_000
 
     func run() async throws {
-        let setup = try EtcdClient(endpoints: global.endpointList, timeout: 30, tls: global.tls)
+        let setup = try global.settings.client(global.endpointList)
         var leases: [Int64] = []
         for _ in 0..<max(global.clients, 1) { leases.append(try await setup.grantLease(ttl: 600).id) }
         setup.close()
@@ -181,7 +187,7 @@ struct LeaseKeepAlive: AsyncParsableCommand {
         }
         let r = try await runLoad(workload: "lease-keepalive", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: total, seconds: global.duration,
-                                  pollForReply: global.pollForReply / 1e6, tls: global.tls) { n in
+                                  pollForReply: global.pollForReply / 1e6, settings: global.settings) { n in
             ("/etcdserverpb.Lease/LeaseKeepAlive", requests[n % requests.count])
         }
         try global.print(r)
