@@ -87,4 +87,19 @@ refused("old token", lambda: alice.get("/registry/pods/p"), grpc.StatusCode.UNAU
 refused("old password", lambda: client("alice", "pw"), grpc.StatusCode.INVALID_ARGUMENT,
         "etcdserver: authentication failed, invalid user ID or password")
 check("new password", client("alice", "pw2").get("/registry/pods/p")[0], b"1")
+
+# A storm of logins with wrong passwords (each a slow hash) does not stop
+# the server from answering others meanwhile, and each gets its error.
+import time  # noqa: E402
+request = etcd3.etcdrpc.AuthenticateRequest(name="alice", password="wrong")
+storm = [root.auth_stub.Authenticate.future(request, 60) for _ in range(200)]
+started = time.time()
+check("read during the storm", root.get("/registry/pods/p")[0], b"1")
+during = time.time() - started
+if during > 1:
+    sys.exit(f"a read took {during:.2f} s during the login storm")
+for f in storm:
+    e = f.exception()
+    check("storm error", (e.code(), e.details()) if e else None,
+          (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password"))
 print("ok")
