@@ -66,23 +66,13 @@ import Testing
         (["auth", "disable"], nil),
     ]
 
-    /// What a person sees: the exit status, standard output, and standard
-    /// error without the client's JSON log lines.
-    static func transcript(_ endpoint: String) throws -> [String] {
-        let e = Etcdctl(endpoint: endpoint)
-        return try session.map { arguments, input in
-            let r = try e.run(arguments: arguments, input: input)
-            let errors = r.stderr.split(separator: "\n").filter { !$0.hasPrefix("{") }.joined(separator: "\n")
-            return "\(arguments.joined(separator: " ")) -> \(r.status)\n\(r.stdout)\(errors)"
-        }
-    }
-
     @Test func enforcementPrintsWhatEtcdPrints() throws {
         let server = try ServerProcess()
         defer { server.stop() }
         let reference = try ReferenceEtcd()
         defer { reference.stop() }
-        let ours = try Self.transcript(server.endpoint), theirs = try Self.transcript(reference.endpoint)
+        let ours = try Etcdctl(endpoint: server.endpoint).transcript(of: Self.session)
+        let theirs = try Etcdctl(endpoint: reference.endpoint).transcript(of: Self.session)
         for (o, t) in zip(ours, theirs) { #expect(o == t, "swetcd:\n\(o)\netcd:\n\(t)") }
         // The lines that matter, whatever both print.
         #expect(ours[2].hasSuffix("Error: etcdserver: user name is empty"))

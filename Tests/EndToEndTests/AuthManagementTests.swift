@@ -34,12 +34,7 @@ import Testing
     ]
 
     func session(_ endpoint: String) throws -> [String] {
-        let e = Etcdctl(endpoint: endpoint)
-        return try Self.commands.map { c in
-            let r = try e.run(arguments: c, input: "newpw\n")
-            let error = r.stderr.split(separator: "\n").last { $0.hasPrefix("Error:") }.map(String.init) ?? ""
-            return "\(c.joined(separator: " ")) -> \(r.status) \(r.stdout)\(error)"
-        }
+        try Etcdctl(endpoint: endpoint).transcript(of: Self.commands.map { ($0, "newpw\n") })
     }
 
     @Test func managementPrintsWhatEtcdPrints() throws {

@@ -155,6 +155,17 @@ struct Etcdctl {
         return try runCommand(etcdctl, ["--endpoints=\(endpoint)", "--dial-timeout=5s", "--command-timeout=20s"] + arguments,
                               environment: ["ETCDCTL_API": "3"], input: input)
     }
+
+    /// Runs each (arguments, standard input) in order and renders what a
+    /// person sees: the command, its exit status, standard output, and
+    /// standard error without the client's JSON log lines.
+    func transcript(of session: [([String], String?)]) throws -> [String] {
+        try session.map { arguments, input in
+            let r = try run(arguments: arguments, input: input)
+            let errors = r.stderr.split(separator: "\n").filter { !$0.hasPrefix("{") }.joined(separator: "\n")
+            return "\(arguments.joined(separator: " ")) -> \(r.status)\n\(r.stdout)\(errors)"
+        }
+    }
 }
 
 let pythonDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python").path
