@@ -19,7 +19,7 @@ extension EtcdServer {
         m.id = memberID
         m.name = config.name
         m.peerUrls = ["http://localhost:2380"]
-        m.clientUrls = config.clientURLs.map(\.description)
+        m.clientUrls = (config.advertiseClientURLs ?? listenedClientURLs ?? config.listenClientURLs).map(\.description)
         return m
     }
 }

@@ -22,6 +22,9 @@ public enum ServerVersion {
 /// Everything here runs on the loop thread.
 public final class EtcdServer {
     public let config: ServerConfig
+    /// The listen URLs with the ports actually bound (a port 0 in the
+    /// configuration is a free one), once listening.
+    public var listenedClientURLs: [ServerConfig.ClientURL]?
     let loop: EventLoop
     let logger: Logger
     let backend: LMDBBackend

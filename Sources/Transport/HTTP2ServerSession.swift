@@ -159,7 +159,16 @@ final class HTTP2ServerSession {
             return 0
         }
         let me = Unmanaged.passUnretained(self).toOpaque()
-        nghttp2_session_server_new(&session, callbacks, me)
+        // nghttp2's HTTP checks refuse an :authority with a scheme in it,
+        // which etcd's own client sends (`http://host:port`, when etcdctl
+        // asks a member by its client URL), and Go's server takes; the
+        // headers we act on are checked here instead (POST, the gRPC
+        // content type, a known path).
+        var options: OpaquePointer?
+        nghttp2_option_new(&options)
+        defer { nghttp2_option_del(options) }
+        nghttp2_option_set_no_http_messaging(options, 1)
+        nghttp2_session_server_new2(&session, callbacks, me, options)
         var settings = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
                                    value: limits.maxConcurrentStreams),

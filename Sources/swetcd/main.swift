@@ -117,9 +117,13 @@ if config.listenClientURLs.contains(where: \.isTLS), let cert = certFile, let ke
         exit(1)
     }
 }
+var boundURLs: [ServerConfig.ClientURL] = []
 for url in config.listenClientURLs {
     do {
         let port = try transport.listen(host: url.host, port: url.port, tls: url.isTLS ? tls : nil)
+        var bound = url
+        bound.port = port
+        boundURLs.append(bound)
         logger.info(url.isTLS ? "serving client traffic securely" : "serving client traffic insecurely",
                     metadata: ["address": "\(url.host):\(port)"])
     } catch {
@@ -127,6 +131,8 @@ for url in config.listenClientURLs {
         exit(1)
     }
 }
+// A port 0 in a listen URL was a free port: members list the one bound.
+server.listenedClientURLs = boundURLs
 for sig in [SIGINT, SIGTERM] {
     loop.onSignal(sig) {
         logger.info("received a signal, shutting down", metadata: ["signal": "\(sig)"])
