@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "swetcd", targets: ["swetcd"]),
+        .executable(name: "swetcdctl", targets: ["swetcdctl"]),
         .library(name: "MVCC", targets: ["MVCC"]),
         .library(name: "EtcdProto", targets: ["EtcdProto"]),
         .library(name: "EtcdClient", targets: ["EtcdClient"]),
@@ -14,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
     ],
     targets: [
         // C libraries, each a module map + shim header, installed from Debian.
@@ -73,6 +75,13 @@ let package = Package(
             name: "swetcd",
             dependencies: ["Server", "Transport", "CMimalloc", .product(name: "Logging", package: "swift-log")]),
 
+        // etcdctl's commands on the client library (never on server code).
+        .executableTarget(
+            name: "swetcdctl",
+            dependencies: ["EtcdClient", "EtcdProto", "EtcdStatus",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
@@ -82,7 +91,7 @@ let package = Package(
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.
-        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "EtcdClient", "TestSupport"], exclude: ["python"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "swetcdctl", "EtcdClient", "TestSupport"], exclude: ["python"]),
         .testTarget(
             name: "CLibrariesTests",
             dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CLMDB"]),

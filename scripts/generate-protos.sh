@@ -31,3 +31,4 @@ protoc --plugin=protoc-gen-swift="$plugin" \
   mvccpb/kv.proto authpb/auth.proto etcdserverpb/rpc.proto \
   v3lockpb/v3lock.proto v3electionpb/v3election.proto
 ls "$out_dir"/*.pb.swift
+python3 "$root/scripts/generate-field-names.py"

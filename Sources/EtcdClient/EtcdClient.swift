@@ -78,7 +78,10 @@ public final class EtcdClient: Sendable {
 
     // MARK: Calls
 
-    func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    /// Any unary RPC with etcd's wire messages (`/etcdserverpb.KV/Range`,
+    /// ...), for callers that want whole responses (the CLI prints them):
+    /// the same connections, TLS, token and errors as the typed calls.
+    public func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ path: String, _ request: Request, timeout: Double? = nil
     ) async throws -> Response {
         let bytes: [UInt8] = try request.serializedBytes()

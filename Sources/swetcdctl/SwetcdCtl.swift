@@ -1,0 +1,41 @@
+import ArgumentParser
+import Foundation
+
+/// swetcdctl: etcdctl's v3 commands and flags over the Swift client.
+@main
+struct SwetcdCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swetcdctl",
+        abstract: "A simple command line client for etcd3 (etcdctl's commands, flags and output).",
+        subcommands: [Get.self, Put.self, Del.self, Txn.self, Compaction.self, Lease.self, Member.self, Endpoint.self,
+                      Alarm.self, Defrag.self, User.self, Role.self, Auth.self, Version.self])
+
+    /// Every command's boolean flags, which pflag also takes as --flag=true.
+    static let booleans: Set<String> = Get.booleans.union(Put.booleans).union(Del.booleans).union(Compaction.booleans)
+        .union(Txn.booleans).union(Lease.booleans).union(Endpoint.booleans).union(Defrag.booleans)
+        .union(User.booleans).union(Role.booleans)
+
+    static func main() async {
+        await main(GlobalOptions.normalize(Array(CommandLine.arguments.dropFirst()), booleans: booleans))
+    }
+}
+
+/// A command that reports its errors as etcdctl does: `Error: <message>`
+/// on standard error and etcdctl's exit code.
+protocol CtlCommand: AsyncParsableCommand {
+    func execute() async throws
+}
+
+extension CtlCommand {
+    func run() async throws {
+        do {
+            try await execute()
+        } catch let code as ExitCode {
+            throw code
+        } catch {
+            let e = CtlError(error)
+            FileHandle.standardError.write(Data("Error: \(e.message)\n".utf8))
+            throw ExitCode(e.code.rawValue)
+        }
+    }
+}
