@@ -62,7 +62,9 @@ public enum KeyRange: Equatable, Sendable {
         }
     }
 
-    static func prefixEnd(_ prefix: [UInt8]) -> [UInt8] {
+    /// The range end for keys starting with `prefix` ("\0", every key
+    /// after, when none exists).
+    public static func prefixEnd(_ prefix: [UInt8]) -> [UInt8] {
         var end = prefix
         while let last = end.last {
             if last < 0xff {

@@ -3,19 +3,8 @@ import EtcdClient
 import EtcdProto
 import Foundation
 
-/// The range end for keys starting with `prefix` (clientv3's
-/// GetPrefixRangeEnd): "\0" (every key after) when none exists.
-func prefixEnd(_ prefix: [UInt8]) -> [UInt8] {
-    var end = prefix
-    while let last = end.last {
-        if last < 0xff {
-            end[end.count - 1] = last + 1
-            return end
-        }
-        end.removeLast()
-    }
-    return [0]
-}
+/// clientv3's GetPrefixRangeEnd.
+func prefixEnd(_ prefix: [UInt8]) -> [UInt8] { KeyRange.prefixEnd(prefix) }
 
 /// etcdctl's key and range options: `key [range_end]`, --prefix, --from-key.
 func keyRange(_ args: [String], prefix: Bool, fromKey: Bool, command: String) throws -> (key: [UInt8], end: [UInt8]) {

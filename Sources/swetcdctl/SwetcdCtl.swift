@@ -7,13 +7,13 @@ struct SwetcdCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swetcdctl",
         abstract: "A simple command line client for etcd3 (etcdctl's commands, flags and output).",
-        subcommands: [Get.self, Put.self, Del.self, Txn.self, Compaction.self, Lease.self, Member.self, Endpoint.self,
+        subcommands: [Get.self, Put.self, Del.self, Txn.self, Compaction.self, Watch.self, Lease.self, Member.self, Endpoint.self,
                       Alarm.self, Defrag.self, User.self, Role.self, Auth.self, Version.self])
 
     /// Every command's boolean flags, which pflag also takes as --flag=true.
     static let booleans: Set<String> = Get.booleans.union(Put.booleans).union(Del.booleans).union(Compaction.booleans)
         .union(Txn.booleans).union(Lease.booleans).union(Endpoint.booleans).union(Defrag.booleans)
-        .union(User.booleans).union(Role.booleans)
+        .union(User.booleans).union(Role.booleans).union(Watch.booleans)
 
     static func main() async {
         await main(GlobalOptions.normalize(Array(CommandLine.arguments.dropFirst()), booleans: booleans))

@@ -73,6 +73,11 @@ import Testing
         (["compaction", "--physical", "4"], nil),
         (["compaction"], nil),
         (["get", "foo", "--rev=2"], nil),
+        (["watch", "foo", "--rev=2"], nil),
+        (["watch", "foo", "--rev=2", "-w", "json"], nil),
+        (["watch", "a", "b", "--prefix"], nil),
+        (["watch"], nil),
+        (["watch", "foo", "--"], nil),
     ]
 
     static let leasesAndCluster: [Step] = [
@@ -222,6 +227,64 @@ import Testing
         let theirs = try Self.transcript(etcdctl, a.endpoint, steps)
         let ours = try Self.transcript(Self.swetcdctl, b.endpoint, steps)
         for (o, t) in zip(ours, theirs) { #expect(o == t, "swetcdctl:\n\(o)\netcdctl:\n\(t)") }
+    }
+
+    /// Watches left running on both members while the same writes are
+    /// made to each: the same lines, in the same order.
+    @Test func watchesPrintTheSameEvents() throws {
+        let (a, b, cleanUp) = try Self.twins()
+        defer { cleanUp() }
+        let etcdctl = ProcessInfo.processInfo.environment["SWETCD_ETCDCTL"] ?? "/usr/bin/etcdctl"
+        let watches: [([String], String?, [String: String])] = [
+            (["watch", "/w/", "--prefix", "--prev-kv"], nil, [:]),
+            (["watch", "/w/", "--prefix", "-w", "json"], nil, [:]),
+            (["watch", "/w/", "--prefix", "-w", "fields", "--hex"], nil, [:]),
+            (["watch", "/w/a", "/w/c"], nil, [:]),
+            (["watch", "/w/a", "--", "sh", "-c", "echo exec $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"], nil, [:]),
+            (["watch"], nil, ["ETCDCTL_WATCH_KEY": "/w/b"]),
+            (["watch", "-i"], "watch /w/a\nnonsense\nwatch --prefix /w/b --prev-kv\nwatch\n", [:]),
+        ]
+        func start(_ binary: String, _ endpoint: String) throws -> [(Process, String)] {
+            try watches.map { arguments, input, environment in
+                let output = FileManager.default.temporaryDirectory.appendingPathComponent("watch-\(UUID().uuidString)").path
+                FileManager.default.createFile(atPath: output, contents: nil)
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: binary)
+                p.arguments = ["--endpoints=\(endpoint)"] + arguments
+                p.environment = ProcessInfo.processInfo.environment.merging(environment.merging(["ETCDCTL_API": "3"]) { $1 }) { $1 }
+                // Standard error apart: how two streams interleave in one
+                // file depends on buffering, not on what was printed.
+                FileManager.default.createFile(atPath: output + ".err", contents: nil)
+                p.standardOutput = FileHandle(forWritingAtPath: output)
+                p.standardError = FileHandle(forWritingAtPath: output + ".err")
+                let stdin = Pipe()
+                p.standardInput = stdin
+                try p.run()
+                if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }  // kept open: -i reads on
+                return (p, output)
+            }
+        }
+        let theirs = try start(etcdctl, a.endpoint), ours = try start(Self.swetcdctl, b.endpoint)
+        usleep(1_500_000)  // every watch created
+        for endpoint in [a.endpoint, b.endpoint] {
+            for step in [["put", "/w/a", "1"], ["put", "/w/a", "2"], ["put", "/w/b", "x"], ["del", "/w/a"], ["put", "/w/c", "3"]] {
+                _ = try runCommand(etcdctl, ["--endpoints=\(endpoint)"] + step, environment: ["ETCDCTL_API": "3"])
+            }
+            _ = try runCommand(etcdctl, ["--endpoints=\(endpoint)", "txn"], environment: ["ETCDCTL_API": "3"],
+                               input: "\nput /w/b y\ndel /w/c\n\n\n")
+        }
+        usleep(1_500_000)  // every event delivered and run
+        for (p, _) in theirs + ours where p.isRunning { p.terminate() }
+        for (p, _) in theirs + ours { p.waitUntilExit() }
+        for (i, (t, o)) in zip(theirs, ours).enumerated() {
+            let text = { (path: String) in
+                (try? String(contentsOfFile: path, encoding: .utf8)).map { Self.mask($0, lease: "", endpoint: "") } ?? ""
+            }
+            #expect(text(o.1) == text(t.1), "\(watches[i].0)")
+            #expect(text(o.1 + ".err") == text(t.1 + ".err"), "\(watches[i].0), standard error")
+            #expect(!text(t.1).isEmpty, "\(watches[i].0) printed nothing")
+            for path in [t.1, o.1, t.1 + ".err", o.1 + ".err"] { try? FileManager.default.removeItem(atPath: path) }
+        }
     }
 
     @Test func keysAndTransactions() throws { try compare(Self.kv) }
