@@ -53,6 +53,8 @@ let package = Package(
         .target(name: "Auth", dependencies: ["EtcdStatus", "COpenSSL"]),
         // The lessor: leases, their TTLs and keys, as a clockless state machine.
         .target(name: "Lease", dependencies: ["EtcdStatus"]),
+        // Snapshot files: restore into a data dir, status (server and CLI).
+        .target(name: "Snapshot", dependencies: ["MVCC", "COpenSSL"]),
         // Write-ahead log: segments, chained CRC records, torn-tail recovery.
         .target(name: "WAL", dependencies: ["Checksum"]),
 
@@ -73,12 +75,12 @@ let package = Package(
 
         .executableTarget(
             name: "swetcd",
-            dependencies: ["Server", "Transport", "CMimalloc", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["Server", "Snapshot", "Transport", "CMimalloc", .product(name: "Logging", package: "swift-log")]),
 
         // etcdctl's commands on the client library (never on server code).
         .executableTarget(
             name: "swetcdctl",
-            dependencies: ["EtcdClient", "EtcdProto", "EtcdStatus",
+            dependencies: ["EtcdClient", "EtcdProto", "EtcdStatus", "Snapshot",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
 

@@ -227,7 +227,9 @@ public final class EtcdClient: Sendable {
     /// Streams the member's backend into `path`, checks the SHA-256 the
     /// server sends after it, and returns the database's size in bytes.
     /// The file holds the database followed by that digest, as etcdctl's.
-    public func snapshot(to path: String, timeout: Double = 600) async throws -> Int {
+    /// `progress` gets the bytes received so far (on the client's thread).
+    public func snapshot(to path: String, timeout: Double = 600,
+                         progress: (@Sendable (Int) -> Void)? = nil) async throws -> Int {
         guard FileManager.default.createFile(atPath: path, contents: nil),
               let file = FileHandle(forWritingAtPath: path) else {
             throw EtcdError.other(code: .internal, message: "cannot create \(path)")
@@ -237,7 +239,10 @@ public final class EtcdClient: Sendable {
         let result: GRPCClientResult = await withCheckedContinuation { continuation in
             pool.value.loop.execute {
                 pool.value.call("/etcdserverpb.Maintenance/Snapshot", request: [], timeout: timeout,
-                                onMessage: { sink.value.take($0) }) { continuation.resume(returning: $0) }
+                                onMessage: {
+                                    sink.value.take($0)
+                                    progress?(sink.value.received)
+                                }) { continuation.resume(returning: $0) }
             }
         }
         try file.close()
@@ -253,6 +258,7 @@ final class SnapshotSink {
     let file: FileHandle
     private var pending: [UInt8]?
     private var total = 0
+    var received: Int { total }
     private var hash = SHA256Accumulator()
     private var failure: String?
 

@@ -535,6 +535,21 @@ public final class LMDBBackend: Backend {
         return max(highWaterMark - free * pageSize, 0)
     }
 
+    /// Entries in every table (revisions, meta, leases): a snapshot's
+    /// "total keys", as etcd counts every bucket's keys.
+    public func entryCount() throws -> Int {
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "txn_begin count")
+        defer { mdb_txn_abort(txn) }
+        var total = 0
+        for dbi in [keyTable, metaTable, leaseTable] {
+            var st = MDB_stat()
+            try check(mdb_stat(txn, dbi, &st), "stat")
+            total += Int(st.ms_entries)
+        }
+        return total
+    }
+
     /// LMDB's page size, read once the file is open.
     private var pageSize = 4096
 

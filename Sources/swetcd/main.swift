@@ -1,6 +1,7 @@
 import CMimalloc
 import Logging
 import Server
+import Snapshot
 import Transport
 #if canImport(Glibc)
 import Glibc
@@ -30,7 +31,7 @@ if arguments.first == "snapshot" {
         exit(2)
     }
     do {
-        try SnapshotRestore.restore(file: arguments[2], dataDir: arguments[4])
+        try SnapshotFile.restore(file: arguments[2], dataDir: arguments[4])
         print("restored snapshot \(arguments[2]) into \(arguments[4])")
         exit(0)
     } catch {

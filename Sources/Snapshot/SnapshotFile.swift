@@ -1,0 +1,107 @@
+import COpenSSL
+import MVCC
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A snapshot file as `etcdctl snapshot save` (or swetcdctl's) writes it
+/// from swetcd: the LMDB database followed by its SHA-256.
+/// `restore` makes a new data dir from one (`swetcd snapshot restore`,
+/// `swetcdctl snapshot restore`): the member started on it has the same
+/// keys, revision and HashKV, and its WAL starts empty. `status` reads one
+/// as `etcdctl snapshot status` does.
+public enum SnapshotFile {
+    public enum Failure: Error, CustomStringConvertible {
+        case unreadable(String)
+        case integrity(String)
+        case dataDirExists(String)
+        case write(String)
+
+        public var description: String {
+            switch self {
+            case .unreadable(let why): return "cannot read the snapshot: \(why)"
+            case .integrity(let why): return "snapshot file integrity check failed: \(why)"
+            case .dataDirExists(let d): return "data-dir \"\(d)\" exists"
+            case .write(let why): return "cannot write the data dir: \(why)"
+            }
+        }
+    }
+
+    /// The file's bytes and the length of the database in it, once its
+    /// SHA-256 checks out.
+    static func verified(_ file: String) throws -> (bytes: [UInt8], body: Int) {
+        let bytes = try read(file)
+        guard bytes.count > 32 else { throw Failure.integrity("\(bytes.count) bytes is too short") }
+        let body = bytes.count - 32
+        var digest = [UInt8](repeating: 0, count: 32)
+        bytes.withUnsafeBufferPointer { _ = SHA256($0.baseAddress, body, &digest) }
+        guard Array(bytes[body...]) == digest else { throw Failure.integrity("SHA-256 mismatch") }
+        return (bytes, body)
+    }
+
+    public struct Status: Equatable, Sendable {
+        /// CRC-32C over every table, as the Hash RPC computes it.
+        public var hash: UInt32
+        public var revision: Int64
+        public var totalKeys: Int
+        public var totalSize: Int
+    }
+
+    /// What `snapshot status` prints: the database's hash, revision, entries
+    /// and size, read from a copy (opening LMDB writes a lock file).
+    public static func status(file: String) throws -> Status {
+        let (bytes, body) = try verified(file)
+        var template = Array("/tmp/swetcd-snapshot-status-XXXXXX".utf8CString)
+        guard let dir = mkdtemp(&template) else { throw Failure.write("mkdtemp: \(String(cString: strerror(errno)))") }
+        let directory = String(cString: dir)
+        let db = directory + "/db"
+        defer {
+            unlink(db)
+            unlink(db + "-lock")
+            rmdir(directory)
+        }
+        try write(bytes, body, to: db)
+        do {
+            let backend = try LMDBBackend(path: db, mapSize: max(body * 2, 1 << 26), syncOnCommit: false)
+            defer { backend.close() }
+            let store = try Store(backend: backend)
+            return Status(hash: try store.hash(), revision: store.currentRevision, totalKeys: try backend.entryCount(),
+                          totalSize: body)
+        } catch {
+            throw Failure.unreadable("not a swetcd database: \(error)")
+        }
+    }
+
+    public static func restore(file: String, dataDir: String) throws {
+        let (bytes, body) = try verified(file)
+        var st = stat()
+        guard stat(dataDir, &st) != 0 else { throw Failure.dataDirExists(dataDir) }
+        for dir in [dataDir, dataDir + "/member", dataDir + "/member/snap", dataDir + "/member/wal"] {
+            guard mkdir(dir, 0o700) == 0 else { throw Failure.write("mkdir \(dir): \(String(cString: strerror(errno)))") }
+        }
+        try write(bytes, body, to: dataDir + "/member/snap/db")
+    }
+
+    /// The first `count` bytes into a new file, synced.
+    static func write(_ bytes: [UInt8], _ count: Int, to path: String) throws {
+        let f = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard f >= 0 else { throw Failure.write("\(path): \(String(cString: strerror(errno)))") }
+        defer { close(f) }
+        let written = bytes.withUnsafeBytes { Glibc.write(f, $0.baseAddress, count) }
+        guard written == count, fsync(f) == 0 else { throw Failure.write("\(path): \(String(cString: strerror(errno)))") }
+    }
+
+    static func read(_ path: String) throws -> [UInt8] {
+        let f = open(path, O_RDONLY)
+        guard f >= 0 else { throw Failure.unreadable("\(path): \(String(cString: strerror(errno)))") }
+        defer { close(f) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(f, $0.baseAddress, $0.count) }
+            if n < 0 { throw Failure.unreadable("\(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { return out }
+            out.append(contentsOf: chunk[0..<n])
+        }
+    }
+}
