@@ -52,6 +52,77 @@ import Testing
         #expect(digits(original) == digits(copy) && digits(original)?.isEmpty == false, "\(original) \(copy)")
     }
 
+    /// A command left running, its output in a file; `interrupt` sends
+    /// SIGINT and waits for it.
+    final class Background {
+        let process = Process()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bg-\(UUID().uuidString)").path
+
+        init(_ binary: String, _ arguments: [String]) throws {
+            FileManager.default.createFile(atPath: path, contents: nil)
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+            process.environment = ProcessInfo.processInfo.environment.merging(["ETCDCTL_API": "3"]) { $1 }
+            process.standardOutput = FileHandle(forWritingAtPath: path)
+            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try process.run()
+        }
+
+        var output: String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
+        /// Waits up to `seconds` for the output to contain `text`.
+        func waitFor(_ text: String, seconds: Double = 10) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if output.contains(text) { return true }
+                usleep(20_000)
+            }
+            return false
+        }
+
+        func interrupt() -> Int32 {
+            if process.isRunning { kill(process.processIdentifier, SIGINT) }
+            process.waitUntilExit()
+            try? FileManager.default.removeItem(atPath: path)
+            return process.terminationStatus
+        }
+    }
+
+    /// swetcdctl's lock and elect and etcdctl's take turns on the same
+    /// names: one holder at a time, in order, observers seeing the same
+    /// leaders.
+    @Test func lockAndElectWorkWithEtcdctls() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let ours = CLIGoldenTests.swetcdctl, theirs = "/usr/bin/etcdctl", ep = "--endpoints=\(server.endpoint)"
+        let holder = try Background(ours, [ep, "lock", "L"])
+        #expect(holder.waitFor("L/"), "swetcdctl holds the lock")
+        let waiter = try Background(theirs, [ep, "lock", "L", "--", "sh", "-c", "echo etcdctl has $ETCD_LOCK_KEY"])
+        usleep(700_000)
+        #expect(waiter.output.isEmpty, "etcdctl waits while swetcdctl holds it")
+        #expect(holder.interrupt() == 0)
+        #expect(waiter.waitFor("etcdctl has L/"), "then etcdctl gets it")
+        _ = waiter.interrupt()
+        let failing = try swetcdctl([ep, "lock", "L", "--", "sh", "-c", "exit 3"])
+        #expect(failing.status == 3, "the command's exit status: \(failing)")
+        #expect(try Etcdctl(endpoint: server.endpoint).run("get", "L", "--prefix").stdout.isEmpty, "every lock key gone")
+
+        let watchers = [try Background(theirs, [ep, "elect", "-l", "E"]), try Background(ours, [ep, "elect", "-l", "E"])]
+        usleep(500_000)
+        let first = try Background(ours, [ep, "elect", "E", "first"])
+        #expect(first.waitFor("first"))
+        let second = try Background(theirs, [ep, "elect", "E", "second"])
+        usleep(700_000)
+        #expect(second.output.isEmpty, "the second candidate waits")
+        #expect(first.interrupt() == 0)
+        #expect(second.waitFor("second"), "and leads once the first resigns")
+        for w in watchers { #expect(w.waitFor("second")) }
+        let seen = watchers.map { $0.output.replacingOccurrences(of: "E/[0-9a-f]+\n", with: "E/ID\n", options: .regularExpression) }
+        #expect(seen[0] == seen[1] && seen[0] == "E/ID\nfirst\nE/ID\nsecond\n", "\(seen)")
+        _ = second.interrupt()
+        #expect(watchers.map { $0.interrupt() } == [0, 0])
+    }
+
     /// The kubeadm-style call with certificate flags, the same through
     /// ETCDCTL_* variables, and --user after auth enable, each printing what
     /// etcdctl prints.
