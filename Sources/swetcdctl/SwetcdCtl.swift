@@ -8,12 +8,12 @@ struct SwetcdCtl: AsyncParsableCommand {
         commandName: "swetcdctl",
         abstract: "A simple command line client for etcd3 (etcdctl's commands, flags and output).",
         subcommands: [Get.self, Put.self, Del.self, Txn.self, Compaction.self, Watch.self, Lease.self, Member.self, Endpoint.self,
-                      Alarm.self, Defrag.self, SnapshotCommand.self, Lock.self, Elect.self, User.self, Role.self, Auth.self, Version.self])
+                      Alarm.self, Defrag.self, SnapshotCommand.self, Lock.self, Elect.self, Check.self, User.self, Role.self, Auth.self, Version.self])
 
     /// Every command's boolean flags, which pflag also takes as --flag=true.
     static let booleans: Set<String> = Get.booleans.union(Put.booleans).union(Del.booleans).union(Compaction.booleans)
         .union(Txn.booleans).union(Lease.booleans).union(Endpoint.booleans).union(Defrag.booleans)
-        .union(User.booleans).union(Role.booleans).union(Watch.booleans).union(SnapshotCommand.booleans).union(Elect.booleans)
+        .union(User.booleans).union(Role.booleans).union(Watch.booleans).union(SnapshotCommand.booleans).union(Elect.booleans).union(Check.booleans)
 
     static func main() async {
         await main(GlobalOptions.normalize(Array(CommandLine.arguments.dropFirst()), booleans: booleans))

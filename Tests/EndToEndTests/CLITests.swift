@@ -123,6 +123,25 @@ import Testing
         #expect(watchers.map { $0.interrupt() } == [0, 0])
     }
 
+    /// `check perf` (shortened: a hidden --duration) passes against swetcd
+    /// at the medium load, prints etcdctl's four verdict lines, and leaves
+    /// no keys; a used prefix is refused as etcdctl refuses it.
+    @Test func checkPerf() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let ep = "--endpoints=\(server.endpoint)"
+        let r = try swetcdctl([ep, "check", "perf", "--load", "m", "--duration", "3"])
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(r.status == 0 && lines.count == 4 && lines.last == "PASS", "\(r)")
+        #expect(lines.first?.hasPrefix("PASS: Throughput is ") == true && lines[1].hasPrefix("PASS: Slowest request took "))
+        let left = try Etcdctl(endpoint: server.endpoint).run("get", "/etcdctl-check-perf/", "--prefix", "--keys-only")
+        #expect(left.status == 0 && left.stdout.isEmpty, "no keys left: \(left)")
+        _ = try Etcdctl(endpoint: server.endpoint).run("put", "/etcdctl-check-perf/x", "1")
+        let used = try swetcdctl([ep, "check", "perf", "--duration", "1"])
+        #expect(used.status == 3 && used.stderr.contains("has keys. Delete with etcdctl del --prefix /etcdctl-check-perf/ first"))
+        #expect(try swetcdctl([ep, "check", "perf", "--load", "huge"]).status == 4)
+    }
+
     /// The kubeadm-style call with certificate flags, the same through
     /// ETCDCTL_* variables, and --user after auth enable, each printing what
     /// etcdctl prints.
