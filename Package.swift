@@ -84,6 +84,9 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
 
+        // A pod-watching controller on the client library (an example).
+        .executableTarget(name: "PodWatcher", dependencies: ["EtcdClient", "EtcdProto"], path: "Examples/PodWatcher"),
+
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
@@ -93,7 +96,7 @@ let package = Package(
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.
-        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "swetcdctl", "EtcdClient", "TestSupport"], exclude: ["python"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "swetcdctl", "PodWatcher", "EtcdClient", "TestSupport"], exclude: ["python"]),
         .testTarget(
             name: "CLibrariesTests",
             dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CLMDB"]),

@@ -1,0 +1,174 @@
+import EtcdClient
+import Foundation
+import Testing
+
+/// Examples/PodWatcher against a member restarted under it: its cache ends
+/// equal to the server's pods and its event log is the server's history
+/// after its list, each change once, in order; a compacted resume point
+/// makes it list again.
+@Suite(.serialized) struct PodWatcherTests {
+    static var binary: String {
+        URL(fileURLWithPath: ServerProcess.executable).deletingLastPathComponent().appendingPathComponent("PodWatcher").path
+    }
+
+    /// The watcher process, its standard output collected.
+    final class Watcher {
+        let process = Process()
+        let stdin = Pipe()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("podwatcher-\(UUID().uuidString)").path
+
+        init(endpoint: String) throws {
+            FileManager.default.createFile(atPath: path, contents: nil)
+            process.executableURL = URL(fileURLWithPath: PodWatcherTests.binary)
+            process.arguments = ["--endpoints", endpoint, "--page-size", "100"]
+            process.standardInput = stdin
+            process.standardOutput = FileHandle(forWritingAtPath: path)
+            try process.run()
+        }
+
+        var lines: [String] { ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+
+        func waitFor(_ done: ([String]) -> Bool, seconds: Double = 20) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if done(lines) { return true }
+                usleep(20_000)
+            }
+            return false
+        }
+
+        /// Ends it (standard input closed) and returns everything it printed.
+        func stop() -> [String] {
+            try? stdin.fileHandleForWriting.close()
+            let deadline = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            return lines
+        }
+    }
+
+    /// Puts and deletes pods until told to stop, retrying while the server
+    /// is away.
+    static func write(_ client: EtcdClient, until stop: @escaping @Sendable () -> Bool) async {
+        var rng = SystemRandomNumberGenerator()
+        var n = 0
+        while !stop() {
+            let pod = "/registry/pods/p\(Int.random(in: 0..<300, using: &rng))"
+            do {
+                if Int.random(in: 0..<4, using: &rng) == 0 {
+                    try await client.delete(.key(Array(pod.utf8)))
+                } else {
+                    try await client.put(pod, "v\(n)")
+                }
+                n += 1
+            } catch {
+                try? await Task.sleep(nanoseconds: 50_000_000)
+            }
+        }
+    }
+
+    /// The server's history of the prefix from `revision` through `last`:
+    /// `event <rev> PUT|DELETE <key>` lines.
+    static func history(_ client: EtcdClient, from revision: Int64, through last: Int64) async throws -> [String] {
+        guard revision <= last else { return [] }
+        var lines: [String] = []
+        var options = WatchOptions()
+        options.startRevision = revision
+        for try await r in client.watch(.prefix("/registry/pods/"), options) {
+            for e in r.events {
+                lines.append("event \(e.kv.modRevision) \(e.kind == .put ? "PUT" : "DELETE") \(e.kv.keyString)")
+            }
+            if let rev = r.events.last?.kv.modRevision, rev >= last { break }
+        }
+        return lines
+    }
+
+    static func state(_ client: EtcdClient) async throws -> (pods: [String], revision: Int64) {
+        let all = try await client.get(.prefix("/registry/pods/"))
+        return (all.kvs.map { "cache \($0.keyString) \($0.valueString)" }, all.header.revision)
+    }
+
+    @Test func twoRestartsLoseAndRepeatNothing() async throws {
+        // The first process owns the data dir (and removes it when
+        // released): it is kept to the end, restarts are new processes.
+        let owner = try ServerProcess()
+        var server = owner
+        let dataDir = owner.dataDir, port = owner.port
+        defer { server.stop(); withExtendedLifetime(owner) {} }
+        let client = try EtcdClient(endpoints: [server.endpoint], timeout: 2)
+        defer { client.close() }
+        for i in 0..<250 { try await client.put("/registry/pods/p\(i)", "initial") }  // three pages
+
+        let watcher = try Watcher(endpoint: server.endpoint)
+        #expect(watcher.waitFor { $0.contains { $0.hasPrefix("list ") } }, "it lists")
+        let stop = StopFlag()
+        let writer = Task { await Self.write(client, until: { stop.isSet }) }
+        for _ in 0..<2 {
+            try await Task.sleep(nanoseconds: 700_000_000)
+            server.stop()
+            server = try ServerProcess(dataDir: dataDir, port: port)
+        }
+        try await Task.sleep(nanoseconds: 700_000_000)
+        stop.set()
+        await writer.value
+
+        let (pods, last) = try await Self.state(client)
+        #expect(watcher.waitFor { $0.contains { $0.hasPrefix("event \(last) ") } }, "it catches up to revision \(last)")
+        let lines = watcher.stop()
+        let lists = lines.filter { $0.hasPrefix("list ") }
+        #expect(lists.count == 1 && lists.first?.hasSuffix(" 250") == true, "one list of 250 pods: \(lists)")
+        let listRevision = Int64(lists.first?.split(separator: " ")[1] ?? "") ?? 0
+        let events = lines.filter { $0.hasPrefix("event ") }
+        let expected = try await Self.history(client, from: listRevision + 1, through: last)
+        #expect(events.count > 20, "the writer wrote while the watcher watched")
+        let firstDifference = zip(events, expected).enumerated().first { $0.element.0 != $0.element.1 }
+        #expect(events == expected, """
+            \(events.count) events seen, \(expected.count) in the history (list at \(listRevision), last \(last)); \
+            first difference: \(firstDifference.map { "#\($0.offset) \($0.element.0) vs \($0.element.1)" } ?? "none"); \
+            seen ends with \(events.suffix(2)), history with \(expected.suffix(2))
+            """)
+        let cache = lines.filter { $0.hasPrefix("cache ") }
+        #expect(cache == pods, "the cache (\(cache.count) pods) is the server's state (\(pods.count) pods): \(cache.prefix(3)) vs \(pods.prefix(3))")
+    }
+
+    @Test func aCompactedResumePointMeansARelist() async throws {
+        let owner = try ServerProcess()
+        var server = owner
+        let dataDir = owner.dataDir, port = owner.port
+        defer { server.stop(); withExtendedLifetime(owner) {} }
+        let client = try EtcdClient(endpoints: [server.endpoint], timeout: 2)
+        defer { client.close() }
+        try await client.put("/registry/pods/a", "1")
+        let watcher = try Watcher(endpoint: server.endpoint)
+        #expect(watcher.waitFor { $0.contains { $0.hasPrefix("list ") } })
+        // While the watcher is cut off (the member serves another port
+        // meanwhile), history moves on and is compacted.
+        server.kill()
+        let offline = try await Task.detached { () -> Int64 in
+            let s = try ServerProcess(dataDir: dataDir)
+            defer { s.kill() }
+            let c = try EtcdClient(endpoints: [s.endpoint], timeout: 2)
+            defer { c.close() }
+            for i in 0..<5 { try await c.put("/registry/pods/b\(i)", "x") }
+            try await c.delete(.key(Array("/registry/pods/a".utf8)))
+            let revision = try await c.get("/registry/pods/a").header.revision
+            try await c.compact(revision, physical: true)
+            return revision
+        }.value
+        _ = offline
+        server = try ServerProcess(dataDir: dataDir, port: port)
+        let (pods, _) = try await Self.state(client)
+        #expect(watcher.waitFor { $0.filter { $0.hasPrefix("list ") }.count == 2 }, "it lists again")
+        let lines = watcher.stop()
+        #expect(lines.filter { $0.hasPrefix("cache ") } == pods, "\(lines)")
+    }
+}
+
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+    func set() { lock.lock(); value = true; lock.unlock() }
+}
