@@ -266,10 +266,23 @@ struct Defrag: CtlCommand {
         if dataDir != nil { throw CtlError(.error, "swetcdctl defragments running members only; swetcd defragments online") }
         var failed = false
         for ep in try await endpoints(global, cluster: cluster) {
+            // On a terminal, the time spent so far (etcdctl shows nothing).
+            let ticker = isatty(2) == 1 ? Task {
+                let started = DispatchTime.now().uptimeNanoseconds
+                while !Task.isCancelled {
+                    try? await Task.sleep(nanoseconds: 200_000_000)
+                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                    FileHandle.standardError.write(Data(String(format: "\rdefragmenting %@: %.1fs ", ep, seconds).utf8))
+                }
+                FileHandle.standardError.write(Data("\r\u{1b}[K".utf8))
+            } : nil
+            defer { ticker?.cancel() }
             do {
                 let _: Etcdserverpb_DefragmentResponse = try await withClient(at(global, ep)) {
                     try await $0.unary("/etcdserverpb.Maintenance/Defragment", Etcdserverpb_DefragmentRequest(), timeout: 3600)
                 }
+                ticker?.cancel()
+                _ = await ticker?.value
                 print("Finished defragmenting etcd member[\(ep)]")
             } catch let e as CtlError {
                 failed = true

@@ -73,7 +73,8 @@ struct Lock: CtlCommand {
                 p.waitUntilExit()
                 try? await mutex.unlock()
                 await session.close()
-                if p.terminationStatus != 0 { throw ExitCode(p.terminationStatus) }
+                // etcdctl 3.4 reports the command's failure as its own.
+                if p.terminationStatus != 0 { throw CtlError(.error, "exit status \(p.terminationStatus)") }
                 return
             }
             var get = Etcdserverpb_RangeRequest()

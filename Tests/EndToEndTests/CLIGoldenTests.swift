@@ -117,6 +117,18 @@ import Testing
         (["alarm", "list"], nil),
         (["alarm", "disarm"], nil),
         (["defrag"], nil),
+        (["defrag", "--cluster"], nil),
+        (["snapshot", "save", "{DIR}/snapshot.db"], nil),
+        (["snapshot", "save"], nil),
+        (["lock", "L", "--", "sh", "-c", "echo held"], nil),
+        (["lock", "L", "--", "sh", "-c", "exit 3"], nil),
+        (["lock"], nil),
+        (["elect"], nil),
+        (["elect", "E"], nil),
+        (["elect", "E", "proposal", "-l"], nil),
+        (["check", "perf", "--load", "huge"], nil),
+        (["put", "/etcdctl-check-perf/x", "1"], nil),
+        (["check", "perf"], nil),
         (["version"], nil),
     ]
 
@@ -163,9 +175,13 @@ import Testing
     /// What a person sees, with what must differ between members masked.
     static func transcript(_ binary: String, _ endpoint: String, _ steps: [Step]) throws -> [String] {
         var lease = ""
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("golden-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         return try steps.map { step in
             let arguments = step.arguments.map {
                 $0.replacingOccurrences(of: "{LEASE}", with: lease).replacingOccurrences(of: "ENDPOINT", with: endpoint)
+                    .replacingOccurrences(of: "{DIR}", with: directory)
             }
             let r = try runCommand(binary, ["--endpoints=\(endpoint)"] + arguments, environment: ["ETCDCTL_API": "3"],
                                    input: step.input)
@@ -175,7 +191,7 @@ import Testing
             }
             var text = "\(step.arguments.joined(separator: " ")) -> \(r.status)\n\(r.stdout)"
             text += r.stderr.split(separator: "\n").filter { !$0.hasPrefix("{") }.map { $0 + "\n" }.joined()
-            return mask(text, lease: lease, endpoint: endpoint)
+            return mask(text.replacingOccurrences(of: directory, with: "DIR"), lease: lease, endpoint: endpoint)
         }
     }
 

@@ -104,7 +104,7 @@ import Testing
         #expect(waiter.waitFor("etcdctl has L/"), "then etcdctl gets it")
         _ = waiter.interrupt()
         let failing = try swetcdctl([ep, "lock", "L", "--", "sh", "-c", "exit 3"])
-        #expect(failing.status == 3, "the command's exit status: \(failing)")
+        #expect(failing.status == 1 && failing.stderr == "Error: exit status 3\n", "the command's failure: \(failing)")
         #expect(try Etcdctl(endpoint: server.endpoint).run("get", "L", "--prefix").stdout.isEmpty, "every lock key gone")
 
         let watchers = [try Background(theirs, [ep, "elect", "-l", "E"]), try Background(ours, [ep, "elect", "-l", "E"])]
@@ -169,6 +169,9 @@ import Testing
                            "ETCDCTL_WRITE_OUT": "json"]
         let viaEnvironment = try both(["get", "/other"], environment: environment)
         #expect(viaEnvironment.0.stdout == viaEnvironment.1.stdout && viaEnvironment.0.stdout.hasPrefix("{\"header\""))
+        let endpointFromEnvironment = try swetcdctl(["get", "/other"], environment: environment.merging(
+            ["ETCDCTL_ENDPOINTS": server.endpoint, "ETCDCTL_WRITE_OUT": "simple"]) { $1 })
+        #expect(endpointFromEnvironment.stdout == "/other\n3\n", "\(endpointFromEnvironment)")
         let noCertificate = try swetcdctl(["--endpoints", server.endpoint, "--cacert", certs.ca, "--dial-timeout=2s",
                                            "--command-timeout=3s", "get", "/other"])
         #expect(noCertificate.status != 0 && noCertificate.stdout.isEmpty, "\(noCertificate)")
