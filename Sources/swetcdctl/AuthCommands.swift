@@ -4,16 +4,27 @@ import EtcdProto
 import Foundation
 import SwiftProtobuf
 
+/// How an Auth response prints with -w fields: its header (etcdctl's
+/// usual), its own lines, or not at all (etcdctl has no such printer).
+enum AuthFields<Response> {
+    case header(KeyPath<Response, Etcdserverpb_ResponseHeader>)
+    case custom((Response) -> Void)
+    case unsupported
+}
+
 /// One Auth RPC with the global flags' client, printed as JSON with -w
-/// json, else by `simple`.
+/// json, as `fields` says with -w fields, else by `simple`.
 func authCall<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-    _ global: GlobalOptions, _ method: String, _ request: Request, simple: (Response) -> Void
+    _ global: GlobalOptions, _ method: String, _ request: Request, fields: AuthFields<Response>, simple: (Response) -> Void
 ) async throws {
     let out = try Output(global)
     try out.requireListing()
+    if out.format == .fields, case .unsupported = fields { throw out.unsupported() }
     let r: Response = try await withClient(global) { try await $0.unary("/etcdserverpb.Auth/\(method)", request) }
-    switch out.format {
-    case .json: out.json(r)
+    switch (out.format, fields) {
+    case (.json, _): out.json(r)
+    case (.fields, .header(let path)): out.fieldsHeader(r[keyPath: path])
+    case (.fields, .custom(let print)): print(r)
     default: simple(r)
     }
 }
@@ -70,7 +81,7 @@ struct UserAdd: CtlCommand {
             request.password = try readPassword(for: args[0], interactive: interactive)
         }
         let name = request.name
-        try await authCall(global, "UserAdd", request) { (_: Etcdserverpb_AuthUserAddResponse) in print("User \(name) created") }
+        try await authCall(global, "UserAdd", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthUserAddResponse) in print("User \(name) created") }
     }
 }
 
@@ -83,7 +94,7 @@ struct UserDelete: CtlCommand {
         try exactly(1, args, "user delete command requires user name as its argument")
         var request = Etcdserverpb_AuthUserDeleteRequest()
         request.name = args[0]
-        try await authCall(global, "UserDelete", request) { (_: Etcdserverpb_AuthUserDeleteResponse) in print("User \(args[0]) deleted") }
+        try await authCall(global, "UserDelete", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthUserDeleteResponse) in print("User \(args[0]) deleted") }
     }
 }
 
@@ -99,6 +110,7 @@ struct UserGet: CtlCommand {
         request.name = args[0]
         let out = try Output(global)
         try out.requireListing()
+        if out.format == .fields { throw out.unsupported() }
         try await withClient(global) { client in
             let r: Etcdserverpb_AuthUserGetResponse = try await client.unary("/etcdserverpb.Auth/UserGet", request)
             if detail {
@@ -127,7 +139,7 @@ struct UserList: CtlCommand {
 
     func execute() async throws {
         try exactly(0, args, "user list command requires no arguments")
-        try await authCall(global, "UserList", Etcdserverpb_AuthUserListRequest()) { (r: Etcdserverpb_AuthUserListResponse) in
+        try await authCall(global, "UserList", Etcdserverpb_AuthUserListRequest(), fields: .unsupported) { (r: Etcdserverpb_AuthUserListResponse) in
             for u in r.users { print(u) }
         }
     }
@@ -144,7 +156,7 @@ struct UserPasswd: CtlCommand {
         var request = Etcdserverpb_AuthUserChangePasswordRequest()
         request.name = args[0]
         request.password = try readPassword(for: args[0], interactive: interactive)
-        try await authCall(global, "UserChangePassword", request) { (_: Etcdserverpb_AuthUserChangePasswordResponse) in
+        try await authCall(global, "UserChangePassword", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthUserChangePasswordResponse) in
             print("Password updated")
         }
     }
@@ -159,7 +171,7 @@ struct UserGrantRole: CtlCommand {
         try exactly(2, args, "user grant command requires user name and role name as its argument")
         var request = Etcdserverpb_AuthUserGrantRoleRequest()
         (request.user, request.role) = (args[0], args[1])
-        try await authCall(global, "UserGrantRole", request) { (_: Etcdserverpb_AuthUserGrantRoleResponse) in
+        try await authCall(global, "UserGrantRole", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthUserGrantRoleResponse) in
             print("Role \(args[1]) is granted to user \(args[0])")
         }
     }
@@ -174,7 +186,7 @@ struct UserRevokeRole: CtlCommand {
         try exactly(2, args, "user revoke-role requires user name and role name as its argument")
         var request = Etcdserverpb_AuthUserRevokeRoleRequest()
         (request.name, request.role) = (args[0], args[1])
-        try await authCall(global, "UserRevokeRole", request) { (_: Etcdserverpb_AuthUserRevokeRoleResponse) in
+        try await authCall(global, "UserRevokeRole", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthUserRevokeRoleResponse) in
             print("Role \(args[1]) is revoked from user \(args[0])")
         }
     }
@@ -200,6 +212,21 @@ func printRole(_ role: String, _ r: Etcdserverpb_AuthRoleGetResponse) {
     for p in r.perm where p.permType == .write || p.permType == .readwrite { show(p) }
 }
 
+func printRoleFields(_ r: Etcdserverpb_AuthRoleGetResponse) {
+    fieldsHeader(r.header)
+    let names = [0: "READ", 1: "WRITE", 2: "READWRITE"]
+    for p in r.perm {
+        print("\"PermType\" :  \(names[p.permType.rawValue] ?? "\(p.permType.rawValue)")")
+        print("\"Key\" : \(goQuote(p.key))")
+        print("\"RangeEnd\" : \(goQuote(p.rangeEnd))")
+    }
+}
+
+func printRoleListFields(_ r: Etcdserverpb_AuthRoleListResponse) {
+    fieldsHeader(r.header)
+    print("\"Roles\" :" + r.roles.map { " " + goQuote($0) }.joined())
+}
+
 struct Role: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Role related commands",
@@ -217,7 +244,7 @@ struct RoleAdd: CtlCommand {
         try exactly(1, args, "role add command requires role name as its argument")
         var request = Etcdserverpb_AuthRoleAddRequest()
         request.name = args[0]
-        try await authCall(global, "RoleAdd", request) { (_: Etcdserverpb_AuthRoleAddResponse) in print("Role \(args[0]) created") }
+        try await authCall(global, "RoleAdd", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthRoleAddResponse) in print("Role \(args[0]) created") }
     }
 }
 
@@ -230,7 +257,7 @@ struct RoleDelete: CtlCommand {
         try exactly(1, args, "role delete command requires role name as its argument")
         var request = Etcdserverpb_AuthRoleDeleteRequest()
         request.role = args[0]
-        try await authCall(global, "RoleDelete", request) { (_: Etcdserverpb_AuthRoleDeleteResponse) in print("Role \(args[0]) deleted") }
+        try await authCall(global, "RoleDelete", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthRoleDeleteResponse) in print("Role \(args[0]) deleted") }
     }
 }
 
@@ -243,7 +270,7 @@ struct RoleGet: CtlCommand {
         try exactly(1, args, "role get command requires role name as its argument")
         var request = Etcdserverpb_AuthRoleGetRequest()
         request.role = args[0]
-        try await authCall(global, "RoleGet", request) { (r: Etcdserverpb_AuthRoleGetResponse) in printRole(args[0], r) }
+        try await authCall(global, "RoleGet", request, fields: .custom(printRoleFields)) { (r: Etcdserverpb_AuthRoleGetResponse) in printRole(args[0], r) }
     }
 }
 
@@ -254,7 +281,7 @@ struct RoleList: CtlCommand {
 
     func execute() async throws {
         try exactly(0, args, "role list command requires no arguments")
-        try await authCall(global, "RoleList", Etcdserverpb_AuthRoleListRequest()) { (r: Etcdserverpb_AuthRoleListResponse) in
+        try await authCall(global, "RoleList", Etcdserverpb_AuthRoleListRequest(), fields: .custom(printRoleListFields)) { (r: Etcdserverpb_AuthRoleListResponse) in
             for role in r.roles { print(role) }
         }
     }
@@ -299,7 +326,7 @@ struct RoleGrantPermission: CtlCommand {
         request.perm.permType = type
         request.perm.key = Data(key)
         request.perm.rangeEnd = Data(end)
-        try await authCall(global, "RoleGrantPermission", request) { (_: Etcdserverpb_AuthRoleGrantPermissionResponse) in
+        try await authCall(global, "RoleGrantPermission", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthRoleGrantPermissionResponse) in
             print("Role \(args[0]) updated")
         }
     }
@@ -323,7 +350,7 @@ struct RoleRevokePermission: CtlCommand {
         request.key = Data(key)
         request.rangeEnd = Data(end)
         let shownKey = args[1], shownEnd = String(decoding: end, as: UTF8.self)
-        try await authCall(global, "RoleRevokePermission", request) { (_: Etcdserverpb_AuthRoleRevokePermissionResponse) in
+        try await authCall(global, "RoleRevokePermission", request, fields: .header(\.header)) { (_: Etcdserverpb_AuthRoleRevokePermissionResponse) in
             if end.isEmpty {
                 print("Permission of key \(shownKey) is revoked from role \(args[0])")
             } else if end != [0] {

@@ -74,7 +74,7 @@ struct EndpointHealth: CtlCommand {
 
     func execute() async throws {
         let out = try Output(global)
-        if out.format == .protobuf || out.format == .fields { throw out.unsupported() }
+        if out.format == .protobuf { throw out.unsupported() }
         var results: [(endpoint: String, healthy: Bool, took: String, error: String)] = []
         for ep in try await endpoints(global, cluster: cluster) {
             let started = DispatchTime.now().uptimeNanoseconds
@@ -103,6 +103,14 @@ struct EndpointHealth: CtlCommand {
         case .table:
             print(table(["endpoint", "health", "took", "error"], results.map { [$0.endpoint, "\($0.healthy)", $0.took, $0.error] }),
                   terminator: "")
+        case .fields:
+            for h in results {
+                print("\"Endpoint\" : \(goQuote(h.endpoint))")
+                print("\"Health\" : \(h.healthy)")
+                print("\"Took\" : \(h.took)")
+                print("\"Error\" : \(h.error)")
+                print("")
+            }
         default:
             for h in results {
                 let line = h.error.isEmpty
@@ -122,7 +130,7 @@ struct EndpointStatus: CtlCommand {
 
     func execute() async throws {
         let out = try Output(global)
-        if out.format == .protobuf || out.format == .fields { throw out.unsupported() }
+        if out.format == .protobuf { throw out.unsupported() }
         var statuses: [(String, Etcdserverpb_StatusResponse)] = []
         var failed = false
         for ep in try await endpoints(global, cluster: cluster) {
@@ -146,6 +154,20 @@ struct EndpointStatus: CtlCommand {
         case .table:
             print(table(["endpoint", "ID", "version", "db size", "is leader", "is learner", "raft term", "raft index",
                          "raft applied index", "errors"], rows), terminator: "")
+        case .fields:
+            for (ep, r) in statuses {
+                out.fieldsHeader(r.header)
+                print("\"Version\" : \(goQuote(r.version))")
+                print("\"DBSize\" : \(r.dbSize)")
+                print("\"Leader\" : \(r.leader)")
+                print("\"IsLearner\" : \(r.isLearner)")
+                print("\"RaftIndex\" : \(r.raftIndex)")
+                print("\"RaftTerm\" : \(r.raftTerm)")
+                print("\"RaftAppliedIndex\" : \(r.raftAppliedIndex)")
+                print("\"Errors\" : [\(r.errors.joined(separator: " "))]")
+                print("\"Endpoint\" : \(goQuote(ep))")
+                print("")
+            }
         default: for row in rows { print(row.joined(separator: ", ")) }
         }
         if failed { throw ExitCode(CtlExit.error.rawValue) }
@@ -160,7 +182,7 @@ struct EndpointHashKV: CtlCommand {
 
     func execute() async throws {
         let out = try Output(global)
-        if out.format == .protobuf || out.format == .fields { throw out.unsupported() }
+        if out.format == .protobuf { throw out.unsupported() }
         var hashes: [(String, Etcdserverpb_HashKVResponse)] = []
         var failure: CtlError?
         for ep in try await endpoints(global, cluster: cluster) {
@@ -179,6 +201,13 @@ struct EndpointHashKV: CtlCommand {
         switch out.format {
         case .json: out.json(.array(hashes.map { .object([("Endpoint", .string($0.0)), ("HashKV", GoJSON($0.1))]) }))
         case .table: print(table(["endpoint", "hash"], hashes.map { [$0.0, "\($0.1.hash)"] }), terminator: "")
+        case .fields:
+            for (ep, r) in hashes {
+                out.fieldsHeader(r.header)
+                print("\"Endpoint\" : \(goQuote(ep))")
+                print("\"Hash\" : \(r.hash)")
+                print("")
+            }
         default: for (ep, r) in hashes { print("\(ep), \(r.hash)") }
         }
         if let failure { throw failure }
@@ -214,6 +243,7 @@ struct AlarmList: CtlCommand {
             for a in r.alarms {
                 print("\"MemberID\" : \(a.memberID)")
                 print("\"AlarmType\" : \(["NONE", "NOSPACE", "CORRUPT"][safe: a.alarm.rawValue] ?? "\(a.alarm.rawValue)")")
+                print("")
             }
         default: for a in r.alarms { print(alarmText(a)) }
         }

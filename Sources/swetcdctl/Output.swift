@@ -51,12 +51,7 @@ struct Output {
         print("\"\(prefix)Lease\" : \(kv.lease)")
     }
 
-    func fieldsHeader(_ h: Etcdserverpb_ResponseHeader) {
-        print("\"ClusterID\" : \(h.clusterID)")
-        print("\"MemberID\" : \(h.memberID)")
-        print("\"Revision\" : \(h.revision)")
-        print("\"RaftTerm\" : \(h.raftTerm)")
-    }
+    func fieldsHeader(_ h: Etcdserverpb_ResponseHeader) { swetcdctl.fieldsHeader(h) }
 
     func get(_ r: Etcdserverpb_RangeResponse) throws {
         switch format {
@@ -126,6 +121,14 @@ struct Output {
         default: throw unsupported()
         }
     }
+}
+
+/// etcdctl's fields form of a response header.
+func fieldsHeader(_ h: Etcdserverpb_ResponseHeader) {
+    print("\"ClusterID\" : \(h.clusterID)")
+    print("\"MemberID\" : \(h.memberID)")
+    print("\"Revision\" : \(h.revision)")
+    print("\"RaftTerm\" : \(h.raftTerm)")
 }
 
 /// Go's %q of a byte string (strconv.Quote): printable ASCII and valid

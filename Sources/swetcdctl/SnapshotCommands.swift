@@ -62,8 +62,9 @@ struct SnapshotStatus: CtlCommand {
 
     func execute() async throws {
         let out = try Output(global)
-        if out.format == .protobuf || out.format == .fields { throw out.unsupported() }
+        if out.format == .protobuf { throw out.unsupported() }
         guard args.count == 1 else { throw CtlError(.badArgs, "snapshot status requires exactly one argument") }
+        try goFileCheck("stat", args[0])
         let s: SnapshotFile.Status
         do {
             s = try SnapshotFile.status(file: args[0])
@@ -76,6 +77,11 @@ struct SnapshotStatus: CtlCommand {
             out.json(.object([("hash", .number(s.hash)), ("revision", .number(s.revision)), ("totalKey", .number(s.totalKeys)),
                               ("totalSize", .number(s.totalSize))]))
         case .table: print(table(["hash", "revision", "total keys", "total size"], [row]), terminator: "")
+        case .fields:
+            print("\"Hash\" : \(s.hash)")
+            print("\"Revision\" : \(s.revision)")
+            print("\"Keys\" : \(s.totalKeys)")
+            print("\"Size\" : \(s.totalSize)")
         default: print(row.joined(separator: ", "))
         }
     }
@@ -99,10 +105,18 @@ struct SnapshotRestore: CtlCommand {
         guard args.count == 1 else { throw CtlError(.badArgs, "snapshot restore requires exactly one argument") }
         if !walDir.isEmpty { throw CtlError(.badArgs, "--wal-dir is not supported: swetcd keeps its WAL in the data dir") }
         let directory = dataDir.isEmpty ? name + ".swetcd" : dataDir
+        try goFileCheck("open", args[0])
         do {
             try SnapshotFile.restore(file: args[0], dataDir: directory)
         } catch {
             throw CtlError(.error, "\(error)")
         }
     }
+}
+
+/// etcdctl's error for a file it cannot reach: Go's `<op> <path>: <reason>`.
+func goFileCheck(_ op: String, _ path: String) throws {
+    var st = stat()
+    guard stat(path, &st) != 0 else { return }
+    throw CtlError(.error, "\(op) \(path): \(String(cString: strerror(errno)).lowercased())")
 }
