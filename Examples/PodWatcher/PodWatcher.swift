@@ -40,6 +40,7 @@ struct PodWatcher {
         await Task.detached { _ = FileHandle.standardInput.readDataToEndOfFile() }.value
         run.cancel()
         await controller.dumpCache()
+        client.shutdown()
         exit(0)
     }
 

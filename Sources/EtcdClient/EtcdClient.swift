@@ -74,6 +74,14 @@ public final class EtcdClient: Sendable {
         }
     }
 
+    /// Closes, then waits (a few seconds at most) until the client's
+    /// thread has ended: for a process about to exit. Not from the
+    /// client's own loop.
+    public func shutdown() {
+        close()
+        thread.waitUntilStopped(seconds: 5)
+    }
+
     deinit { close() }
 
     // MARK: Calls

@@ -1,3 +1,4 @@
+import Dispatch
 import CLibevent
 import Synchronization
 #if canImport(Glibc)
@@ -206,17 +207,30 @@ public func runOnNewThread(_ body: @escaping @Sendable () -> Void) {
 /// An event loop running on a thread of its own (the client's).
 public final class EventLoopThread: Sendable {
     public let loop: EventLoop
+    /// Signalled once the thread's loop has returned.
+    private let finished = DispatchSemaphore(value: 0)
 
     public init() {
         let loop = EventLoop()
         self.loop = loop
-        runOnNewThread { loop.run() }
+        let finished = self.finished
+        runOnNewThread {
+            loop.run()
+            finished.signal()
+        }
     }
 
     /// Stops the loop; its thread ends.
     public func stop() {
         let loop = self.loop
         loop.execute { loop.stop() }
+    }
+
+    /// Waits (at most `seconds`) for the loop's thread to end after
+    /// `stop`: a process must not exit while that thread still frees TLS
+    /// state (OpenSSL's exit handlers would race it).
+    public func waitUntilStopped(seconds: Double) {
+        if finished.wait(timeout: .now() + seconds) == .success { finished.signal() }
     }
 }
 

@@ -33,7 +33,7 @@ struct CheckPerf: CtlCommand {
             throw CtlError(.badFeature, "unknown load option \(load)")
         }
         let client = try global.client()
-        defer { client.close() }
+        defer { client.shutdown() }
         let bytes = Array(prefix.utf8)
         do {
             var probe = Etcdserverpb_RangeRequest()

@@ -39,7 +39,7 @@ func keyRange(_ args: [String], prefix: Bool, fromKey: Bool, command: String) th
 /// Runs `body` with the client the global flags describe, closing it after.
 func withClient<T>(_ global: GlobalOptions, _ body: (EtcdClient) async throws -> T) async throws -> T {
     let client = try global.client()
-    defer { client.close() }
+    defer { client.shutdown() }
     do {
         return try await body(client)
     } catch EtcdError.authFailed {

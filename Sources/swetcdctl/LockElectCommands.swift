@@ -57,7 +57,7 @@ struct Lock: CtlCommand {
         }
         let command = Array(words.dropFirst())
         let client = try global.client()
-        defer { client.close() }
+        defer { client.shutdown() }
         let interrupted = Task { await untilInterrupted() }
         do {
             let session = try await LeaseSession(client, ttl: ttl)
@@ -112,7 +112,7 @@ struct Elect: CtlCommand {
         if args.count == 1 && !listen { throw CtlError(.badArgs, "no proposal argument but -l not set") }
         if args.count == 2 && listen { throw CtlError(.badArgs, "proposal given but -l is set") }
         let client = try global.client()
-        defer { client.close() }
+        defer { client.shutdown() }
         do {
             if listen {
                 // Until interrupted (exit 0), or the observation ends by

@@ -23,7 +23,7 @@ struct SnapshotSave: CtlCommand {
         let path = args[0], partial = args[0] + ".part"
         unlink(partial)
         let client = try global.client()
-        defer { client.close() }
+        defer { client.shutdown() }
         let progress = isatty(2) == 1 ? ProgressLine() : nil
         let timeout = global.commandTimeout == nil ? 365 * 24 * 3600 : global.commandSeconds
         let bytes: Int

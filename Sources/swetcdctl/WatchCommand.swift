@@ -27,7 +27,7 @@ struct Watch: CtlCommand {
             throw CtlError(.badArgs, "ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END=\(goQuote(envRange))")
         }
         let client = try global.client()
-        defer { client.close() }
+        defer { client.shutdown() }
         if interactive { return try await interactiveWatch(client, out, envKey: envKey, envRange: envRange) }
         let (watchArgs, command) = try Self.split(CommandLine.arguments, args, envKey: envKey, envRange: envRange)
         try await watchAndPrint(client, out, watchArgs, prefix: prefix, rev: rev, prevKV: prevKV, command: command)

@@ -6,7 +6,9 @@ import Testing
 /// member and cluster IDs and the same history) print the same bytes and
 /// exit with the same codes. Masked: lease IDs (random per member),
 /// remaining TTLs, durations, database sizes and the version line.
-@Suite struct CLIGoldenTests {
+// One test at a time: each runs a few hundred processes, and the whole
+// suite's timing-sensitive tests run alongside.
+@Suite(.serialized) struct CLIGoldenTests {
     /// The built swetcdctl, next to the test binary.
     static var swetcdctl: String {
         URL(fileURLWithPath: ServerProcess.executable).deletingLastPathComponent().appendingPathComponent("swetcdctl").path
