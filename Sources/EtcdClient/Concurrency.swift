@@ -75,6 +75,29 @@ func firstCreated(_ client: EtcdClient, prefix: [UInt8]) -> Etcdserverpb_Request
     return op
 }
 
+/// A transaction that puts `key` (with `value`, on `lease`) unless it
+/// exists, and otherwise reads it; `alsoRead` is appended to both branches.
+func createUnlessPresent(_ key: String, value: String, lease: Int64, alsoRead: Etcdserverpb_RequestOp? = nil) -> Etcdserverpb_TxnRequest {
+    var t = Etcdserverpb_TxnRequest()
+    var c = Etcdserverpb_Compare()
+    c.key = Data(key.utf8)
+    c.target = .create
+    c.result = .equal
+    c.targetUnion = .createRevision(0)
+    t.compare = [c]
+    var put = Etcdserverpb_PutRequest()
+    (put.key, put.value, put.lease) = (Data(key.utf8), Data(value.utf8), lease)
+    var putOp = Etcdserverpb_RequestOp()
+    putOp.request = .requestPut(put)
+    var get = Etcdserverpb_RangeRequest()
+    get.key = Data(key.utf8)
+    var getOp = Etcdserverpb_RequestOp()
+    getOp.request = .requestRange(get)
+    t.success = [putOp] + (alsoRead.map { [$0] } ?? [])
+    t.failure = [getOp] + (alsoRead.map { [$0] } ?? [])
+    return t
+}
+
 /// A distributed lock (clientv3's concurrency.Mutex): the key
 /// `name/<lease in hex>`; held once every older key under `name/` is gone.
 public final class DistributedMutex: Sendable {
@@ -93,25 +116,8 @@ public final class DistributedMutex: Sendable {
     @discardableResult
     public func lock() async throws -> (header: Etcdserverpb_ResponseHeader, revision: Int64) {
         let client = session.client
-        var t = Etcdserverpb_TxnRequest()
-        var c = Etcdserverpb_Compare()
-        c.key = Data(key.utf8)
-        c.target = .create
-        c.result = .equal
-        c.targetUnion = .createRevision(0)
-        t.compare = [c]
-        var put = Etcdserverpb_PutRequest()
-        put.key = Data(key.utf8)
-        put.lease = session.lease
-        var putOp = Etcdserverpb_RequestOp()
-        putOp.request = .requestPut(put)
-        var get = Etcdserverpb_RangeRequest()
-        get.key = Data(key.utf8)
-        var getOp = Etcdserverpb_RequestOp()
-        getOp.request = .requestRange(get)
         let owner = firstCreated(client, prefix: Array(prefix.utf8))
-        t.success = [putOp, owner]
-        t.failure = [getOp, owner]
+        let t = createUnlessPresent(key, value: "", lease: session.lease, alsoRead: owner)
         let r: Etcdserverpb_TxnResponse = try await client.unary("/etcdserverpb.KV/Txn", t)
         var myRevision = r.header.revision
         if !r.succeeded, case .responseRange(let mine)? = r.responses.first?.response, let kv = mine.kvs.first {
@@ -159,23 +165,7 @@ public final class Election: Sendable {
     /// Waits until this session leads, with `proposal` as its value.
     public func campaign(_ proposal: String) async throws {
         guard let session, let key else { return }
-        var t = Etcdserverpb_TxnRequest()
-        var c = Etcdserverpb_Compare()
-        c.key = Data(key.utf8)
-        c.target = .create
-        c.result = .equal
-        c.targetUnion = .createRevision(0)
-        t.compare = [c]
-        var put = Etcdserverpb_PutRequest()
-        (put.key, put.value, put.lease) = (Data(key.utf8), Data(proposal.utf8), session.lease)
-        var putOp = Etcdserverpb_RequestOp()
-        putOp.request = .requestPut(put)
-        var get = Etcdserverpb_RangeRequest()
-        get.key = Data(key.utf8)
-        var getOp = Etcdserverpb_RequestOp()
-        getOp.request = .requestRange(get)
-        t.success = [putOp]
-        t.failure = [getOp]
+        let t = createUnlessPresent(key, value: proposal, lease: session.lease)
         let r: Etcdserverpb_TxnResponse = try await client.unary("/etcdserverpb.KV/Txn", t)
         var revision = r.header.revision
         if !r.succeeded, case .responseRange(let mine)? = r.responses.first?.response, let kv = mine.kvs.first {

@@ -142,9 +142,7 @@ import Testing
     @Test func certificateCommonNameIsTheUser() throws {
         let certs = try TestCertificates()
         defer { certs.remove() }
-        let port = try ReferenceEtcd.freePort()
-        let server = try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
-                                                   "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"])
+        let server = try certs.mutualTLSServer()
         defer { server.stop() }
         let aliceCert = try certs.client(commonName: "alice"), rootCert = try certs.client(commonName: "root")
         let e = Etcdctl(endpoint: server.endpoint)

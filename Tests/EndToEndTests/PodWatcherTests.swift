@@ -91,9 +91,7 @@ import Testing
     }
 
     @Test func twoRestartsLoseAndRepeatNothing() async throws {
-        // The first process owns the data dir (and removes it when
-        // released): it is kept to the end, restarts are new processes.
-        let owner = try ServerProcess()
+        let owner = try ServerProcess()  // owns the data dir: kept to the end
         var server = owner
         let dataDir = owner.dataDir, port = owner.port
         defer { server.stop(); withExtendedLifetime(owner) {} }

@@ -53,6 +53,14 @@ struct TestCertificates {
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: dir) }
+
+    /// swetcd on https with these certificates, requiring client
+    /// certificates from the CA.
+    func mutualTLSServer(_ extra: [String] = []) throws -> ServerProcess {
+        let port = try ReferenceEtcd.freePort()
+        return try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", cert,
+                                             "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"] + extra)
+    }
 }
 
 /// Mutual TLS on the client port, through the real etcdctl, curl and Python
@@ -60,17 +68,11 @@ struct TestCertificates {
 /// the trusted CA (or speaking plaintext) are refused, and the server keeps
 /// serving.
 @Suite struct TLSTests {
-    /// swetcd on https with `certs`, requiring client certificates.
-    func mutualTLSServer(_ certs: TestCertificates, _ extra: [String] = []) throws -> ServerProcess {
-        let port = try ReferenceEtcd.freePort()
-        return try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", certs.cert,
-                                             "--key-file", certs.key, "--trusted-ca-file", certs.ca, "--client-cert-auth"] + extra)
-    }
 
     @Test func mutualTLSServesTrustedClientsOnly() throws {
         let certs = try TestCertificates()
         defer { certs.remove() }
-        let server = try mutualTLSServer(certs)
+        let server = try certs.mutualTLSServer()
         defer { server.stop() }
         #expect(server.log.contains("serving client traffic securely"))
         let e = Etcdctl(endpoint: server.endpoint)
@@ -125,7 +127,7 @@ struct TestCertificates {
     @Test func swiftClientOverMutualTLS() async throws {
         let certs = try TestCertificates()
         defer { certs.remove() }
-        let server = try mutualTLSServer(certs)
+        let server = try certs.mutualTLSServer()
         defer { server.stop() }
         let client = try EtcdClient(endpoints: ["https://\(server.endpoint)"],
                                     tls: .init(caFile: certs.ca, certFile: certs.cert, keyFile: certs.key))
@@ -147,7 +149,7 @@ struct TestCertificates {
     @Test func misbehavingTLSClientsDoNotStopTheServer() throws {
         let certs = try TestCertificates()
         defer { certs.remove() }
-        let server = try mutualTLSServer(certs, ["--experimental-tls-handshake-timeout", "1s"])
+        let server = try certs.mutualTLSServer(["--experimental-tls-handshake-timeout", "1s"])
         defer { server.stop() }
         let r = try runPython("tls_bad_clients.py", [server.endpoint, certs.ca, certs.cert, certs.key])
         #expect(r.status == 0 && r.stdout.contains("tls bad clients ok"), "\(r)")
