@@ -55,6 +55,8 @@ let package = Package(
         .target(name: "Lease", dependencies: ["EtcdStatus"]),
         // Snapshot files: restore into a data dir, status (server and CLI).
         .target(name: "Snapshot", dependencies: ["MVCC", "COpenSSL"]),
+        // Raft as a pure state machine: no I/O, clocks or threads.
+        .target(name: "Raft"),
         // Write-ahead log: segments, chained CRC records, torn-tail recovery.
         .target(name: "WAL", dependencies: ["Checksum"]),
 
@@ -91,6 +93,7 @@ let package = Package(
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
+        .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),

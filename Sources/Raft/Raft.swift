@@ -1,0 +1,514 @@
+/// How one member's Raft behaves.
+public struct RaftConfig: Sendable {
+    public var id: NodeID
+    /// Every voting member, this one included.
+    public var peers: [NodeID]
+    /// Ticks without a leader before campaigning: randomized in
+    /// [electionTick, 2 * electionTick) from `seed`.
+    public var electionTick = 10
+    public var heartbeatTick = 1
+    /// Ask for votes first without raising the term (a member cut off
+    /// cannot disrupt the group when it comes back).
+    public var preVote = true
+    /// A leader steps down when it has not heard from a quorum within an
+    /// election timeout; followers ignore votes while they hear a leader.
+    public var checkQuorum = true
+    /// Most entries in one append.
+    public var maxEntriesPerMessage = 64
+    /// Most appends in flight to one follower while replicating.
+    public var maxInflight = 16
+    public var seed: UInt64
+
+    public init(id: NodeID, peers: [NodeID], seed: UInt64) {
+        self.id = id
+        self.peers = peers
+        self.seed = seed
+    }
+}
+
+/// What a leader knows of one follower: the last index known to match,
+/// the next to send, and whether it is probing (one append at a time,
+/// until one matches) or replicating (appends streamed optimistically).
+struct Progress {
+    enum State { case probe, replicate }
+    var match: UInt64 = 0
+    var next: UInt64
+    var state = State.probe
+    /// Probing: an append is out and unanswered.
+    var probeSent = false
+    /// Replicating: last indexes of the appends in flight.
+    var inflights: [UInt64] = []
+    /// Heard from since the last quorum check.
+    var recentActive = false
+
+    init(next: UInt64) { self.next = next }
+
+    mutating func becomeProbe() {
+        state = .probe
+        next = match + 1
+        probeSent = false
+        inflights = []
+    }
+
+    mutating func becomeReplicate() {
+        state = .replicate
+        next = match + 1
+        inflights = []
+    }
+
+    /// An acknowledged index; false when it tells nothing new.
+    mutating func maybeUpdate(_ n: UInt64) -> Bool {
+        var updated = false
+        if match < n {
+            match = n
+            updated = true
+            probeSent = false
+        }
+        next = max(next, n + 1)
+        inflights.removeAll { $0 <= n }
+        return updated
+    }
+
+    /// A rejected append at `rejected`; `hint` is where to look next.
+    mutating func maybeDecrease(rejected: UInt64, hint: UInt64) -> Bool {
+        if state == .replicate {
+            guard rejected > match else { return false }  // stale
+            next = match + 1
+            return true
+        }
+        guard next - 1 == rejected else { return false }  // stale
+        next = max(min(rejected, hint + 1), 1)
+        probeSent = false
+        return true
+    }
+
+    func isPaused(maxInflight: Int) -> Bool {
+        state == .probe ? probeSent : inflights.count >= maxInflight
+    }
+}
+
+/// One member's Raft: a state machine with no I/O, clock, thread or
+/// unseeded randomness. Time passes by `tick()`, messages come in by
+/// `step(_:)`; what to persist, send and apply comes out of `ready()`.
+public struct RaftNode {
+    public let id: NodeID
+    public private(set) var term: UInt64
+    public private(set) var vote: NodeID
+    public private(set) var leader: NodeID = noNode
+    public private(set) var role = Role.follower
+    var log: RaftLog
+    let config: RaftConfig
+    private var progress: [NodeID: Progress] = [:]
+    private var votes: [NodeID: Bool] = [:]
+    private var outbox: [Message] = []
+    private var electionElapsed = 0
+    private var heartbeatElapsed = 0
+    private var randomizedElectionTimeout: Int
+    private var rng: SplitMix64
+    private var persistedHardState: HardState
+
+    /// A member starting (or restarting) from what `storage` holds.
+    public init(config: RaftConfig, storage: RaftStorage) {
+        precondition(config.peers.contains(config.id), "a member is one of its peers")
+        id = config.id
+        self.config = config
+        log = RaftLog(storage: storage)
+        let hard = storage.hardState
+        term = hard.term
+        vote = hard.vote
+        persistedHardState = hard
+        rng = SplitMix64(seed: config.seed)
+        randomizedElectionTimeout = config.electionTick
+        resetTimeout()
+    }
+
+    public var commitIndex: UInt64 { log.committed }
+    public var appliedIndex: UInt64 { log.applied }
+    public var lastIndex: UInt64 { log.lastIndex }
+    public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
+    private var quorum: Int { config.peers.count / 2 + 1 }
+
+    /// Every entry in this member's log (persisted or not), for tests.
+    public var allEntries: [Entry] { log.entries(1, log.lastIndex + 1) }
+
+    // MARK: Time
+
+    public mutating func tick() {
+        if role == .leader {
+            heartbeatElapsed += 1
+            electionElapsed += 1
+            if electionElapsed >= config.electionTick {
+                electionElapsed = 0
+                if config.checkQuorum && !quorumActive() {
+                    becomeFollower(term: term, leader: noNode)
+                    return
+                }
+            }
+            if heartbeatElapsed >= config.heartbeatTick {
+                heartbeatElapsed = 0
+                for peer in config.peers where peer != id { sendHeartbeat(to: peer) }
+            }
+        } else {
+            electionElapsed += 1
+            if electionElapsed >= randomizedElectionTimeout {
+                electionElapsed = 0
+                campaign()
+            }
+        }
+    }
+
+    /// Whether a quorum (this leader included) was heard from since the
+    /// last check; clears the marks.
+    private mutating func quorumActive() -> Bool {
+        var active = 1
+        for peer in config.peers where peer != id {
+            if progress[peer]?.recentActive == true { active += 1 }
+            progress[peer]?.recentActive = false
+        }
+        return active >= quorum
+    }
+
+    // MARK: Proposals
+
+    /// Appends `data` as a new entry (leader only) and sends it.
+    public mutating func propose(_ data: [UInt8]) throws(RaftError) {
+        guard role == .leader else { throw .notLeader }
+        appendAsLeader([Entry(term: term, index: log.lastIndex + 1, data: data)])
+    }
+
+    private mutating func appendAsLeader(_ entries: [Entry]) {
+        log.append(entries)
+        progress[id]?.match = log.lastIndex
+        progress[id]?.next = log.lastIndex + 1
+        maybeCommit()
+        for peer in config.peers where peer != id { sendAppend(to: peer) }
+    }
+
+    // MARK: Roles
+
+    private mutating func resetTimeout() {
+        randomizedElectionTimeout = config.electionTick + Int(rng.next() % UInt64(config.electionTick))
+    }
+
+    private mutating func reset(term newTerm: UInt64) {
+        if newTerm != term {
+            term = newTerm
+            vote = noNode
+        }
+        leader = noNode
+        electionElapsed = 0
+        heartbeatElapsed = 0
+        resetTimeout()
+        votes = [:]
+        progress = [:]
+    }
+
+    private mutating func becomeFollower(term: UInt64, leader: NodeID) {
+        reset(term: term)
+        role = .follower
+        self.leader = leader
+    }
+
+    private mutating func becomePreCandidate() {
+        // The term stays: a pre-vote raises nobody's.
+        votes = [:]
+        leader = noNode
+        role = .preCandidate
+    }
+
+    private mutating func becomeCandidate() {
+        reset(term: term + 1)
+        vote = id
+        role = .candidate
+    }
+
+    private mutating func becomeLeader() {
+        reset(term: term)
+        role = .leader
+        leader = id
+        for peer in config.peers { progress[peer] = Progress(next: log.lastIndex + 1) }
+        // Entries of earlier terms commit only with one of this term.
+        appendAsLeader([Entry(term: term, index: log.lastIndex + 1)])
+    }
+
+    private mutating func campaign() {
+        if role == .leader { return }
+        let preVote = config.preVote
+        if preVote {
+            becomePreCandidate()
+        } else {
+            becomeCandidate()
+        }
+        let type: MessageType = preVote ? .preVote : .vote
+        let electionTerm = preVote ? term + 1 : term
+        if tally(id, granted: true, preVote: preVote) { return }
+        for peer in config.peers where peer != id {
+            var m = Message(type: type, from: id, to: peer, term: electionTerm)
+            m.index = log.lastIndex
+            m.logTerm = log.lastTerm
+            outbox.append(m)
+        }
+    }
+
+    /// Records a vote; true when it decided the election (won or lost).
+    private mutating func tally(_ from: NodeID, granted: Bool, preVote: Bool) -> Bool {
+        if votes[from] == nil { votes[from] = granted }
+        let yes = votes.values.filter { $0 }.count, no = votes.count - yes
+        if yes >= quorum {
+            if preVote {
+                becomeCandidate()
+                campaignForReal()
+            } else {
+                becomeLeader()
+            }
+            return true
+        }
+        if no >= quorum {
+            becomeFollower(term: term, leader: noNode)
+            return true
+        }
+        return false
+    }
+
+    private mutating func campaignForReal() {
+        if tally(id, granted: true, preVote: false) { return }
+        for peer in config.peers where peer != id {
+            var m = Message(type: .vote, from: id, to: peer, term: term)
+            m.index = log.lastIndex
+            m.logTerm = log.lastTerm
+            outbox.append(m)
+        }
+    }
+
+    // MARK: Messages
+
+    public mutating func step(_ m: Message) {
+        guard config.peers.contains(m.from), m.to == id else { return }
+        if m.term > term {
+            if m.type == .vote || m.type == .preVote {
+                // Heard from a leader within the timeout: keep following it.
+                if config.checkQuorum && leader != noNode && electionElapsed < config.electionTick { return }
+            }
+            if m.type == .preVote || (m.type == .preVoteResponse && !m.reject) {
+                // A pre-vote, and a granted pre-vote, raise no term.
+            } else {
+                let from = [.append, .heartbeat].contains(m.type) ? m.from : noNode
+                becomeFollower(term: m.term, leader: from)
+            }
+        } else if m.term < term {
+            if (config.checkQuorum || config.preVote) && (m.type == .append || m.type == .heartbeat) {
+                // A deposed leader learns the term from this answer.
+                var r = Message(type: .appendResponse, from: id, to: m.from, term: term)
+                r.index = m.index
+                r.reject = true
+                r.rejectHint = log.lastIndex
+                outbox.append(r)
+            } else if m.type == .preVote {
+                var r = Message(type: .preVoteResponse, from: id, to: m.from, term: term)
+                r.reject = true
+                outbox.append(r)
+            }
+            return
+        }
+
+        switch m.type {
+        case .vote, .preVote:
+            let canVote = vote == m.from || (vote == noNode && leader == noNode) || (m.type == .preVote && m.term > term)
+            let type: MessageType = m.type == .vote ? .voteResponse : .preVoteResponse
+            if canVote && log.isUpToDate(index: m.index, term: m.logTerm) {
+                outbox.append(Message(type: type, from: id, to: m.from, term: m.term))
+                if m.type == .vote {
+                    electionElapsed = 0
+                    vote = m.from
+                }
+            } else {
+                var r = Message(type: type, from: id, to: m.from, term: term)
+                r.reject = true
+                outbox.append(r)
+            }
+        default:
+            switch role {
+            case .leader: stepLeader(m)
+            case .candidate, .preCandidate: stepCandidate(m)
+            case .follower: stepFollower(m)
+            }
+        }
+    }
+
+    private mutating func stepLeader(_ m: Message) {
+        guard var pr = progress[m.from] else { return }
+        switch m.type {
+        case .appendResponse:
+            pr.recentActive = true
+            if m.reject {
+                // The follower's hint, moved back to the last entry here
+                // whose term is at most the term it has there.
+                let hint = m.logTerm > 0 ? log.findConflictByTerm(m.rejectHint, m.logTerm) : m.rejectHint
+                if pr.maybeDecrease(rejected: m.index, hint: hint) {
+                    if pr.state == .replicate { pr.becomeProbe() }
+                    progress[m.from] = pr
+                    sendAppend(to: m.from)
+                } else {
+                    progress[m.from] = pr
+                }
+                return
+            }
+            let wasPaused = pr.isPaused(maxInflight: config.maxInflight)
+            if pr.maybeUpdate(m.index) {
+                if pr.state == .probe { pr.becomeReplicate() }
+                progress[m.from] = pr
+                if maybeCommit() {
+                    for peer in config.peers where peer != id { sendAppend(to: peer) }
+                } else if wasPaused {
+                    sendAppend(to: m.from)
+                }
+                // Stream what is left while the window allows.
+                while let p = progress[m.from], !p.isPaused(maxInflight: config.maxInflight), p.next <= log.lastIndex {
+                    sendAppend(to: m.from)
+                    if progress[m.from]?.next == p.next { break }
+                }
+            } else {
+                progress[m.from] = pr
+            }
+        case .heartbeatResponse:
+            pr.recentActive = true
+            pr.probeSent = false
+            // Appends in flight may have been lost: a full window frees
+            // one slot per heartbeat answered, so replication goes on (a
+            // gap makes the follower reject, and the leader probes).
+            if pr.state == .replicate && pr.inflights.count >= config.maxInflight { pr.inflights.removeFirst() }
+            progress[m.from] = pr
+            if pr.match < log.lastIndex { sendAppend(to: m.from) }
+        default:
+            break
+        }
+    }
+
+    private mutating func stepCandidate(_ m: Message) {
+        switch m.type {
+        case .append:
+            becomeFollower(term: m.term, leader: m.from)
+            handleAppend(m)
+        case .heartbeat:
+            becomeFollower(term: m.term, leader: m.from)
+            handleHeartbeat(m)
+        case .voteResponse where role == .candidate:
+            _ = tally(m.from, granted: !m.reject, preVote: false)
+        case .preVoteResponse where role == .preCandidate:
+            _ = tally(m.from, granted: !m.reject, preVote: true)
+        default:
+            break
+        }
+    }
+
+    private mutating func stepFollower(_ m: Message) {
+        switch m.type {
+        case .append:
+            electionElapsed = 0
+            leader = m.from
+            handleAppend(m)
+        case .heartbeat:
+            electionElapsed = 0
+            leader = m.from
+            handleHeartbeat(m)
+        default:
+            break
+        }
+    }
+
+    private mutating func handleAppend(_ m: Message) {
+        var r = Message(type: .appendResponse, from: id, to: m.from, term: term)
+        if m.index < log.committed {
+            r.index = log.committed
+        } else if let last = log.maybeAppend(index: m.index, logTerm: m.logTerm, commit: m.commit, entries: m.entries) {
+            r.index = last
+        } else {
+            // Fast backtracking: point the leader at the last entry that
+            // could match, by term, instead of one index back.
+            let hint = log.findConflictByTerm(min(m.index, log.lastIndex), m.logTerm)
+            r.index = m.index
+            r.reject = true
+            r.rejectHint = hint
+            r.logTerm = log.term(hint) ?? 0
+        }
+        outbox.append(r)
+    }
+
+    private mutating func handleHeartbeat(_ m: Message) {
+        log.commitTo(min(m.commit, log.lastIndex))
+        outbox.append(Message(type: .heartbeatResponse, from: id, to: m.from, term: term))
+    }
+
+    // MARK: Leader's sending
+
+    private mutating func sendAppend(to peer: NodeID) {
+        guard var pr = progress[peer], !pr.isPaused(maxInflight: config.maxInflight) else { return }
+        let previous = pr.next - 1
+        guard let previousTerm = log.term(previous) else { return }  // compacted away: needs a snapshot
+        var m = Message(type: .append, from: id, to: peer, term: term)
+        m.index = previous
+        m.logTerm = previousTerm
+        m.entries = log.entries(from: pr.next, limit: config.maxEntriesPerMessage)
+        m.commit = log.committed
+        switch pr.state {
+        case .replicate:
+            if let last = m.entries.last {
+                pr.next = last.index + 1
+                pr.inflights.append(last.index)
+            }
+        case .probe:
+            pr.probeSent = true
+        }
+        progress[peer] = pr
+        outbox.append(m)
+    }
+
+    private mutating func sendHeartbeat(to peer: NodeID) {
+        var m = Message(type: .heartbeat, from: id, to: peer, term: term)
+        m.commit = min(progress[peer]?.match ?? 0, log.committed)
+        outbox.append(m)
+    }
+
+    /// Commits the highest index a quorum holds, if it is of this term.
+    @discardableResult
+    private mutating func maybeCommit() -> Bool {
+        let matches = config.peers.map { $0 == id ? log.lastIndex : (progress[$0]?.match ?? 0) }.sorted(by: >)
+        let candidate = matches[quorum - 1]
+        guard candidate > log.committed, log.term(candidate) == term else { return false }
+        log.commitTo(candidate)
+        return true
+    }
+
+    // MARK: Ready
+
+    public var hasReady: Bool {
+        !outbox.isEmpty || !log.unstable.isEmpty || log.committed > log.applied || hardState != persistedHardState
+    }
+
+    /// What to persist, send and apply now.
+    public func ready() -> Ready {
+        Ready(hardState: hardState != persistedHardState ? hardState : nil, entries: log.unstable, messages: outbox,
+              committedEntries: log.nextCommitted)
+    }
+
+    /// Everything in `ready` was persisted, sent and applied.
+    public mutating func advance(_ ready: Ready) {
+        if let h = ready.hardState { persistedHardState = h }
+        if let last = ready.entries.last { log.stableTo(last.index, last.term) }
+        if let last = ready.committedEntries.last { log.appliedTo(last.index) }
+        outbox.removeFirst(ready.messages.count)
+    }
+}
+
+/// SplitMix64: small, seeded, deterministic.
+struct SplitMix64 {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

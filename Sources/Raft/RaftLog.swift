@@ -1,0 +1,120 @@
+/// A member's log as Raft sees it: the persisted entries (storage) and
+/// the ones not yet persisted (unstable), the commit index and the applied
+/// index.
+struct RaftLog {
+    let storage: RaftStorage
+    /// Entries from `unstableOffset` on, not yet handed out to persist.
+    private(set) var unstable: [Entry] = []
+    private(set) var unstableOffset: UInt64
+    private(set) var committed: UInt64
+    private(set) var applied: UInt64
+
+    init(storage: RaftStorage) {
+        self.storage = storage
+        unstableOffset = storage.lastIndex + 1
+        committed = storage.hardState.commit
+        applied = storage.firstIndex - 1
+    }
+
+    var lastIndex: UInt64 { unstable.last?.index ?? storage.lastIndex }
+    var lastTerm: UInt64 { term(lastIndex) ?? 0 }
+
+    func term(_ index: UInt64) -> UInt64? {
+        if index >= unstableOffset {
+            let i = Int(index - unstableOffset)
+            return i < unstable.count ? unstable[i].term : nil
+        }
+        return storage.term(index)
+    }
+
+    func matchTerm(_ index: UInt64, _ term: UInt64) -> Bool { self.term(index) == term }
+
+    /// Entries [lo, hi), from storage and unstable.
+    func entries(_ lo: UInt64, _ hi: UInt64) -> [Entry] {
+        guard lo < hi else { return [] }
+        var out: [Entry] = []
+        if lo < unstableOffset { out += storage.entries(lo, min(hi, unstableOffset)) }
+        if hi > unstableOffset {
+            let from = Int(max(lo, unstableOffset) - unstableOffset), to = Int(hi - unstableOffset)
+            out += unstable[from..<to]
+        }
+        return out
+    }
+
+    /// Entries from `lo` on, at most `limit`.
+    func entries(from lo: UInt64, limit: Int) -> [Entry] {
+        entries(lo, min(lastIndex + 1, lo + UInt64(limit)))
+    }
+
+    /// Whether a log ending at (index, term) is at least as up to date.
+    func isUpToDate(index: UInt64, term: UInt64) -> Bool {
+        term > lastTerm || (term == lastTerm && index >= lastIndex)
+    }
+
+    /// Appends, replacing this log's entries from the first one's index on.
+    mutating func append(_ entries: [Entry]) {
+        guard let first = entries.first else { return }
+        precondition(first.index > committed, "overwriting committed entry \(first.index) (committed \(committed))")
+        if first.index == unstableOffset + UInt64(unstable.count) {
+            unstable += entries
+        } else if first.index <= unstableOffset {
+            // Replaces persisted entries too: storage replaces them when
+            // these are persisted.
+            unstableOffset = first.index
+            unstable = entries
+        } else {
+            unstable = Array(unstable[..<Int(first.index - unstableOffset)]) + entries
+        }
+    }
+
+    /// The index of the first of `entries` that this log lacks or holds
+    /// with another term; 0 if it holds them all.
+    func findConflict(_ entries: [Entry]) -> UInt64 {
+        for e in entries where !matchTerm(e.index, e.term) { return e.index }
+        return 0
+    }
+
+    /// etcd's findConflictByTerm: the last index at or below `index` whose
+    /// term is at most `term` (where a leader should probe next).
+    func findConflictByTerm(_ index: UInt64, _ term: UInt64) -> UInt64 {
+        var i = min(index, lastIndex)
+        while i > 0, let t = self.term(i), t > term { i -= 1 }
+        return i
+    }
+
+    /// A leader's append: if this log holds (index, logTerm), takes the
+    /// entries (dropping conflicting ones), moves the commit index, and
+    /// returns the last new index.
+    mutating func maybeAppend(index: UInt64, logTerm: UInt64, commit: UInt64, entries: [Entry]) -> UInt64? {
+        guard matchTerm(index, logTerm) else { return nil }
+        let lastNew = index + UInt64(entries.count)
+        let conflict = findConflict(entries)
+        if conflict != 0 {
+            precondition(conflict > committed, "entry \(conflict) conflicts with a committed entry")
+            append(Array(entries[Int(conflict - index - 1)...]))
+        }
+        commitTo(min(commit, lastNew))
+        return lastNew
+    }
+
+    mutating func commitTo(_ index: UInt64) {
+        guard index > committed else { return }
+        precondition(index <= lastIndex, "commit \(index) beyond the log's end \(lastIndex)")
+        committed = index
+    }
+
+    /// Committed entries not yet applied.
+    var nextCommitted: [Entry] { entries(applied + 1, committed + 1) }
+
+    mutating func appliedTo(_ index: UInt64) {
+        precondition(index <= committed && index >= applied, "applied \(index) outside [\(applied), \(committed)]")
+        applied = index
+    }
+
+    /// The entries persisted up to `index` with `term` leave unstable.
+    mutating func stableTo(_ index: UInt64, _ term: UInt64) {
+        guard index >= unstableOffset, self.term(index) == term else { return }
+        unstable.removeFirst(Int(index - unstableOffset + 1))
+        unstableOffset = index + 1
+    }
+}

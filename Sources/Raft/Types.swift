@@ -1,0 +1,86 @@
+/// A member of a Raft group. 0 means none.
+public typealias NodeID = UInt64
+
+public let noNode: NodeID = 0
+
+/// One log entry: its term and index, and the request it carries (opaque
+/// to Raft). An empty entry is what a new leader appends to commit the
+/// entries of earlier terms.
+public struct Entry: Equatable, Sendable {
+    public var term: UInt64
+    public var index: UInt64
+    public var data: [UInt8]
+
+    public init(term: UInt64, index: UInt64, data: [UInt8] = []) {
+        self.term = term
+        self.index = index
+        self.data = data
+    }
+}
+
+/// What must be on disk before any message that depends on it is sent:
+/// the current term, the vote cast in it, and the commit index.
+public struct HardState: Equatable, Sendable {
+    public var term: UInt64 = 0
+    public var vote: NodeID = noNode
+    public var commit: UInt64 = 0
+
+    public init(term: UInt64 = 0, vote: NodeID = noNode, commit: UInt64 = 0) {
+        self.term = term
+        self.vote = vote
+        self.commit = commit
+    }
+}
+
+public enum MessageType: Sendable, Equatable {
+    case vote, voteResponse
+    case preVote, preVoteResponse
+    case append, appendResponse
+    case heartbeat, heartbeatResponse
+}
+
+/// A message between members. Which fields mean what depends on `type`,
+/// as in etcd's raftpb.Message: `index`/`logTerm` are the entry before
+/// `entries` (append) or the sender's last entry (votes), or the index a
+/// response is about; `rejectHint` is where a follower suggests the leader
+/// look next.
+public struct Message: Equatable, Sendable {
+    public var type: MessageType
+    public var from: NodeID
+    public var to: NodeID
+    public var term: UInt64
+    public var logTerm: UInt64 = 0
+    public var index: UInt64 = 0
+    public var entries: [Entry] = []
+    public var commit: UInt64 = 0
+    public var reject = false
+    public var rejectHint: UInt64 = 0
+
+    public init(type: MessageType, from: NodeID, to: NodeID, term: UInt64) {
+        self.type = type
+        self.from = from
+        self.to = to
+        self.term = term
+    }
+}
+
+public enum Role: Sendable, Equatable {
+    case follower, preCandidate, candidate, leader
+}
+
+/// What the application must do, in this order: persist `hardState` and
+/// `entries`, send `messages`, apply `committedEntries`; then call
+/// `advance`.
+public struct Ready: Sendable {
+    public var hardState: HardState?
+    public var entries: [Entry]
+    public var messages: [Message]
+    public var committedEntries: [Entry]
+
+    public var isEmpty: Bool { hardState == nil && entries.isEmpty && messages.isEmpty && committedEntries.isEmpty }
+}
+
+public enum RaftError: Error, Equatable {
+    /// Only a leader takes proposals.
+    case notLeader
+}

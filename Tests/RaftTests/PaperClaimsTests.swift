@@ -1,0 +1,248 @@
+import Raft
+import Testing
+
+/// A group driven by hand, for scenarios that read as transcripts: who
+/// campaigns, which messages get through, who crashes.
+struct Scenario {
+    let ids: [NodeID]
+    var nodes: [NodeID: RaftNode] = [:]
+    var storages: [NodeID: MemoryStorage] = [:]
+    var mailbox: [Message] = []
+    var applied: [NodeID: [Entry]] = [:]
+    let preVote: Bool
+    let checkQuorum: Bool
+
+    /// Classic Raft by default (the paper's): no pre-vote, no check-quorum,
+    /// one entry per append so each can be delivered on its own.
+    init(members: Int, preVote: Bool = false, checkQuorum: Bool = false) {
+        ids = (1...UInt64(members)).map { $0 }
+        self.preVote = preVote
+        self.checkQuorum = checkQuorum
+        for id in ids {
+            storages[id] = MemoryStorage()
+            start(id)
+        }
+    }
+
+    mutating func start(_ id: NodeID) {
+        var config = RaftConfig(id: id, peers: ids, seed: id)
+        config.preVote = preVote
+        config.checkQuorum = checkQuorum
+        config.maxEntriesPerMessage = 1
+        nodes[id] = RaftNode(config: config, storage: storages[id]!)
+        applied[id] = []
+    }
+
+    subscript(id: NodeID) -> RaftNode { nodes[id]! }
+
+    /// Every live member persists, sends (into the mailbox) and applies.
+    mutating func flush() {
+        for id in ids {
+            guard var n = nodes[id], n.hasReady else { continue }
+            let r = n.ready()
+            storages[id]!.append(r.entries)
+            if let h = r.hardState { storages[id]!.setHardState(h) }
+            mailbox += r.messages
+            applied[id]! += r.committedEntries
+            n.advance(r)
+            nodes[id] = n
+        }
+    }
+
+    /// Delivers messages among `among` until none are left; messages to or
+    /// from anyone else are lost.
+    mutating func deliver(among: Set<NodeID>, rounds: Int = 50) {
+        for _ in 0..<rounds {
+            flush()
+            let batch = mailbox
+            mailbox = []
+            if batch.isEmpty { return }
+            for m in batch where among.contains(m.from) && among.contains(m.to) {
+                nodes[m.to]?.step(m)
+            }
+        }
+    }
+
+    /// Ticks `id` (only) until it leads, letting messages flow among
+    /// `among` after each tick; what the new leader sends first stays in
+    /// the mailbox for the scenario to deliver or lose.
+    mutating func campaign(_ id: NodeID, among: Set<NodeID>) {
+        for _ in 0..<200 where nodes[id]!.role != .leader {
+            nodes[id]!.tick()
+            deliver(among: among) { $0.nodes[id]!.role == .leader }
+        }
+    }
+
+    /// Delivers one message at a time among `among` until `done` holds.
+    mutating func deliver(among: Set<NodeID>, until done: (Scenario) -> Bool) {
+        deliver(only: { among.contains($1.from) && among.contains($1.to) }, until: done)
+    }
+
+    /// Delivers, one at a time, the messages `only` lets through (losing
+    /// the others) until `done` holds.
+    mutating func deliver(only: (Scenario, Message) -> Bool, until done: (Scenario) -> Bool) {
+        for _ in 0..<1000 where !done(self) {
+            flush()
+            guard !mailbox.isEmpty else { return }
+            let m = mailbox.removeFirst()
+            if only(self, m) { nodes[m.to]?.step(m) }
+        }
+    }
+
+    mutating func propose(_ id: NodeID, _ text: String) {
+        try? nodes[id]!.propose(Array(text.utf8))
+    }
+
+    /// The member stops; only what it persisted survives, and what it had
+    /// not yet sent is lost.
+    mutating func crash(_ id: NodeID) {
+        nodes[id] = nil
+        mailbox.removeAll { $0.from == id }
+    }
+
+    func terms(_ id: NodeID) -> [UInt64] { storages[id]!.entries(1, storages[id]!.lastIndex + 1).map(\.term) }
+}
+
+/// One test per safety claim of the Raft paper (§5.2–5.4, Figure 3), each
+/// a scenario that breaks the claim if the rule behind it is broken.
+@Suite struct PaperClaimsTests {
+    /// Election safety: at most one leader per term. Two members campaign
+    /// in the same term; each voter votes once.
+    @Test func electionSafety() {
+        var s = Scenario(members: 5)
+        let all = Set(s.ids)
+        // Both time out; 1's and 2's requests race through the network.
+        for _ in 0..<40 where s[1].role == .follower { s.nodes[1]!.tick() }
+        for _ in 0..<40 where s[2].role == .follower { s.nodes[2]!.tick() }
+        #expect(s[1].term == s[2].term && s[1].role == .candidate && s[2].role == .candidate)
+        s.deliver(among: all)
+        let leaders = s.ids.filter { s[$0].role == .leader && s[$0].term == s[1].term }
+        #expect(leaders.count <= 1, "leaders of term \(s[1].term): \(leaders)")
+    }
+
+    /// Leader append-only: a leader never overwrites or deletes its own
+    /// entries, even when a deposed leader's append says otherwise.
+    @Test func leaderAppendOnly() {
+        var s = Scenario(members: 3)
+        s.campaign(1, among: [1, 2, 3])
+        #expect(s[1].role == .leader)
+        s.propose(1, "a")
+        s.deliver(among: [1, 2, 3])
+        // 1 is cut off; 2 leads a newer term and takes proposals.
+        s.campaign(2, among: [2, 3])
+        #expect(s[2].role == .leader && s[2].term > s[1].term)
+        s.propose(2, "b")
+        s.deliver(among: [2, 3])
+        let before = s[2].allEntries
+        // An append from the deposed leader, with other entries, reaches 2.
+        var stale = Message(type: .append, from: 1, to: 2, term: s[1].term)
+        stale.index = 1
+        stale.logTerm = before[0].term
+        stale.entries = [Entry(term: s[1].term, index: 2, data: Array("x".utf8))]
+        s.nodes[2]!.step(stale)
+        s.flush()
+        #expect(s[2].allEntries == before && s[2].role == .leader)
+        // The deposed leader hears the newer term (a heartbeat) and follows.
+        s.nodes[2]!.tick()
+        s.deliver(among: [1, 2, 3])
+        #expect(s[1].role == .follower && s[1].term == s[2].term)
+    }
+
+    /// Log matching: a follower with entries the leader lacks (from a lost
+    /// term) has them replaced, and ends with the leader's log; the leader
+    /// finds the match point by terms, not one index at a time.
+    @Test func logMatching() {
+        var s = Scenario(members: 3)
+        s.campaign(1, among: [1, 2, 3])
+        for i in 0..<3 { s.propose(1, "a\(i)") }
+        s.deliver(among: [1, 2, 3])
+        // 1 goes on alone: its entries never reach a quorum.
+        for i in 0..<6 { s.propose(1, "lost\(i)") }
+        s.deliver(among: [1])
+        s.campaign(2, among: [2, 3])
+        for i in 0..<4 { s.propose(2, "b\(i)") }
+        s.deliver(among: [2, 3])
+        #expect(s.terms(1) != s.terms(2))
+        // Reunited: 1 must end up with 2's log exactly.
+        s.deliver(among: [1, 2, 3])
+        for _ in 0..<3 {
+            s.nodes[2]!.tick()  // heartbeats
+            s.deliver(among: [1, 2, 3])
+        }
+        #expect(s[1].allEntries == s[2].allEntries && s[3].allEntries == s[2].allEntries)
+        #expect(!s[1].allEntries.contains { $0.data.starts(with: Array("lost".utf8)) })
+    }
+
+    /// Leader completeness: a candidate whose log lacks committed entries
+    /// cannot win, so every leader holds every committed entry.
+    @Test func leaderCompleteness() {
+        var s = Scenario(members: 3)
+        s.campaign(1, among: [1, 2, 3])
+        s.propose(1, "committed")
+        s.deliver(among: [1, 2])  // 3 never gets it
+        #expect(s.applied[1]!.contains { $0.data == Array("committed".utf8) })
+        s.crash(1)
+        // 3, behind, campaigns: 2 refuses it.
+        s.campaign(3, among: [2, 3])
+        #expect(s[3].role != .leader)
+        // 2, up to date, wins, and holds the entry.
+        s.campaign(2, among: [2, 3])
+        #expect(s[2].role == .leader && s[2].allEntries.contains { $0.data == Array("committed".utf8) })
+    }
+
+    /// State machine safety, the paper's Figure 8: an entry of an earlier
+    /// term stored on a majority is not committed by counting replicas; a
+    /// later leader may still replace it, so it must never have applied.
+    @Test func figureEightOldTermEntriesAreNotCommittedByCounting() {
+        var s = Scenario(members: 5)
+        let fromS1 = Array("from S1".utf8)
+        // (a) S1 leads and writes index 2 on S1 and S2 only.
+        s.campaign(1, among: [1, 2, 3, 4, 5])
+        let oldTerm = s[1].term
+        s.propose(1, "from S1")
+        s.deliver(among: [1, 2])
+        #expect(s.storages[2]!.entries(2, 3).first?.data == fromS1)
+        // (b) S1 crashes; S5 leads a newer term with S3's and S4's votes
+        // and writes index 2 (its own empty entry) and 3 on itself only.
+        s.crash(1)
+        s.campaign(5, among: [3, 4, 5])
+        #expect(s[5].role == .leader)
+        let s5Term = s[5].term
+        s.propose(5, "from S5")
+        s.deliver(among: [5])
+        // (c) S5 crashes; S1 restarts and leads a newer term still, with
+        // S2's and S3's votes; it sends its old index 2 to S3 and S4 and
+        // hears both acknowledge it: a majority holds it, as S1 knows.
+        s.crash(5)
+        s.start(1)
+        s.campaign(1, among: [1, 2, 3])
+        #expect(s[1].role == .leader && s[1].term > s5Term)
+        // Between S1 and S3, S4 only; nothing of S1's own term (index 3)
+        // reaches a member that would take it.
+        let oldEntriesOnly = { (s: Scenario, m: Message) in
+            let pair = Set([m.from, m.to])
+            let wouldTakeIndex3 = m.entries.contains { $0.index >= 3 } && s.storages[m.to]!.term(m.index) == m.logTerm
+            return (pair == [1, 3] || pair == [1, 4]) && !wouldTakeIndex3
+        }
+        s.deliver(only: oldEntriesOnly) { _ in false }
+        s.flush()
+        #expect([1, 2, 3, 4].allSatisfy { s.storages[$0]!.term(2) == oldTerm }, "\([1, 2, 3, 4, 5].map { s.terms($0) }), old term \(oldTerm)")
+        // Held by a majority, but of an old term: not committed.
+        #expect(s[1].commitIndex < 2 && !s.applied[1]!.contains { $0.data == fromS1 })
+        // S1 crashes before an entry of its own term reaches a majority.
+        s.crash(1)
+        // (d) S5 restarts and wins with S2's, S3's and S4's votes (its last
+        // entry is of a later term than theirs), and replaces index 2.
+        s.start(5)
+        s.campaign(5, among: [2, 3, 4, 5])
+        #expect(s[5].role == .leader)
+        for _ in 0..<3 {
+            s.nodes[5]!.tick()
+            s.deliver(among: [2, 3, 4, 5])
+        }
+        #expect([2, 3, 4, 5].allSatisfy { s.storages[$0]!.term(2) == s5Term })
+        // S1's entry was never applied anywhere: replacing it broke nothing.
+        #expect(s.applied.values.allSatisfy { !$0.contains { $0.data == fromS1 } })
+        #expect([2, 3, 4, 5].allSatisfy { id in s.applied[id]!.contains { $0.data == Array("from S5".utf8) } })
+    }
+}

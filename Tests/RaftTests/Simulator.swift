@@ -1,0 +1,247 @@
+import Raft
+import TestSupport
+
+/// A deterministic simulation of a Raft group: members with storage that
+/// survives their crashes, and a seeded network that delays, drops,
+/// duplicates and reorders messages and partitions the members. Every
+/// step is checked against Raft's safety properties; `violations` lists
+/// what broke (empty when none did).
+struct Simulation {
+    struct InFlight {
+        var deliverAt: Int
+        var message: Message
+    }
+
+    var rng: SeededRandom
+    let ids: [NodeID]
+    var nodes: [NodeID: RaftNode] = [:]  // live members only
+    var storages: [NodeID: MemoryStorage] = [:]
+    var network: [InFlight] = []
+    var now = 0
+    /// Members in different groups cannot reach each other.
+    var group: [NodeID: Int] = [:]
+    var lossy = true
+    var restarts = 0
+
+    // What the checks remember.
+    var appliedByAnyone: [UInt64: Entry] = [:]
+    var appliedCount: [NodeID: UInt64] = [:]
+    var leaderOfTerm: [UInt64: NodeID] = [:]
+    var leaderLog: [NodeID: (term: UInt64, entries: [Entry])] = [:]
+    var violations: [String] = []
+    var proposals = 0
+
+    init(seed: UInt64, members: Int) {
+        rng = SeededRandom(seed: seed)
+        ids = (1...UInt64(members)).map { $0 }
+        for id in ids {
+            storages[id] = MemoryStorage()
+            start(id)
+            group[id] = 0
+        }
+    }
+
+    mutating func start(_ id: NodeID) {
+        var config = RaftConfig(id: id, peers: ids, seed: rng.next())
+        config.electionTick = 10
+        config.maxEntriesPerMessage = Int(rng.next() % 4) + 1
+        config.maxInflight = 4
+        nodes[id] = RaftNode(config: config, storage: storages[id]!)
+        appliedCount[id] = 0
+    }
+
+    mutating func roll(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
+
+    var leader: NodeID? {
+        nodes.values.filter { $0.role == .leader }.max { $0.term < $1.term }?.id
+    }
+
+    // MARK: Steps
+
+    /// One random event.
+    mutating func step() {
+        now += 1
+        let r = roll(1000)
+        switch r {
+        case 0..<150: tickAll()
+        case 150..<600: deliverOne()
+        case 600..<640: if lossy, !network.isEmpty { network.remove(at: roll(network.count)) }
+        case 640..<720: propose()
+        case 720..<985: processReady(ids[roll(ids.count)])
+        case 985..<990: if lossy { partition() }
+        case 990..<994: heal()
+        case 994..<997: if lossy { crash(ids[roll(ids.count)]) }
+        default: restartOne()
+        }
+        checkLeaders()
+    }
+
+    mutating func tickAll() {
+        for id in ids where nodes[id] != nil {
+            nodes[id]!.tick()
+        }
+    }
+
+    mutating func deliverOne() {
+        let due = network.indices.filter { network[$0].deliverAt <= now }
+        guard !due.isEmpty else { return }
+        let i = due[roll(due.count)]
+        let m = network[i].message
+        // Sometimes a copy stays behind: delivered twice.
+        if !(lossy && roll(20) == 0) { network.remove(at: i) }
+        guard nodes[m.to] != nil, group[m.to] == group[m.from] else { return }
+        nodes[m.to]!.step(m)
+        checkLog(m.to)
+    }
+
+    mutating func propose() {
+        guard let l = leader else { return }
+        proposals += 1
+        try? nodes[l]!.propose(Array("p\(proposals)".utf8))
+        checkLog(l)
+    }
+
+    /// Persists, sends and applies what a member has ready.
+    mutating func processReady(_ id: NodeID) {
+        guard var node = nodes[id], node.hasReady else { return }
+        let ready = node.ready()
+        let storage = storages[id]!
+        storage.append(ready.entries)
+        if let h = ready.hardState { storage.setHardState(h) }
+        for m in ready.messages {
+            network.append(InFlight(deliverAt: now + (lossy ? roll(8) : 1), message: m))
+        }
+        for e in ready.committedEntries { apply(e, on: id) }
+        node.advance(ready)
+        nodes[id] = node
+    }
+
+    mutating func partition() {
+        for id in ids { group[id] = roll(2) }
+    }
+
+    mutating func heal() {
+        for id in ids { group[id] = 0 }
+    }
+
+    /// The member stops; what it had not persisted is lost.
+    mutating func crash(_ id: NodeID) {
+        guard nodes[id] != nil, nodes.count > 1 else { return }
+        nodes[id] = nil
+        leaderLog[id] = nil
+    }
+
+    mutating func restartOne() {
+        guard let id = ids.first(where: { nodes[$0] == nil }) else { return }
+        start(id)
+        restarts += 1
+    }
+
+    // MARK: Checks
+
+    mutating func fail(_ what: String) {
+        if violations.count < 5 { violations.append("step \(now): \(what)") }
+    }
+
+    /// State machine safety: every member applies the same entry at an
+    /// index, and in index order.
+    mutating func apply(_ e: Entry, on id: NodeID) {
+        let expected = appliedCount[id]! + 1
+        if e.index != expected { fail("member \(id) applied \(e.index), expected \(expected)") }
+        appliedCount[id] = e.index
+        if let other = appliedByAnyone[e.index] {
+            if other != e { fail("member \(id) applied \(e) at \(e.index) where another applied \(other)") }
+        } else {
+            appliedByAnyone[e.index] = e
+        }
+    }
+
+    /// Election safety, leader completeness, leader append-only.
+    mutating func checkLeaders() {
+        for (id, node) in nodes where node.role == .leader {
+            if let other = leaderOfTerm[node.term], other != id {
+                fail("two leaders in term \(node.term): \(other) and \(id)")
+            }
+            let entries = node.allEntries
+            if leaderOfTerm[node.term] == nil {
+                leaderOfTerm[node.term] = id
+                // Leader completeness: every entry applied anywhere is in
+                // a new leader's log.
+                for (index, e) in appliedByAnyone where index > UInt64(entries.count) || entries[Int(index - 1)] != e {
+                    fail("leader \(id) of term \(node.term) lacks applied entry \(e)")
+                }
+            }
+            if let before = leaderLog[id], before.term == node.term {
+                if entries.count < before.entries.count || Array(entries.prefix(before.entries.count)) != before.entries {
+                    fail("leader \(id) changed its own log in term \(node.term)")
+                }
+            }
+            leaderLog[id] = (node.term, entries)
+        }
+    }
+
+    /// Log matching: entries with the same index and term hold the same
+    /// data and follow the same previous entry, in every member's log.
+    var seenEntries: [UInt64: [UInt64: (data: [UInt8], previousTerm: UInt64)]] = [:]
+
+    mutating func checkLog(_ id: NodeID) {
+        guard let node = nodes[id] else { return }
+        var previousTerm: UInt64 = 0
+        for e in node.allEntries {
+            if let seen = seenEntries[e.index]?[e.term] {
+                if seen.data != e.data || seen.previousTerm != previousTerm {
+                    fail("member \(id) holds \(e) after term \(previousTerm); another log holds it with different data or history")
+                }
+            } else {
+                seenEntries[e.index, default: [:]][e.term] = (e.data, previousTerm)
+            }
+            previousTerm = e.term
+        }
+    }
+
+    /// Each member's state, for failure messages.
+    var description: String {
+        ids.map { id in
+            guard let n = nodes[id] else { return "\(id): down" }
+            return "\(id): \(n.role) term \(n.term) last \(n.lastIndex) commit \(n.commitIndex) applied \(n.appliedIndex) leader \(n.leader)"
+        }.joined(separator: "; ")
+    }
+
+    // MARK: Liveness
+
+    /// Heals everything, then runs until a leader commits a new entry on
+    /// every member; false if that does not happen within `limit` rounds.
+    mutating func settles(limit: Int = 3000) -> Bool {
+        heal()
+        lossy = false
+        while let id = ids.first(where: { nodes[$0] == nil }) {
+            start(id)
+        }
+        var proposedAt: UInt64?, proposedIn: UInt64 = 0
+        for _ in 0..<limit {
+            tickAll()
+            for _ in 0..<4 {
+                for id in ids { processReady(id) }
+                while let first = network.indices.first(where: { network[$0].deliverAt <= now }) {
+                    let m = network.remove(at: first).message
+                    nodes[m.to]?.step(m)
+                }
+                now += 1
+            }
+            checkLeaders()
+            if let l = leader {
+                // A proposal to a leader that was then deposed may be
+                // lost: propose again to each new leader.
+                if proposedAt == nil || nodes[l]!.term != proposedIn, (try? nodes[l]!.propose(Array("final".utf8))) != nil {
+                    proposedAt = nodes[l]!.lastIndex
+                    proposedIn = nodes[l]!.term
+                }
+                if let index = proposedAt, ids.allSatisfy({ appliedCount[$0]! >= index }),
+                   appliedByAnyone[index]?.data == Array("final".utf8) {
+                    return true
+                }
+            }
+        }
+        return false
+    }
+}
