@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "MVCC", targets: ["MVCC"]),
         .library(name: "EtcdProto", targets: ["EtcdProto"]),
         .library(name: "EtcdClient", targets: ["EtcdClient"]),
+        .library(name: "Raft", targets: ["Raft"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),

@@ -5,6 +5,7 @@ import PackageDescription
 // never compile them.
 //   swift run -c release --package-path benchmarks mvcc-bench      (in-process store)
 //   swift run -c release --package-path benchmarks swetcd-bench    (load generator, any etcd endpoint)
+//   swift run -c release --package-path benchmarks raft-bench      (Raft alone, 3 members in memory)
 let package = Package(
     name: "swetcd-benchmarks",
     dependencies: [
@@ -17,6 +18,7 @@ let package = Package(
         .executableTarget(
             name: "mvcc-bench",
             dependencies: ["CMallocStats", .product(name: "MVCC", package: "swetcd")]),
+        .executableTarget(name: "raft-bench", dependencies: [.product(name: "Raft", package: "swetcd")]),
         .executableTarget(
             name: "swetcd-bench",
             dependencies: [

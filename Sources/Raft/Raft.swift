@@ -106,6 +106,12 @@ public struct RaftNode {
     private var randomizedElectionTimeout: Int
     private var rng: SplitMix64
     private var persistedHardState: HardState
+    /// ReadIndex at the leader: reads waiting for a quorum's heartbeat
+    /// answers, in order, with who asked and the commit index then.
+    private var pendingReads: [(context: [UInt8], from: NodeID, index: UInt64, acks: Set<NodeID>)] = []
+    /// Reads asked before this leader committed an entry of its term.
+    private var readsBeforeFirstCommit: [(context: [UInt8], from: NodeID)] = []
+    private var readStates: [ReadState] = []
 
     /// A member starting (or restarting) from what `storage` holds.
     public init(config: RaftConfig, storage: RaftStorage) {
@@ -146,7 +152,7 @@ public struct RaftNode {
             }
             if heartbeatElapsed >= config.heartbeatTick {
                 heartbeatElapsed = 0
-                for peer in config.peers where peer != id { sendHeartbeat(to: peer) }
+                for peer in config.peers where peer != id { sendHeartbeat(to: peer, context: pendingReads.last?.context ?? []) }
             }
         } else {
             electionElapsed += 1
@@ -184,6 +190,61 @@ public struct RaftNode {
         for peer in config.peers where peer != id { sendAppend(to: peer) }
     }
 
+    // MARK: Linearizable reads (ReadIndex)
+
+    /// Asks for a read index for `context` (unique per read): a ReadState
+    /// with it comes out of `ready()` once a quorum has confirmed this
+    /// member's leader is still the leader; nothing comes if there is no
+    /// leader or the request is lost (ask again).
+    public mutating func readIndex(_ context: [UInt8]) {
+        if role == .leader {
+            leaderRead(context, from: id)
+        } else if leader != noNode {
+            var m = Message(type: .readIndex, from: id, to: leader, term: term)
+            m.context = context
+            outbox.append(m)
+        }
+    }
+
+    private var committedInThisTerm: Bool { log.term(log.committed) == term }
+
+    private mutating func leaderRead(_ context: [UInt8], from: NodeID) {
+        // Until an entry of this term commits, the commit index may lag
+        // what earlier leaders committed.
+        guard committedInThisTerm else {
+            readsBeforeFirstCommit.append((context, from))
+            return
+        }
+        if quorum == 1 {
+            answerRead(context, from: from, index: log.committed)
+            return
+        }
+        pendingReads.append((context, from, log.committed, [id]))
+        for peer in config.peers where peer != id { sendHeartbeat(to: peer, context: context) }
+    }
+
+    /// A heartbeat answer for `context`: once a quorum answered, that read
+    /// and every one asked before it can be served.
+    private mutating func readAcknowledged(_ context: [UInt8], by peer: NodeID) {
+        guard let i = pendingReads.firstIndex(where: { $0.context == context }) else { return }
+        pendingReads[i].acks.insert(peer)
+        guard pendingReads[i].acks.count >= quorum else { return }
+        let done = pendingReads[...i]
+        pendingReads.removeFirst(i + 1)
+        for r in done { answerRead(r.context, from: r.from, index: r.index) }
+    }
+
+    private mutating func answerRead(_ context: [UInt8], from: NodeID, index: UInt64) {
+        if from == id {
+            readStates.append(ReadState(index: index, context: context))
+        } else {
+            var m = Message(type: .readIndexResponse, from: id, to: from, term: term)
+            m.index = index
+            m.context = context
+            outbox.append(m)
+        }
+    }
+
     // MARK: Roles
 
     private mutating func resetTimeout() {
@@ -201,6 +262,8 @@ public struct RaftNode {
         resetTimeout()
         votes = [:]
         progress = [:]
+        pendingReads = []
+        readsBeforeFirstCommit = []
     }
 
     private mutating func becomeFollower(term: UInt64, leader: NodeID) {
@@ -370,7 +433,12 @@ public struct RaftNode {
             } else {
                 progress[m.from] = pr
             }
+        case .readIndex:
+            progress[m.from] = pr
+            leaderRead(m.context, from: m.from)
+            return
         case .heartbeatResponse:
+            if !m.context.isEmpty { readAcknowledged(m.context, by: m.from) }
             pr.recentActive = true
             pr.probeSent = false
             // Appends in flight may have been lost: a full window frees
@@ -411,6 +479,8 @@ public struct RaftNode {
             electionElapsed = 0
             leader = m.from
             handleHeartbeat(m)
+        case .readIndexResponse:
+            readStates.append(ReadState(index: m.index, context: m.context))
         default:
             break
         }
@@ -436,7 +506,9 @@ public struct RaftNode {
 
     private mutating func handleHeartbeat(_ m: Message) {
         log.commitTo(min(m.commit, log.lastIndex))
-        outbox.append(Message(type: .heartbeatResponse, from: id, to: m.from, term: term))
+        var r = Message(type: .heartbeatResponse, from: id, to: m.from, term: term)
+        r.context = m.context
+        outbox.append(r)
     }
 
     // MARK: Leader's sending
@@ -463,9 +535,10 @@ public struct RaftNode {
         outbox.append(m)
     }
 
-    private mutating func sendHeartbeat(to peer: NodeID) {
+    private mutating func sendHeartbeat(to peer: NodeID, context: [UInt8] = []) {
         var m = Message(type: .heartbeat, from: id, to: peer, term: term)
         m.commit = min(progress[peer]?.match ?? 0, log.committed)
+        m.context = context
         outbox.append(m)
     }
 
@@ -476,6 +549,10 @@ public struct RaftNode {
         let candidate = matches[quorum - 1]
         guard candidate > log.committed, log.term(candidate) == term else { return false }
         log.commitTo(candidate)
+        // Reads held back until this term's first commit go ahead now.
+        let waiting = readsBeforeFirstCommit
+        readsBeforeFirstCommit = []
+        for r in waiting { leaderRead(r.context, from: r.from) }
         return true
     }
 
@@ -483,12 +560,13 @@ public struct RaftNode {
 
     public var hasReady: Bool {
         !outbox.isEmpty || !log.unstable.isEmpty || log.committed > log.applied || hardState != persistedHardState
+            || !readStates.isEmpty
     }
 
     /// What to persist, send and apply now.
     public func ready() -> Ready {
         Ready(hardState: hardState != persistedHardState ? hardState : nil, entries: log.unstable, messages: outbox,
-              committedEntries: log.nextCommitted)
+              committedEntries: log.nextCommitted, readStates: readStates)
     }
 
     /// Everything in `ready` was persisted, sent and applied.
@@ -497,6 +575,7 @@ public struct RaftNode {
         if let last = ready.entries.last { log.stableTo(last.index, last.term) }
         if let last = ready.committedEntries.last { log.appliedTo(last.index) }
         outbox.removeFirst(ready.messages.count)
+        readStates.removeFirst(ready.readStates.count)
     }
 }
 

@@ -37,6 +37,8 @@ public enum MessageType: Sendable, Equatable {
     case preVote, preVoteResponse
     case append, appendResponse
     case heartbeat, heartbeatResponse
+    /// A follower asks the leader for a read index; the answer carries it.
+    case readIndex, readIndexResponse
 }
 
 /// A message between members. Which fields mean what depends on `type`,
@@ -55,6 +57,8 @@ public struct Message: Equatable, Sendable {
     public var commit: UInt64 = 0
     public var reject = false
     public var rejectHint: UInt64 = 0
+    /// Heartbeats and read-index messages: the read request this is about.
+    public var context: [UInt8] = []
 
     public init(type: MessageType, from: NodeID, to: NodeID, term: UInt64) {
         self.type = type
@@ -76,8 +80,24 @@ public struct Ready: Sendable {
     public var entries: [Entry]
     public var messages: [Message]
     public var committedEntries: [Entry]
+    /// Reads that may be served once this member has applied their index.
+    public var readStates: [ReadState] = []
 
-    public var isEmpty: Bool { hardState == nil && entries.isEmpty && messages.isEmpty && committedEntries.isEmpty }
+    public var isEmpty: Bool {
+        hardState == nil && entries.isEmpty && messages.isEmpty && committedEntries.isEmpty && readStates.isEmpty
+    }
+}
+
+/// A linearizable read's answer: serve it once the member has applied
+/// `index` (everything committed when the read was asked for).
+public struct ReadState: Equatable, Sendable {
+    public var index: UInt64
+    public var context: [UInt8]
+
+    public init(index: UInt64, context: [UInt8]) {
+        self.index = index
+        self.context = context
+    }
 }
 
 public enum RaftError: Error, Equatable {

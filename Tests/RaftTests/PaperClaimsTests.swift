@@ -9,6 +9,8 @@ struct Scenario {
     var storages: [NodeID: MemoryStorage] = [:]
     var mailbox: [Message] = []
     var applied: [NodeID: [Entry]] = [:]
+    /// Every ReadState each member handed out.
+    var readStates: [NodeID: [ReadState]] = [:]
     let preVote: Bool
     let checkQuorum: Bool
 
@@ -44,6 +46,7 @@ struct Scenario {
             if let h = r.hardState { storages[id]!.setHardState(h) }
             mailbox += r.messages
             applied[id]! += r.committedEntries
+            readStates[id, default: []] += r.readStates
             n.advance(r)
             nodes[id] = n
         }
@@ -244,5 +247,44 @@ struct Scenario {
         // S1's entry was never applied anywhere: replacing it broke nothing.
         #expect(s.applied.values.allSatisfy { !$0.contains { $0.data == fromS1 } })
         #expect([2, 3, 4, 5].allSatisfy { id in s.applied[id]!.contains { $0.data == Array("from S5".utf8) } })
+    }
+}
+
+/// ReadIndex scenarios: a read is answered only with a commit index a
+/// quorum has confirmed is still the leader's.
+@Suite struct ReadIndexTests {
+    /// A leader cut off from the others, not yet aware it was replaced,
+    /// must not answer a read: the others elected a leader that already
+    /// acknowledged a write the old one never saw.
+    @Test func aDeposedLeaderDoesNotAnswerReads() {
+        var s = Scenario(members: 3, preVote: true, checkQuorum: true)
+        s.campaign(1, among: [1, 2, 3])
+        s.propose(1, "before")
+        s.deliver(among: [1, 2, 3])
+        // 2 and 3 stop hearing from 1; 2 takes over and commits a write.
+        for _ in 0..<25 {
+            s.nodes[3]!.tick()
+        }
+        s.campaign(2, among: [2, 3])
+        #expect(s[2].role == .leader && s[1].role == .leader, "1 does not know yet")
+        s.propose(2, "after")
+        s.deliver(among: [2, 3])
+        #expect(s.applied[2]!.contains { $0.data == Array("after".utf8) })
+        // A read at 1, still cut off: no answer.
+        s.nodes[1]!.readIndex(Array("stale?".utf8))
+        for _ in 0..<5 {
+            s.nodes[1]!.tick()
+            s.deliver(among: [1])
+        }
+        #expect(s.readStates[1, default: []].isEmpty, "the deposed leader answered \(s.readStates[1]!)")
+        // Through the new leader (asked by a follower), a read sees the write.
+        s.nodes[3]!.readIndex(Array("fresh".utf8))
+        for _ in 0..<5 {
+            s.deliver(among: [2, 3])
+            s.nodes[2]!.tick()
+        }
+        let after = s.applied[2]!.first { $0.data == Array("after".utf8) }!.index
+        let fresh = s.readStates[3, default: []].first { $0.context == Array("fresh".utf8) }
+        #expect(fresh != nil && fresh!.index >= after, "\(s.readStates)")
     }
 }

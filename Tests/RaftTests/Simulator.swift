@@ -31,6 +31,22 @@ struct Simulation {
     var violations: [String] = []
     var proposals = 0
 
+    // Linearizable reads: each remembers what it must see (the highest
+    // write acknowledged, and the highest state another read served,
+    // before it began) and is checked when served.
+    struct PendingRead {
+        var context: [UInt8]
+        var node: NodeID
+        var mustSeeWrite: UInt64
+        var mustSeeRead: UInt64
+        var index: UInt64?
+    }
+    var pendingReads: [PendingRead] = []
+    var reads = 0, readsServed = 0
+    var proposer: [[UInt8]: NodeID] = [:]
+    var highestAckedWrite: UInt64 = 0
+    var highestServedRead: UInt64 = 0
+
     init(seed: UInt64, members: Int) {
         rng = SeededRandom(seed: seed)
         ids = (1...UInt64(members)).map { $0 }
@@ -66,7 +82,8 @@ struct Simulation {
         case 0..<150: tickAll()
         case 150..<600: deliverOne()
         case 600..<640: if lossy, !network.isEmpty { network.remove(at: roll(network.count)) }
-        case 640..<720: propose()
+        case 640..<700: propose()
+        case 700..<720: read(ids[roll(ids.count)])
         case 720..<985: processReady(ids[roll(ids.count)])
         case 985..<990: if lossy { partition() }
         case 990..<994: heal()
@@ -97,8 +114,41 @@ struct Simulation {
     mutating func propose() {
         guard let l = leader else { return }
         proposals += 1
-        try? nodes[l]!.propose(Array("p\(proposals)".utf8))
+        let data = Array("p\(proposals)".utf8)
+        if (try? nodes[l]!.propose(data)) != nil { proposer[data] = l }
         checkLog(l)
+    }
+
+    /// A client reads at `id` (a linearizable read through ReadIndex).
+    mutating func read(_ id: NodeID) {
+        guard nodes[id] != nil else { return }
+        reads += 1
+        let context = Array("r\(reads)".utf8)
+        pendingReads.append(PendingRead(context: context, node: id, mustSeeWrite: highestAckedWrite,
+                                        mustSeeRead: highestServedRead, index: nil))
+        nodes[id]!.readIndex(context)
+    }
+
+    /// Serves the reads at `id` whose index it has applied.
+    mutating func serveReads(_ id: NodeID) {
+        guard let node = nodes[id] else { return }
+        var waiting: [PendingRead] = []
+        for r in pendingReads {
+            guard r.node == id, let index = r.index, node.appliedIndex >= index else {
+                waiting.append(r)
+                continue
+            }
+            let served = node.appliedIndex
+            if served < r.mustSeeWrite {
+                fail("a read at \(id) served state \(served) without write \(r.mustSeeWrite), acknowledged before it began")
+            }
+            if served < r.mustSeeRead {
+                fail("a read at \(id) served state \(served), older than the \(r.mustSeeRead) another read served before it began")
+            }
+            highestServedRead = max(highestServedRead, served)
+            readsServed += 1
+        }
+        pendingReads = waiting
     }
 
     /// Persists, sends and applies what a member has ready.
@@ -112,8 +162,14 @@ struct Simulation {
             network.append(InFlight(deliverAt: now + (lossy ? roll(8) : 1), message: m))
         }
         for e in ready.committedEntries { apply(e, on: id) }
+        for state in ready.readStates {
+            if let i = pendingReads.firstIndex(where: { $0.node == id && $0.context == state.context && $0.index == nil }) {
+                pendingReads[i].index = state.index
+            }
+        }
         node.advance(ready)
         nodes[id] = node
+        serveReads(id)
     }
 
     mutating func partition() {
@@ -129,6 +185,7 @@ struct Simulation {
         guard nodes[id] != nil, nodes.count > 1 else { return }
         nodes[id] = nil
         leaderLog[id] = nil
+        pendingReads.removeAll { $0.node == id }  // their clients get an error
     }
 
     mutating func restartOne() {
@@ -149,6 +206,8 @@ struct Simulation {
         let expected = appliedCount[id]! + 1
         if e.index != expected { fail("member \(id) applied \(e.index), expected \(expected)") }
         appliedCount[id] = e.index
+        // The member that took the proposal answers its client now.
+        if proposer[e.data] == id { highestAckedWrite = max(highestAckedWrite, e.index) }
         if let other = appliedByAnyone[e.index] {
             if other != e { fail("member \(id) applied \(e) at \(e.index) where another applied \(other)") }
         } else {
