@@ -112,6 +112,8 @@ public struct RaftNode {
     /// Reads asked before this leader committed an entry of its term.
     private var readsBeforeFirstCommit: [(context: [UInt8], from: NodeID)] = []
     private var readStates: [ReadState] = []
+    /// The member leadership is being handed to, if any.
+    public private(set) var transferee: NodeID = noNode
 
     /// A member starting (or restarting) from what `storage` holds.
     public init(config: RaftConfig, storage: RaftStorage) {
@@ -145,6 +147,8 @@ public struct RaftNode {
             electionElapsed += 1
             if electionElapsed >= config.electionTick {
                 electionElapsed = 0
+                // A transfer not done within an election timeout is dropped.
+                transferee = noNode
                 if config.checkQuorum && !quorumActive() {
                     becomeFollower(term: term, leader: noNode)
                     return
@@ -179,6 +183,7 @@ public struct RaftNode {
     /// Appends `data` as a new entry (leader only) and sends it.
     public mutating func propose(_ data: [UInt8]) throws(RaftError) {
         guard role == .leader else { throw .notLeader }
+        guard transferee == noNode else { throw .transferring }
         appendAsLeader([Entry(term: term, index: log.lastIndex + 1, data: data)])
     }
 
@@ -188,6 +193,23 @@ public struct RaftNode {
         progress[id]?.next = log.lastIndex + 1
         maybeCommit()
         for peer in config.peers where peer != id { sendAppend(to: peer) }
+    }
+
+    // MARK: Leadership transfer
+
+    /// Hands leadership to `target` (leader only): once `target` has every
+    /// entry, it is told to campaign at once, and wins a higher term.
+    /// Proposals are refused meanwhile; a transfer not done within an
+    /// election timeout is dropped.
+    public mutating func transferLeadership(to target: NodeID) {
+        guard role == .leader, target != id, config.peers.contains(target) else { return }
+        transferee = target
+        electionElapsed = 0
+        if progress[target]?.match == log.lastIndex {
+            outbox.append(Message(type: .timeoutNow, from: id, to: target, term: term))
+        } else {
+            sendAppend(to: target)
+        }
     }
 
     // MARK: Linearizable reads (ReadIndex)
@@ -264,6 +286,7 @@ public struct RaftNode {
         progress = [:]
         pendingReads = []
         readsBeforeFirstCommit = []
+        transferee = noNode
     }
 
     private mutating func becomeFollower(term: UInt64, leader: NodeID) {
@@ -294,9 +317,11 @@ public struct RaftNode {
         appendAsLeader([Entry(term: term, index: log.lastIndex + 1)])
     }
 
-    private mutating func campaign() {
+    /// `transfer`: the leader asked for it (timeoutNow): no pre-vote, and
+    /// voters answer even while they still hear that leader.
+    private mutating func campaign(transfer: Bool = false) {
         if role == .leader { return }
-        let preVote = config.preVote
+        let preVote = config.preVote && !transfer
         if preVote {
             becomePreCandidate()
         } else {
@@ -309,9 +334,12 @@ public struct RaftNode {
             var m = Message(type: type, from: id, to: peer, term: electionTerm)
             m.index = log.lastIndex
             m.logTerm = log.lastTerm
+            if transfer { m.context = Self.transferContext }
             outbox.append(m)
         }
     }
+
+    static let transferContext = Array("transfer".utf8)
 
     /// Records a vote; true when it decided the election (won or lost).
     private mutating func tally(_ from: NodeID, granted: Bool, preVote: Bool) -> Bool {
@@ -349,8 +377,10 @@ public struct RaftNode {
         guard config.peers.contains(m.from), m.to == id else { return }
         if m.term > term {
             if m.type == .vote || m.type == .preVote {
-                // Heard from a leader within the timeout: keep following it.
-                if config.checkQuorum && leader != noNode && electionElapsed < config.electionTick { return }
+                // Heard from a leader within the timeout: keep following it
+                // (unless that leader handed over).
+                let handedOver = m.context == Self.transferContext
+                if config.checkQuorum && leader != noNode && electionElapsed < config.electionTick && !handedOver { return }
             }
             if m.type == .preVote || (m.type == .preVoteResponse && !m.reject) {
                 // A pre-vote, and a granted pre-vote, raise no term.
@@ -417,6 +447,12 @@ public struct RaftNode {
                 return
             }
             let wasPaused = pr.isPaused(maxInflight: config.maxInflight)
+            defer {
+                // The successor has caught up: hand over now.
+                if m.from == transferee && progress[m.from]?.match == log.lastIndex {
+                    outbox.append(Message(type: .timeoutNow, from: id, to: m.from, term: term))
+                }
+            }
             if pr.maybeUpdate(m.index) {
                 if pr.state == .probe { pr.becomeReplicate() }
                 progress[m.from] = pr
@@ -481,6 +517,8 @@ public struct RaftNode {
             handleHeartbeat(m)
         case .readIndexResponse:
             readStates.append(ReadState(index: m.index, context: m.context))
+        case .timeoutNow:
+            campaign(transfer: true)
         default:
             break
         }

@@ -39,6 +39,9 @@ public enum MessageType: Sendable, Equatable {
     case heartbeat, heartbeatResponse
     /// A follower asks the leader for a read index; the answer carries it.
     case readIndex, readIndexResponse
+    /// Leadership transfer: the leader tells its chosen successor, caught
+    /// up, to campaign at once.
+    case timeoutNow
 }
 
 /// A message between members. Which fields mean what depends on `type`,
@@ -103,4 +106,6 @@ public struct ReadState: Equatable, Sendable {
 public enum RaftError: Error, Equatable {
     /// Only a leader takes proposals.
     case notLeader
+    /// The leader is handing leadership over: proposals wait for the next.
+    case transferring
 }

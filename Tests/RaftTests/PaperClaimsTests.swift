@@ -288,3 +288,45 @@ struct Scenario {
         #expect(fresh != nil && fresh!.index >= after, "\(s.readStates)")
     }
 }
+
+/// Leadership transfer scenarios.
+@Suite struct LeadershipTransferTests {
+    /// The leader brings a lagging follower up to date, then has it take
+    /// over at once; proposals are refused meanwhile; nothing is lost.
+    @Test func aLaggingFollowerTakesOver() throws {
+        var s = Scenario(members: 3, preVote: true, checkQuorum: true)
+        s.campaign(1, among: [1, 2, 3])
+        for i in 0..<5 { s.propose(1, "e\(i)") }
+        s.deliver(among: [1, 2])  // 3 misses them
+        let term = s[1].term
+        s.nodes[1]!.transferLeadership(to: 3)
+        #expect(throws: RaftError.transferring) { try s.nodes[1]!.propose(Array("during".utf8)) }
+        // Heartbeats let the leader find what 3 lacks; then 3 takes over.
+        for _ in 0..<5 where s[3].role != .leader {
+            s.nodes[1]!.tick()
+            s.deliver(among: [1, 2, 3])
+        }
+        #expect(s[3].role == .leader && s[3].term > term, "3 leads a newer term")
+        #expect(s[1].role == .follower && s[1].leader == 3)
+        s.deliver(among: [1, 2, 3])
+        let data = Set(s[3].allEntries.map(\.data))
+        #expect((0..<5).allSatisfy { data.contains(Array("e\($0)".utf8)) }, "every entry kept")
+    }
+
+    /// A transfer to a member that cannot be reached is dropped after an
+    /// election timeout; the leader leads on and takes proposals again.
+    @Test func anUnreachableSuccessorIsGivenUp() throws {
+        var s = Scenario(members: 3, preVote: true, checkQuorum: true)
+        s.campaign(1, among: [1, 2, 3])
+        s.nodes[1]!.transferLeadership(to: 3)
+        #expect(s[1].transferee == 3)
+        for _ in 0..<10 {
+            s.nodes[1]!.tick()
+            s.deliver(among: [1, 2])
+        }
+        #expect(s[1].role == .leader && s[1].transferee == noNode)
+        try s.nodes[1]!.propose(Array("after".utf8))
+        s.deliver(among: [1, 2])
+        #expect(s.applied[2]!.contains { $0.data == Array("after".utf8) })
+    }
+}

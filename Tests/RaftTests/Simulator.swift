@@ -42,7 +42,7 @@ struct Simulation {
         var index: UInt64?
     }
     var pendingReads: [PendingRead] = []
-    var reads = 0, readsServed = 0
+    var reads = 0, readsServed = 0, transfers = 0
     var proposer: [[UInt8]: NodeID] = [:]
     var highestAckedWrite: UInt64 = 0
     var highestServedRead: UInt64 = 0
@@ -82,7 +82,8 @@ struct Simulation {
         case 0..<150: tickAll()
         case 150..<600: deliverOne()
         case 600..<640: if lossy, !network.isEmpty { network.remove(at: roll(network.count)) }
-        case 640..<700: propose()
+        case 640..<695: propose()
+        case 695..<700: transfer()
         case 700..<720: read(ids[roll(ids.count)])
         case 720..<985: processReady(ids[roll(ids.count)])
         case 985..<990: if lossy { partition() }
@@ -117,6 +118,13 @@ struct Simulation {
         let data = Array("p\(proposals)".utf8)
         if (try? nodes[l]!.propose(data)) != nil { proposer[data] = l }
         checkLog(l)
+    }
+
+    /// The leader hands over to a random member.
+    mutating func transfer() {
+        guard let l = leader else { return }
+        transfers += 1
+        nodes[l]!.transferLeadership(to: ids[roll(ids.count)])
     }
 
     /// A client reads at `id` (a linearizable read through ReadIndex).
