@@ -136,8 +136,11 @@ public struct RaftNode {
     public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
     private var quorum: Int { config.peers.count / 2 + 1 }
 
-    /// Every entry in this member's log (persisted or not), for tests.
-    public var allEntries: [Entry] { log.entries(1, log.lastIndex + 1) }
+    /// Every entry in this member's log after its snapshot (persisted or
+    /// not), for tests.
+    public var allEntries: [Entry] { log.entries(log.firstIndex, log.lastIndex + 1) }
+    /// The first index in the log (the snapshot's + 1).
+    public var firstIndex: UInt64 { log.firstIndex }
 
     // MARK: Time
 
@@ -385,11 +388,11 @@ public struct RaftNode {
             if m.type == .preVote || (m.type == .preVoteResponse && !m.reject) {
                 // A pre-vote, and a granted pre-vote, raise no term.
             } else {
-                let from = [.append, .heartbeat].contains(m.type) ? m.from : noNode
+                let from = [.append, .heartbeat, .snapshot].contains(m.type) ? m.from : noNode
                 becomeFollower(term: m.term, leader: from)
             }
         } else if m.term < term {
-            if (config.checkQuorum || config.preVote) && (m.type == .append || m.type == .heartbeat) {
+            if (config.checkQuorum || config.preVote) && [.append, .heartbeat, .snapshot].contains(m.type) {
                 // A deposed leader learns the term from this answer.
                 var r = Message(type: .appendResponse, from: id, to: m.from, term: term)
                 r.index = m.index
@@ -496,6 +499,9 @@ public struct RaftNode {
         case .heartbeat:
             becomeFollower(term: m.term, leader: m.from)
             handleHeartbeat(m)
+        case .snapshot:
+            becomeFollower(term: m.term, leader: m.from)
+            handleSnapshot(m)
         case .voteResponse where role == .candidate:
             _ = tally(m.from, granted: !m.reject, preVote: false)
         case .preVoteResponse where role == .preCandidate:
@@ -515,6 +521,10 @@ public struct RaftNode {
             electionElapsed = 0
             leader = m.from
             handleHeartbeat(m)
+        case .snapshot:
+            electionElapsed = 0
+            leader = m.from
+            handleSnapshot(m)
         case .readIndexResponse:
             readStates.append(ReadState(index: m.index, context: m.context))
         case .timeoutNow:
@@ -542,6 +552,23 @@ public struct RaftNode {
         outbox.append(r)
     }
 
+    /// A leader's snapshot: restores from it unless this log already holds
+    /// its last entry; answers with the index now held.
+    private mutating func handleSnapshot(_ m: Message) {
+        guard let s = m.snapshot else { return }
+        var r = Message(type: .appendResponse, from: id, to: m.from, term: term)
+        if s.index <= log.committed {
+            r.index = log.committed
+        } else if log.matchTerm(s.index, s.term) {
+            log.commitTo(s.index)
+            r.index = log.lastIndex
+        } else {
+            log.restore(s)
+            r.index = log.lastIndex
+        }
+        outbox.append(r)
+    }
+
     private mutating func handleHeartbeat(_ m: Message) {
         log.commitTo(min(m.commit, log.lastIndex))
         var r = Message(type: .heartbeatResponse, from: id, to: m.from, term: term)
@@ -554,7 +581,17 @@ public struct RaftNode {
     private mutating func sendAppend(to peer: NodeID) {
         guard var pr = progress[peer], !pr.isPaused(maxInflight: config.maxInflight) else { return }
         let previous = pr.next - 1
-        guard let previousTerm = log.term(previous) else { return }  // compacted away: needs a snapshot
+        guard pr.next >= log.firstIndex, let previousTerm = log.term(previous) else {
+            // What the follower needs was compacted away: the snapshot
+            // instead, one at a time as a probe.
+            var m = Message(type: .snapshot, from: id, to: peer, term: term)
+            m.snapshot = log.storage.snapshot
+            pr.becomeProbe()
+            pr.probeSent = true
+            progress[peer] = pr
+            outbox.append(m)
+            return
+        }
         var m = Message(type: .append, from: id, to: peer, term: term)
         m.index = previous
         m.logTerm = previousTerm
@@ -598,18 +635,19 @@ public struct RaftNode {
 
     public var hasReady: Bool {
         !outbox.isEmpty || !log.unstable.isEmpty || log.committed > log.applied || hardState != persistedHardState
-            || !readStates.isEmpty
+            || !readStates.isEmpty || log.pendingSnapshot != nil
     }
 
     /// What to persist, send and apply now.
     public func ready() -> Ready {
         Ready(hardState: hardState != persistedHardState ? hardState : nil, entries: log.unstable, messages: outbox,
-              committedEntries: log.nextCommitted, readStates: readStates)
+              committedEntries: log.nextCommitted, readStates: readStates, snapshot: log.pendingSnapshot)
     }
 
     /// Everything in `ready` was persisted, sent and applied.
     public mutating func advance(_ ready: Ready) {
         if let h = ready.hardState { persistedHardState = h }
+        if let s = ready.snapshot { log.snapshotApplied(s) }
         if let last = ready.entries.last { log.stableTo(last.index, last.term) }
         if let last = ready.committedEntries.last { log.appliedTo(last.index) }
         outbox.removeFirst(ready.messages.count)

@@ -8,18 +8,25 @@ struct RaftLog {
     private(set) var unstableOffset: UInt64
     private(set) var committed: UInt64
     private(set) var applied: UInt64
+    /// A snapshot received from the leader, not yet persisted.
+    private(set) var pendingSnapshot: Snapshot?
 
     init(storage: RaftStorage) {
         self.storage = storage
         unstableOffset = storage.lastIndex + 1
-        committed = storage.hardState.commit
+        committed = max(storage.hardState.commit, storage.snapshot.index)
         applied = storage.firstIndex - 1
     }
 
-    var lastIndex: UInt64 { unstable.last?.index ?? storage.lastIndex }
+    var firstIndex: UInt64 { pendingSnapshot.map { $0.index + 1 } ?? storage.firstIndex }
+    var lastIndex: UInt64 { unstable.last?.index ?? pendingSnapshot?.index ?? storage.lastIndex }
     var lastTerm: UInt64 { term(lastIndex) ?? 0 }
 
     func term(_ index: UInt64) -> UInt64? {
+        if let s = pendingSnapshot {
+            if index == s.index { return s.term }
+            if index < s.index { return nil }
+        }
         if index >= unstableOffset {
             let i = Int(index - unstableOffset)
             return i < unstable.count ? unstable[i].term : nil
@@ -29,9 +36,11 @@ struct RaftLog {
 
     func matchTerm(_ index: UInt64, _ term: UInt64) -> Bool { self.term(index) == term }
 
-    /// Entries [lo, hi), from storage and unstable.
+    /// Entries [lo, hi), from storage and unstable (none below the first
+    /// held: callers check `firstIndex`).
     func entries(_ lo: UInt64, _ hi: UInt64) -> [Entry] {
         guard lo < hi else { return [] }
+        precondition(lo >= firstIndex, "entries from \(lo) compacted (first \(firstIndex))")
         var out: [Entry] = []
         if lo < unstableOffset { out += storage.entries(lo, min(hi, unstableOffset)) }
         if hi > unstableOffset {
@@ -103,12 +112,29 @@ struct RaftLog {
         committed = index
     }
 
-    /// Committed entries not yet applied.
-    var nextCommitted: [Entry] { entries(applied + 1, committed + 1) }
+    /// Committed entries not yet applied (after a pending snapshot, those
+    /// after it).
+    var nextCommitted: [Entry] { entries(max(applied, firstIndex - 1) + 1, committed + 1) }
 
     mutating func appliedTo(_ index: UInt64) {
-        precondition(index <= committed && index >= applied, "applied \(index) outside [\(applied), \(committed)]")
+        precondition(index <= committed, "applied \(index) beyond commit \(committed)")
         applied = index
+    }
+
+    /// Replaces the log with a leader's snapshot: everything up to its
+    /// index is committed; the application restores from it.
+    mutating func restore(_ s: Snapshot) {
+        pendingSnapshot = s
+        unstable = []
+        unstableOffset = s.index + 1
+        committed = s.index
+    }
+
+    /// The pending snapshot was persisted and the state machine restored.
+    mutating func snapshotApplied(_ s: Snapshot) {
+        guard pendingSnapshot == s else { return }
+        pendingSnapshot = nil
+        applied = max(applied, s.index)
     }
 
     /// The entries persisted up to `index` with `term` leave unstable.

@@ -42,6 +42,9 @@ public enum MessageType: Sendable, Equatable {
     /// Leadership transfer: the leader tells its chosen successor, caught
     /// up, to campaign at once.
     case timeoutNow
+    /// The leader's snapshot, for a follower that needs entries the leader
+    /// has compacted away.
+    case snapshot
 }
 
 /// A message between members. Which fields mean what depends on `type`,
@@ -62,6 +65,7 @@ public struct Message: Equatable, Sendable {
     public var rejectHint: UInt64 = 0
     /// Heartbeats and read-index messages: the read request this is about.
     public var context: [UInt8] = []
+    public var snapshot: Snapshot?
 
     public init(type: MessageType, from: NodeID, to: NodeID, term: UInt64) {
         self.type = type
@@ -85,9 +89,27 @@ public struct Ready: Sendable {
     public var committedEntries: [Entry]
     /// Reads that may be served once this member has applied their index.
     public var readStates: [ReadState] = []
+    /// A snapshot from the leader to persist and restore the state machine
+    /// from, before the committed entries (which follow it).
+    public var snapshot: Snapshot?
 
     public var isEmpty: Bool {
         hardState == nil && entries.isEmpty && messages.isEmpty && committedEntries.isEmpty && readStates.isEmpty
+            && snapshot == nil
+    }
+}
+
+/// The application's state as of entry `index` (of `term`), which stands
+/// in for every entry up to it: the log before it can be dropped.
+public struct Snapshot: Equatable, Sendable {
+    public var index: UInt64
+    public var term: UInt64
+    public var data: [UInt8]
+
+    public init(index: UInt64 = 0, term: UInt64 = 0, data: [UInt8] = []) {
+        self.index = index
+        self.term = term
+        self.data = data
     }
 }
 

@@ -63,7 +63,35 @@ struct Simulation {
         config.maxEntriesPerMessage = Int(rng.next() % 4) + 1
         config.maxInflight = 4
         nodes[id] = RaftNode(config: config, storage: storages[id]!)
-        appliedCount[id] = 0
+        // The state machine restarts from the member's snapshot.
+        let snapshot = storages[id]!.snapshot
+        appliedCount[id] = snapshot.index
+        stateHash[id] = Self.decode(snapshot.data)
+    }
+
+    // The state machine: a running hash of the entries applied, which a
+    // snapshot carries; every member must reach the same hash at an index.
+    var stateHash: [NodeID: UInt64] = [:]
+    var hashAt: [UInt64: UInt64] = [0: 0]
+    var snapshotsInstalled = 0, compactions = 0
+
+    static func mix(_ h: UInt64, _ e: Entry) -> UInt64 {
+        var x = h &* 0x100000001B3 ^ e.term ^ (e.index << 20)
+        for b in e.data { x = (x ^ UInt64(b)) &* 0x100000001B3 }
+        return x
+    }
+
+    static func encode(_ h: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: h >> (8 * $0)) } }
+
+    static func decode(_ d: [UInt8]) -> UInt64 {
+        d.count == 8 ? (0..<8).reduce(0) { $0 | UInt64(d[$1]) << (8 * $1) } : 0
+    }
+
+    /// A member snapshots its state machine and drops the log up to it.
+    mutating func compact(_ id: NodeID) {
+        guard nodes[id] != nil, let applied = appliedCount[id], applied >= storages[id]!.firstIndex + 2 else { return }
+        storages[id]!.compact(to: applied, data: Self.encode(stateHash[id]!))
+        compactions += 1
     }
 
     mutating func roll(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
@@ -85,7 +113,8 @@ struct Simulation {
         case 640..<695: propose()
         case 695..<700: transfer()
         case 700..<720: read(ids[roll(ids.count)])
-        case 720..<985: processReady(ids[roll(ids.count)])
+        case 720..<975: processReady(ids[roll(ids.count)])
+        case 975..<985: compact(ids[roll(ids.count)])
         case 985..<990: if lossy { partition() }
         case 990..<994: heal()
         case 994..<997: if lossy { crash(ids[roll(ids.count)]) }
@@ -164,6 +193,10 @@ struct Simulation {
         guard var node = nodes[id], node.hasReady else { return }
         let ready = node.ready()
         let storage = storages[id]!
+        if let snapshot = ready.snapshot {
+            storage.apply(snapshot)
+            install(snapshot, on: id)
+        }
         storage.append(ready.entries)
         if let h = ready.hardState { storage.setHardState(h) }
         for m in ready.messages {
@@ -208,12 +241,31 @@ struct Simulation {
         if violations.count < 5 { violations.append("step \(now): \(what)") }
     }
 
+    /// A snapshot from the leader replaces the member's state machine: it
+    /// must be the state every member reached at its index.
+    mutating func install(_ s: Snapshot, on id: NodeID) {
+        snapshotsInstalled += 1
+        if let expected = hashAt[s.index], expected != Self.decode(s.data) {
+            fail("member \(id) installed a snapshot at \(s.index) whose state differs from the one applied there")
+        }
+        if s.index <= appliedCount[id]! { fail("member \(id) got a snapshot at \(s.index), not after its applied \(appliedCount[id]!)") }
+        appliedCount[id] = s.index
+        stateHash[id] = Self.decode(s.data)
+    }
+
     /// State machine safety: every member applies the same entry at an
     /// index, and in index order.
     mutating func apply(_ e: Entry, on id: NodeID) {
         let expected = appliedCount[id]! + 1
         if e.index != expected { fail("member \(id) applied \(e.index), expected \(expected)") }
         appliedCount[id] = e.index
+        let hash = Self.mix(stateHash[id]!, e)
+        stateHash[id] = hash
+        if let h = hashAt[e.index] {
+            if h != hash { fail("member \(id) reached another state at \(e.index)") }
+        } else {
+            hashAt[e.index] = hash
+        }
         // The member that took the proposal answers its client now.
         if proposer[e.data] == id { highestAckedWrite = max(highestAckedWrite, e.index) }
         if let other = appliedByAnyone[e.index] {
@@ -229,19 +281,24 @@ struct Simulation {
             if let other = leaderOfTerm[node.term], other != id {
                 fail("two leaders in term \(node.term): \(other) and \(id)")
             }
-            let entries = node.allEntries
+            let entries = node.allEntries, first = node.firstIndex
+            func entry(_ index: UInt64) -> Entry? {
+                index >= first && index < first + UInt64(entries.count) ? entries[Int(index - first)] : nil
+            }
             if leaderOfTerm[node.term] == nil {
                 leaderOfTerm[node.term] = id
                 // Leader completeness: every entry applied anywhere is in
-                // a new leader's log.
-                for (index, e) in appliedByAnyone where index > UInt64(entries.count) || entries[Int(index - 1)] != e {
+                // a new leader's log (or in its snapshot, before it).
+                for (index, e) in appliedByAnyone where index >= first && entry(index) != e {
                     fail("leader \(id) of term \(node.term) lacks applied entry \(e)")
                 }
             }
             if let before = leaderLog[id], before.term == node.term {
-                if entries.count < before.entries.count || Array(entries.prefix(before.entries.count)) != before.entries {
+                for e in before.entries where e.index >= first && entry(e.index) != e {
                     fail("leader \(id) changed its own log in term \(node.term)")
+                    break
                 }
+                if node.lastIndex < before.entries.last?.index ?? 0 { fail("leader \(id) shortened its log in term \(node.term)") }
             }
             leaderLog[id] = (node.term, entries)
         }
@@ -253,13 +310,14 @@ struct Simulation {
 
     mutating func checkLog(_ id: NodeID) {
         guard let node = nodes[id] else { return }
-        var previousTerm: UInt64 = 0
+        // Before the first entry (after a snapshot) the term is not known here.
+        var previousTerm: UInt64? = node.firstIndex == 1 ? 0 : nil
         for e in node.allEntries {
             if let seen = seenEntries[e.index]?[e.term] {
-                if seen.data != e.data || seen.previousTerm != previousTerm {
+                if seen.data != e.data || (previousTerm != nil && seen.previousTerm != previousTerm) {
                     fail("member \(id) holds \(e) after term \(previousTerm); another log holds it with different data or history")
                 }
-            } else {
+            } else if let previousTerm {
                 seenEntries[e.index, default: [:]][e.term] = (e.data, previousTerm)
             }
             previousTerm = e.term
