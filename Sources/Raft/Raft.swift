@@ -1,8 +1,11 @@
 /// How one member's Raft behaves.
 public struct RaftConfig: Sendable {
     public var id: NodeID
-    /// Every voting member, this one included.
+    /// Every voting member at the start (this one included, unless it
+    /// starts as a learner); later changes come through the log.
     public var peers: [NodeID]
+    /// Members that receive the log but do not vote.
+    public var learners: [NodeID] = []
     /// Ticks without a leader before campaigning: randomized in
     /// [electionTick, 2 * electionTick) from `seed`.
     public var electionTick = 10
@@ -114,10 +117,14 @@ public struct RaftNode {
     private var readStates: [ReadState] = []
     /// The member leadership is being handed to, if any.
     public private(set) var transferee: NodeID = noNode
+    public private(set) var voters: Set<NodeID>
+    public private(set) var learners: Set<NodeID>
+    /// Index of the last membership change proposed; another waits until
+    /// it is applied.
+    private var pendingConfIndex: UInt64 = 0
 
     /// A member starting (or restarting) from what `storage` holds.
     public init(config: RaftConfig, storage: RaftStorage) {
-        precondition(config.peers.contains(config.id), "a member is one of its peers")
         id = config.id
         self.config = config
         log = RaftLog(storage: storage)
@@ -126,6 +133,14 @@ public struct RaftNode {
         vote = hard.vote
         persistedHardState = hard
         rng = SplitMix64(seed: config.seed)
+        let snapshot = storage.snapshot
+        if snapshot.index > 0 && !snapshot.voters.isEmpty {
+            voters = Set(snapshot.voters)
+            learners = Set(snapshot.learners)
+        } else {
+            voters = Set(config.peers)
+            learners = Set(config.learners)
+        }
         randomizedElectionTimeout = config.electionTick
         resetTimeout()
     }
@@ -134,7 +149,10 @@ public struct RaftNode {
     public var appliedIndex: UInt64 { log.applied }
     public var lastIndex: UInt64 { log.lastIndex }
     public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
-    private var quorum: Int { config.peers.count / 2 + 1 }
+    private var quorum: Int { voters.count / 2 + 1 }
+    /// The members this one talks to: voters and learners, itself aside.
+    private var others: [NodeID] { (voters.union(learners).subtracting([id])).sorted() }
+    private var otherVoters: [NodeID] { voters.subtracting([id]).sorted() }
 
     /// Every entry in this member's log after its snapshot (persisted or
     /// not), for tests.
@@ -159,11 +177,12 @@ public struct RaftNode {
             }
             if heartbeatElapsed >= config.heartbeatTick {
                 heartbeatElapsed = 0
-                for peer in config.peers where peer != id { sendHeartbeat(to: peer, context: pendingReads.last?.context ?? []) }
+                for peer in others { sendHeartbeat(to: peer, context: pendingReads.last?.context ?? []) }
             }
         } else {
             electionElapsed += 1
-            if electionElapsed >= randomizedElectionTimeout {
+            // Learners (and members removed) never campaign.
+            if electionElapsed >= randomizedElectionTimeout && voters.contains(id) {
                 electionElapsed = 0
                 campaign()
             }
@@ -174,7 +193,7 @@ public struct RaftNode {
     /// last check; clears the marks.
     private mutating func quorumActive() -> Bool {
         var active = 1
-        for peer in config.peers where peer != id {
+        for peer in otherVoters {
             if progress[peer]?.recentActive == true { active += 1 }
             progress[peer]?.recentActive = false
         }
@@ -195,7 +214,45 @@ public struct RaftNode {
         progress[id]?.match = log.lastIndex
         progress[id]?.next = log.lastIndex + 1
         maybeCommit()
-        for peer in config.peers where peer != id { sendAppend(to: peer) }
+        for peer in others { sendAppend(to: peer) }
+    }
+
+    // MARK: Membership
+
+    /// Proposes one membership change (leader only, one at a time).
+    public mutating func proposeConfChange(_ change: ConfChange) throws(RaftError) {
+        guard role == .leader else { throw .notLeader }
+        guard transferee == noNode else { throw .transferring }
+        guard pendingConfIndex <= log.applied else { throw .confChangePending }
+        pendingConfIndex = log.lastIndex + 1
+        appendAsLeader([Entry(term: term, index: log.lastIndex + 1, kind: .confChange, data: change.encoded)])
+    }
+
+    /// The application applied a membership change's entry: it takes
+    /// effect here now.
+    public mutating func applyConfChange(_ change: ConfChange) {
+        switch change {
+        case .addVoter(let n):
+            learners.remove(n)
+            voters.insert(n)
+        case .addLearner(let n):
+            guard !voters.contains(n) else { return }  // a voter is not demoted
+            learners.insert(n)
+        case .remove(let n):
+            voters.remove(n)
+            learners.remove(n)
+            progress[n] = nil
+        }
+        guard role == .leader else { return }
+        if !voters.contains(id) {
+            // Removed (or made a learner): the others elect a leader.
+            becomeFollower(term: term, leader: noNode)
+            return
+        }
+        for peer in others where progress[peer] == nil { progress[peer] = Progress(next: log.lastIndex + 1) }
+        // The quorum changed: what it now holds may commit.
+        if maybeCommit() { for peer in others { sendAppend(to: peer) } }
+        for peer in others { sendAppend(to: peer) }
     }
 
     // MARK: Leadership transfer
@@ -205,7 +262,7 @@ public struct RaftNode {
     /// Proposals are refused meanwhile; a transfer not done within an
     /// election timeout is dropped.
     public mutating func transferLeadership(to target: NodeID) {
-        guard role == .leader, target != id, config.peers.contains(target) else { return }
+        guard role == .leader, target != id, voters.contains(target) else { return }
         transferee = target
         electionElapsed = 0
         if progress[target]?.match == log.lastIndex {
@@ -245,13 +302,13 @@ public struct RaftNode {
             return
         }
         pendingReads.append((context, from, log.committed, [id]))
-        for peer in config.peers where peer != id { sendHeartbeat(to: peer, context: context) }
+        for peer in others { sendHeartbeat(to: peer, context: context) }
     }
 
     /// A heartbeat answer for `context`: once a quorum answered, that read
     /// and every one asked before it can be served.
     private mutating func readAcknowledged(_ context: [UInt8], by peer: NodeID) {
-        guard let i = pendingReads.firstIndex(where: { $0.context == context }) else { return }
+        guard voters.contains(peer), let i = pendingReads.firstIndex(where: { $0.context == context }) else { return }
         pendingReads[i].acks.insert(peer)
         guard pendingReads[i].acks.count >= quorum else { return }
         let done = pendingReads[...i]
@@ -315,7 +372,9 @@ public struct RaftNode {
         reset(term: term)
         role = .leader
         leader = id
-        for peer in config.peers { progress[peer] = Progress(next: log.lastIndex + 1) }
+        for peer in voters.union(learners) { progress[peer] = Progress(next: log.lastIndex + 1) }
+        // A change in the log and not applied yet may still be pending.
+        pendingConfIndex = log.lastIndex
         // Entries of earlier terms commit only with one of this term.
         appendAsLeader([Entry(term: term, index: log.lastIndex + 1)])
     }
@@ -333,7 +392,7 @@ public struct RaftNode {
         let type: MessageType = preVote ? .preVote : .vote
         let electionTerm = preVote ? term + 1 : term
         if tally(id, granted: true, preVote: preVote) { return }
-        for peer in config.peers where peer != id {
+        for peer in otherVoters {
             var m = Message(type: type, from: id, to: peer, term: electionTerm)
             m.index = log.lastIndex
             m.logTerm = log.lastTerm
@@ -346,6 +405,7 @@ public struct RaftNode {
 
     /// Records a vote; true when it decided the election (won or lost).
     private mutating func tally(_ from: NodeID, granted: Bool, preVote: Bool) -> Bool {
+        guard voters.contains(from) else { return false }
         if votes[from] == nil { votes[from] = granted }
         let yes = votes.values.filter { $0 }.count, no = votes.count - yes
         if yes >= quorum {
@@ -366,7 +426,7 @@ public struct RaftNode {
 
     private mutating func campaignForReal() {
         if tally(id, granted: true, preVote: false) { return }
-        for peer in config.peers where peer != id {
+        for peer in otherVoters {
             var m = Message(type: .vote, from: id, to: peer, term: term)
             m.index = log.lastIndex
             m.logTerm = log.lastTerm
@@ -377,7 +437,7 @@ public struct RaftNode {
     // MARK: Messages
 
     public mutating func step(_ m: Message) {
-        guard config.peers.contains(m.from), m.to == id else { return }
+        guard m.to == id else { return }
         if m.term > term {
             if m.type == .vote || m.type == .preVote {
                 // Heard from a leader within the timeout: keep following it
@@ -460,7 +520,7 @@ public struct RaftNode {
                 if pr.state == .probe { pr.becomeReplicate() }
                 progress[m.from] = pr
                 if maybeCommit() {
-                    for peer in config.peers where peer != id { sendAppend(to: peer) }
+                    for peer in others { sendAppend(to: peer) }
                 } else if wasPaused {
                     sendAppend(to: m.from)
                 }
@@ -564,6 +624,10 @@ public struct RaftNode {
             r.index = log.lastIndex
         } else {
             log.restore(s)
+            if !s.voters.isEmpty {
+                voters = Set(s.voters)
+                learners = Set(s.learners)
+            }
             r.index = log.lastIndex
         }
         outbox.append(r)
@@ -620,7 +684,7 @@ public struct RaftNode {
     /// Commits the highest index a quorum holds, if it is of this term.
     @discardableResult
     private mutating func maybeCommit() -> Bool {
-        let matches = config.peers.map { $0 == id ? log.lastIndex : (progress[$0]?.match ?? 0) }.sorted(by: >)
+        let matches = voters.map { $0 == id ? log.lastIndex : (progress[$0]?.match ?? 0) }.sorted(by: >)
         let candidate = matches[quorum - 1]
         guard candidate > log.committed, log.term(candidate) == term else { return false }
         log.commitTo(candidate)

@@ -50,12 +50,12 @@ public final class MemoryStorage: RaftStorage {
         log += entries
     }
 
-    /// The application's snapshot at `index` (an applied entry): entries
-    /// up to it are dropped.
-    public func compact(to index: UInt64, data: [UInt8]) {
+    /// The application's snapshot at `index` (an applied entry), with the
+    /// membership then: entries up to it are dropped.
+    public func compact(to index: UInt64, data: [UInt8], voters: [NodeID], learners: [NodeID]) {
         guard index > snapshot.index, let term = term(index) else { return }
         log.removeFirst(Int(index - snapshot.index))
-        snapshot = Snapshot(index: index, term: term, data: data)
+        snapshot = Snapshot(index: index, term: term, data: data, voters: voters, learners: learners)
     }
 
     /// A snapshot from the leader replaces everything.

@@ -7,14 +7,47 @@ public let noNode: NodeID = 0
 /// to Raft). An empty entry is what a new leader appends to commit the
 /// entries of earlier terms.
 public struct Entry: Equatable, Sendable {
+    public enum Kind: UInt8, Sendable { case normal, confChange }
     public var term: UInt64
     public var index: UInt64
+    public var kind: Kind
+    /// A request, or an encoded `ConfChange`.
     public var data: [UInt8]
 
-    public init(term: UInt64, index: UInt64, data: [UInt8] = []) {
+    public init(term: UInt64, index: UInt64, kind: Kind = .normal, data: [UInt8] = []) {
         self.term = term
         self.index = index
+        self.kind = kind
         self.data = data
+    }
+}
+
+/// A membership change, one member at a time: it takes effect on each
+/// member when that member applies its entry (`RaftNode.applyConfChange`).
+/// Adding a learner's ID as a voter promotes it.
+public enum ConfChange: Equatable, Sendable {
+    case addVoter(NodeID)
+    case addLearner(NodeID)
+    case remove(NodeID)
+
+    public var encoded: [UInt8] {
+        let (kind, node): (UInt8, NodeID) = switch self {
+        case .addVoter(let n): (0, n)
+        case .addLearner(let n): (1, n)
+        case .remove(let n): (2, n)
+        }
+        return [kind] + (0..<8).map { UInt8(truncatingIfNeeded: node >> (8 * $0)) }
+    }
+
+    public init?(encoded d: [UInt8]) {
+        guard d.count == 9 else { return nil }
+        let node = (1..<9).reduce(UInt64(0)) { $0 | UInt64(d[$1]) << (8 * ($1 - 1)) }
+        switch d[0] {
+        case 0: self = .addVoter(node)
+        case 1: self = .addLearner(node)
+        case 2: self = .remove(node)
+        default: return nil
+        }
     }
 }
 
@@ -105,11 +138,16 @@ public struct Snapshot: Equatable, Sendable {
     public var index: UInt64
     public var term: UInt64
     public var data: [UInt8]
+    /// The membership as of `index`.
+    public var voters: [NodeID]
+    public var learners: [NodeID]
 
-    public init(index: UInt64 = 0, term: UInt64 = 0, data: [UInt8] = []) {
+    public init(index: UInt64 = 0, term: UInt64 = 0, data: [UInt8] = [], voters: [NodeID] = [], learners: [NodeID] = []) {
         self.index = index
         self.term = term
         self.data = data
+        self.voters = voters
+        self.learners = learners
     }
 }
 
@@ -130,4 +168,6 @@ public enum RaftError: Error, Equatable {
     case notLeader
     /// The leader is handing leadership over: proposals wait for the next.
     case transferring
+    /// A membership change is in the log and not yet applied: one at a time.
+    case confChangePending
 }

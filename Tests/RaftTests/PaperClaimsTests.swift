@@ -330,3 +330,58 @@ struct Scenario {
         #expect(s.applied[2]!.contains { $0.data == Array("after".utf8) })
     }
 }
+
+/// Membership change scenarios, one member at a time.
+@Suite struct MembershipTests {
+    /// A learner receives the log but does not count: with the other
+    /// voter gone, the leader cannot commit; once promoted it counts.
+    @Test func aLearnerReplicatesWithoutVotingUntilPromoted() throws {
+        var s = Scenario(members: 3)
+        s.campaign(1, among: [1, 2, 3])
+        // Member 3 is made a learner by hand here: start it as one.
+        s.nodes[1]!.applyConfChange(.remove(3))
+        s.nodes[2]!.applyConfChange(.remove(3))
+        s.nodes[1]!.applyConfChange(.addLearner(3))
+        s.nodes[2]!.applyConfChange(.addLearner(3))
+        s.nodes[3]!.applyConfChange(.remove(3))
+        s.nodes[3]!.applyConfChange(.addLearner(3))
+        #expect(s[1].voters == [1, 2] && s[1].learners == [3])
+        s.propose(1, "both")
+        s.deliver(among: [1, 2, 3])
+        #expect(s.applied[3]!.contains { $0.data == Array("both".utf8) }, "the learner gets the log")
+        // Voter 2 cut off: 1 and learner 3 are no quorum of {1, 2}.
+        s.propose(1, "stuck")
+        s.deliver(among: [1, 3])
+        #expect(!s.applied[1]!.contains { $0.data == Array("stuck".utf8) }, "a learner does not count")
+        // A learner never campaigns.
+        for _ in 0..<50 { s.nodes[3]!.tick() }
+        #expect(s[3].role == .follower && s[3].term == s[1].term)
+        // Promoted through the log (with 2 back), 3 counts from then on.
+        s.deliver(among: [1, 2, 3])
+        try s.nodes[1]!.proposeConfChange(.addVoter(3))
+        s.deliver(among: [1, 2, 3])
+        for id in [1, 2, 3] as [NodeID] { s.nodes[id]!.applyConfChange(.addVoter(3)) }
+        #expect(s[1].voters == [1, 2, 3])
+        s.propose(1, "with 3")
+        s.deliver(among: [1, 3])  // 2 away again: 1 and 3 are a quorum of three
+        #expect(s.applied[1]!.contains { $0.data == Array("with 3".utf8) })
+    }
+
+    /// One change at a time: a second proposal waits for the first to
+    /// apply. A removed leader steps down and the rest elect another.
+    @Test func oneAtATimeAndARemovedLeaderStepsDown() throws {
+        var s = Scenario(members: 3)
+        s.campaign(1, among: [1, 2, 3])
+        s.deliver(among: [1, 2, 3])
+        try s.nodes[1]!.proposeConfChange(.remove(1))
+        #expect(throws: RaftError.confChangePending) { try s.nodes[1]!.proposeConfChange(.remove(2)) }
+        s.deliver(among: [1, 2, 3])
+        for id in [1, 2, 3] as [NodeID] { s.nodes[id]!.applyConfChange(.remove(1)) }
+        #expect(s[1].role == .follower && s[2].voters == [2, 3])
+        s.campaign(2, among: [2, 3])
+        #expect(s[2].role == .leader)
+        s.propose(2, "after")
+        s.deliver(among: [2, 3])
+        #expect(s.applied[3]!.contains { $0.data == Array("after".utf8) })
+    }
+}

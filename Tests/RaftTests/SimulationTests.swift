@@ -47,7 +47,7 @@ import TestSupport
     /// The simulation does exercise what it claims: leaders change,
     /// entries commit, members crash and come back.
     @Test func runsAreEventful() {
-        var elections = 0, committed = 0, restarts = 0, reads = 0, snapshots = 0
+        var elections = 0, committed = 0, restarts = 0, reads = 0, snapshots = 0, changes = 0
         for seed in UInt64(1)...20 {
             var sim = Simulation(seed: seed, members: 3)
             for _ in 0..<Self.steps { sim.step() }
@@ -56,8 +56,9 @@ import TestSupport
             restarts += sim.restarts
             reads += sim.readsServed
             snapshots += sim.snapshotsInstalled
+            changes += sim.ids.count - 3 + sim.retired.count
         }
-        #expect(elections > 20 && committed > 100 && restarts > 10 && reads > 30 && snapshots > 5,
-                "\(elections) elections, \(committed) entries, \(restarts) restarts, \(reads) reads served, \(snapshots) snapshots installed")
+        #expect(elections > 20 && committed > 100 && restarts > 10 && reads > 30 && snapshots > 5 && changes > 10,
+                "\(elections) elections, \(committed) entries, \(restarts) restarts, \(reads) reads served, \(snapshots) snapshots installed, \(changes) members added or removed")
     }
 }

@@ -13,7 +13,14 @@ struct Simulation {
     }
 
     var rng: SeededRandom
-    let ids: [NodeID]
+    /// Every member ever started (removed ones included).
+    var ids: [NodeID]
+    /// The voters the group started with (not in the log: a member
+    /// starting afresh begins from them and replays the log's changes).
+    let bootstrap: [NodeID]
+    /// Members removed from the group: stopped for good.
+    var retired = Set<NodeID>()
+    var membershipChanges = 0
     var nodes: [NodeID: RaftNode] = [:]  // live members only
     var storages: [NodeID: MemoryStorage] = [:]
     var network: [InFlight] = []
@@ -50,6 +57,7 @@ struct Simulation {
     init(seed: UInt64, members: Int) {
         rng = SeededRandom(seed: seed)
         ids = (1...UInt64(members)).map { $0 }
+        bootstrap = ids
         for id in ids {
             storages[id] = MemoryStorage()
             start(id)
@@ -58,7 +66,7 @@ struct Simulation {
     }
 
     mutating func start(_ id: NodeID) {
-        var config = RaftConfig(id: id, peers: ids, seed: rng.next())
+        var config = RaftConfig(id: id, peers: bootstrap, seed: rng.next())
         config.electionTick = 10
         config.maxEntriesPerMessage = Int(rng.next() % 4) + 1
         config.maxInflight = 4
@@ -90,7 +98,9 @@ struct Simulation {
     /// A member snapshots its state machine and drops the log up to it.
     mutating func compact(_ id: NodeID) {
         guard nodes[id] != nil, let applied = appliedCount[id], applied >= storages[id]!.firstIndex + 2 else { return }
-        storages[id]!.compact(to: applied, data: Self.encode(stateHash[id]!))
+        let node = nodes[id]!
+        storages[id]!.compact(to: applied, data: Self.encode(stateHash[id]!), voters: node.voters.sorted(),
+                              learners: node.learners.sorted())
         compactions += 1
     }
 
@@ -110,7 +120,8 @@ struct Simulation {
         case 0..<150: tickAll()
         case 150..<600: deliverOne()
         case 600..<640: if lossy, !network.isEmpty { network.remove(at: roll(network.count)) }
-        case 640..<695: propose()
+        case 640..<685: propose()
+        case 685..<695: changeMembership()
         case 695..<700: transfer()
         case 700..<720: read(ids[roll(ids.count)])
         case 720..<975: processReady(ids[roll(ids.count)])
@@ -147,6 +158,40 @@ struct Simulation {
         let data = Array("p\(proposals)".utf8)
         if (try? nodes[l]!.propose(data)) != nil { proposer[data] = l }
         checkLog(l)
+    }
+
+    /// The leader adds a learner, promotes one, or removes a voter.
+    mutating func changeMembership() {
+        guard let l = leader, membershipChanges < 6 else { return }
+        let node = nodes[l]!
+        let change: ConfChange
+        if let learner = node.learners.sorted().first {
+            change = .addVoter(learner)
+        } else if node.voters.count > 3 && roll(2) == 0 {
+            let voters = node.voters.sorted()
+            change = .remove(voters[roll(voters.count)])
+        } else {
+            change = .addLearner((ids.max() ?? 0) + 1)
+        }
+        if (try? nodes[l]!.proposeConfChange(change)) != nil { membershipChanges += 1 }
+    }
+
+    /// A change a member applied: a learner added joins (started afresh);
+    /// a member removed stops for good.
+    mutating func changed(_ change: ConfChange) {
+        switch change {
+        case .addLearner(let n) where !ids.contains(n):
+            ids.append(n)
+            storages[n] = MemoryStorage()
+            group[n] = 0
+            start(n)
+        case .remove(let n):
+            retired.insert(n)
+            nodes[n] = nil
+            pendingReads.removeAll { $0.node == n }
+        default:
+            break
+        }
     }
 
     /// The leader hands over to a random member.
@@ -202,7 +247,15 @@ struct Simulation {
         for m in ready.messages {
             network.append(InFlight(deliverAt: now + (lossy ? roll(8) : 1), message: m))
         }
-        for e in ready.committedEntries { apply(e, on: id) }
+        var removedItself = false
+        for e in ready.committedEntries {
+            apply(e, on: id)
+            if e.kind == .confChange, let change = ConfChange(encoded: e.data) {
+                node.applyConfChange(change)
+                if case .remove(id) = change { removedItself = true }
+                pendingChanges.append(change)
+            }
+        }
         for state in ready.readStates {
             if let i = pendingReads.firstIndex(where: { $0.node == id && $0.context == state.context && $0.index == nil }) {
                 pendingReads[i].index = state.index
@@ -211,7 +264,13 @@ struct Simulation {
         node.advance(ready)
         nodes[id] = node
         serveReads(id)
+        let changes = pendingChanges
+        pendingChanges = []
+        for c in changes { changed(c) }
+        _ = removedItself
     }
+
+    var pendingChanges: [ConfChange] = []
 
     mutating func partition() {
         for id in ids { group[id] = roll(2) }
@@ -230,7 +289,7 @@ struct Simulation {
     }
 
     mutating func restartOne() {
-        guard let id = ids.first(where: { nodes[$0] == nil }) else { return }
+        guard let id = ids.first(where: { nodes[$0] == nil && !retired.contains($0) }) else { return }
         start(id)
         restarts += 1
     }
@@ -339,14 +398,14 @@ struct Simulation {
     mutating func settles(limit: Int = 3000) -> Bool {
         heal()
         lossy = false
-        while let id = ids.first(where: { nodes[$0] == nil }) {
+        while let id = ids.first(where: { nodes[$0] == nil && !retired.contains($0) }) {
             start(id)
         }
         var proposedAt: UInt64?, proposedIn: UInt64 = 0
         for _ in 0..<limit {
             tickAll()
             for _ in 0..<4 {
-                for id in ids { processReady(id) }
+                for id in ids where nodes[id] != nil { processReady(id) }
                 while let first = network.indices.first(where: { network[$0].deliverAt <= now }) {
                     let m = network.remove(at: first).message
                     nodes[m.to]?.step(m)
@@ -361,7 +420,8 @@ struct Simulation {
                     proposedAt = nodes[l]!.lastIndex
                     proposedIn = nodes[l]!.term
                 }
-                if let index = proposedAt, ids.allSatisfy({ appliedCount[$0]! >= index }),
+                let members = nodes[l]!.voters.union(nodes[l]!.learners).subtracting(retired)
+                if let index = proposedAt, members.allSatisfy({ appliedCount[$0] ?? 0 >= index }),
                    appliedByAnyone[index]?.data == Array("final".utf8) {
                     return true
                 }
