@@ -110,8 +110,8 @@ extension EtcdServer {
     /// The Alarm RPC: GET lists (all, or one type), ACTIVATE raises,
     /// DEACTIVATE clears; the answer lists the alarms it found or changed.
     func alarm(_ request: Etcdserverpb_AlarmRequest) -> Etcdserverpb_AlarmResponse {
+        // No header: etcd's applier answers Alarm without one.
         var r = Etcdserverpb_AlarmResponse()
-        r.header = header()
         func member(_ a: RaisedAlarm) -> Etcdserverpb_AlarmMember {
             var m = Etcdserverpb_AlarmMember()
             m.memberID = a.memberID

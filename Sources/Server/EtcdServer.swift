@@ -399,7 +399,12 @@ extension EtcdServer: GRPCRouter {
 }
 
 extension EtcdServer: HTTP1Handler {
-    public func handle(_ request: HTTP1Request) -> HTTP1Response {
+    public func handle(_ request: HTTP1Request, _ exchange: HTTP1Exchange) {
+        if serveGateway(request, exchange) { return }
+        exchange.respond(answer(request))
+    }
+
+    func answer(_ request: HTTP1Request) -> HTTP1Response {
         let json = "application/json"
         switch request.path {
         case "/health":

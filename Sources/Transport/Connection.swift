@@ -20,6 +20,8 @@ final class Connection {
     }
     private var mode = Mode.sniffing
     private var closeAfterFlush = false
+    /// The HTTP/1.1 request being answered; later ones wait in the input.
+    private var exchange: HTTP1Exchange?
     private(set) var isClosed = false
     /// The subject CN of the client's verified TLS certificate, once the
     /// handshake is done (etcd takes it as the user when no token is given).
@@ -110,7 +112,7 @@ final class Connection {
     }
 
     private func serveHTTP1(_ input: OpaquePointer) {
-        while !closeAfterFlush && !isClosed {
+        while !closeAfterFlush && !isClosed && exchange == nil {
             let n = evbuffer_get_length(input)
             guard n > 0, let data = evbuffer_pullup(input, -1) else { return }
             switch HTTP1Parser.parse(UnsafeRawBufferPointer(start: data, count: n), limits: server.limits) {
@@ -124,12 +126,24 @@ final class Connection {
                 return
             case .request(let request, let consumed):
                 evbuffer_drain(input, consumed)
-                let keepAlive = HTTP1Parser.wantsKeepAlive(request)
-                let response = server.http1.handle(request)
-                let bytes = HTTP1Parser.serialize(response, keepAlive: keepAlive, version: request.version)
-                bytes.withUnsafeBytes { write($0) }
-                if !keepAlive { closeWhenFlushed() }
+                let current = HTTP1Exchange(connection: self, keepAlive: HTTP1Parser.wantsKeepAlive(request),
+                                            version: request.version)
+                exchange = current
+                server.http1.handle(request, current)
             }
+        }
+    }
+
+    /// An exchange's last bytes: written, then the next request is read
+    /// (or the connection closes, without keep-alive).
+    func finishExchange(_ finished: HTTP1Exchange, _ bytes: [UInt8]) {
+        guard exchange === finished, !isClosed else { return }
+        bytes.withUnsafeBytes { write($0) }
+        exchange = nil
+        if !finished.keepAlive {
+            closeWhenFlushed()
+        } else if let bev {
+            serveHTTP1(bufferevent_get_input(bev))
         }
     }
 
@@ -170,6 +184,10 @@ final class Connection {
         if case .http2(let session) = mode {
             mode = .http1  // drop the session after telling its calls
             session.connectionLost()
+        }
+        if let open = exchange {
+            exchange = nil
+            open.onClose?()
         }
         server.connectionClosed(self)
     }

@@ -36,12 +36,41 @@ public final class GRPCCall {
         self.stream = stream
     }
 
+    /// What an in-process call (the JSON gateway's) hears instead of a
+    /// stream: each response message, then the status.
+    public enum Event {
+        case message([UInt8])
+        case finished(GRPCStatus)
+    }
+    private var sink: ((Event) -> Void)?
+    private var sinkFinished = false
+
+    /// A call made in-process: its answers go to `sink`, on the loop.
+    public init(path: String, metadata: [(name: String, value: String)], sink: @escaping (Event) -> Void) {
+        self.path = path
+        self.metadata = metadata
+        timeout = nil
+        peerCommonName = nil
+        self.sink = sink
+    }
+
+    /// An in-process call's caller went away (its onClose runs).
+    public func cancelInProcess() {
+        guard sink != nil, !sinkFinished else { return }
+        sinkFinished = true
+        sink = nil
+        onClose?()
+    }
+
     public func metadata(_ name: String) -> String? {
         metadata.first { $0.name == name }?.value
     }
 
     /// True once the call is finished or its stream is gone.
-    public var isClosed: Bool { stream?.isFinished ?? true }
+    public var isClosed: Bool {
+        if sink != nil { return sinkFinished }
+        return stream?.isFinished ?? true
+    }
 
     /// Response bytes queued and not yet taken by HTTP/2 flow control.
     public var queuedBytes: Int { stream?.outbound.count ?? 0 }
@@ -54,21 +83,33 @@ public final class GRPCCall {
 
     /// Unary answer from a buffer with room for the prefix (no copy).
     public func respond(_ message: GRPCMessageBuffer) {
-        stream?.send(message)
+        send(message)
         finish(.ok)
     }
 
     /// Sends one response message (streams: any number of times).
     public func send(_ message: [UInt8]) {
+        if let sink {
+            if !sinkFinished { sink(.message(message)) }
+            return
+        }
         stream?.send(message)
     }
 
     public func send(_ message: GRPCMessageBuffer) {
+        if sink != nil { return send(message.message) }
         stream?.send(message)
     }
 
     /// Ends the call with `status` in the trailers.
     public func finish(_ status: GRPCStatus) {
+        if let sink {
+            guard !sinkFinished else { return }
+            sinkFinished = true
+            sink(.finished(status))
+            self.sink = nil
+            return
+        }
         stream?.finish(status)
     }
 }

@@ -31,9 +31,65 @@ public struct HTTP1Response: Sendable {
     }
 }
 
-/// Answers HTTP/1.1 requests on the client port (/health, /version, ...).
+/// Answers HTTP/1.1 requests on the client port (/health, /version, the
+/// JSON gateway), now or later, through the exchange.
 public protocol HTTP1Handler: AnyObject {
-    func handle(_ request: HTTP1Request) -> HTTP1Response
+    func handle(_ request: HTTP1Request, _ exchange: HTTP1Exchange)
+}
+
+/// One request's answer, on the loop thread: a whole response (`respond`)
+/// or a chunked stream (`startStream`, `send`..., `end`). The connection
+/// reads no further request until this one is answered (HTTP/1.1 answers
+/// in order). Answering after the client left does nothing.
+public final class HTTP1Exchange {
+    let keepAlive: Bool
+    let version: String
+    weak var connection: Connection?
+    private(set) var finished = false
+    private var streaming = false
+    /// The client went away before the answer was done.
+    public var onClose: (() -> Void)?
+
+    init(connection: Connection, keepAlive: Bool, version: String) {
+        self.connection = connection
+        self.keepAlive = keepAlive
+        self.version = version
+    }
+
+    public var isClosed: Bool { finished || connection == nil || connection!.isClosed }
+
+    public func respond(_ response: HTTP1Response) {
+        guard !finished, !streaming else { return }
+        finished = true
+        let bytes = HTTP1Parser.serialize(response, keepAlive: keepAlive, version: version)
+        connection?.finishExchange(self, bytes)
+    }
+
+    /// Starts a chunked response (HTTP/1.1).
+    public func startStream(status: Int = 200, contentType: String) {
+        guard !finished, !streaming else { return }
+        streaming = true
+        var head = "HTTP/1.1 \(status) \(HTTP1Parser.reason(status))\r\n"
+        head += "Content-Type: \(contentType)\r\nTransfer-Encoding: chunked\r\n"
+        if !keepAlive { head += "Connection: close\r\n" }
+        head += "\r\n"
+        Array(head.utf8).withUnsafeBytes { connection?.write($0) }
+    }
+
+    public func send(_ chunk: [UInt8]) {
+        guard streaming, !finished, !chunk.isEmpty else { return }
+        let framed = Array((String(chunk.count, radix: 16) + "\r\n").utf8) + chunk + [13, 10]
+        framed.withUnsafeBytes { connection?.write($0) }
+    }
+
+    public func end() {
+        guard streaming, !finished else { return }
+        finished = true
+        connection?.finishExchange(self, Array("0\r\n\r\n".utf8))
+    }
+
+    /// Bytes queued on the connection and not yet written.
+    public var queuedBytes: Int { connection?.outputBytes ?? 0 }
 }
 
 /// Parses HTTP/1.x requests off the front of a byte stream: request line,
@@ -101,6 +157,13 @@ struct HTTP1Parser {
         case 411: return "Length Required"
         case 413: return "Payload Too Large"
         case 415: return "Unsupported Media Type"
+        case 401: return "Unauthorized"
+        case 403: return "Forbidden"
+        case 409: return "Conflict"
+        case 412: return "Precondition Failed"
+        case 429: return "Too Many Requests"
+        case 501: return "Not Implemented"
+        case 504: return "Gateway Timeout"
         case 431: return "Request Header Fields Too Large"
         case 500: return "Internal Server Error"
         case 503: return "Service Unavailable"

@@ -119,7 +119,6 @@ import Testing
         (["endpoint", "health", "-w", "fields"], nil),
         (["endpoint", "status", "-w", "fields"], nil),
         (["endpoint", "hashkv", "-w", "fields"], nil),
-        (["alarm", "list", "-w", "fields"], nil),
         (["snapshot", "status", "/nonexistent"], nil),
         (["snapshot", "status"], nil),
         (["snapshot", "restore", "/nonexistent", "--data-dir", "/nonexistent-dir"], nil),

@@ -18,7 +18,7 @@ private final class HangingRouter: GRPCRouter, HTTP1Handler {
         default: return .failure(GRPCStatus(.unimplemented, "no"))
         }
     }
-    func handle(_ request: HTTP1Request) -> HTTP1Response { HTTP1Response(status: 404, text: "") }
+    func handle(_ request: HTTP1Request, _ exchange: HTTP1Exchange) { exchange.respond(HTTP1Response(status: 404, text: "")) }
 }
 
 /// What the test keeps alive; touched only on the loop.
