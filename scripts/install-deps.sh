@@ -21,9 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}"
 fi
 
-# Python's etcd3 client works only with protobuf<4 and tenacity<7.
-if ! python3 -c 'import etcd3, grpc' >/dev/null 2>&1; then
-  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio)
+# Python's etcd3 client works only with protobuf<4 and tenacity<7;
+# etcd3gw speaks the JSON gateway.
+if ! python3 -c 'import etcd3, grpc, etcd3gw' >/dev/null 2>&1; then
+  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio etcd3gw)
   python3 -m pip install "${pip_args[@]}" 2>/dev/null \
     || python3 -m pip install --break-system-packages "${pip_args[@]}"
 fi

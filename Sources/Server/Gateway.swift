@@ -98,9 +98,25 @@ extension EtcdServer {
         return nil
     }
 
+    /// The streaming methods: each request message in the body (JSON
+    /// objects one after another) goes in; each response comes out as
+    /// `{"result":...}` on a line of its own, as the stream goes on (a
+    /// watch until the client leaves, a keep-alive once answered).
+    static let gatewayStreams: [String: GatewayRoute] = [
+        "watch": GatewayRoute("/etcdserverpb.Watch/Watch", Etcdserverpb_WatchRequest.self, Etcdserverpb_WatchResponse.self),
+        "lease/keepalive": GatewayRoute("/etcdserverpb.Lease/LeaseKeepAlive", Etcdserverpb_LeaseKeepAliveRequest.self,
+                                        Etcdserverpb_LeaseKeepAliveResponse.self),
+        "maintenance/snapshot": GatewayRoute("/etcdserverpb.Maintenance/Snapshot", Etcdserverpb_SnapshotRequest.self,
+                                             Etcdserverpb_SnapshotResponse.self),
+    ]
+
     /// Serves a gateway request; false if `request` is not one.
     func serveGateway(_ request: HTTP1Request, _ exchange: HTTP1Exchange) -> Bool {
         guard let path = Self.gatewayPath(request.path) else { return false }
+        if let stream = Self.gatewayStreams[path], request.method == "POST" {
+            serveGatewayStream(stream, request, exchange)
+            return true
+        }
         // grpc-gateway's answers outside any route are plain text.
         guard let route = Self.gatewayRoutes[path] else {
             exchange.respond(HTTP1Response(status: 404, text: "Not Found\n"))
@@ -140,6 +156,72 @@ extension EtcdServer {
         exchange.onClose = { call.cancelInProcess() }
         method.handler(call, bytes)
         return true
+    }
+
+    private func serveGatewayStream(_ route: GatewayRoute, _ request: HTTP1Request, _ exchange: HTTP1Exchange) {
+        var messages: [[UInt8]] = []
+        do {
+            for object in Self.jsonObjects(request.body) { messages.append(try route.decode(object)) }
+            if messages.isEmpty { messages = [try route.decode([])] }
+        } catch {
+            exchange.respond(Self.gatewayError(GRPCStatus(.invalidArgument, Self.jsonErrorText(error))))
+            return
+        }
+        guard case .success(let method) = self.method(for: route.method) else {
+            exchange.respond(Self.gatewayError(GRPCStatus(.unimplemented, "unknown method \(route.method)")))
+            return
+        }
+        var metadata: [(name: String, value: String)] = []
+        if let authorization = request.header("authorization") { metadata.append(("authorization", authorization)) }
+        exchange.startStream(contentType: "application/json")
+        let call = GRPCCall(path: route.method, metadata: metadata) { event in
+            switch event {
+            case .message(let m):
+                guard let json = try? route.encode(m) else { return }
+                exchange.send(Array("{\"result\":".utf8) + json + Array("}\n".utf8))
+            case .finished(let status):
+                if status.code != .ok { exchange.send(Self.gatewayError(status).body + [10]) }
+                exchange.end()
+            }
+        }
+        exchange.onClose = { call.cancelInProcess() }
+        // A server stream takes its request with the call; a bidirectional
+        // one reads them as messages (and, as etcd's, stays open after the
+        // body ends).
+        if method.kind == .serverStreaming {
+            method.handler(call, messages[0])
+        } else {
+            method.handler(call, [])
+            for m in messages where !call.isClosed { call.onMessage?(m) }
+            // etcd ends a keep-alive stream when its requests end; a watch
+            // stream it keeps open.
+            if route.method.hasSuffix("/LeaseKeepAlive") && !call.isClosed { call.onRequestEnd?() }
+        }
+    }
+
+    /// The JSON objects of a body, one after another (whitespace between).
+    static func jsonObjects(_ body: [UInt8]) -> [[UInt8]] {
+        var objects: [[UInt8]] = []
+        var depth = 0, start = -1, inString = false, escaped = false
+        for (i, b) in body.enumerated() {
+            if inString {
+                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch b {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"):
+                if depth == 0 { start = i }
+                depth += 1
+            case UInt8(ascii: "}"):
+                depth -= 1
+                if depth == 0 && start >= 0 { objects.append(Array(body[start...i])) }
+            default: break
+            }
+        }
+        // An unbalanced body is given whole to the decoder, which says why.
+        if depth != 0 || inString { return [body] }
+        return objects
     }
 
     /// grpc-gateway's error body and HTTP status for a gRPC status.

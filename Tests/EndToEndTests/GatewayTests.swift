@@ -72,6 +72,52 @@ import Testing
         #expect(try runCommand(which("curl")!, ["-s", "http://\(server.endpoint)/health"]).stdout.contains("true"))
     }
 
+    /// /v3/watch streams `{"result":...}` lines as etcd's does (created,
+    /// then each event with its previous value), and so does a keep-alive.
+    @Test func watchAndKeepAliveStream() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let reference = try ReferenceEtcd()
+        defer { reference.stop() }
+        let curl = try #require(which("curl"))
+        func session(_ endpoint: String) throws -> String {
+            let output = FileManager.default.temporaryDirectory.appendingPathComponent("gw-watch-\(UUID().uuidString)").path
+            FileManager.default.createFile(atPath: output, contents: nil)
+            defer { try? FileManager.default.removeItem(atPath: output) }
+            let watch = Process()
+            watch.executableURL = URL(fileURLWithPath: curl)
+            watch.arguments = ["-s", "-N", "-X", "POST", "http://\(endpoint)/v3/watch", "-d",
+                               #"{"create_request":{"key":"Zm9v","prev_kv":true}}"#]
+            watch.standardOutput = FileHandle(forWritingAtPath: output)
+            try watch.run()
+            usleep(500_000)
+            for value in ["MQ==", "Mg=="] {
+                _ = try runCommand(curl, ["-s", "-X", "POST", "http://\(endpoint)/v3/kv/put", "-d", #"{"key":"Zm9v","value":""# + value + #""}"#])
+            }
+            _ = try runCommand(curl, ["-s", "-X", "POST", "http://\(endpoint)/v3/kv/deleterange", "-d", #"{"key":"Zm9v"}"#])
+            _ = try runCommand(curl, ["-s", "-X", "POST", "http://\(endpoint)/v3/lease/grant", "-d", #"{"TTL":"60","ID":"42"}"#])
+            let keepAlive = try runCommand(curl, ["-s", "-X", "POST", "http://\(endpoint)/v3/lease/keepalive", "-d", #"{"ID":"42"}"#],
+                                           timeout: 10)
+            usleep(500_000)
+            kill(watch.processIdentifier, SIGKILL)
+            watch.waitUntilExit()
+            let watched = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            return (watched + keepAlive.stdout)
+                .replacingOccurrences(of: #""cluster_id":"\d+","member_id":"\d+","#, with: "", options: .regularExpression)
+        }
+        let ours = try session(server.endpoint), theirs = try session(reference.endpoint)
+        #expect(ours == theirs, "swetcd:\n\(ours)\netcd:\n\(theirs)")
+        #expect(ours.components(separatedBy: "\n").filter { $0.hasPrefix("{\"result\"") }.count == 5)
+    }
+
+    /// Python's etcd3gw (OpenStack's gateway client).
+    @Test func pythonEtcd3gw() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let r = try runPython("etcd3gw_client.py", [server.endpoint])
+        #expect(r.status == 0 && r.stdout == "ok\n", "\(r.stdout)\(r.stderr)")
+    }
+
     /// With auth on, the token from /v3/auth/authenticate goes in the
     /// Authorization header; a request without one is refused.
     @Test func authorizationHeader() throws {
