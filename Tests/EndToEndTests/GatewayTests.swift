@@ -31,6 +31,9 @@ import Testing
         ("/v3/auth/user/add", #"{"name":"alice","password":"pw"}"#),
         ("/v3/auth/user/list", "{}"),
         ("/v3/auth/role/get", #"{"role":"nope"}"#),
+        // The v2 API is off by default, in etcd 3.4 as here.
+        ("/v2/keys/foo", nil),
+        ("/v2/keys/foo", "value=bar"),
     ]
 
     static func transcript(_ endpoint: String) throws -> [String] {
