@@ -185,6 +185,10 @@ extension EtcdServer {
             }
         }
         exchange.onClose = { call.cancelInProcess() }
+        // A slow reader backs the stream up (watchers fall back to history
+        // until it drains), as over gRPC.
+        call.queuedBytesInProcess = { exchange.queuedBytes }
+        exchange.onWritable = { call.onWritable?() }
         // A server stream takes its request with the call; a bidirectional
         // one reads them as messages (and, as etcd's, stays open after the
         // body ends).

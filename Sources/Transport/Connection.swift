@@ -149,6 +149,7 @@ final class Connection {
 
     private func writable() {
         if case .http2(let session) = mode { session.flush() }
+        exchange?.onWritable?()
         if closeAfterFlush && outputBytes == 0 { close() }
     }
 

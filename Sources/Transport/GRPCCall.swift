@@ -44,6 +44,9 @@ public final class GRPCCall {
     }
     private var sink: ((Event) -> Void)?
     private var sinkFinished = false
+    /// An in-process call's bytes waiting to reach its client (the gateway
+    /// sets it), so a slow reader backs the call up as a stream would.
+    public var queuedBytesInProcess: (() -> Int)?
 
     /// A call made in-process: its answers go to `sink`, on the loop.
     public init(path: String, metadata: [(name: String, value: String)], sink: @escaping (Event) -> Void) {
@@ -73,7 +76,10 @@ public final class GRPCCall {
     }
 
     /// Response bytes queued and not yet taken by HTTP/2 flow control.
-    public var queuedBytes: Int { stream?.outbound.count ?? 0 }
+    public var queuedBytes: Int {
+        if let queued = queuedBytesInProcess { return queued() }
+        return stream?.outbound.count ?? 0
+    }
 
     /// Unary answer: the message, then status OK.
     public func respond(_ message: [UInt8]) {

@@ -49,6 +49,8 @@ public final class HTTP1Exchange {
     private var streaming = false
     /// The client went away before the answer was done.
     public var onClose: (() -> Void)?
+    /// The connection's output drained: room for more of a stream.
+    public var onWritable: (() -> Void)?
 
     init(connection: Connection, keepAlive: Bool, version: String) {
         self.connection = connection

@@ -113,6 +113,15 @@ import Testing
         #expect(ours.components(separatedBy: "\n").filter { $0.hasPrefix("{\"result\"") }.count == 5)
     }
 
+    /// A /v3/watch client that stops reading does not stop the server, and
+    /// loses nothing: it gets every event, in order, once it reads.
+    @Test func aWatchClientThatDoesNotRead() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let r = try runPython("gateway_slow_watch.py", [server.endpoint, "\(server.process.processIdentifier)"])
+        #expect(r.status == 0 && r.stdout.hasPrefix("ok: 300 events in order"), "\(r.stdout)\(r.stderr)")
+    }
+
     /// Python's etcd3gw (OpenStack's gateway client).
     @Test func pythonEtcd3gw() throws {
         let server = try ServerProcess()
