@@ -56,3 +56,30 @@ public protocol EtcdStatusError: Error {
     var grpcCode: GRPCStatusCode { get }
     var grpcMessage: String { get }
 }
+
+/// JSON strings as Go's encoding/json writes them (HTML-safe: <, >, &
+/// escaped, as are U+2028 and U+2029), for output that must match etcd's
+/// byte for byte (etcdctl's -w json, the gateway's error bodies).
+public enum GoJSONText {
+    public static func quote(_ s: String, into out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "<", ">", "&", "\u{2028}", "\u{2029}": out += hexEscape(scalar.value)
+            default:
+                if scalar.value < 0x20 { out += hexEscape(scalar.value) } else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        out += "\""
+    }
+
+    private static func hexEscape(_ v: UInt32) -> String {
+        let hex = String(v, radix: 16)
+        return "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+    }
+}

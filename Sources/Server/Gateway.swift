@@ -231,9 +231,9 @@ extension EtcdServer {
     /// grpc-gateway's error body and HTTP status for a gRPC status.
     static func gatewayError(_ status: GRPCStatus) -> HTTP1Response {
         var body = "{\"error\":"
-        GoJSONString.quote(status.message, into: &body)
+        GoJSONText.quote(status.message, into: &body)
         body += ",\"message\":"
-        GoJSONString.quote(status.message, into: &body)
+        GoJSONText.quote(status.message, into: &body)
         body += ",\"code\":\(status.code.rawValue)}"
         return HTTP1Response(status: httpStatusOf(status.code), contentType: "application/json", text: body)
     }
@@ -265,25 +265,5 @@ extension EtcdServer {
         case .unimplemented: return 501
         case .unavailable: return 503
         }
-    }
-}
-
-/// JSON string escaping as Go's encoding/json does it.
-enum GoJSONString {
-    static func quote(_ s: String, into out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "<", ">", "&", "\u{2028}", "\u{2029}": out += String(format: "\\u%04x", scalar.value)
-            default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        out += "\""
     }
 }

@@ -1,3 +1,4 @@
+import EtcdStatus
 import Foundation
 import SwiftProtobuf
 
@@ -61,29 +62,7 @@ indirect enum GoJSON {
         }
     }
 
-    /// Go's string escaping: quotes, backslash, control characters, and
-    /// (HTML-safe) <, >, & as \u00XX; U+2028 and U+2029 too.
-    static func quote(_ s: String, into out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "<", ">", "&", "\u{2028}", "\u{2029}":
-                out += "\\u" + String(format: "%04x", scalar.value)
-            default:
-                if scalar.value < 0x20 {
-                    out += "\\u" + String(format: "%04x", scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
-    }
+    static func quote(_ s: String, into out: inout String) { GoJSONText.quote(s, into: &out) }
 
     /// Go's name for a proto name: each `_`-separated part capitalized.
     static func camelCase(_ protoName: String) -> String {
