@@ -56,6 +56,9 @@ let package = Package(
         .target(name: "Lease", dependencies: ["EtcdStatus"]),
         // Snapshot files: restore into a data dir, status (server and CLI).
         .target(name: "Snapshot", dependencies: ["MVCC", "COpenSSL"]),
+        // etcd's v2 keys store, as a state machine (to be served behind
+        // --enable-v2; not wired into the server yet).
+        .target(name: "V2Store"),
         // Raft as a pure state machine: no I/O, clocks or threads.
         .target(name: "Raft"),
         // Write-ahead log: segments, chained CRC records, torn-tail recovery.
@@ -95,6 +98,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"]),
+        .testTarget(name: "V2StoreTests", dependencies: ["V2Store"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),

@@ -1,0 +1,301 @@
+/// etcd's v2 keys store as a state machine with no I/O: a tree of
+/// directories and values, an index raised by each change, TTLs against a
+/// clock the caller passes (milliseconds), and the last 1,000 changes kept
+/// for watchers that ask from an index. Separate from the v3 keyspace, as
+/// in etcd. Errors carry etcd's v2 codes and messages.
+public struct V2Store: Sendable {
+    public struct Node: Equatable, Sendable {
+        public var key: String
+        public var value: String?
+        public var isDir: Bool
+        public var createdIndex: UInt64
+        public var modifiedIndex: UInt64
+        /// When it expires (milliseconds, the caller's clock), if ever.
+        public var expiresAt: UInt64?
+        /// Children's names (directories).
+        var children: Set<String> = []
+    }
+
+    /// What a change (or a read) did, as the v2 API reports it.
+    public struct Event: Equatable, Sendable {
+        public var action: String
+        public var node: Node
+        public var prevNode: Node?
+        /// The store's index after it.
+        public var index: UInt64
+    }
+
+    public private(set) var index: UInt64 = 0
+    private var nodes: [String: Node] = ["/": Node(key: "/", value: nil, isDir: true, createdIndex: 0, modifiedIndex: 0)]
+    /// Changes, oldest first, at most `historyLimit`.
+    public private(set) var history: [Event] = []
+    public static let historyLimit = 1000
+
+    public init() {}
+
+    // MARK: Paths
+
+    /// etcd's path.Clean(path.Join("/", p)).
+    public static func clean(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") {
+            if part == "." || part.isEmpty { continue }
+            if part == ".." {
+                if !parts.isEmpty { parts.removeLast() }
+                continue
+            }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    static func parent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/"), path != "/" else { return "/" }
+        let p = String(path[..<slash])
+        return p.isEmpty ? "/" : p
+    }
+
+    static func name(_ path: String) -> String { String(path[path.index(after: path.lastIndex(of: "/")!)...]) }
+
+    // MARK: Reads
+
+    /// The node at `path` (with its children when a directory).
+    public func get(_ path: String) throws(V2Error) -> Node {
+        let p = Self.clean(path)
+        guard let n = nodes[p] else { throw V2Error(.keyNotFound, p, index) }
+        return n
+    }
+
+    /// The children of a directory, sorted by key when `sorted`.
+    public func children(of path: String, sorted: Bool) -> [Node] {
+        let p = Self.clean(path)
+        guard let n = nodes[p], n.isDir else { return [] }
+        let kids = n.children.compactMap { nodes[p == "/" ? "/" + $0 : p + "/" + $0] }
+        return sorted ? kids.sorted { $0.key < $1.key } : kids.sorted { $0.createdIndex < $1.createdIndex }
+    }
+
+    // MARK: Changes
+
+    public enum SetCondition: Sendable {
+        /// PUT: create or replace a value.
+        case none
+        /// prevExist=false: only if absent.
+        case mustNotExist
+        /// prevExist=true: only if present.
+        case mustExist
+        /// prevValue / prevIndex: only if the value (and index) match.
+        case compare(value: String?, index: UInt64?)
+    }
+
+    /// PUT /v2/keys/path: set a value (or make a directory), as the
+    /// condition allows. `ttl` in seconds; `now` in milliseconds.
+    public mutating func set(_ path: String, value: String?, dir: Bool, ttl: UInt64?, condition: SetCondition,
+                             now: UInt64) throws(V2Error) -> Event {
+        let p = Self.clean(path)
+        if p == "/" { throw V2Error(.rootReadOnly, "/", index) }
+        let existing = nodes[p]
+        let expiresAt = ttl.map { now + $0 * 1000 }
+        switch condition {
+        case .mustNotExist:
+            if existing != nil { throw V2Error(.nodeExist, p, index) }
+            return try create(p, value: value, dir: dir, expiresAt: expiresAt, action: "create")
+        case .mustExist:
+            guard var n = existing else { throw V2Error(.keyNotFound, p, index) }
+            if n.isDir && value != nil && !(value ?? "").isEmpty { throw V2Error(.notFile, p, index) }
+            let previous = n
+            index += 1
+            if !n.isDir { n.value = value ?? "" }
+            n.modifiedIndex = index
+            n.expiresAt = expiresAt
+            nodes[p] = n
+            return record(Event(action: "update", node: n, prevNode: previous, index: index))
+        case .compare(let prevValue, let prevIndex):
+            guard var n = existing else { throw V2Error(.keyNotFound, p, index) }
+            if n.isDir { throw V2Error(.notFile, p, index) }
+            if let cause = Self.compareFailure(n, prevValue, prevIndex) { throw V2Error(.testFailed, cause, index) }
+            let previous = n
+            index += 1
+            n.value = value ?? ""
+            n.modifiedIndex = index
+            n.expiresAt = expiresAt
+            nodes[p] = n
+            return record(Event(action: "compareAndSwap", node: n, prevNode: previous, index: index))
+        case .none:
+            if let n = existing {
+                if n.isDir { throw V2Error(.notFile, p, index) }
+                if dir { throw V2Error(.notFile, p, index) }
+                var replaced = n
+                index += 1
+                replaced.value = value ?? ""
+                replaced.createdIndex = index
+                replaced.modifiedIndex = index
+                replaced.expiresAt = expiresAt
+                nodes[p] = replaced
+                return record(Event(action: "set", node: replaced, prevNode: n, index: index))
+            }
+            return try create(p, value: value, dir: dir, expiresAt: expiresAt, action: "set")
+        }
+    }
+
+    /// POST /v2/keys/dir: a new value under `dir` named by the new index
+    /// (zero-padded, so keys sort in creation order).
+    public mutating func createInOrder(_ dir: String, value: String, ttl: UInt64?, now: UInt64) throws(V2Error) -> Event {
+        let d = Self.clean(dir)
+        if let n = nodes[d], !n.isDir { throw V2Error(.notDir, d, index) }
+        let name = String(repeating: "0", count: max(0, 20 - String(index + 1).count)) + String(index + 1)
+        let p = d == "/" ? "/" + name : d + "/" + name
+        return try create(p, value: value, dir: false, expiresAt: ttl.map { now + $0 * 1000 }, action: "create")
+    }
+
+    private mutating func create(_ p: String, value: String?, dir: Bool, expiresAt: UInt64?, action: String) throws(V2Error) -> Event {
+        // Every ancestor must be a directory (made if missing).
+        var ancestors: [String] = []
+        var a = Self.parent(p)
+        while a != "/" {
+            ancestors.append(a)
+            a = Self.parent(a)
+        }
+        for dirPath in ancestors where nodes[dirPath].map({ !$0.isDir }) ?? false {
+            throw V2Error(.notDir, dirPath, index)
+        }
+        index += 1
+        for dirPath in ancestors.reversed() where nodes[dirPath] == nil {
+            nodes[dirPath] = Node(key: dirPath, value: nil, isDir: true, createdIndex: index, modifiedIndex: index)
+            nodes[Self.parent(dirPath)]!.children.insert(Self.name(dirPath))
+        }
+        let n = Node(key: p, value: dir ? nil : (value ?? ""), isDir: dir, createdIndex: index, modifiedIndex: index,
+                     expiresAt: expiresAt)
+        nodes[p] = n
+        nodes[Self.parent(p)]!.children.insert(Self.name(p))
+        return record(Event(action: action, node: n, prevNode: nil, index: index))
+    }
+
+    /// DELETE /v2/keys/path (dir=true for an empty directory, recursive
+    /// for a tree; prevValue / prevIndex to compare first).
+    public mutating func delete(_ path: String, dir: Bool, recursive: Bool, prevValue: String?, prevIndex: UInt64?) throws(V2Error) -> Event {
+        let p = Self.clean(path)
+        if p == "/" { throw V2Error(.rootReadOnly, "/", index) }
+        guard let n = nodes[p] else { throw V2Error(.keyNotFound, p, index) }
+        let compared = prevValue != nil || prevIndex != nil
+        if compared {
+            if n.isDir { throw V2Error(.notFile, p, index) }
+            if let cause = Self.compareFailure(n, prevValue, prevIndex) { throw V2Error(.testFailed, cause, index) }
+        }
+        if n.isDir {
+            if !dir && !recursive { throw V2Error(.notFile, p, index) }
+            if !n.children.isEmpty && !recursive { throw V2Error(.dirNotEmpty, p, index) }
+        }
+        index += 1
+        removeTree(p)
+        nodes[Self.parent(p)]?.children.remove(Self.name(p))
+        var gone = n
+        gone.value = nil
+        gone.modifiedIndex = index
+        gone.children = []
+        return record(Event(action: compared ? "compareAndDelete" : "delete", node: gone, prevNode: n, index: index))
+    }
+
+    private mutating func removeTree(_ p: String) {
+        guard let n = nodes.removeValue(forKey: p) else { return }
+        for c in n.children { removeTree(p == "/" ? "/" + c : p + "/" + c) }
+    }
+
+    /// Removes what expired by `now`: an "expire" event each.
+    public mutating func expire(now: UInt64) -> [Event] {
+        let due = nodes.values.filter { ($0.expiresAt ?? .max) <= now }.map(\.key).sorted()
+        var events: [Event] = []
+        for p in due {
+            guard let n = nodes[p] else { continue }  // went with an expired parent
+            index += 1
+            removeTree(p)
+            nodes[Self.parent(p)]?.children.remove(Self.name(p))
+            var gone = n
+            gone.value = nil
+            gone.modifiedIndex = index
+            gone.children = []
+            events.append(record(Event(action: "expire", node: gone, prevNode: n, index: index)))
+        }
+        return events
+    }
+
+    // MARK: Watching
+
+    /// The first recorded change at or after `sinceIndex` that a watcher of
+    /// `path` (and, when `recursive`, below it) sees; nil when there is
+    /// none yet (wait for `matches`). etcd's 401 when `sinceIndex` is older
+    /// than the history kept.
+    public func firstChange(_ path: String, recursive: Bool, sinceIndex: UInt64) throws(V2Error) -> Event? {
+        let p = Self.clean(path)
+        if let oldest = history.first, sinceIndex < oldest.index, sinceIndex > 0 {
+            throw V2Error(.eventIndexCleared, "the requested history has been cleared [\(oldest.index)/\(sinceIndex)]", index)
+        }
+        return history.first { $0.index >= sinceIndex && Self.matches($0, p, recursive: recursive) }
+    }
+
+    /// Whether a watcher of `path` sees `event`: its key, or below it when
+    /// recursive, or a deleted or expired directory above it.
+    public static func matches(_ event: Event, _ path: String, recursive: Bool) -> Bool {
+        let key = event.node.key
+        if key == path { return true }
+        if recursive && (path == "/" || key.hasPrefix(path + "/")) { return true }
+        let removal = event.action == "delete" || event.action == "expire" || event.action == "compareAndDelete"
+        return removal && (key == "/" || path.hasPrefix(key + "/"))
+    }
+
+    private mutating func record(_ e: Event) -> Event {
+        history.append(e)
+        if history.count > Self.historyLimit { history.removeFirst(history.count - Self.historyLimit) }
+        return e
+    }
+
+    /// etcd's compare failure cause: "[prevValue != value] [prevIndex != idx]".
+    static func compareFailure(_ n: Node, _ prevValue: String?, _ prevIndex: UInt64?) -> String? {
+        let valueOK = prevValue.map { $0 == n.value } ?? true
+        let indexOK = prevIndex.map { $0 == n.modifiedIndex } ?? true
+        if valueOK && indexOK { return nil }
+        var parts: [String] = []
+        if !valueOK { parts.append("[\(prevValue!) != \(n.value ?? "")]") }
+        if !indexOK { parts.append("[\(prevIndex!) != \(n.modifiedIndex)]") }
+        return parts.joined(separator: " ")
+    }
+}
+
+/// etcd's v2 errors: a code, its message, the cause, and the index then.
+public struct V2Error: Error, Equatable, Sendable {
+    public enum Code: Int, Sendable {
+        case keyNotFound = 100, testFailed = 101, notFile = 102, notDir = 104, nodeExist = 105
+        case rootReadOnly = 107, dirNotEmpty = 108
+        case valueRequired = 200, prevValueRequired = 201, ttlNaN = 202, indexNaN = 203, invalidField = 209
+        case invalidForm = 210
+        case eventIndexCleared = 401
+    }
+
+    public var code: Code
+    public var cause: String
+    public var index: UInt64
+
+    public init(_ code: Code, _ cause: String, _ index: UInt64) {
+        self.code = code
+        self.cause = cause
+        self.index = index
+    }
+
+    public var message: String {
+        switch code {
+        case .keyNotFound: return "Key not found"
+        case .testFailed: return "Compare failed"
+        case .notFile: return "Not a file"
+        case .notDir: return "Not a directory"
+        case .nodeExist: return "Key already exists"
+        case .rootReadOnly: return "Root is read only"
+        case .dirNotEmpty: return "Directory not empty"
+        case .valueRequired: return "Value is Required in POST form"
+        case .prevValueRequired: return "PrevValue is Required in POST form"
+        case .ttlNaN: return "The given TTL in POST form is not a number"
+        case .indexNaN: return "The given index in POST form is not a number"
+        case .invalidField: return "Invalid field"
+        case .invalidForm: return "Invalid POST form"
+        case .eventIndexCleared: return "The event in requested index is outdated and cleared"
+        }
+    }
+}
