@@ -185,14 +185,19 @@ public struct V2Store: Sendable {
             if !dir && !recursive { throw V2Error(.notFile, p, index) }
             if !n.children.isEmpty && !recursive { throw V2Error(.dirNotEmpty, p, index) }
         }
+        return remove(n, action: compared ? "compareAndDelete" : "delete")
+    }
+
+    /// Removes a node (and what is under it) as one change.
+    private mutating func remove(_ n: Node, action: String) -> Event {
         index += 1
-        removeTree(p)
-        nodes[Self.parent(p)]?.children.remove(Self.name(p))
+        removeTree(n.key)
+        nodes[Self.parent(n.key)]?.children.remove(Self.name(n.key))
         var gone = n
         gone.value = nil
         gone.modifiedIndex = index
         gone.children = []
-        return record(Event(action: compared ? "compareAndDelete" : "delete", node: gone, prevNode: n, index: index))
+        return record(Event(action: action, node: gone, prevNode: n, index: index))
     }
 
     private mutating func removeTree(_ p: String) {
@@ -206,14 +211,7 @@ public struct V2Store: Sendable {
         var events: [Event] = []
         for p in due {
             guard let n = nodes[p] else { continue }  // went with an expired parent
-            index += 1
-            removeTree(p)
-            nodes[Self.parent(p)]?.children.remove(Self.name(p))
-            var gone = n
-            gone.value = nil
-            gone.modifiedIndex = index
-            gone.children = []
-            events.append(record(Event(action: "expire", node: gone, prevNode: n, index: index)))
+            events.append(remove(n, action: "expire"))
         }
         return events
     }
