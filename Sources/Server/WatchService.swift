@@ -57,7 +57,9 @@ extension EtcdServer {
                 }
                 handle(request, on: stream)
             }
-            call.onRequestEnd = { [unowned self] in finish(call, key, status: .ok) }
+            // As etcd: a client that is done sending still gets its events;
+            // the stream ends when the client cancels or goes away.
+            call.onRequestEnd = nil
             call.onWritable = { [unowned self] in watchCatchUpTask.trigger() }
             call.onClose = { [unowned self, unowned stream] in closeWatchStream(stream) }
         }

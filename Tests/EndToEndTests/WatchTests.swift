@@ -113,6 +113,19 @@ import Testing
         #expect(r.status == 0 && r.stdout.contains("got all 200 events"), "\(r)")
     }
 
+    /// A client that is done sending still gets its events, against
+    /// swetcd as against a real etcd 3.4.
+    @Test func aHalfClosedStreamKeepsDelivering() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let reference = try ReferenceEtcd()
+        defer { reference.stop() }
+        for endpoint in [server.endpoint, reference.endpoint] {
+            let r = try runPython("watch_streams.py", ["half-closed", endpoint])
+            #expect(r.status == 0 && r.stdout == "event after half-close\n", "\(endpoint): \(r)")
+        }
+    }
+
     @Test func largeResponsesAreFragmentedWhenAsked() throws {
         let server = try ServerProcess(arguments: ["--max-request-bytes", "2048"])
         defer { server.stop() }

@@ -6,6 +6,8 @@ progress request they lack), for etcd's watch bugs:
                           come on that stream.
   many-prevkv-watchers    etcd #17529: one stream with many prev_kv watchers
                           must not starve, nor delay another stream.
+  half-closed             a client done sending still gets its events (the
+                          stream ends when it cancels), as etcd does.
 """
 import queue
 import sys
@@ -185,5 +187,21 @@ elif cmd == "fragments":
     if len(pieces) < 2 or flags != [True] * (len(pieces) - 1) + [False] or keys != [f"/f/{i:02}" for i in range(20)]:
         sys.exit(f"fragments {flags}, keys {keys}")
     print(f"{len(pieces)} fragments")
+elif cmd == "half-closed":
+    responses, send, stop = open_stream([create(b"/hc")])
+    send(None)  # done sending: half-close
+    time.sleep(0.5)
+    client.put("/hc", "after")
+    deadline = time.time() + 10
+    events = []
+    while time.time() < deadline and not events:
+        try:
+            events = responses.get(timeout=0.5).events
+        except queue.Empty:
+            continue
+    stop()
+    if [e.kv.value for e in events] != [b"after"]:
+        sys.exit(f"no event after half-close: {events}")
+    print("event after half-close")
 else:
     sys.exit(f"unknown sub-command {cmd}")
