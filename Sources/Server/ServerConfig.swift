@@ -103,9 +103,9 @@ public struct ServerConfig: Equatable, Sendable {
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
                         "auto-compaction-mode", "auto-compaction-retention",
                         "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
-                        "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl"]
+                        "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl", "enable-v2"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
-    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls"]
+    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -149,6 +149,7 @@ public struct ServerConfig: Equatable, Sendable {
                               made in <data-dir>/fixtures/client
       --experimental-tls-handshake-timeout
                               time a TLS client has to finish its handshake (default 10s)
+      --enable-v2             accepted as false only: the v2 API is not built yet
       --auth-token            the kind of auth token: simple (the default; jwt is not built)
       --auth-token-ttl        seconds a simple token lives after its last use (default 300)
       --version               print the version and exit
@@ -251,6 +252,11 @@ public struct ServerConfig: Equatable, Sendable {
             case "experimental-tls-handshake-timeout":
                 guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 10s") }
                 config.tlsHandshakeTimeout = seconds
+            case "enable-v2":
+                // etcd 3.4's flag: off is what swetcd does; on asks for the
+                // v2 API, which is not served yet.
+                guard let on = Bool(value) else { throw bad("want true or false") }
+                if on { throw bad("the v2 API is not built yet (docs/v2-commands.md lists v3 equivalents)") }
             case "auth-token":
                 guard value == "simple" else { throw bad("only simple tokens are built (jwt is not)") }
             case "auth-token-ttl": config.authTokenTTL = try positive()

@@ -87,4 +87,10 @@ import Testing
         }
         #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--auth-token-ttl", "0"], environment: [:]) }
     }
+
+    @Test func enableV2IsAcceptedOnlyOff() throws {
+        _ = try ServerConfig.parse(arguments: ["--enable-v2=false"], environment: [:])
+        _ = try ServerConfig.parse(arguments: [], environment: ["ETCD_ENABLE_V2": "false"])
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--enable-v2"], environment: [:]) }
+    }
 }
