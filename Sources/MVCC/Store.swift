@@ -414,14 +414,19 @@ public final class Store {
     /// boundary (a revision's changes are never split). Returns them and the
     /// first revision not covered. `from` must not be below the compacted
     /// revision.
-    public func events(from: Int64, through: Int64, maxEvents: Int) throws -> (events: [WatchEvent], next: Int64) {
+    public func events(from: Int64, through: Int64, maxEvents: Int, maxBytes: Int = .max) throws -> (events: [WatchEvent], next: Int64) {
         if from < compactedRevision { throw MVCCError.compacted }
         var out: [WatchEvent] = []
         var next = from
+        var bytes = 0, stopped = false
         try backend.forEachRevision(from: Revision(main: from)) { key, value in
             let main = key.revision.main
             if main > through { return false }
-            if main != next && out.count >= maxEvents { return false }  // stop between revisions
+            if main != next && (out.count >= maxEvents || bytes >= maxBytes) {  // stop between revisions
+                stopped = true
+                return false
+            }
+            bytes += value.count
             guard let stored = KeyValue(encoded: value) else {
                 preconditionFailure("backend revision \(key.revision) does not decode as mvccpb.KeyValue")
             }
@@ -435,7 +440,7 @@ public final class Store {
         backend.endRead()
         // Everything through `next` was read unless we stopped early.
         let covered = out.last.map { $0.revision } ?? (from - 1)
-        let end = out.count >= maxEvents ? covered + 1 : through + 1
+        let end = stopped || out.count >= maxEvents ? covered + 1 : through + 1
         return (out, max(end, from))
     }
 

@@ -43,6 +43,10 @@ public final class WatchHub {
 
     /// Bounds of one catch-up pass.
     public var catchUpMaxEvents = 1_000
+    /// A pass also stops after about this many bytes of history, so a
+    /// stream that drained is not handed more than it can take at once
+    /// (it backs up again and waits for the next drain).
+    public var catchUpMaxBytes = 1 << 20
     public var catchUpMaxWatchers = 512
 
     public init() {}
@@ -138,7 +142,7 @@ public final class WatchHub {
             }
         }
         guard let from = active.map({ watchers[$0]!.next }).min() else { return result }
-        let (events, end) = try store.events(from: from, through: current, maxEvents: catchUpMaxEvents)
+        let (events, end) = try store.events(from: from, through: current, maxEvents: catchUpMaxEvents, maxBytes: catchUpMaxBytes)
         for id in active {
             var w = watchers[id]!
             let mine = events.filter { w.wants($0) && $0.revision < end }

@@ -71,6 +71,7 @@ import Testing
         let hub = WatchHub()
         hub.catchUpMaxEvents = 7      // small batches: many catch-up passes
         hub.catchUpMaxWatchers = 5
+        hub.catchUpMaxBytes = 120     // and passes that stop on bytes
         var tracked: [WatchHub.ID: Tracked] = [:]
         var gen = OperationGenerator()
         var nextID = 0
