@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"]),
-        .testTarget(name: "V2StoreTests", dependencies: ["V2Store"]),
+        .testTarget(name: "V2StoreTests", dependencies: ["V2Store", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),

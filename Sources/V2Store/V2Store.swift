@@ -1,8 +1,12 @@
 /// etcd's v2 keys store as a state machine with no I/O: a tree of
-/// directories and values, an index raised by each change, TTLs against a
-/// clock the caller passes (milliseconds), and the last 1,000 changes kept
+/// directories and values, an index raised by each change, expiry times on
+/// a clock the caller keeps (milliseconds), and the last 1,000 changes kept
 /// for watchers that ask from an index. Separate from the v3 keyspace, as
 /// in etcd. Errors carry etcd's v2 codes and messages.
+///
+/// Every path a change touched is remembered (`takeTouched`) so the caller
+/// can write just those nodes to its storage; `init(restoring:index:)`
+/// rebuilds the store from them.
 public struct V2Store: Sendable {
     public struct Node: Equatable, Sendable {
         public var key: String
@@ -30,8 +34,52 @@ public struct V2Store: Sendable {
     /// Changes, oldest first, at most `historyLimit`.
     public private(set) var history: [Event] = []
     public static let historyLimit = 1000
+    /// The oldest index a watcher may still ask for: the first change in
+    /// `history`, or (restored, with no history yet) the next index.
+    private var historyStart: UInt64 = 1
+    /// Paths with an expiry time (so expiry need not scan every node).
+    private var expiring = Set<String>()
+    /// Paths changed (set or removed) since `takeTouched`.
+    private var touched = Set<String>()
 
     public init() {}
+
+    /// The store as its nodes were stored (any order; the root need not be
+    /// among them) at `index`. The change history is not kept across a
+    /// restore: a watcher asking for an index at or below `index` hears
+    /// that it was cleared (etcd's 401), as after 1,000 later changes.
+    public init(restoring stored: [Node], index: UInt64) {
+        self.index = index
+        historyStart = index + 1
+        for var n in stored where n.key != "/" {
+            n.children = []
+            nodes[n.key] = n
+            if n.expiresAt != nil { expiring.insert(n.key) }
+        }
+        for key in nodes.keys where key != "/" {
+            nodes[Self.parent(key)]?.children.insert(Self.name(key))
+        }
+    }
+
+    /// Every node but the root, for storing the whole store.
+    public var allNodes: [Node] { nodes.values.filter { $0.key != "/" } }
+
+    /// The paths changed since the last call, each with its node now (nil:
+    /// removed), and forgets them.
+    public mutating func takeTouched() -> [(path: String, node: Node?)] {
+        defer { touched.removeAll(keepingCapacity: true) }
+        return touched.sorted().map { ($0, nodes[$0]) }
+    }
+
+    /// The earliest expiry time of any node, if one expires.
+    public var nextExpiry: UInt64? { expiring.compactMap { nodes[$0]?.expiresAt }.min() }
+
+    /// Writes `n` at its key, keeping the expiry set and touched paths.
+    private mutating func store(_ n: Node) {
+        nodes[n.key] = n
+        touched.insert(n.key)
+        if n.expiresAt != nil { expiring.insert(n.key) } else { expiring.remove(n.key) }
+    }
 
     // MARK: Paths
 
@@ -70,7 +118,8 @@ public struct V2Store: Sendable {
     public func children(of path: String, sorted: Bool) -> [Node] {
         let p = Self.clean(path)
         guard let n = nodes[p], n.isDir else { return [] }
-        let kids = n.children.compactMap { nodes[p == "/" ? "/" + $0 : p + "/" + $0] }
+        // Names starting with "_" are hidden from listings (etcd's rule).
+        let kids = n.children.filter { !$0.hasPrefix("_") }.compactMap { nodes[p == "/" ? "/" + $0 : p + "/" + $0] }
         return sorted ? kids.sorted { $0.key < $1.key } : kids.sorted { $0.createdIndex < $1.createdIndex }
     }
 
@@ -88,13 +137,13 @@ public struct V2Store: Sendable {
     }
 
     /// PUT /v2/keys/path: set a value (or make a directory), as the
-    /// condition allows. `ttl` in seconds; `now` in milliseconds.
-    public mutating func set(_ path: String, value: String?, dir: Bool, ttl: UInt64?, condition: SetCondition,
-                             now: UInt64) throws(V2Error) -> Event {
+    /// condition allows, expiring at `expiresAt` (milliseconds) if given.
+    /// `notify: false` (a refresh) keeps the change from watchers.
+    public mutating func set(_ path: String, value: String?, dir: Bool, expiresAt: UInt64?,
+                             condition: SetCondition, notify: Bool = true) throws(V2Error) -> Event {
         let p = Self.clean(path)
         if p == "/" { throw V2Error(.rootReadOnly, "/", index) }
         let existing = nodes[p]
-        let expiresAt = ttl.map { now + $0 * 1000 }
         switch condition {
         case .mustNotExist:
             if existing != nil { throw V2Error(.nodeExist, p, index) }
@@ -107,8 +156,8 @@ public struct V2Store: Sendable {
             if !n.isDir { n.value = value ?? "" }
             n.modifiedIndex = index
             n.expiresAt = expiresAt
-            nodes[p] = n
-            return record(Event(action: "update", node: n, prevNode: previous, index: index))
+            store(n)
+            return record(Event(action: "update", node: n, prevNode: previous, index: index), notify: notify)
         case .compare(let prevValue, let prevIndex):
             guard var n = existing else { throw V2Error(.keyNotFound, p, index) }
             if n.isDir { throw V2Error(.notFile, p, index) }
@@ -118,20 +167,17 @@ public struct V2Store: Sendable {
             n.value = value ?? ""
             n.modifiedIndex = index
             n.expiresAt = expiresAt
-            nodes[p] = n
-            return record(Event(action: "compareAndSwap", node: n, prevNode: previous, index: index))
+            store(n)
+            return record(Event(action: "compareAndSwap", node: n, prevNode: previous, index: index), notify: notify)
         case .none:
             if let n = existing {
+                // A value is replaced by a new node (a value, or a directory).
                 if n.isDir { throw V2Error(.notFile, p, index) }
-                if dir { throw V2Error(.notFile, p, index) }
-                var replaced = n
                 index += 1
-                replaced.value = value ?? ""
-                replaced.createdIndex = index
-                replaced.modifiedIndex = index
-                replaced.expiresAt = expiresAt
-                nodes[p] = replaced
-                return record(Event(action: "set", node: replaced, prevNode: n, index: index))
+                let replaced = Node(key: p, value: dir ? nil : (value ?? ""), isDir: dir, createdIndex: index,
+                                    modifiedIndex: index, expiresAt: expiresAt)
+                store(replaced)
+                return record(Event(action: "set", node: replaced, prevNode: n, index: index), notify: notify)
             }
             return try create(p, value: value, dir: dir, expiresAt: expiresAt, action: "set")
         }
@@ -139,12 +185,13 @@ public struct V2Store: Sendable {
 
     /// POST /v2/keys/dir: a new value under `dir` named by the new index
     /// (zero-padded, so keys sort in creation order).
-    public mutating func createInOrder(_ dir: String, value: String, ttl: UInt64?, now: UInt64) throws(V2Error) -> Event {
+    public mutating func createInOrder(_ dir: String, value: String?, dir isDir: Bool = false,
+                                       expiresAt: UInt64?) throws(V2Error) -> Event {
         let d = Self.clean(dir)
         if let n = nodes[d], !n.isDir { throw V2Error(.notDir, d, index) }
         let name = String(repeating: "0", count: max(0, 20 - String(index + 1).count)) + String(index + 1)
         let p = d == "/" ? "/" + name : d + "/" + name
-        return try create(p, value: value, dir: false, expiresAt: ttl.map { now + $0 * 1000 }, action: "create")
+        return try create(p, value: value, dir: isDir, expiresAt: expiresAt, action: "create")
     }
 
     private mutating func create(_ p: String, value: String?, dir: Bool, expiresAt: UInt64?, action: String) throws(V2Error) -> Event {
@@ -160,12 +207,12 @@ public struct V2Store: Sendable {
         }
         index += 1
         for dirPath in ancestors.reversed() where nodes[dirPath] == nil {
-            nodes[dirPath] = Node(key: dirPath, value: nil, isDir: true, createdIndex: index, modifiedIndex: index)
+            store(Node(key: dirPath, value: nil, isDir: true, createdIndex: index, modifiedIndex: index))
             nodes[Self.parent(dirPath)]!.children.insert(Self.name(dirPath))
         }
         let n = Node(key: p, value: dir ? nil : (value ?? ""), isDir: dir, createdIndex: index, modifiedIndex: index,
                      expiresAt: expiresAt)
-        nodes[p] = n
+        store(n)
         nodes[Self.parent(p)]!.children.insert(Self.name(p))
         return record(Event(action: action, node: n, prevNode: nil, index: index))
     }
@@ -202,12 +249,14 @@ public struct V2Store: Sendable {
 
     private mutating func removeTree(_ p: String) {
         guard let n = nodes.removeValue(forKey: p) else { return }
+        touched.insert(p)
+        expiring.remove(p)
         for c in n.children { removeTree(p == "/" ? "/" + c : p + "/" + c) }
     }
 
     /// Removes what expired by `now`: an "expire" event each.
     public mutating func expire(now: UInt64) -> [Event] {
-        let due = nodes.values.filter { ($0.expiresAt ?? .max) <= now }.map(\.key).sorted()
+        let due = expiring.filter { (nodes[$0]?.expiresAt ?? .max) <= now }.sorted()
         var events: [Event] = []
         for p in due {
             guard let n = nodes[p] else { continue }  // went with an expired parent
@@ -224,8 +273,8 @@ public struct V2Store: Sendable {
     /// than the history kept.
     public func firstChange(_ path: String, recursive: Bool, sinceIndex: UInt64) throws(V2Error) -> Event? {
         let p = Self.clean(path)
-        if let oldest = history.first, sinceIndex < oldest.index, sinceIndex > 0 {
-            throw V2Error(.eventIndexCleared, "the requested history has been cleared [\(oldest.index)/\(sinceIndex)]", index)
+        if sinceIndex > 0 && sinceIndex < historyStart {
+            throw V2Error(.eventIndexCleared, "the requested history has been cleared [\(historyStart)/\(sinceIndex)]", index)
         }
         return history.first { $0.index >= sinceIndex && Self.matches($0, p, recursive: recursive) }
     }
@@ -240,9 +289,11 @@ public struct V2Store: Sendable {
         return removal && (key == "/" || path.hasPrefix(key + "/"))
     }
 
-    private mutating func record(_ e: Event) -> Event {
+    private mutating func record(_ e: Event, notify: Bool = true) -> Event {
+        guard notify else { return e }
         history.append(e)
         if history.count > Self.historyLimit { history.removeFirst(history.count - Self.historyLimit) }
+        historyStart = history[0].index
         return e
     }
 
