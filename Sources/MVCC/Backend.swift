@@ -22,6 +22,13 @@ public protocol Backend: AnyObject {
     /// Visits every lease in ID order (as unsigned 64-bit big-endian keys).
     func forEachLease(_ body: (Int64, [UInt8]) throws -> Void) throws
 
+    /// The `v2` table: the v2 keys store's nodes (the server's keys and
+    /// encoding), separate from the v3 keyspace.
+    func putV2(_ key: [UInt8], _ value: [UInt8]) throws
+    func deleteV2(_ key: [UInt8]) throws
+    /// Visits every stored v2 node's value, in key order.
+    func forEachV2(_ body: ([UInt8]) throws -> Void) throws
+
     /// Writes since the last commit.
     var uncommittedWrites: Int { get }
     func commit() throws
@@ -48,6 +55,8 @@ public enum MetaKey: String, CaseIterable, Sendable {
     case alarms = "alarms"
     /// Users, roles and permissions (the Auth module's encoding).
     case auth = "auth"
+    /// The v2 keys store's index (its nodes are in the `v2` table).
+    case v2Index = "v2_index"
 
     var bytes: [UInt8] { Array(rawValue.utf8) }
 }
@@ -75,6 +84,7 @@ public final class MemoryBackend: Backend {
     private var revisions: [RevisionKey: [UInt8]] = [:]
     private var metas: [MetaKey: [UInt8]] = [:]
     private var leases: [Int64: [UInt8]] = [:]
+    private var v2: [[UInt8]: [UInt8]] = [:]
     public private(set) var uncommittedWrites = 0
 
     public init() {}
@@ -126,6 +136,20 @@ public final class MemoryBackend: Backend {
         for (id, v) in leases.sorted(by: { UInt64(bitPattern: $0.key) < UInt64(bitPattern: $1.key) }) { try body(id, v) }
     }
 
+    public func putV2(_ key: [UInt8], _ value: [UInt8]) throws {
+        v2[key] = value
+        uncommittedWrites += 1
+    }
+
+    public func deleteV2(_ key: [UInt8]) throws {
+        v2[key] = nil
+        uncommittedWrites += 1
+    }
+
+    public func forEachV2(_ body: ([UInt8]) throws -> Void) throws {
+        for (_, v) in v2.sorted(by: { compareBytes($0.key, $1.key) < 0 }) { try body(v) }
+    }
+
     public func commit() throws { uncommittedWrites = 0 }
     public func endRead() {}
 
@@ -138,6 +162,9 @@ public final class MemoryBackend: Backend {
         }
         try forEachLease { id, v in
             try leaseKey(id).withUnsafeBytes { kb in try v.withUnsafeBytes { try body("lease", kb, $0) } }
+        }
+        for (k, v) in v2.sorted(by: { compareBytes($0.key, $1.key) < 0 }) {
+            try k.withUnsafeBytes { kb in try v.withUnsafeBytes { try body("v2", kb, $0) } }
         }
     }
 

@@ -33,6 +33,7 @@ public final class LMDBBackend: Backend {
     private var keyTable: MDB_dbi = 0
     private var metaTable: MDB_dbi = 0
     private var leaseTable: MDB_dbi = 0
+    private var v2Table: MDB_dbi = 0
     private var writeTxn: OpaquePointer?
     private var readTxn: OpaquePointer?
     private var readTxnIsLive = false
@@ -44,8 +45,9 @@ public final class LMDBBackend: Backend {
         var key: MDB_dbi = 0
         var meta: MDB_dbi = 0
         var lease: MDB_dbi = 0
+        var v2: MDB_dbi = 0
     }
-    private enum Table { case meta, lease }
+    private enum Table { case meta, lease, v2 }
 
     private enum Write {
         case put(table: Table, key: [UInt8], value: [UInt8])
@@ -93,7 +95,7 @@ public final class LMDBBackend: Backend {
             try check(mdb_txn_begin(env, nil, 0, &txn), "txn_begin")
             do {
                 let tables = try Self.openTables(txn!)
-                (keyTable, metaTable, leaseTable) = (tables.key, tables.meta, tables.lease)
+                (keyTable, metaTable, leaseTable, v2Table) = (tables.key, tables.meta, tables.lease, tables.v2)
                 try check(mdb_txn_commit(txn), "txn_commit")
             } catch {
                 mdb_txn_abort(txn)
@@ -125,6 +127,7 @@ public final class LMDBBackend: Backend {
         try check(mdb_dbi_open(txn, "key", UInt32(MDB_CREATE), &t.key), "dbi_open key")
         try check(mdb_dbi_open(txn, "meta", UInt32(MDB_CREATE), &t.meta), "dbi_open meta")
         try check(mdb_dbi_open(txn, "lease", UInt32(MDB_CREATE), &t.lease), "dbi_open lease")
+        try check(mdb_dbi_open(txn, "v2", UInt32(MDB_CREATE), &t.v2), "dbi_open v2")
         return t
     }
 
@@ -214,11 +217,17 @@ public final class LMDBBackend: Backend {
     }
 
     private func perform(_ w: Write, in txn: OpaquePointer) -> Int32 {
-        Self.perform(w, in: txn, Tables(key: keyTable, meta: metaTable, lease: leaseTable))
+        Self.perform(w, in: txn, Tables(key: keyTable, meta: metaTable, lease: leaseTable, v2: v2Table))
     }
 
     private static func perform(_ w: Write, in txn: OpaquePointer, _ tables: Tables) -> Int32 {
-        func dbi(_ t: Table) -> MDB_dbi { t == .meta ? tables.meta : tables.lease }
+        func dbi(_ t: Table) -> MDB_dbi {
+            switch t {
+            case .meta: return tables.meta
+            case .lease: return tables.lease
+            case .v2: return tables.v2
+            }
+        }
         switch w {
         case .put(let table, let key, let value): return key.withUnsafeBytes { put(txn, dbi(table), $0, value) }
         case .delete(let table, let key): return key.withUnsafeBytes { delete(txn, dbi(table), $0) }
@@ -255,6 +264,14 @@ public final class LMDBBackend: Backend {
 
     public func deleteLease(_ id: Int64) throws {
         try write(.delete(table: .lease, key: leaseKey(id)))
+    }
+
+    public func putV2(_ key: [UInt8], _ value: [UInt8]) throws {
+        try write(.put(table: .v2, key: key, value: value))
+    }
+
+    public func deleteV2(_ key: [UInt8]) throws {
+        try write(.delete(table: .v2, key: key))
     }
 
     // MARK: Reads
@@ -321,9 +338,16 @@ public final class LMDBBackend: Backend {
         }
     }
 
+    public func forEachV2(_ body: ([UInt8]) throws -> Void) throws {
+        try Self.walk(v2Table, in: try readView()) { _, v in
+            try body(Array(v))
+            return true
+        }
+    }
+
     public func forEachEntry(_ body: (String, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
         let txn = try readView()
-        for (name, table) in [("key", keyTable), ("meta", metaTable), ("lease", leaseTable)] {
+        for (name, table) in [("key", keyTable), ("meta", metaTable), ("lease", leaseTable), ("v2", v2Table)] {
             try Self.walk(table, in: txn) { k, v in
                 try body(name, k, v)
                 return true
@@ -542,7 +566,7 @@ public final class LMDBBackend: Backend {
         try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "txn_begin count")
         defer { mdb_txn_abort(txn) }
         var total = 0
-        for dbi in [keyTable, metaTable, leaseTable] {
+        for dbi in [keyTable, metaTable, leaseTable, v2Table] {
             var st = MDB_stat()
             try check(mdb_stat(txn, dbi, &st), "stat")
             total += Int(st.ms_entries)
