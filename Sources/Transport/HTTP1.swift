@@ -19,6 +19,8 @@ public struct HTTP1Response: Sendable {
     public var status: Int
     public var contentType: String
     public var body: [UInt8]
+    /// Headers besides Content-Type, Content-Length and Connection.
+    public var headers: [(name: String, value: String)] = []
 
     public init(status: Int = 200, contentType: String = "text/plain; charset=utf-8", body: [UInt8]) {
         self.status = status
@@ -68,10 +70,11 @@ public final class HTTP1Exchange {
     }
 
     /// Starts a chunked response (HTTP/1.1).
-    public func startStream(status: Int = 200, contentType: String) {
+    public func startStream(status: Int = 200, contentType: String, headers: [(name: String, value: String)] = []) {
         guard !finished, !streaming else { return }
         streaming = true
         var head = "HTTP/1.1 \(status) \(HTTP1Parser.reason(status))\r\n"
+        for h in headers { head += "\(h.name): \(h.value)\r\n" }
         head += "Content-Type: \(contentType)\r\nTransfer-Encoding: chunked\r\n"
         if !keepAlive { head += "Connection: close\r\n" }
         head += "\r\n"
@@ -143,6 +146,7 @@ struct HTTP1Parser {
 
     static func serialize(_ response: HTTP1Response, keepAlive: Bool, version: String) -> [UInt8] {
         var head = "\(version == "HTTP/1.0" ? "HTTP/1.0" : "HTTP/1.1") \(response.status) \(reason(response.status))\r\n"
+        for h in response.headers { head += "\(h.name): \(h.value)\r\n" }
         head += "Content-Type: \(response.contentType)\r\n"
         head += "Content-Length: \(response.body.count)\r\n"
         head += keepAlive ? (version == "HTTP/1.0" ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n"
@@ -153,6 +157,8 @@ struct HTTP1Parser {
     static func reason(_ status: Int) -> String {
         switch status {
         case 200: return "OK"
+        case 201: return "Created"
+        case 204: return "No Content"
         case 400: return "Bad Request"
         case 404: return "Not Found"
         case 405: return "Method Not Allowed"
