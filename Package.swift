@@ -73,7 +73,7 @@ let package = Package(
         // The services over the store, etcd's flags, metrics, logs.
         .target(
             name: "Server",
-            dependencies: ["MVCC", "WAL", "Lease", "Auth", "Transport", "EtcdProto", "EtcdStatus", "COpenSSL",
+            dependencies: ["MVCC", "WAL", "Lease", "Auth", "V2Store", "Transport", "EtcdProto", "EtcdStatus", "COpenSSL",
                            .product(name: "Logging", package: "swift-log")]),
 
         // The Swift client: async calls over our own transport.

@@ -22,9 +22,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python's etcd3 client works only with protobuf<4 and tenacity<7;
-# etcd3gw speaks the JSON gateway.
-if ! python3 -c 'import etcd3, grpc, etcd3gw' >/dev/null 2>&1; then
-  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio etcd3gw)
+# etcd3gw speaks the JSON gateway, python-etcd the v2 API.
+if ! python3 -c 'import etcd3, grpc, etcd3gw, etcd' >/dev/null 2>&1; then
+  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio etcd3gw python-etcd)
   python3 -m pip install "${pip_args[@]}" 2>/dev/null \
     || python3 -m pip install --break-system-packages "${pip_args[@]}"
 fi

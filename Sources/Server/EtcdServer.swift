@@ -6,6 +6,7 @@ import Logging
 import MVCC
 import SwiftProtobuf
 import Transport
+import V2Store
 import WAL
 #if canImport(Glibc)
 import Glibc
@@ -85,6 +86,15 @@ public final class EtcdServer {
     var defragmentTask: DeferredTask!
     var defragmentRun = DefragmentRun()
     private var autoCompactor: AutoCompactor?
+    // The v2 keys API (--enable-v2): its store, long-polling watchers,
+    // expiry, counters.
+    var v2Store = V2Store()
+    var v2Watches: [V2Watch] = []
+    private var v2ExpiryTimer: Transport.Timer?
+    var v2ExpiryProposed = false
+    var v2Stats = V2Stats()
+    /// When the member started (wall clock in milliseconds, monotonic).
+    let startedAt = (wall: EtcdServer.wallClockMilliseconds(), monotonic: monotonicNanoseconds())
     private var autoCompactionTimer: Transport.Timer?
 
     public init(config: ServerConfig, loop: EventLoop, logger: Logger) throws {
@@ -127,6 +137,7 @@ public final class EtcdServer {
         try loadAlarms()
         try loadAuth()
         try restoreLeases()
+        try loadV2()
         try replay(records)
         registerKV()
         registerLease()
@@ -136,6 +147,9 @@ public final class EtcdServer {
         registerCluster()
         if store.hasPendingCompaction { compactionTask.trigger() }
         startAutoCompaction()
+        if config.enableV2 {
+            v2ExpiryTimer = loop.schedule(every: 0.5) { [unowned self] in self.v2ExpiryTick() }
+        }
         logger.info("opened the store", metadata: [
             "data-dir": "\(config.dataDir)", "revision": "\(store.currentRevision)",
             "compact-revision": "\(store.compactedRevision)", "keys": "\(store.keyCount)",
@@ -401,6 +415,7 @@ extension EtcdServer: GRPCRouter {
 extension EtcdServer: HTTP1Handler {
     public func handle(_ request: HTTP1Request, _ exchange: HTTP1Exchange) {
         if serveGateway(request, exchange) { return }
+        if serveV2(request, exchange) { return }
         exchange.respond(answer(request))
     }
 

@@ -4,6 +4,8 @@ import Logging
 /// variables (a flag wins over its variable).
 public struct ServerConfig: Equatable, Sendable {
     public var name = "default"
+    /// Serve etcd's v2 API (`--enable-v2`, off by default as in etcd 3.4).
+    public var enableV2 = false
     public var dataDir = "default.swetcd"
     public var listenClientURLs = [ClientURL(host: "127.0.0.1", port: 2379)]
     public var advertiseClientURLs: [ClientURL]?
@@ -149,7 +151,7 @@ public struct ServerConfig: Equatable, Sendable {
                               made in <data-dir>/fixtures/client
       --experimental-tls-handshake-timeout
                               time a TLS client has to finish its handshake (default 10s)
-      --enable-v2             accepted as false only: the v2 API is not built yet
+      --enable-v2             serve the v2 keys API (/v2/keys, /v2/members, /v2/stats) (default false)
       --auth-token            the kind of auth token: simple (the default; jwt is not built)
       --auth-token-ttl        seconds a simple token lives after its last use (default 300)
       --version               print the version and exit
@@ -253,10 +255,8 @@ public struct ServerConfig: Equatable, Sendable {
                 guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 10s") }
                 config.tlsHandshakeTimeout = seconds
             case "enable-v2":
-                // etcd 3.4's flag: off is what swetcd does; on asks for the
-                // v2 API, which is not served yet.
                 guard let on = Bool(value) else { throw bad("want true or false") }
-                if on { throw bad("the v2 API is not built yet (docs/v2-commands.md lists v3 equivalents)") }
+                config.enableV2 = on
             case "auth-token":
                 guard value == "simple" else { throw bad("only simple tokens are built (jwt is not)") }
             case "auth-token-ttl": config.authTokenTTL = try positive()

@@ -4,6 +4,7 @@ import SwiftProtobuf
 import MVCC
 import Transport
 import Synchronization
+import V2Store
 import WAL
 
 /// What a log entry asks the store to do; the raw value is on disk.
@@ -14,6 +15,8 @@ enum LogEntryKind: UInt8 {
     case compact = 4
     case leaseGrant = 5
     case leaseRevoke = 6
+    /// A change to the v2 keys store (`V2Request`'s encoding).
+    case v2 = 7
 }
 
 /// A log entry's request, decoded: once when it is proposed (the apply
@@ -26,6 +29,7 @@ enum DecodedWrite {
     /// The ID is always set: the member picks one before proposing.
     case leaseGrant(Etcdserverpb_LeaseGrantRequest)
     case leaseRevoke(Etcdserverpb_LeaseRevokeRequest)
+    case v2(V2Request)
 
     init(_ kind: LogEntryKind, _ bytes: [UInt8]) throws {
         switch kind {
@@ -39,6 +43,9 @@ enum DecodedWrite {
         case .compact: self = .compact(try Etcdserverpb_CompactionRequest(serializedBytes: bytes))
         case .leaseGrant: self = .leaseGrant(try Etcdserverpb_LeaseGrantRequest(serializedBytes: bytes))
         case .leaseRevoke: self = .leaseRevoke(try Etcdserverpb_LeaseRevokeRequest(serializedBytes: bytes))
+        case .v2:
+            guard let r = V2Request(encoded: bytes) else { throw BinaryDecodingError.malformedProtobuf }
+            self = .v2(r)
         }
     }
 }
@@ -184,6 +191,8 @@ extension EtcdServer {
                 return .success(try applyLeaseGrant(g).serializedBytes())
             case .leaseRevoke(let r):
                 return .success(try applyLeaseRevoke(r).serializedBytes())
+            case .v2(let r):
+                return applyV2(r)
             }
         } catch let e as any EtcdStatusError {
             return .failure(GRPCStatus(e))

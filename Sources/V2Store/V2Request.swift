@@ -116,22 +116,25 @@ extension V2Store {
 }
 
 extension V2Store.Node {
-    /// The node as the backend keeps it (its key is the entry's key): a
-    /// version, flags, the indexes, the expiry time, the value.
+    /// The node as the backend keeps it: a version, flags, the indexes, the
+    /// expiry time, the key, the value. (The key is in the value because
+    /// the backend's key for a long path is not the path.)
     public func encoded() -> [UInt8] {
         var out: [UInt8] = [1, (isDir ? 1 : 0) | (value != nil ? 2 : 0) | (expiresAt != nil ? 4 : 0)]
         V2Bytes.appendVarint(createdIndex, to: &out)
         V2Bytes.appendVarint(modifiedIndex, to: &out)
         V2Bytes.appendVarint(expiresAt ?? 0, to: &out)
+        V2Bytes.appendString(key, to: &out)
         out.append(contentsOf: value?.utf8 ?? "".utf8)
         return out
     }
 
-    public init?(key: String, encoded b: [UInt8]) {
+    public init?(encoded b: [UInt8]) {
         guard b.count >= 2, b[0] == 1 else { return nil }
         var at = 2
         guard let created = V2Bytes.readVarint(b, at: &at), let modified = V2Bytes.readVarint(b, at: &at),
-              let expiry = V2Bytes.readVarint(b, at: &at) else { return nil }
+              let expiry = V2Bytes.readVarint(b, at: &at), let key = V2Bytes.readString(b, at: &at),
+              key.hasPrefix("/") else { return nil }
         let flags = b[1]
         self.init(key: key, value: flags & 2 != 0 ? String(decoding: b[at...], as: UTF8.self) : nil,
                   isDir: flags & 1 != 0, createdIndex: created, modifiedIndex: modified,

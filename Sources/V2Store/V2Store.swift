@@ -313,9 +313,10 @@ public struct V2Store: Sendable {
 public struct V2Error: Error, Equatable, Sendable {
     public enum Code: Int, Sendable {
         case keyNotFound = 100, testFailed = 101, notFile = 102, notDir = 104, nodeExist = 105
-        case rootReadOnly = 107, dirNotEmpty = 108
+        case rootReadOnly = 107, dirNotEmpty = 108, unauthorized = 110
         case valueRequired = 200, prevValueRequired = 201, ttlNaN = 202, indexNaN = 203, invalidField = 209
-        case invalidForm = 210
+        case invalidForm = 210, refreshValue = 211, refreshTTLRequired = 212
+        case raftInternal = 300
         case eventIndexCleared = 401
     }
 
@@ -329,6 +330,18 @@ public struct V2Error: Error, Equatable, Sendable {
         self.index = index
     }
 
+    /// The HTTP status etcd answers it with.
+    public var httpStatus: Int {
+        switch code {
+        case .keyNotFound: return 404
+        case .notFile, .dirNotEmpty: return 403
+        case .unauthorized: return 401
+        case .testFailed, .nodeExist: return 412
+        case .raftInternal: return 500
+        default: return 400
+        }
+    }
+
     public var message: String {
         switch code {
         case .keyNotFound: return "Key not found"
@@ -338,12 +351,16 @@ public struct V2Error: Error, Equatable, Sendable {
         case .nodeExist: return "Key already exists"
         case .rootReadOnly: return "Root is read only"
         case .dirNotEmpty: return "Directory not empty"
+        case .unauthorized: return "The request requires user authentication"
         case .valueRequired: return "Value is Required in POST form"
         case .prevValueRequired: return "PrevValue is Required in POST form"
         case .ttlNaN: return "The given TTL in POST form is not a number"
         case .indexNaN: return "The given index in POST form is not a number"
         case .invalidField: return "Invalid field"
         case .invalidForm: return "Invalid POST form"
+        case .refreshValue: return "Value provided on refresh"
+        case .refreshTTLRequired: return "A TTL must be provided on refresh"
+        case .raftInternal: return "Raft Internal Error"
         case .eventIndexCleared: return "The event in requested index is outdated and cleared"
         }
     }

@@ -8,7 +8,7 @@ final class ReferenceEtcd {
     let port: UInt16
     var endpoint: String { "127.0.0.1:\(port)" }
 
-    init() throws {
+    init(arguments extra: [String] = []) throws {
         let etcd = "/usr/bin/etcd"
         guard FileManager.default.isExecutableFile(atPath: etcd) else {
             throw E2EError("\(etcd) not found: apt-get install etcd-server (scripts/install-deps.sh does)")
@@ -21,7 +21,7 @@ final class ReferenceEtcd {
                              "--advertise-client-urls", "http://127.0.0.1:\(port)",
                              "--listen-peer-urls", "http://127.0.0.1:\(peer)",
                              "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
-                             "--initial-cluster", "default=http://127.0.0.1:\(peer)", "--log-level", "error"]
+                             "--initial-cluster", "default=http://127.0.0.1:\(peer)", "--log-level", "error"] + extra
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()

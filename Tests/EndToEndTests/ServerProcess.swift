@@ -175,3 +175,36 @@ func runPython(_ script: String, _ arguments: [String]) throws -> CommandResult 
     guard let python = which("python3") else { throw E2EError("python3 not found") }
     return try runCommand(python, ["\(pythonDir)/\(script)"] + arguments)
 }
+
+/// A command left running (a watch) whose standard output goes to a file;
+/// `waitForExit` collects it, killing the command at the deadline.
+final class BackgroundProcess {
+    let process = Process()
+    let output: String
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        output = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-bg-\(UUID().uuidString)").path
+        FileManager.default.createFile(atPath: output, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = FileHandle(forWritingAtPath: output)
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+    }
+
+    func waitForExit(timeout: TimeInterval) throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        return try String(contentsOfFile: output, encoding: .utf8)
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}

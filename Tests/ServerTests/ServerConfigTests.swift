@@ -88,9 +88,11 @@ import Testing
         #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--auth-token-ttl", "0"], environment: [:]) }
     }
 
-    @Test func enableV2IsAcceptedOnlyOff() throws {
-        _ = try ServerConfig.parse(arguments: ["--enable-v2=false"], environment: [:])
-        _ = try ServerConfig.parse(arguments: [], environment: ["ETCD_ENABLE_V2": "false"])
-        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--enable-v2"], environment: [:]) }
+    @Test func enableV2IsOffUnlessAskedFor() throws {
+        #expect(try !ServerConfig.parse(arguments: [], environment: [:]).enableV2)
+        #expect(try !ServerConfig.parse(arguments: ["--enable-v2=false"], environment: [:]).enableV2)
+        #expect(try ServerConfig.parse(arguments: ["--enable-v2"], environment: [:]).enableV2)
+        #expect(try ServerConfig.parse(arguments: [], environment: ["ETCD_ENABLE_V2": "true"]).enableV2)
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--enable-v2=maybe"], environment: [:]) }
     }
 }

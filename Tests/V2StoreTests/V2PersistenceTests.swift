@@ -51,7 +51,7 @@ import TestSupport
             _ = try? live.apply(Self.randomRequest(&rng, now: now))
             for (path, node) in live.takeTouched() { disk[path] = node?.encoded() }
             if step % 50 == 0 {
-                let stored = disk.map { V2Store.Node(key: $0.key, encoded: $0.value)! }
+                let stored = disk.map { V2Store.Node(encoded: $0.value)! }
                 let restored = V2Store(restoring: stored, index: live.index)
                 #expect(Self.tree(restored) == Self.tree(live), "seed \(seed), step \(step)")
                 #expect(restored.nextExpiry == live.nextExpiry, "seed \(seed), step \(step)")
