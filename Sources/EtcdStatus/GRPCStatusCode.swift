@@ -78,6 +78,13 @@ public enum GoJSONText {
         out += "\""
     }
 
+    /// `s` as a quoted JSON string.
+    public static func quoted(_ s: String) -> String {
+        var out = ""
+        quote(s, into: &out)
+        return out
+    }
+
     private static func hexEscape(_ v: UInt32) -> String {
         let hex = String(v, radix: 16)
         return "\\u" + String(repeating: "0", count: 4 - hex.count) + hex

@@ -126,6 +126,10 @@ extension EtcdServer {
             exchange.respond(HTTP1Response(status: 405, text: "Method Not Allowed\n"))
             return true
         }
+        if let problem = GoBase64.problem(inJSON: request.body) {
+            exchange.respond(Self.gatewayError(GRPCStatus(.invalidArgument, problem)))
+            return true
+        }
         let bytes: [UInt8]
         do {
             bytes = try route.decode(request.body)
@@ -161,7 +165,13 @@ extension EtcdServer {
     private func serveGatewayStream(_ route: GatewayRoute, _ request: HTTP1Request, _ exchange: HTTP1Exchange) {
         var messages: [[UInt8]] = []
         do {
-            for object in Self.jsonObjects(request.body) { messages.append(try route.decode(object)) }
+            for object in Self.jsonObjects(request.body) {
+                if let problem = GoBase64.problem(inJSON: object) {
+                    exchange.respond(Self.gatewayError(GRPCStatus(.invalidArgument, problem)))
+                    return
+                }
+                messages.append(try route.decode(object))
+            }
             if messages.isEmpty { messages = [try route.decode([])] }
         } catch {
             exchange.respond(Self.gatewayError(GRPCStatus(.invalidArgument, Self.jsonErrorText(error))))

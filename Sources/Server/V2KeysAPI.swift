@@ -1,4 +1,5 @@
 import COpenSSL
+import EtcdStatus
 import MVCC
 import Transport
 import V2Store
@@ -288,8 +289,8 @@ extension EtcdServer {
     /// the indexes (none when 0).
     func v2NodeJSON(_ n: V2Store.Node, now: UInt64, listing: Bool, recursive: Bool, sorted: Bool) -> String {
         var fields: [String] = []
-        if n.key != "/" { fields.append("\"key\":" + goJSONString(n.key)) }
-        if let v = n.value, !n.isDir { fields.append("\"value\":" + goJSONString(v)) }
+        if n.key != "/" { fields.append("\"key\":" + GoJSONText.quoted(n.key)) }
+        if let v = n.value, !n.isDir { fields.append("\"value\":" + GoJSONText.quoted(v)) }
         if n.isDir { fields.append("\"dir\":true") }
         if let at = n.expiresAt {
             let left = Int64(at) - Int64(now)
@@ -311,7 +312,7 @@ extension EtcdServer {
     }
 
     static func v2ErrorJSON(_ e: V2Error) -> String {
-        "{\"errorCode\":\(e.code.rawValue),\"message\":\(goJSONString(e.message)),\"cause\":\(goJSONString(e.cause)),\"index\":\(e.index)}\n"
+        "{\"errorCode\":\(e.code.rawValue),\"message\":\(GoJSONText.quoted(e.message)),\"cause\":\(GoJSONText.quoted(e.cause)),\"index\":\(e.index)}\n"
     }
 
     /// Go's time.Time JSON (RFC 3339 in UTC, fraction without trailing zeros).
@@ -335,8 +336,8 @@ extension EtcdServer {
 
     private func v2MemberJSON() -> String {
         let m = selfMember
-        let urls = { (u: [String]) in "[" + u.map(goJSONString).joined(separator: ",") + "]" }
-        return "{\"id\":\"\(hex(m.id))\",\"name\":\(goJSONString(m.name)),\"peerURLs\":\(urls(m.peerUrls)),\"clientURLs\":\(urls(m.clientUrls))}"
+        let urls = { (u: [String]) in "[" + u.map(GoJSONText.quoted).joined(separator: ",") + "]" }
+        return "{\"id\":\"\(hex(m.id))\",\"name\":\(GoJSONText.quoted(m.name)),\"peerURLs\":\(urls(m.peerUrls)),\"clientURLs\":\(urls(m.clientUrls))}"
     }
 
     private func v2Members(_ request: HTTP1Request) -> HTTP1Response {
@@ -367,7 +368,7 @@ extension EtcdServer {
         case "/v2/stats/self":
             let up = Double(monotonicNanoseconds() - startedAt.monotonic) / 1e9
             let start = Self.rfc3339(milliseconds: startedAt.wall)
-            text = "{\"name\":\(goJSONString(config.name)),\"id\":\(id),\"state\":\"StateLeader\",\"startTime\":\"\(start)\","
+            text = "{\"name\":\(GoJSONText.quoted(config.name)),\"id\":\(id),\"state\":\"StateLeader\",\"startTime\":\"\(start)\","
                 + "\"leaderInfo\":{\"leader\":\(id),\"uptime\":\"\(goDuration(up))\",\"startTime\":\"\(start)\"},"
                 + "\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}"
         case "/v2/stats/leader":
@@ -467,29 +468,6 @@ struct V2Stats {
             + "\"compareAndDeleteSuccess\":\(compareAndDeleteSuccess),\"compareAndDeleteFail\":\(compareAndDeleteFail),"
             + "\"expireCount\":\(expireCount),\"watchers\":\(watchers)}"
     }
-}
-
-/// A string as Go's encoding/json writes it (HTML-safe escapes included).
-func goJSONString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case "<", ">", "&", "\u{2028}", "\u{2029}":
-            out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
-        default:
-            if u.value < 0x20 {
-                out += "\\u00" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16)
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
 }
 
 /// Go's time.Duration String for a non-negative number of seconds.
