@@ -8,6 +8,7 @@ extension EtcdServer {
         unary(cluster, "MemberList", access: .authenticated) { [unowned self] (_: Etcdserverpb_MemberListRequest, _) -> Reply<Etcdserverpb_MemberListResponse> in
             var response = Etcdserverpb_MemberListResponse()
             response.header = header()
+            response.header.revision = 0  // etcd's cluster answers carry no revision
             response.members = [selfMember]
             return .now(response)
         }

@@ -35,6 +35,10 @@ import Testing
         ("/v3/kv/lease/timetolive", #"{"ID":"123","keys":true}"#),
         ("/v3/lease/revoke", #"{"ID":"123"}"#),
         ("/v3/lease/leases", "{}"),
+        ("/v3/lease/grant", #"{"TTL":"30","ID":"77"}"#),
+        ("/v3/lease/grant", #"{"TTL":"30","ID":"77"}"#),
+        ("/v3/cluster/member/list", "{}"),
+        ("/v3/maintenance/status", "{}"),
         ("/v3/maintenance/alarm", #"{"action":"GET"}"#),
         ("/v3/auth/authenticate", #"{"name":"root","password":"x"}"#),
         ("/v3/auth/user/add", #"{"name":"alice","password":"pw"}"#),
@@ -56,6 +60,11 @@ import Testing
                 .replacingOccurrences(of: #""cluster_id":"\d+""#, with: #""cluster_id":"C""#, options: .regularExpression)
                 .replacingOccurrences(of: #""member_id":"\d+""#, with: #""member_id":"M""#, options: .regularExpression)
                 .replacingOccurrences(of: #""memberID":"\d+""#, with: #""memberID":"M""#, options: .regularExpression)
+                .replacingOccurrences(of: #""(ID|leader)":"\d{12,}""#, with: #""$1":"M""#, options: .regularExpression)
+                .replacingOccurrences(of: #""(peerURLs|clientURLs)":\[[^\]]*\]"#, with: #""$1":[U]"#, options: .regularExpression)
+                // Status: the version, sizes and indexes are each server's own.
+                .replacingOccurrences(of: #","(version|dbSize|dbSizeInUse|dbSizeQuota|raftIndex|raftAppliedIndex)":"[^"]*""#,
+                                      with: "", options: .regularExpression)
             return "\(path) \(body ?? "GET") -> \(masked)"
         }
     }
