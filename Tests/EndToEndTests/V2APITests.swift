@@ -231,6 +231,11 @@ import Testing
         let last = try call("-X", "PUT", "@/last", "-d", "value=z")
         let lastIndex = try #require(last.firstMatch(of: /"modifiedIndex":(\d+)/).map { UInt64($0.1)! })
         let tree = try call("@/?recursive=true&sorted=true")
+        // A keyspace of its own: v3 sees none of it.
+        try Etcdctl(endpoint: server.endpoint).run("put", "/v3-only", "1")
+        let v3 = try Etcdctl(endpoint: server.endpoint).run("get", "", "--prefix", "--keys-only")
+        #expect(v3.status == 0 && v3.lines == ["/v3-only"], "\(v3.stdout)")
+        #expect(try call("@/v3-only").contains("\"errorCode\":100"))
         server.kill()
 
         server = try ServerProcess(arguments: ["--enable-v2"], dataDir: dataDir)
