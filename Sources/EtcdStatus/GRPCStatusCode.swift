@@ -61,7 +61,9 @@ public protocol EtcdStatusError: Error {
 /// escaped, as are U+2028 and U+2029), for output that must match etcd's
 /// byte for byte (etcdctl's -w json, the gateway's error bodies).
 public enum GoJSONText {
-    public static func quote(_ s: String, into out: inout String) {
+    /// `htmlSafe` (encoding/json's default) escapes <, >, & and the line
+    /// separators too; zap's logs do not.
+    public static func quote(_ s: String, into out: inout String, htmlSafe: Bool = true) {
         out += "\""
         for scalar in s.unicodeScalars {
             switch scalar {
@@ -70,7 +72,7 @@ public enum GoJSONText {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case "<", ">", "&", "\u{2028}", "\u{2029}": out += hexEscape(scalar.value)
+            case "<", ">", "&", "\u{2028}", "\u{2029}" where htmlSafe: out += hexEscape(scalar.value)
             default:
                 if scalar.value < 0x20 { out += hexEscape(scalar.value) } else { out.unicodeScalars.append(scalar) }
             }
@@ -79,9 +81,9 @@ public enum GoJSONText {
     }
 
     /// `s` as a quoted JSON string.
-    public static func quoted(_ s: String) -> String {
+    public static func quoted(_ s: String, htmlSafe: Bool = true) -> String {
         var out = ""
-        quote(s, into: &out)
+        quote(s, into: &out, htmlSafe: htmlSafe)
         return out
     }
 

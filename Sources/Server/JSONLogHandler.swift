@@ -1,3 +1,4 @@
+import EtcdStatus
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -43,26 +44,8 @@ public struct JSONLogHandler: LogHandler {
         }
     }
 
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if u.value < 0x20 {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
+    /// JSON strings as zap writes them: escaped, but not HTML-safe.
+    static func quote(_ s: String) -> String { GoJSONText.quoted(s, htmlSafe: false) }
 
     static func timestamp() -> String {
         var ts = timespec()

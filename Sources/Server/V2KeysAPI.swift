@@ -336,7 +336,7 @@ extension EtcdServer {
 
     private func v2MemberJSON() -> String {
         let m = selfMember
-        let urls = { (u: [String]) in "[" + u.map(GoJSONText.quoted).joined(separator: ",") + "]" }
+        let urls = { (u: [String]) in "[" + u.map { GoJSONText.quoted($0) }.joined(separator: ",") + "]" }
         return "{\"id\":\"\(hex(m.id))\",\"name\":\(GoJSONText.quoted(m.name)),\"peerURLs\":\(urls(m.peerUrls)),\"clientURLs\":\(urls(m.clientUrls))}"
     }
 
