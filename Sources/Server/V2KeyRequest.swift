@@ -85,9 +85,20 @@ struct V2KeyRequest {
         r.prevIndex = prevIndex
         r.recursive = recursive
         r.refresh = refresh
-        r.expiresAt = ttl.map { now + $0 * 1000 }
+        r.expiresAt = ttl.map { Self.expiry(now: now, ttl: $0) }
         r.now = now
         return r
+    }
+
+    /// The last millisecond of year 9999, beyond which Go cannot write a
+    /// time as JSON: a longer TTL expires then.
+    static let latestExpiry: UInt64 = 253_402_300_799_999
+
+    /// `now` plus `ttl` seconds, in milliseconds, no later than `latestExpiry`.
+    static func expiry(now: UInt64, ttl: UInt64) -> UInt64 {
+        let (ms, overflow) = ttl.multipliedReportingOverflow(by: 1000)
+        if overflow || ms > latestExpiry { return latestExpiry }
+        return min(now + ms, latestExpiry)
     }
 
     /// Go's strconv.ParseBool.

@@ -293,7 +293,7 @@ extension EtcdServer {
         if let v = n.value, !n.isDir { fields.append("\"value\":" + GoJSONText.quoted(v)) }
         if n.isDir { fields.append("\"dir\":true") }
         if let at = n.expiresAt {
-            let left = Int64(at) - Int64(now)
+            let left = Int64(clamping: at) - Int64(clamping: now)
             let ttl = left / 1000 + (left % 1000 > 0 ? 1 : 0)
             fields.append("\"expiration\":\"\(Self.rfc3339(milliseconds: at))\"")
             if ttl != 0 { fields.append("\"ttl\":\(ttl)") }

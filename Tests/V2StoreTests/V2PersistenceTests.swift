@@ -6,7 +6,7 @@ import TestSupport
 /// the touched nodes go to storage, and a restart rebuilds the store from
 /// storage alone.
 @Suite struct V2PersistenceTests {
-    static let paths = ["/a", "/a/b", "/a/b/c", "/a/d", "/e", "/e/f", "/_hidden", "/q"]
+    static let paths = ["/a", "/a/b", "/a/b/c", "/a/d", "/e", "/e/f", "/_hidden", "/q", "", "/", "//e", "/a/./b", "/a/../e", "/_hidden/x", "a/b"]
 
     static func randomRequest(_ rng: inout SeededRandom, now: UInt64) -> V2Request {
         let methods: [V2Request.Method] = [.put, .put, .put, .post, .delete, .delete, .expire]
