@@ -122,8 +122,11 @@ import Testing
             try p.run()
             return (p, output)
         }
-        let (poll, pollOut) = try background("\(base)/w?wait=true&recursive=true")
-        let (stream, streamOut) = try background("\(base)/w?wait=true&recursive=true&stream=true")
+        // Both ask from the next index, so a slow start misses nothing.
+        let head = try runCommand(curl, ["-s", "-D", "-", "-o", "/dev/null", "\(base)/"]).stdout
+        let index = try #require(head.firstMatch(of: /X-Etcd-Index: (\d+)/).map { UInt64($0.1)! })
+        let (poll, pollOut) = try background("\(base)/w?wait=true&recursive=true&waitIndex=\(index + 1)")
+        let (stream, streamOut) = try background("\(base)/w?wait=true&recursive=true&stream=true&waitIndex=\(index + 1)")
         defer { for p in [poll, stream] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         usleep(500_000)
         _ = try runCommand(curl, ["-s", "-X", "PUT", "\(base)/elsewhere", "-d", "value=0"])
@@ -136,7 +139,12 @@ import Testing
         let polled = try String(contentsOfFile: pollOut, encoding: .utf8)
         #expect(polled.contains(#""key":"/w/k","value":"1""#) && !polled.contains(#""value":"2""#), "\(polled)")
         usleep(300_000)
-        let streamed = try String(contentsOfFile: streamOut, encoding: .utf8)
+        var streamed = ""
+        while Date() < deadline {
+            streamed = try String(contentsOfFile: streamOut, encoding: .utf8)
+            if streamed.split(separator: "\n").count >= 3 { break }
+            usleep(50_000)
+        }
         #expect(streamed.split(separator: "\n").map { $0.contains(#""action":"set""#) } == [true, true, true], "\(streamed)")
         #expect(stream.isRunning, "a stream stays open")
         try? FileManager.default.removeItem(atPath: pollOut)
@@ -182,9 +190,13 @@ import Testing
 
         // `watch` waits for one change and prints it; `--forever` each one.
         func watched(_ endpoint: String) throws -> String {
-            let once = try BackgroundProcess("/usr/bin/etcdctl", ["--endpoints", "http://\(endpoint)", "watch", "--recursive", "/w"],
+            // From the index after now, so a slow start misses nothing.
+            let now = try Self.etcdctl2(endpoint, ["-o", "extended", "set", "/w/k", "v0"]).stdout
+            let index = try #require(now.firstMatch(of: /Modified-Index: (\d+)/).map { $0.1 })
+            let once = try BackgroundProcess("/usr/bin/etcdctl", ["--endpoints", "http://\(endpoint)", "watch", "--recursive",
+                                                                  "--after-index", String(index), "/w"],
                                              environment: ["ETCDCTL_API": "2"])
-            usleep(700_000)
+            usleep(300_000)
             _ = try Self.etcdctl2(endpoint, ["set", "/w/k", "v1"])
             _ = try Self.etcdctl2(endpoint, ["set", "/w/k", "v2"])
             return try once.waitForExit(timeout: 10)

@@ -38,8 +38,11 @@ c.write("/py/dir/a", "1")
 listing = c.read("/py/dir", recursive=True, sorted=True)
 seen.append([(n.key, n.value) for n in listing.children])
 
+# The long poll asks from the index after now, so it sees the write even
+# if it starts after it.
+base = c.read("/py/k").etcd_index
 woken = []
-waiter = threading.Thread(target=lambda: woken.append(c.read("/py/w", wait=True, timeout=10).value))
+waiter = threading.Thread(target=lambda: woken.append(c.read("/py/w", wait=True, waitIndex=base + 1, timeout=10).value))
 waiter.start()
 time.sleep(0.5)
 c.write("/py/w", "woke")
@@ -51,7 +54,7 @@ r = c.write("/py/q", "job", append=True)
 seen.append((r.action, r.key.rsplit("/", 1)[0], len(r.key.rsplit("/", 1)[1])))
 r = c.write("/py/t", "x", ttl=1)
 seen.append(("ttl", r.ttl))
-time.sleep(2.5)
+time.sleep(3.5)
 try:
     c.read("/py/t")
     seen.append("the TTL did not expire")
