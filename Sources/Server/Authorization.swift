@@ -67,13 +67,20 @@ extension EtcdServer {
     /// A write that `proposing` registered: Put, DeleteRange, Compact,
     /// LeaseRevoke.
     func authorize(_ call: GRPCCall, _ write: DecodedWrite) throws(AuthError) {
+        if case .compact = write {
+            // etcd lets anyone compact, with no user at all; a token that
+            // is sent must still be a live one.
+            if authStore.enabled, let token = Self.token(of: call), tokens.user(of: token, now: monotonicNanoseconds()) == nil {
+                throw .invalidAuthToken
+            }
+            return
+        }
         guard let user = try caller(of: call) else { return }
         switch write {
         case .put(let p): try authorize(user, put: p)
         case .deleteRange(let d): try authorize(user, delete: Wire.delete(d))
         // One whose operations do not convert fails validation when applied.
         case .txn(let t): if let t = try? Wire.txn(t) { try authorize(user, txn: t) }
-        // etcd lets any user compact; swetcd asks for an authenticated one.
         case .compact, .leaseGrant: break
         // Revoking deletes the lease's keys: the caller must be able to.
         case .leaseRevoke(let r): try authorizeLeaseKeys(user, r.id, write: true)
