@@ -132,7 +132,7 @@ extension EtcdServer {
         }
         let bytes: [UInt8]
         do {
-            bytes = try route.decode(request.body)
+            bytes = try route.decode(GoBase64.withoutLineBreaks(inBytesFields: request.body))
         } catch {
             exchange.respond(Self.gatewayError(GRPCStatus(.invalidArgument, Self.jsonErrorText(error))))
             return true
@@ -170,7 +170,7 @@ extension EtcdServer {
                     exchange.respond(Self.gatewayError(GRPCStatus(.invalidArgument, problem)))
                     return
                 }
-                messages.append(try route.decode(object))
+                messages.append(try route.decode(GoBase64.withoutLineBreaks(inBytesFields: object)))
             }
             if messages.isEmpty { messages = [try route.decode([])] }
         } catch {

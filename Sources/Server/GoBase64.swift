@@ -42,6 +42,56 @@ enum GoBase64 {
         return nil
     }
 
+    /// The body with `\n` and `\r` escapes taken out of its `bytes` fields
+    /// strings: Go's decoder skips line breaks in base64 (Python's
+    /// `base64.encodebytes` puts one every 76 characters), swift-protobuf's
+    /// refuses them. A small scan of the JSON text, so numbers and the rest
+    /// stay byte for byte as sent.
+    static func withoutLineBreaks(inBytesFields body: [UInt8]) -> [UInt8] {
+        guard body.contains(UInt8(ascii: "\\")) else { return body }
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count)
+        var i = 0
+        var lastString: String?      // the last string token, while it may be a field name
+        var inBytesValue = false     // the next string is a bytes field's value
+        while i < body.count {
+            let c = body[i]
+            guard c == UInt8(ascii: "\"") else {
+                if c == UInt8(ascii: ":") { inBytesValue = lastString.map(bytesFields.contains) ?? false }
+                else if c != UInt8(ascii: " ") && c != 9 && c != 10 && c != 13 { inBytesValue = false; lastString = nil }
+                out.append(c)
+                i += 1
+                continue
+            }
+            // A string token: copy it, dropping line-break escapes from a bytes value.
+            let start = i
+            var j = i + 1
+            var text: [UInt8] = []
+            while j < body.count && body[j] != UInt8(ascii: "\"") {
+                if body[j] == UInt8(ascii: "\\"), j + 1 < body.count {
+                    let e = body[j + 1]
+                    if !(inBytesValue && (e == UInt8(ascii: "n") || e == UInt8(ascii: "r"))) { text += [body[j], e] }
+                    j += 2
+                } else {
+                    text.append(body[j])
+                    j += 1
+                }
+            }
+            if inBytesValue {
+                out.append(UInt8(ascii: "\""))
+                out += text
+                if j < body.count { out.append(UInt8(ascii: "\"")) }
+                lastString = nil
+            } else {
+                out += body[start..<min(j + 1, body.count)]
+                lastString = String(decoding: text, as: UTF8.self)
+            }
+            inBytesValue = false
+            i = j + 1
+        }
+        return out
+    }
+
     /// The names of the `bytes` fields in etcd's requests (keys, range ends,
     /// values, in both JSON spellings).
     static let bytesFields: Set<String> = ["key", "range_end", "rangeEnd", "value"]

@@ -29,6 +29,8 @@ import Testing
         ("/v3/kv/range", #"{"key":"Zg==Zg=="}"#),
         ("/v3/kv/range", #"{"key":"Zm9v","range_end":"Zm9w!"}"#),
         ("/v3/kv/range", #"{"key":"Zm9v-_"}"#),
+        ("/v3/kv/put", #"{"key":"Zm9v\nYmFy\r\n","value":"YmFy\n"}"#),
+        ("/v3/kv/range", #"{"key":"Zm9vYmFy"}"#),
         ("/v3/kv/txn", #"{"compare":[{"key":"Zm9v","target":"VALUE","value":"*"}]}"#),
         ("/v3/kv/range", nil),
         ("/v3/lease/timetolive", #"{"ID":"123"}"#),

@@ -13,6 +13,15 @@ import Testing
         #expect(GoBase64.corruptionOffset(input) == expected, "\(input.debugDescription)")
     }
 
+    @Test func lineBreaksLeaveBytesFieldsOnly() {
+        func strip(_ s: String) -> String { String(decoding: GoBase64.withoutLineBreaks(inBytesFields: Array(s.utf8)), as: UTF8.self) }
+        #expect(strip(#"{"key":"Zm9v\nYmFy\r\n","limit":"10"}"#) == #"{"key":"Zm9vYmFy","limit":"10"}"#)
+        #expect(strip(#"{"name":"a\nb", "value" : "YQ\n==","x":["key","\n"]}"#) == #"{"name":"a\nb", "value" : "YQ==","x":["key","\n"]}"#)
+        #expect(strip(#"{"compare":[{"key":"a\\nb","value":"\"x\n"}]}"#) == #"{"compare":[{"key":"a\\nb","value":"\"x"}]}"#)
+        #expect(strip(#"{"key":"Zm9v"}"#) == #"{"key":"Zm9v"}"#)
+        #expect(strip(#"{"key":"unterminated\n"#) == #"{"key":"unterminated"#)
+    }
+
     @Test func findsTheBadFieldAnywhereInARequest() {
         #expect(GoBase64.problem(inJSON: Array(#"{"key":"Zm9v","range_end":"Zm9w"}"#.utf8)) == nil)
         #expect(GoBase64.problem(inJSON: Array(#"{"compare":[{"value":"YQ"}]}"#.utf8)) == "illegal base64 data at input byte 0")
