@@ -170,7 +170,15 @@ elif cmd == "fragments":
     inner += b"\x40\x01"  # field 8, fragment: true (etcd3 0.12's protobufs lack it)
     request = b"\x0a" + bytes([len(inner)]) + inner
     responses, _, stop = open_stream([request])
-    time.sleep(0.3)
+    # The deletes must come after the watch exists (a fixed pause was too
+    # short once under load).
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            if responses.get(timeout=0.5).created:
+                break
+        except queue.Empty:
+            continue
     client.delete_prefix("/f/")
     pieces = []
     deadline = time.time() + 10
