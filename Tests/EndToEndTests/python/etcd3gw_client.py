@@ -43,7 +43,10 @@ check("lease refresh", lease.refresh(), 60)
 check("lease revoke", lease.revoke(), True)
 check("leased key gone", client.get("/gw/leased"), [])
 
-events, cancel = client.watch_prefix("/gw/w/")
+# From the next revision, so the writes below are seen even if the watch
+# is set up after them (etcd3gw opens it on a thread of its own).
+next_revision = int(client.status()["header"]["revision"]) + 1
+events, cancel = client.watch_prefix("/gw/w/", start_revision=next_revision)
 seen = []
 done = threading.Event()
 

@@ -135,8 +135,11 @@ if cmd == "progress-after-history":
 
 elif cmd == "many-prevkv-watchers":
     watchers, writes = 100, 200
-    shared, _, stop_shared = open_stream([create(b"/p/", b"/p0", prev_kv=True) for _ in range(watchers)])
-    other, _, stop_other = open_stream([create(b"/p/", b"/p0")])
+    # From the next revision: a watcher set up late still sees every write.
+    start_revision = client.put("/p-start", "x").header.revision + 1
+    shared, _, stop_shared = open_stream([create(b"/p/", b"/p0", start=start_revision, prev_kv=True)
+                                          for _ in range(watchers)])
+    other, _, stop_other = open_stream([create(b"/p/", b"/p0", start=start_revision)])
     time.sleep(0.5)
     start = time.time()
     for i in range(writes):
@@ -196,7 +199,7 @@ elif cmd == "fragments":
         sys.exit(f"fragments {flags}, keys {keys}")
     print(f"{len(pieces)} fragments")
 elif cmd == "half-closed":
-    responses, send, stop = open_stream([create(b"/hc")])
+    responses, send, stop = open_stream([create(b"/hc", start=client.put("/hc-start", "x").header.revision + 1)])
     send(None)  # done sending: half-close
     time.sleep(0.5)
     client.put("/hc", "after")
