@@ -93,7 +93,9 @@ let package = Package(
         // A pod-watching controller on the client library (an example).
         .executableTarget(name: "PodWatcher", dependencies: ["EtcdClient", "EtcdProto"], path: "Examples/PodWatcher"),
 
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // posix_spawn's close-from action, for the tests' child processes.
+        .target(name: "CSpawn", path: "Tests/CSpawn"),
+        .target(name: "TestSupport", dependencies: ["CSpawn"], path: "Tests/TestSupport"),
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),

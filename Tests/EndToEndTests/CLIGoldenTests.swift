@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// swetcdctl against etcdctl 3.4: the same commands, with the same
 /// arguments, against twin swetcd members (one data dir copied, so the same
@@ -279,23 +280,15 @@ import Testing
             (["watch"], nil, ["ETCDCTL_WATCH_KEY": "/w/b"]),
             (["watch", "-i"], "watch /w/a\nnonsense\nwatch --prefix /w/b --prev-kv\nwatch\n", [:]),
         ]
-        func start(_ binary: String, _ endpoint: String) throws -> [(Process, String)] {
+        func start(_ binary: String, _ endpoint: String) throws -> [(ChildProcess, String)] {
             try watches.map { arguments, input, environment in
                 let output = FileManager.default.temporaryDirectory.appendingPathComponent("watch-\(UUID().uuidString)").path
-                FileManager.default.createFile(atPath: output, contents: nil)
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: binary)
-                p.arguments = ["--endpoints=\(endpoint)"] + arguments
-                p.environment = ProcessInfo.processInfo.environment.merging(environment.merging(["ETCDCTL_API": "3"]) { $1 }) { $1 }
                 // Standard error apart: how two streams interleave in one
                 // file depends on buffering, not on what was printed.
-                FileManager.default.createFile(atPath: output + ".err", contents: nil)
-                p.standardOutput = FileHandle(forWritingAtPath: output)
-                p.standardError = FileHandle(forWritingAtPath: output + ".err")
-                let stdin = Pipe()
-                p.standardInput = stdin
-                try p.run()
-                if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }  // kept open: -i reads on
+                let p = try ChildProcess(binary, ["--endpoints=\(endpoint)"] + arguments,
+                                         environment: environment.merging(["ETCDCTL_API": "3"]) { $1 },
+                                         stdin: .pipe, stdout: .file(output), stderr: .file(output + ".err"))
+                if let input { p.write(input) }  // kept open: -i reads on
                 return (p, output)
             }
         }
@@ -309,7 +302,7 @@ import Testing
                                input: "\nput /w/b y\ndel /w/c\n\n\n")
         }
         usleep(1_500_000)  // every event delivered and run
-        for (p, _) in theirs + ours where p.isRunning { p.terminate() }
+        for (p, _) in theirs + ours { p.signal(SIGTERM) }
         for (p, _) in theirs + ours { p.waitUntilExit() }
         for (i, (t, o)) in zip(theirs, ours).enumerated() {
             let text = { (path: String) in

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// swetcdctl where etcdctl 3.4 cannot be its reference: snapshots in
 /// swetcd's format, and the TLS, user and environment settings against a
@@ -55,17 +56,11 @@ import Testing
     /// A command left running, its output in a file; `interrupt` sends
     /// SIGINT and waits for it.
     final class Background {
-        let process = Process()
+        let child: ChildProcess
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("bg-\(UUID().uuidString)").path
 
         init(_ binary: String, _ arguments: [String]) throws {
-            FileManager.default.createFile(atPath: path, contents: nil)
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = arguments
-            process.environment = ProcessInfo.processInfo.environment.merging(["ETCDCTL_API": "3"]) { $1 }
-            process.standardOutput = FileHandle(forWritingAtPath: path)
-            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try process.run()
+            child = try ChildProcess(binary, arguments, environment: ["ETCDCTL_API": "3"], stdout: .file(path))
         }
 
         var output: String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
@@ -81,10 +76,9 @@ import Testing
         }
 
         func interrupt() -> Int32 {
-            if process.isRunning { kill(process.processIdentifier, SIGINT) }
-            process.waitUntilExit()
-            try? FileManager.default.removeItem(atPath: path)
-            return process.terminationStatus
+            child.signal(SIGINT)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            return child.waitUntilExit().status
         }
     }
 

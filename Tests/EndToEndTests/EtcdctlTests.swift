@@ -208,7 +208,7 @@ import Testing
 /// their own).
 func SHA256Hex(_ data: Data) -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-sha-\(UUID().uuidString)").path
-    FileManager.default.createFile(atPath: path, contents: data)
+    _ = FileManager.default.createFile(atPath: path, contents: data)
     defer { try? FileManager.default.removeItem(atPath: path) }
     let r = try? runCommand("/usr/bin/sha256sum", [path])
     return String(r?.stdout.prefix(64) ?? "")

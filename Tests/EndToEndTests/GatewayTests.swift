@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// The JSON gateway through curl: the same requests to swetcd and to a real
 /// etcd 3.4 get the same status and body (IDs masked), errors included.
@@ -106,14 +107,10 @@ import Testing
         let curl = try #require(which("curl"))
         func session(_ endpoint: String) throws -> String {
             let output = FileManager.default.temporaryDirectory.appendingPathComponent("gw-watch-\(UUID().uuidString)").path
-            FileManager.default.createFile(atPath: output, contents: nil)
             defer { try? FileManager.default.removeItem(atPath: output) }
-            let watch = Process()
-            watch.executableURL = URL(fileURLWithPath: curl)
-            watch.arguments = ["-s", "-N", "-X", "POST", "http://\(endpoint)/v3/watch", "-d",
-                               #"{"create_request":{"key":"Zm9v","prev_kv":true}}"#]
-            watch.standardOutput = FileHandle(forWritingAtPath: output)
-            try watch.run()
+            let watch = try ChildProcess(curl, ["-s", "-N", "-X", "POST", "http://\(endpoint)/v3/watch", "-d",
+                                                #"{"create_request":{"key":"Zm9v","prev_kv":true}}"#],
+                                         stdout: .file(output))
             usleep(500_000)
             for value in ["MQ==", "Mg=="] {
                 _ = try runCommand(curl, ["-s", "-X", "POST", "http://\(endpoint)/v3/kv/put", "-d", #"{"key":"Zm9v","value":""# + value + #""}"#])
@@ -123,7 +120,7 @@ import Testing
             let keepAlive = try runCommand(curl, ["-s", "-X", "POST", "http://\(endpoint)/v3/lease/keepalive", "-d", #"{"ID":"42"}"#],
                                            timeout: 10)
             usleep(500_000)
-            kill(watch.processIdentifier, SIGKILL)
+            watch.signal(SIGKILL)
             watch.waitUntilExit()
             let watched = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
             return (watched + keepAlive.stdout)
@@ -139,7 +136,7 @@ import Testing
     @Test func aWatchClientThatDoesNotRead() throws {
         let server = try ServerProcess()
         defer { server.stop() }
-        let r = try runPython("gateway_slow_watch.py", [server.endpoint, "\(server.process.processIdentifier)"])
+        let r = try runPython("gateway_slow_watch.py", [server.endpoint, "\(server.pid)"])
         #expect(r.status == 0 && r.stdout.hasPrefix("ok: 300 events in order"), "\(r.stdout)\(r.stderr)")
     }
 

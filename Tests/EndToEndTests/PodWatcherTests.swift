@@ -1,6 +1,7 @@
 import EtcdClient
 import Foundation
 import Testing
+import TestSupport
 
 /// Examples/PodWatcher against a member restarted under it: its cache ends
 /// equal to the server's pods and its event log is the server's history
@@ -13,17 +14,12 @@ import Testing
 
     /// The watcher process, its standard output collected.
     final class Watcher {
-        let process = Process()
-        let stdin = Pipe()
+        let child: ChildProcess
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("podwatcher-\(UUID().uuidString)").path
 
         init(endpoint: String) throws {
-            FileManager.default.createFile(atPath: path, contents: nil)
-            process.executableURL = URL(fileURLWithPath: PodWatcherTests.binary)
-            process.arguments = ["--endpoints", endpoint, "--page-size", "100"]
-            process.standardInput = stdin
-            process.standardOutput = FileHandle(forWritingAtPath: path)
-            try process.run()
+            child = try ChildProcess(PodWatcherTests.binary, ["--endpoints", endpoint, "--page-size", "100"],
+                                     stdin: .pipe, stdout: .file(path))
         }
 
         var lines: [String] { ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
@@ -39,11 +35,8 @@ import Testing
 
         /// Ends it (standard input closed) and returns everything it printed.
         func stop() -> [String] {
-            try? stdin.fileHandleForWriting.close()
-            let deadline = Date().addingTimeInterval(10)
-            while process.isRunning && Date() < deadline { usleep(10_000) }
-            if process.isRunning { process.terminate() }
-            process.waitUntilExit()
+            child.closeInput()
+            if child.wait(seconds: 10) == nil { child.terminate() }
             defer { try? FileManager.default.removeItem(atPath: path) }
             return lines
         }

@@ -1,9 +1,10 @@
 import Foundation
+import TestSupport
 
 /// A real etcd 3.4 (Debian's etcd-server) on free loopback ports with a
 /// fresh data dir, to compare swetcd's behaviour with. `stop()` ends it.
 final class ReferenceEtcd {
-    let process = Process()
+    private var child: ChildProcess!
     let dataDir: String
     let port: UInt16
     var endpoint: String { "127.0.0.1:\(port)" }
@@ -16,15 +17,11 @@ final class ReferenceEtcd {
         dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("etcd-ref-\(UUID().uuidString)").path
         port = try Self.freePort()
         let peer = try Self.freePort()
-        process.executableURL = URL(fileURLWithPath: etcd)
-        process.arguments = ["--data-dir", dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
-                             "--advertise-client-urls", "http://127.0.0.1:\(port)",
-                             "--listen-peer-urls", "http://127.0.0.1:\(peer)",
-                             "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
-                             "--initial-cluster", "default=http://127.0.0.1:\(peer)", "--log-level", "error"] + extra
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        child = try ChildProcess(etcd, ["--data-dir", dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
+                                        "--advertise-client-urls", "http://127.0.0.1:\(port)",
+                                        "--listen-peer-urls", "http://127.0.0.1:\(peer)",
+                                        "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
+                                        "--initial-cluster", "default=http://127.0.0.1:\(peer)", "--log-level", "error"] + extra)
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if let r = try? Etcdctl(endpoint: endpoint).run("endpoint", "health"), r.status == 0 { return }
@@ -41,10 +38,7 @@ final class ReferenceEtcd {
     }
 
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        child.terminate()
         try? FileManager.default.removeItem(atPath: dataDir)
     }
 
@@ -53,27 +47,17 @@ final class ReferenceEtcd {
 
 /// A long-running etcdctl (watch) whose output is collected in a file.
 final class BackgroundEtcdctl {
-    let process = Process()
+    let child: ChildProcess
     let output: String
-    let input = Pipe()
 
     init(endpoint: String, _ arguments: [String]) throws {
         output = FileManager.default.temporaryDirectory.appendingPathComponent("etcdctl-\(UUID().uuidString)").path
-        FileManager.default.createFile(atPath: output, contents: nil)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/etcdctl")
-        process.arguments = ["--endpoints=\(endpoint)"] + arguments
-        var env = ProcessInfo.processInfo.environment
-        env["ETCDCTL_API"] = "3"
-        process.environment = env
-        let out = FileHandle(forWritingAtPath: output)
-        process.standardOutput = out
-        process.standardError = out
-        process.standardInput = input
-        try process.run()
+        child = try ChildProcess("/usr/bin/etcdctl", ["--endpoints=\(endpoint)"] + arguments, environment: ["ETCDCTL_API": "3"],
+                                 stdin: .pipe, stdout: .file(output), stderr: .standardOutput)
     }
 
     func type(_ line: String) {
-        input.fileHandleForWriting.write(Data((line + "\n").utf8))
+        child.write(line + "\n")
     }
 
     var text: String { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
@@ -85,8 +69,7 @@ final class BackgroundEtcdctl {
             usleep(20_000)
         }
         usleep(200_000)  // anything extra would show up now
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        child.terminate()
         defer { try? FileManager.default.removeItem(atPath: output) }
         return text
     }

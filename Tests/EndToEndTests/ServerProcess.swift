@@ -1,16 +1,19 @@
 import Foundation
+import Synchronization
 import Testing
+import TestSupport
 
 /// A swetcd process on a free loopback port with a data dir of its own.
 /// `stop()` ends it; a test must call it (or `kill()`), also on failure.
 final class ServerProcess {
-    let process = Process()
+    private(set) var child: ChildProcess!
     let dataDir: String
     let logPath: String
     private(set) var port: UInt16 = 0
     private let ownsDataDir: Bool
 
     var endpoint: String { "127.0.0.1:\(port)" }
+    var pid: pid_t { child.pid }
 
     /// The built swetcd executable, next to the test binary.
     static var executable: String {
@@ -18,56 +21,59 @@ final class ServerProcess {
         return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("swetcd").path
     }
 
+    /// Each running server's log by endpoint, so a command that times out
+    /// against one can say what the server was doing.
+    static let logsByEndpoint = Mutex([String: String]())
+
     /// - Parameter port: 0 picks a free one (a restart may ask for the same).
     init(arguments: [String] = [], dataDir: String? = nil, port requestedPort: UInt16 = 0) throws {
         ownsDataDir = dataDir == nil
         self.dataDir = dataDir ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("swetcd-e2e-\(UUID().uuidString)").path
         logPath = self.dataDir + ".log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(requestedPort)"] + arguments
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        child = try ChildProcess(Self.executable,
+                                 ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(requestedPort)"] + arguments,
+                                 stderr: .file(logPath))
         port = try waitForPort()
+        Self.logsByEndpoint.withLock { $0[endpoint] = logPath }
     }
 
     /// Reads the port from the "serving client traffic" log line.
     private func waitForPort() throws -> UInt16 {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
             if let line = log.split(separator: "\n").first(where: { $0.contains("serving client traffic") }),
                let range = line.range(of: "\"address\":\"127.0.0.1:"),
                let port = UInt16(line[range.upperBound...].prefix { $0.isNumber }) {
                 return port
             }
-            if !process.isRunning { break }
+            if !child.isRunning { break }
             usleep(20_000)
         }
         kill()
-        throw E2EError("swetcd did not start; its log:\n" + ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""))
+        throw E2EError("swetcd did not start (\(child.termination.map { "\($0)" } ?? "killed")); its log:\n" + log)
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
+    /// How it ended, once it has.
+    var termination: ChildProcess.Termination? { child.termination }
+
     /// SIGTERM, then SIGKILL if it has not exited within 10 s.
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            let deadline = Date().addingTimeInterval(10)
-            while process.isRunning && Date() < deadline { usleep(10_000) }
-        }
-        kill()
+        child.terminate(graceSeconds: 10)
+        forget()
     }
 
     /// SIGKILL: no chance to clean up, as in a crash.
     func kill() {
-        if process.isRunning {
-            Foundation.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        child.signal(SIGKILL)
+        child.waitUntilExit()
+        forget()
+    }
+
+    private func forget() {
+        if port != 0 { Self.logsByEndpoint.withLock { $0[endpoint] = nil } }
     }
 
     func removeDataDir() {
@@ -93,37 +99,88 @@ struct CommandResult {
     var lines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty } }
 }
 
-/// Runs a program to completion (killed after `timeout` seconds), its
-/// output collected through files so no pipe can fill up.
+/// Runs a program to completion, its output collected through files so no
+/// pipe can fill up. Past `timeout` seconds it fails, saying what the
+/// kernel said of the program then, what `diagnose` adds (the server's
+/// side), and the end of its standard error after a SIGQUIT (a Go program,
+/// etcdctl, prints every goroutine's stack on it).
 func runCommand(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                input: String? = nil, timeout: Double = 60) throws -> CommandResult {
+                input: String? = nil, timeout: Double = 60, diagnose: () -> String = { "" }) throws -> CommandResult {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-cmd-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }
-    let out = dir.appendingPathComponent("out"), err = dir.appendingPathComponent("err"), inp = dir.appendingPathComponent("in")
-    FileManager.default.createFile(atPath: out.path, contents: nil)
-    FileManager.default.createFile(atPath: err.path, contents: nil)
-    FileManager.default.createFile(atPath: inp.path, contents: Data((input ?? "").utf8))
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    p.environment = env
-    p.standardOutput = try FileHandle(forWritingTo: out)
-    p.standardError = try FileHandle(forWritingTo: err)
-    p.standardInput = try FileHandle(forReadingFrom: inp)
-    try p.run()
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { usleep(5_000) }
-    if p.isRunning {
-        kill(p.processIdentifier, SIGKILL)
+    let out = dir.appendingPathComponent("out").path, err = dir.appendingPathComponent("err").path
+    let inp = dir.appendingPathComponent("in").path
+    _ = FileManager.default.createFile(atPath: inp, contents: Data((input ?? "").utf8))
+    let p = try ChildProcess(executable, arguments, environment: environment,
+                             stdin: .file(inp), stdout: .file(out), stderr: .file(err))
+    let started = Date()
+    guard let ended = p.wait(seconds: timeout) else {
+        let state = p.kernelState, elsewhere = diagnose()
+        p.signal(SIGQUIT)
+        let afterQuit = p.wait(seconds: 2)
+        p.signal(SIGKILL)
         p.waitUntilExit()
-        throw E2EError("\(executable) \(arguments) ran longer than \(timeout) s")
+        let stderr = (try? String(contentsOfFile: err, encoding: .utf8)) ?? ""
+        throw E2EError("""
+            \(executable) \(arguments) ran longer than \(timeout) s (started \(started)); then \(state)\
+            \(afterQuit == nil ? ", SIGQUIT did not end it" : "")\(elsewhere.isEmpty ? "" : "\n" + elsewhere)
+            its standard error's end:
+            \(stderr.suffix(6000))
+            """)
     }
-    return CommandResult(status: p.terminationStatus,
-                         stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
-                         stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+    return CommandResult(status: ended.status,
+                         stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+                         stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+}
+
+/// What a server at `endpoint` says now: its /health answer (or why none
+/// came within 2 s) and, for one of ours, its log's last lines.
+func describeServer(at endpoint: String) -> String {
+    var text = "server \(endpoint): /health "
+    let started = Date()
+    if let answer = try? httpGet(endpoint: endpoint, path: "/health", timeoutSeconds: 2) {
+        text += "answered in \(String(format: "%.3f", Date().timeIntervalSince(started))) s: \(answer.split(separator: "\r\n").last ?? "")"
+    } else {
+        text += "did not answer within 2 s"
+    }
+    if let path = ServerProcess.logsByEndpoint.withLock({ $0[endpoint] }),
+       let log = try? String(contentsOfFile: path, encoding: .utf8) {
+        text += "\nits log's last lines:\n" + log.split(separator: "\n").suffix(15).joined(separator: "\n")
+    }
+    return text
+}
+
+/// One HTTP/1.1 GET over a plain socket (no child process, no client
+/// library), the whole answer as text.
+func httpGet(endpoint: String, path: String, timeoutSeconds: Int) throws -> String {
+    let parts = endpoint.split(separator: ":")
+    guard parts.count == 2, let port = UInt16(parts[1]) else { throw E2EError("bad endpoint \(endpoint)") }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw E2EError("socket failed") }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    inet_pton(AF_INET, String(parts[0]), &address.sin_addr)
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw E2EError("connect: \(String(cString: strerror(errno)))") }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: \(endpoint)\r\nConnection: close\r\n\r\n".utf8)
+    guard send(fd, request, request.count, 0) == request.count else { throw E2EError("send failed") }
+    var answer: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n <= 0 { break }
+        answer += buffer[..<n]
+    }
+    guard !answer.isEmpty else { throw E2EError("no answer") }
+    return String(decoding: answer, as: UTF8.self)
 }
 
 /// Finds a program on PATH (or in the usual places).
@@ -153,7 +210,7 @@ struct Etcdctl {
             throw E2EError("\(etcdctl) not found: apt-get install etcd-client (scripts/install-deps.sh does)")
         }
         return try runCommand(etcdctl, ["--endpoints=\(endpoint)", "--dial-timeout=5s", "--command-timeout=20s"] + arguments,
-                              environment: ["ETCDCTL_API": "3"], input: input)
+                              environment: ["ETCDCTL_API": "3"], input: input, diagnose: { describeServer(at: endpoint) })
     }
 
     /// Runs each (arguments, standard input) in order and renders what a
@@ -179,32 +236,20 @@ func runPython(_ script: String, _ arguments: [String]) throws -> CommandResult 
 /// A command left running (a watch) whose standard output goes to a file;
 /// `waitForExit` collects it, killing the command at the deadline.
 final class BackgroundProcess {
-    let process = Process()
+    let child: ChildProcess
     let output: String
 
     init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         output = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-bg-\(UUID().uuidString)").path
-        FileManager.default.createFile(atPath: output, contents: nil)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = FileHandle(forWritingAtPath: output)
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        child = try ChildProcess(executable, arguments, environment: environment, stdout: .file(output))
     }
 
     func waitForExit(timeout: TimeInterval) throws -> String {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        if child.wait(seconds: timeout) == nil {
+            child.signal(SIGKILL)
+            child.waitUntilExit()
         }
         defer { try? FileManager.default.removeItem(atPath: output) }
         return try String(contentsOfFile: output, encoding: .utf8)
-    }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// The v2 API (`--enable-v2`) against a real etcd 3.4 with the same flag:
 /// curl sees the same statuses, headers and bodies; `ETCDCTL_API=2
@@ -114,22 +115,16 @@ import Testing
         defer { server.stop() }
         let curl = try #require(which("curl"))
         let base = "http://\(server.endpoint)/v2/keys"
-        func background(_ url: String) throws -> (Process, String) {
+        func background(_ url: String) throws -> (ChildProcess, String) {
             let output = FileManager.default.temporaryDirectory.appendingPathComponent("v2-watch-\(UUID().uuidString)").path
-            _ = FileManager.default.createFile(atPath: output, contents: nil)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: curl)
-            p.arguments = ["-s", "-N", "--max-time", "20", url]
-            p.standardOutput = FileHandle(forWritingAtPath: output)
-            try p.run()
-            return (p, output)
+            return (try ChildProcess(curl, ["-s", "-N", "--max-time", "20", url], stdout: .file(output)), output)
         }
         // Both ask from the next index, so a slow start misses nothing.
         let head = try runCommand(curl, ["-s", "-D", "-", "-o", "/dev/null", "\(base)/"]).stdout
         let index = try #require(head.firstMatch(of: /X-Etcd-Index: (\d+)/).map { UInt64($0.1)! })
         let (poll, pollOut) = try background("\(base)/w?wait=true&recursive=true&waitIndex=\(index + 1)")
         let (stream, streamOut) = try background("\(base)/w?wait=true&recursive=true&stream=true&waitIndex=\(index + 1)")
-        defer { for p in [poll, stream] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        defer { for p in [poll, stream] { p.signal(SIGKILL) } }
         usleep(500_000)
         _ = try runCommand(curl, ["-s", "-X", "PUT", "\(base)/elsewhere", "-d", "value=0"])
         usleep(300_000)

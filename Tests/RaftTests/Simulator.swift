@@ -374,7 +374,7 @@ struct Simulation {
         for e in node.allEntries {
             if let seen = seenEntries[e.index]?[e.term] {
                 if seen.data != e.data || (previousTerm != nil && seen.previousTerm != previousTerm) {
-                    fail("member \(id) holds \(e) after term \(previousTerm); another log holds it with different data or history")
+                    fail("member \(id) holds \(e) after term \(previousTerm.map { "\($0)" } ?? "none"); another log holds it with different data or history")
                 }
             } else if let previousTerm {
                 seenEntries[e.index, default: [:]][e.term] = (e.data, previousTerm)
