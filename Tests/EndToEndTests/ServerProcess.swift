@@ -102,10 +102,12 @@ struct CommandResult {
 /// Runs a program to completion, its output collected through files so no
 /// pipe can fill up. Past `timeout` seconds it fails, saying what the
 /// kernel said of the program then, what `diagnose` adds (the server's
-/// side), and the end of its standard error after a SIGQUIT (a Go program,
-/// etcdctl, prints every goroutine's stack on it).
+/// side), and the ends of its output after `dumpSignal` (on SIGQUIT a Go
+/// program, etcdctl, prints every goroutine's stack; on SIGABRT Python
+/// with PYTHONFAULTHANDLER set prints every thread's).
 func runCommand(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                input: String? = nil, timeout: Double = 60, diagnose: () -> String = { "" }) throws -> CommandResult {
+                input: String? = nil, timeout: Double = 60, dumpSignal: Int32 = SIGQUIT,
+                diagnose: () -> String = { "" }) throws -> CommandResult {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-cmd-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }
@@ -117,16 +119,19 @@ func runCommand(_ executable: String, _ arguments: [String], environment: [Strin
     let started = Date()
     guard let ended = p.wait(seconds: timeout) else {
         let state = p.kernelState, elsewhere = diagnose()
-        p.signal(SIGQUIT)
-        let afterQuit = p.wait(seconds: 2)
+        p.signal(dumpSignal)
+        let afterDump = p.wait(seconds: 2)
         p.signal(SIGKILL)
         p.waitUntilExit()
+        let stdout = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
         let stderr = (try? String(contentsOfFile: err, encoding: .utf8)) ?? ""
         throw E2EError("""
             \(executable) \(arguments) ran longer than \(timeout) s (started \(started)); then \(state)\
-            \(afterQuit == nil ? ", SIGQUIT did not end it" : "")\(elsewhere.isEmpty ? "" : "\n" + elsewhere)
+            \(afterDump == nil ? ", signal \(dumpSignal) did not end it" : "")\(elsewhere.isEmpty ? "" : "\n" + elsewhere)
+            its standard output's end:
+            \(stdout.suffix(2000))
             its standard error's end:
-            \(stderr.suffix(6000))
+            \(stderr.suffix(8000))
             """)
     }
     return CommandResult(status: ended.status,
@@ -230,7 +235,10 @@ let pythonDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appe
 /// Runs one of the Python client scripts against `endpoint`.
 func runPython(_ script: String, _ arguments: [String]) throws -> CommandResult {
     guard let python = which("python3") else { throw E2EError("python3 not found") }
-    return try runCommand(python, ["\(pythonDir)/\(script)"] + arguments)
+    // Unbuffered, so what it printed before a hang is there to see.
+    return try runCommand(python, ["\(pythonDir)/\(script)"] + arguments,
+                          environment: ["PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1"], dumpSignal: SIGABRT,
+                          diagnose: { arguments.compactMap { a in a.hasPrefix("127.0.0.1:") ? describeServer(at: a) : nil }.joined(separator: "\n") })
 }
 
 /// A command left running (a watch) whose standard output goes to a file;
