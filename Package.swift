@@ -56,8 +56,8 @@ let package = Package(
         .target(name: "Lease", dependencies: ["EtcdStatus"]),
         // Snapshot files: restore into a data dir, status (server and CLI).
         .target(name: "Snapshot", dependencies: ["MVCC", "COpenSSL"]),
-        // etcd's v2 keys store, as a state machine (to be served behind
-        // --enable-v2; not wired into the server yet).
+        // etcd's v2 keys store, as a state machine (served behind
+        // --enable-v2).
         .target(name: "V2Store"),
         // Raft as a pure state machine: no I/O, clocks or threads.
         .target(name: "Raft"),
@@ -70,11 +70,17 @@ let package = Package(
             dependencies: ["CLibevent", "CNghttp2", "COpenSSL", "EtcdStatus",
                            .product(name: "Logging", package: "swift-log")]),
 
+        // A member of a Raft group on the loop: drives Raft, persists its
+        // state through the WAL, hands committed entries to the server.
+        .target(
+            name: "Member",
+            dependencies: ["Raft", "WAL", "Transport", .product(name: "Logging", package: "swift-log")]),
+
         // The services over the store, etcd's flags, metrics, logs.
         .target(
             name: "Server",
-            dependencies: ["MVCC", "WAL", "Lease", "Auth", "V2Store", "Transport", "EtcdProto", "EtcdStatus", "COpenSSL",
-                           .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["Member", "Raft", "MVCC", "WAL", "Lease", "Auth", "V2Store", "Transport", "EtcdProto", "EtcdStatus",
+                           "COpenSSL", .product(name: "Logging", package: "swift-log")]),
 
         // The Swift client: async calls over our own transport.
         .target(name: "EtcdClient", dependencies: ["Transport", "EtcdProto", "EtcdStatus", "COpenSSL"]),
@@ -100,10 +106,12 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"]),
+        .testTarget(name: "MemberTests", dependencies: ["Member", "Raft", "WAL", "Transport", "TestSupport",
+                                                        .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "V2StoreTests", dependencies: ["V2Store", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "EtcdStatus", "TestSupport"]),
-        .testTarget(name: "ServerTests", dependencies: ["Server", "Transport"]),
+        .testTarget(name: "ServerTests", dependencies: ["Server", "Transport", "Raft"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.
         .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "swetcdctl", "PodWatcher", "EtcdClient", "TestSupport"], exclude: ["python"]),

@@ -272,7 +272,24 @@ public struct RaftNode {
         }
     }
 
+    /// Campaigns now instead of after an election timeout (etcd raft's
+    /// `Campaign`): for a member that alone is the quorum, so that it leads
+    /// as soon as it starts. Does nothing on a leader or a learner.
+    public mutating func campaignNow() {
+        guard voters.contains(id) else { return }
+        campaign()
+    }
+
     // MARK: Linearizable reads (ReadIndex)
+
+    /// The read index at once, when no other member need confirm it: this
+    /// member is the leader, the only voter, and has committed an entry of
+    /// its term (as etcd raft answers a single-voter group's ReadIndex at
+    /// once). Otherwise nil: ask with `readIndex`.
+    public var immediateReadIndex: UInt64? {
+        guard role == .leader, voters.count == 1, committedInThisTerm else { return nil }
+        return log.committed
+    }
 
     /// Asks for a read index for `context` (unique per read): a ReadState
     /// with it comes out of `ready()` once a quorum has confirmed this

@@ -3,7 +3,9 @@ import EtcdProto
 import EtcdStatus
 import Lease
 import Logging
+import Member
 import MVCC
+import Raft
 import SwiftProtobuf
 import Transport
 import V2Store
@@ -32,19 +34,18 @@ public final class EtcdServer {
     let store: Store
     let memberID: UInt64
     let clusterID: UInt64
-    /// Without Raft yet, one member is leader in a fixed term.
-    let raftTerm: UInt64 = 2
+    /// This member's Raft: every write is a proposal to it.
+    var member: Member!
     /// Index of the last log entry applied (the backend's consistent index).
     var appliedIndex: UInt64
-    /// Index of the last log entry proposed.
-    var proposedIndex: UInt64 = 0
     let walWriter: GroupCommitWAL
-    let durableMark = DurableMark()
     /// Set once a write can no longer be made durable (the WAL or the
     /// backend failed): every later write gets this, reads go on.
     var writesRefused: GRPCStatus?
-    var awaitingDurability: [UInt64: (index: UInt64, DecodedWrite, (Result<GRPCMessageBuffer, GRPCStatus>) -> Void)] = [:]
-    var waitingReads: [(UInt64, () -> Void)] = []
+    /// Proposals this member made, by ID, until applied.
+    var pendingProposals: [UInt64: (decoded: DecodedWrite, reply: (Result<GRPCMessageBuffer, GRPCStatus>) -> Void)] = [:]
+    var nextProposalID: UInt64
+    var proposalsFailed = 0
     let metrics = Metrics()
 
     private var methods: [String: GRPCMethod] = [:]
@@ -120,12 +121,25 @@ public final class EtcdServer {
         memberID = try Self.persistentID(.memberID, backend)
         clusterID = try Self.persistentID(.clusterID, backend)
         try store.commit()
+        // etcd's proposal IDs: the member's low 16 bits, then a counter
+        // that starts at the time in milliseconds (unique across restarts).
+        nextProposalID = (memberID & 0xffff) << 48 | (UInt64(Self.wallClockMilliseconds()) << 8) & ((1 << 48) - 1)
         let wal = try WAL(directory: config.dataDir + "/member/wal", segmentBytes: config.walSegmentBytes)
-        wal.tagOf = { $0.type == .entry ? LogEntry.index(ofEncoded: $0.data) : nil }
-        let records = try wal.recover()
+        wal.tagOf = { RaftRecords.entryIndex($0) ?? ($0.type == .entry ? LegacyLogEntry(decoding: $0.data)?.index : nil) }
+        var records = try wal.recover()
         if let torn = wal.truncatedTail {
             logger.warning("truncated a torn WAL tail", metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)"])
         }
+        if appliedIndex == 0 && !records.contains(where: { [.entry, .raftEntry, .snapshot].contains($0.type) }) {
+            // A new member: as etcd bootstraps one, its log starts with the
+            // membership at term 1 (the first election makes term 2).
+            let bootstrap = [RaftRecords.entry(Entry(term: 1, index: 1, kind: .confChange, data: ConfChange.addVoter(memberID).encoded)),
+                             RaftRecords.hardState(HardState(term: 1, commit: 1))]
+            try wal.append(bootstrap)
+            try wal.sync()
+            records += bootstrap
+        }
+        let raftLog = try Self.recoverRaftLog(records, memberID: memberID, backendIndex: appliedIndex, dataDir: config.dataDir)
         walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll)
         backendCommitTimer = loop.schedule(every: config.backendBatchInterval) { [unowned self] in self.commitBackend() }
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
@@ -138,7 +152,19 @@ public final class EtcdServer {
         try loadAuth()
         try restoreLeases()
         try loadV2()
-        try replay(records)
+        member = Member(id: memberID, voters: [memberID], storage: raftLog.storage, wal: walWriter, loop: loop,
+                        timing: Member.Timing(heartbeatInterval: Double(config.heartbeatIntervalMs) / 1000,
+                                              electionTicks: max(config.electionTimeoutMs / config.heartbeatIntervalMs, 1)),
+                        seed: memberID ^ nextProposalID, logger: logger,
+                        apply: { [unowned self] in applyCommitted($0) },
+                        onFailure: { [unowned self] in memberStopped($0) })
+        member.loneWritePoll = config.loneWritePoll
+        let before = appliedIndex
+        member.start()
+        try store.commit()
+        if appliedIndex > before {
+            logger.info("replayed the WAL", metadata: ["entries": "\(appliedIndex - before)", "applied-index": "\(appliedIndex)"])
+        }
         registerKV()
         registerLease()
         registerAuth()
@@ -155,6 +181,33 @@ public final class EtcdServer {
             "compact-revision": "\(store.compactedRevision)", "keys": "\(store.keyCount)",
             "member-id": "\(hex(memberID))", "cluster-id": "\(hex(clusterID))",
         ])
+    }
+
+    /// Raft's log as the WAL holds it. A data dir of the member before Raft
+    /// holds `entry` records: they become entries of its fixed term, the
+    /// log starting after the backend or the first of them.
+    private static func recoverRaftLog(_ records: [WALRecord], memberID: UInt64, backendIndex: UInt64,
+                                       dataDir: String) throws -> RecoveredRaftLog {
+        var converted = records
+        var firstLegacy: UInt64?
+        for (i, r) in records.enumerated() where r.type == .entry {
+            guard let legacy = LegacyLogEntry(decoding: r.data) else {
+                throw ServerError.dataDir(dataDir, "an undecodable WAL entry")
+            }
+            if firstLegacy == nil { firstLegacy = legacy.index }
+            converted[i] = RaftRecords.entry(legacy.raftEntry)
+        }
+        let start = min(firstLegacy.map { $0 - 1 } ?? backendIndex, backendIndex)
+        let hasRaftRecords = records.contains { $0.type == .raftEntry || $0.type == .snapshot || $0.type == .hardState }
+        // A data dir Raft wrote starts its log at index 1 or at a marker;
+        // an older one after what it had already applied.
+        let defaultStart = hasRaftRecords && firstLegacy == nil ? (index: UInt64(0), term: UInt64(0))
+            : (index: start, term: start > 0 ? LegacyLogEntry.term : 0)
+        do {
+            return try RecoveredRaftLog(records: converted, voters: [memberID], defaultSnapshot: defaultStart)
+        } catch {
+            throw ServerError.dataDir(dataDir, "\(error)")
+        }
     }
 
     /// An ID chosen at random the first time and kept in the backend.
@@ -185,7 +238,7 @@ public final class EtcdServer {
         h.clusterID = clusterID
         h.memberID = memberID
         h.revision = revision ?? store.currentRevision
-        h.raftTerm = raftTerm
+        h.raftTerm = member.term
         return h
     }
 
@@ -223,13 +276,20 @@ public final class EtcdServer {
         }
         checkpointInProgress = true
         let index = appliedIndex
+        // Where recovery starts Raft's log once the backend holds `index`
+        // durably: written before any segment holding entries up to it goes.
+        let marker = member.term(of: index).map { RaftRecords.snapshotMarker(index: index, term: $0) }
         let syncer = backend.syncer
         let writer = walWriter
         let me = LoopBound(self)
         let loop = self.loop
         runOnNewThread {
             let synced = (try? syncer.sync()) != nil
-            if synced { writer.checkpoint(coveredBy: index) }
+            if synced, let marker {
+                writer.submit([marker]) { result in
+                    if case .success = result { writer.checkpoint(coveredBy: index) }
+                }
+            }
             loop.execute {
                 me.value.checkpointInProgress = false
                 if synced { me.value.checkpointedIndex = index }
@@ -446,17 +506,19 @@ extension EtcdServer: HTTP1Handler {
             ("etcd_disk_wal_fsync_duration_seconds_sum", "Seconds spent writing and fsyncing WAL batches.", wal.seconds),
             ("swetcd_wal_entries_total", "Entries written to the WAL.", Double(wal.records)),
             ("swetcd_wal_segments_removed_total", "WAL segments deleted after checkpoints.", Double(walWriter.segmentsRemoved)),
-            ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", 1),
-            ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", 1),
-            ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", 1),
+            ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", member.leader == 0 ? 0 : 1),
+            ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", member.isLeader ? 1 : 0),
+            ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", Double(member.leaderChanges)),
             ("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", Double(backend.fileSize)),
             ("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", Double(backend.sizeInUse)),
             ("etcd_debugging_mvcc_keys_total", "Total number of keys.", Double(store.keyCount)),
             ("etcd_debugging_mvcc_current_revision", "The current revision of store.", Double(store.currentRevision)),
             ("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", Double(store.compactedRevision)),
             ("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", Double(config.quotaBackendBytes)),
-            ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", Double(appliedIndex)),
+            ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", Double(member.commitIndex)),
             ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", Double(appliedIndex)),
+            ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", Double(pendingProposals.count)),
+            ("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", Double(proposalsFailed)),
         ])
     }
 }

@@ -16,10 +16,10 @@ extension EtcdServer {
                 let result = try store.range(request)
                 return Wire.rangeResponse(result, header: header(revision: result.revision))
             }
-            // Linearizable reads see every write proposed before them.
-            if r.serializable || appliedIndex >= proposedIndex { return .now(try serve()) }
+            // Linearizable reads see every write committed before them.
+            if r.serializable || member.canReadNow { return .now(try serve()) }
             let key = rangeKey
-            afterProposedWrites { [unowned self] in
+            linearizably { [unowned self] in
                 do { respond(call, key, try serve()) } catch let e as any EtcdStatusError {
                     finish(call, key, status: GRPCStatus(e))
                 } catch {
@@ -47,7 +47,7 @@ extension EtcdServer {
                     propose(.txn, bytes, .txn(t)) { [unowned self] outcome in reply(call, key, outcome) }
                 } else {
                     // A txn that cannot write is served like a linearizable read.
-                    afterProposedWrites { [unowned self] in
+                    linearizably { [unowned self] in
                         do {
                             let r = try store.txn(request)
                             respond(call, key, Wire.txnResponse(r, header: header(revision: r.revision)))

@@ -76,9 +76,9 @@ extension EtcdServer {
         unary(service, "LeaseTimeToLive", access: .authenticated) { [unowned self] (r: Etcdserverpb_LeaseTimeToLiveRequest, call) -> Reply<Etcdserverpb_LeaseTimeToLiveResponse> in
             if r.keys { try authorize(call, lease: r.id, write: false) }
             // Like a linearizable read: it sees every grant and revocation
-            // proposed before it.
-            if appliedIndex >= proposedIndex { return .now(try timeToLive(r)) }
-            afterProposedWrites { [unowned self] in
+            // committed before it.
+            if member.canReadNow { return .now(try timeToLive(r)) }
+            linearizably { [unowned self] in
                 do { respond(call, ttlKey, try timeToLive(r)) } catch {
                     finish(call, ttlKey, status: GRPCStatus(.internal, "\(error)"))
                 }

@@ -18,9 +18,9 @@ extension EtcdServer {
             r.version = ServerVersion.server
             r.dbSize = Int64(backend.fileSize)
             r.dbSizeInUse = Int64(backend.sizeInUse)
-            r.leader = memberID
-            r.raftIndex = appliedIndex
-            r.raftTerm = raftTerm
+            r.leader = member.leader
+            r.raftIndex = member.commitIndex
+            r.raftTerm = member.term
             r.raftAppliedIndex = appliedIndex
             r.dbSizeQuota = config.quotaBackendBytes
             r.errors = alarms.sorted().map(Self.alarmDescription)

@@ -46,6 +46,11 @@ public struct ServerConfig: Equatable, Sendable {
     public var authTokenTTL = 300
     /// Automatic compaction (--auto-compaction-mode and -retention); nil: off.
     public var autoCompaction: AutoCompactor.Mode?
+    /// Milliseconds per Raft tick: a leader's heartbeats (--heartbeat-interval).
+    public var heartbeatIntervalMs = 100
+    /// Milliseconds without a leader before a member campaigns
+    /// (--election-timeout; randomized up to twice this).
+    public var electionTimeoutMs = 1000
 
     public init() {}
 
@@ -105,7 +110,8 @@ public struct ServerConfig: Equatable, Sendable {
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
                         "auto-compaction-mode", "auto-compaction-retention",
                         "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
-                        "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl", "enable-v2"]
+                        "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl", "enable-v2",
+                        "heartbeat-interval", "election-timeout"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
     static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2"]
 
@@ -119,6 +125,9 @@ public struct ServerConfig: Equatable, Sendable {
       --max-request-bytes     largest client request accepted, in bytes (default 1572864)
       --max-txn-ops           most operations in one transaction (default 128)
       --log-level             debug, info, warn, error, panic or fatal (default info)
+      --heartbeat-interval    milliseconds between a leader's heartbeats (default 100)
+      --election-timeout      milliseconds without a leader before a member campaigns
+                              (default 1000; at least 5 heartbeat intervals)
       --quota-backend-bytes   backend size that raises the NOSPACE alarm (default 2 GiB)
       --experimental-watch-progress-notify-interval
                               time between watch progress notifications, as Go durations
@@ -260,6 +269,8 @@ public struct ServerConfig: Equatable, Sendable {
             case "auth-token":
                 guard value == "simple" else { throw bad("only simple tokens are built (jwt is not)") }
             case "auth-token-ttl": config.authTokenTTL = try positive()
+            case "heartbeat-interval": config.heartbeatIntervalMs = try positive()
+            case "election-timeout": config.electionTimeoutMs = try positive()
             case "cert-file": config.certFile = value
             case "key-file": config.keyFile = value
             case "trusted-ca-file": config.trustedCAFile = value
@@ -273,6 +284,15 @@ public struct ServerConfig: Equatable, Sendable {
                 config.logLevel = level
             default: break
             }
+        }
+        // etcd's check, in its words.
+        if config.electionTimeoutMs < 5 * config.heartbeatIntervalMs {
+            throw ParseError.badValue(flag: "election-timeout", value: "\(config.electionTimeoutMs)",
+                                      why: "--election-timeout[\(config.electionTimeoutMs)ms] should be at least as 5 times as --heartbeat-interval[\(config.heartbeatIntervalMs)ms]")
+        }
+        if config.electionTimeoutMs > 50_000 {
+            throw ParseError.badValue(flag: "election-timeout", value: "\(config.electionTimeoutMs)",
+                                      why: "--election-timeout[\(config.electionTimeoutMs)ms] is too long, and should be set less than 50000ms")
         }
         if config.listenClientURLs.contains(where: \.isTLS) && (config.certFile == nil || config.keyFile == nil) && !config.autoTLS {
             throw ParseError.badValue(flag: "listen-client-urls", value: config.listenClientURLs.map(\.description).joined(separator: ","),

@@ -186,7 +186,7 @@ extension EtcdServer {
                     var response = HTTP1Response(status: answer.status, contentType: "application/json", body: body)
                     response.headers = v2CommonHeaders + [("X-Etcd-Index", "\(answer.etcdIndex)")]
                     if answer.status < 300 {
-                        response.headers += [("X-Raft-Index", "\(answer.raftIndex)"), ("X-Raft-Term", "\(raftTerm)")]
+                        response.headers += [("X-Raft-Index", "\(answer.raftIndex)"), ("X-Raft-Term", "\(member.term)")]
                     }
                     exchange.respond(response)
                 case .failure(let status):
@@ -212,7 +212,7 @@ extension EtcdServer {
                                                                       sorted: r.sorted) + "}\n"
             var response = HTTP1Response(contentType: "application/json", body: head ? [] : Array(json.utf8))
             response.headers = v2CommonHeaders + [("X-Etcd-Index", "\(v2Store.index)"), ("X-Raft-Index", "\(appliedIndex)"),
-                                                  ("X-Raft-Term", "\(raftTerm)")]
+                                                  ("X-Raft-Term", "\(member.term)")]
             exchange.respond(response)
         } catch {
             v2Stats.getsFail += 1
@@ -235,7 +235,7 @@ extension EtcdServer {
         }
         exchange.startStream(status: 200, contentType: "application/json",
                              headers: v2CommonHeaders + [("X-Etcd-Index", "\(v2Store.index)"),
-                                                         ("X-Raft-Index", "\(appliedIndex)"), ("X-Raft-Term", "\(raftTerm)")])
+                                                         ("X-Raft-Index", "\(appliedIndex)"), ("X-Raft-Term", "\(member.term)")])
         var next = first
         while let e = next {
             deliver(e, to: watch)

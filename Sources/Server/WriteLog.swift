@@ -3,7 +3,7 @@ import EtcdStatus
 import SwiftProtobuf
 import MVCC
 import Transport
-import Synchronization
+import Raft
 import V2Store
 import WAL
 
@@ -50,18 +50,51 @@ enum DecodedWrite {
     }
 }
 
-/// One write as the log holds it: (term, index) as Raft will assign them,
-/// and the client's request as it arrived.
-struct LogEntry: Equatable {
+/// A write as the member proposes it: the entry's data in Raft's log. The
+/// proposal ID lets the member that proposed it answer its client when the
+/// entry is applied (IDs are unique per member and run, as etcd's).
+///
+///     kind u8, id u64 little-endian, request
+struct ProposedRequest: Equatable {
+    var kind: LogEntryKind
+    var id: UInt64
+    var request: [UInt8]
+
+    func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(9 + request.count)
+        out.append(kind.rawValue)
+        for shift in stride(from: 0, to: 64, by: 8) { out.append(UInt8(truncatingIfNeeded: id >> UInt64(shift))) }
+        out.append(contentsOf: request)
+        return out
+    }
+
+    init(kind: LogEntryKind, id: UInt64, request: [UInt8]) {
+        self.kind = kind
+        self.id = id
+        self.request = request
+    }
+
+    init?(decoding bytes: [UInt8]) {
+        guard bytes.count >= 9, let kind = LogEntryKind(rawValue: bytes[0]) else { return nil }
+        self.kind = kind
+        id = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[1 + $1]) << UInt64(8 * $1) }
+        request = Array(bytes[9...])
+    }
+}
+
+/// A write as the member before Raft logged it (WAL records of type
+/// `entry`): read back from older data dirs and replayed as Raft entries.
+struct LegacyLogEntry: Equatable {
+    /// The term every entry of the member before Raft carried.
+    static let term: UInt64 = 2
     var term: UInt64
     var index: UInt64
     var kind: LogEntryKind
     var request: [UInt8]
 
     func encoded() -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(1 + 20 + request.count)
-        out.append(kind.rawValue)
+        var out: [UInt8] = [kind.rawValue]
         WireBytes.appendVarint(term, to: &out)
         WireBytes.appendVarint(index, to: &out)
         out.append(contentsOf: request)
@@ -75,33 +108,27 @@ struct LogEntry: Equatable {
         self.request = request
     }
 
-    /// An encoded entry's kind, term and index, and where its request starts.
-    private static func header(_ bytes: [UInt8]) -> (kind: LogEntryKind, term: UInt64, index: UInt64, body: Int)? {
+    init?(decoding bytes: [UInt8]) {
         guard let first = bytes.first, let kind = LogEntryKind(rawValue: first) else { return nil }
         var at = 1
-        guard let term = WireBytes.readVarint(bytes, at: &at),
-              let index = WireBytes.readVarint(bytes, at: &at) else { return nil }
-        return (kind, term, index, at)
+        guard let term = WireBytes.readVarint(bytes, at: &at), let index = WireBytes.readVarint(bytes, at: &at) else { return nil }
+        self.init(term: term, index: index, kind: kind, request: Array(bytes[at...]))
     }
 
-    /// The index of an encoded entry, without copying its request (the
-    /// WAL asks this of every record it writes).
-    static func index(ofEncoded bytes: [UInt8]) -> UInt64? { header(bytes)?.index }
-
-    init?(decoding bytes: [UInt8]) {
-        guard let h = Self.header(bytes) else { return nil }
-        self.init(term: h.term, index: h.index, kind: h.kind, request: Array(bytes[h.body...]))
+    /// The same write as a Raft entry (no proposer waits for it).
+    var raftEntry: Entry {
+        Entry(term: term, index: index, data: ProposedRequest(kind: kind, id: 0, request: request).encoded())
     }
 }
 
-/// The write path of DESIGN.md for one member: a write becomes a log entry,
-/// is appended to the WAL and fsynced by the WAL's writer thread (grouped
-/// with whatever else is waiting), and is then applied in log order and
-/// answered. Linearizable reads wait until every write proposed before them
-/// is applied. Raft will slot in between proposing and applying.
+/// The write path of DESIGN.md: a write becomes a proposal to the member's
+/// Raft log; once committed (made durable by the WAL first) it is applied in
+/// log order and, on the member that proposed it, answered. Linearizable
+/// reads are served once everything committed when they arrived is applied
+/// (ReadIndex).
 extension EtcdServer {
     /// Proposes a write; `reply` runs on the loop with the response bytes
-    /// (or the status the apply ended with) once it is durable and applied.
+    /// (or the status the apply ended with) once it is committed and applied.
     func propose(_ kind: LogEntryKind, _ request: [UInt8], _ decoded: DecodedWrite,
                  reply: @escaping (Result<GRPCMessageBuffer, GRPCStatus>) -> Void) {
         if let writesRefused {
@@ -112,49 +139,52 @@ extension EtcdServer {
             reply(.failure(refusal))
             return
         }
-        proposedIndex += 1
-        let entry = LogEntry(term: raftTerm, index: proposedIndex, kind: kind, request: request)
-        awaitingDurability[entry.index] = (entry.index, decoded, reply)
-        // A lone write: its answer (and, after it, the writer's next
-        // request) is about one fsync away.
-        if awaitingDurability.count == 1 && config.loneWritePoll > 0 { loop.poll(for: config.loneWritePoll) }
-        let index = entry.index
-        let mark = durableMark
-        let me = LoopBound(self)
-        let loop = self.loop
-        walWriter.submit(WALRecord(type: .entry, data: entry.encoded())) { result in
-            let failure: String? = { if case .failure(let e) = result { return "\(e)" } else { return nil } }()
-            // One hop to the loop per group-committed batch, not per entry:
-            // only the first completion since the loop last looked schedules it.
-            guard mark.advance(to: index, failure: failure) else { return }
-            loop.execute {
-                let (through, failure) = mark.take()
-                me.value.durable(through: through, failure: failure)
+        let id = nextProposalID
+        nextProposalID &+= 1
+        do {
+            try member.propose(ProposedRequest(kind: kind, id: id, request: request).encoded())
+        } catch {
+            proposalsFailed += 1
+            switch error {
+            case .noLeader: reply(.failure(GRPCStatus(.unavailable, EtcdMessage.noLeader)))
+            case .stopped: reply(.failure(writesRefused ?? GRPCStatus(.unavailable, "swetcd: writes are refused")))
             }
+            return
         }
+        pendingProposals[id] = (decoded, reply)
     }
 
-    /// The WAL made everything through `index` durable (its writer keeps
-    /// submission order): apply in order and answer. The backend commit
-    /// comes later (`commitBackend`): the WAL already holds these writes,
-    /// and reads on the loop see the open backend transaction.
-    func durable(through index: UInt64, failure: String?) {
-        if let failure {
-            refuseWrites(because: "the WAL failed: \(failure)")
-        }
+    /// Serves `read` once everything committed before it is applied.
+    func linearizably(_ read: @escaping () -> Void) {
+        member.linearizableRead(read)
+    }
+
+    /// Applies committed entries in log order (on the loop) and answers the
+    /// proposals among them that this member made. Entries the backend
+    /// holds already (handed over again after a restart) are skipped.
+    func applyCommitted(_ entries: [Entry]) {
         var replies: [(reply: (Result<GRPCMessageBuffer, GRPCStatus>) -> Void, outcome: Result<GRPCMessageBuffer, GRPCStatus>)] = []
-        replies.reserveCapacity(Int(index - appliedIndex))
         // Watchers present now are the only ones these changes can be for.
         store.recordsChanges = !servedWatches.isEmpty
-        while appliedIndex < index, let (entryIndex, decoded, reply) = awaitingDurability.removeValue(forKey: appliedIndex + 1) {
-            if failure != nil {
-                appliedIndex = entryIndex
-                reply(.failure(writesRefused!))
+        for entry in entries where entry.index > appliedIndex {
+            store.setConsistentIndex(entry.index)
+            // A new leader's empty entry, or a membership change: nothing
+            // for the store.
+            guard entry.kind == .normal, !entry.data.isEmpty else {
+                appliedIndex = entry.index
                 continue
             }
-            store.setConsistentIndex(entryIndex)
+            let proposal = ProposedRequest(decoding: entry.data)
+            let waiting = proposal.flatMap { pendingProposals.removeValue(forKey: $0.id) }
+            // A request that does not decode failed when it was proposed
+            // too: it changes nothing.
+            guard let decoded = waiting?.decoded ?? proposal.flatMap({ try? DecodedWrite($0.kind, $0.request) }) else {
+                appliedIndex = entry.index
+                continue
+            }
             let outcome = apply(decoded)
-            appliedIndex = entryIndex
+            appliedIndex = entry.index
+            guard let reply = waiting?.reply else { continue }
             if case .compact(let c) = decoded, c.physical, case .success = outcome {
                 afterCompaction { reply(outcome) }
             } else {
@@ -163,8 +193,15 @@ extension EtcdServer {
         }
         dispatchAppliedChanges()
         for (reply, outcome) in replies { reply(outcome) }
-        if replies.count == 1 && awaitingDurability.isEmpty && config.loneWritePoll > 0 { loop.poll(for: config.loneWritePoll) }
-        releaseReads()
+    }
+
+    /// The WAL failed: nothing more is made durable, so nothing waiting
+    /// will be applied.
+    func memberStopped(_ why: String) {
+        refuseWrites(because: "the WAL failed: \(why)")
+        let waiting = pendingProposals.values
+        pendingProposals = [:]
+        for (_, reply) in waiting { reply(.failure(writesRefused!)) }
     }
 
     /// Applies one entry to the store: the response bytes, or the status.
@@ -198,65 +235,6 @@ extension EtcdServer {
             return .failure(GRPCStatus(e))
         } catch {
             return .failure(GRPCStatus(.internal, "apply: \(error)"))
-        }
-    }
-
-    /// Serves `read` once everything proposed so far is applied.
-    func afterProposedWrites(_ read: @escaping () -> Void) {
-        if appliedIndex >= proposedIndex { read(); return }
-        waitingReads.append((proposedIndex, read))
-    }
-
-    private func releaseReads() {
-        guard !waitingReads.isEmpty else { return }
-        let ready = waitingReads.filter { $0.0 <= appliedIndex }
-        waitingReads.removeAll { $0.0 <= appliedIndex }
-        for (_, read) in ready { read() }
-    }
-
-    /// Replays the WAL's entries the backend has not applied yet (after a
-    /// crash), before serving anyone.
-    func replay(_ records: [WALRecord]) throws {
-        var replayed = 0
-        for record in records where record.type == .entry {
-            guard let entry = LogEntry(decoding: record.data) else {
-                throw ServerError.dataDir(config.dataDir, "an undecodable WAL entry")
-            }
-            guard entry.index > appliedIndex else { continue }
-            store.setConsistentIndex(entry.index)
-            // A request that does not decode failed when it was first
-            // applied too: it changes nothing now either.
-            if let decoded = try? DecodedWrite(entry.kind, entry.request) { _ = apply(decoded) }
-            appliedIndex = entry.index
-            replayed += 1
-        }
-        proposedIndex = appliedIndex
-        try store.commit()
-        if replayed > 0 { logger.info("replayed the WAL", metadata: ["entries": "\(replayed)", "applied-index": "\(appliedIndex)"]) }
-    }
-}
-
-/// The highest log index the WAL has made durable and the loop has not yet
-/// been told about, shared by the WAL's writer thread and the loop.
-final class DurableMark: Sendable {
-    private let state = Mutex<(index: UInt64, failure: String?, scheduled: Bool)>((0, nil, false))
-
-    /// Records `index` as durable; true when the caller should schedule the
-    /// loop (no hop is pending yet).
-    func advance(to index: UInt64, failure: String?) -> Bool {
-        state.withLock { s in
-            s.index = max(s.index, index)
-            if let failure { s.failure = failure }
-            defer { s.scheduled = true }
-            return !s.scheduled
-        }
-    }
-
-    /// What the loop should apply through, clearing the pending hop.
-    func take() -> (UInt64, String?) {
-        state.withLock { s in
-            s.scheduled = false
-            return (s.index, s.failure)
         }
     }
 }

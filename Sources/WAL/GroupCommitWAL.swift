@@ -16,7 +16,9 @@ public final class GroupCommitWAL: @unchecked Sendable {
     private let wal: WAL
     private var mutex = pthread_mutex_t()
     private var wakeup = pthread_cond_t()
-    private var queued: [(record: WALRecord, done: Completion)] = []
+    /// Records waiting for the writer, each batch's completion with its
+    /// last record.
+    private var queued: [(record: WALRecord, done: Completion?)] = []
     /// A checkpoint waiting for the writer: segments covered by this tag go.
     private var pendingCheckpoint: UInt64?
     private var removedSegments = 0
@@ -32,7 +34,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
 
     /// Takes over a recovered `wal` and starts the writer thread.
     ///
-    /// After a batch of one record, the writer polls for the next
+    /// After a batch of one entry, the writer polls for the next
     /// submission for up to `spinAfterSingleRecord` seconds (yielding the
     /// CPU meanwhile) before it sleeps: one writer at a time leaves the
     /// writer idle between its requests, and waking a sleeping thread costs
@@ -65,6 +67,23 @@ public final class GroupCommitWAL: @unchecked Sendable {
             return
         }
         queued.append((record, done))
+        submissions.add(1, ordering: .releasing)
+        pthread_cond_signal(&wakeup)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Queues records to be made durable together; `done` runs once, as
+    /// for `submit(_:done:)`.
+    public func submit(_ records: [WALRecord], done: @escaping Completion) {
+        guard let last = records.last else { return done(.success(())) }
+        pthread_mutex_lock(&mutex)
+        if let failure {
+            pthread_mutex_unlock(&mutex)
+            done(.failure(failure))
+            return
+        }
+        for r in records.dropLast() { queued.append((r, nil)) }
+        queued.append((last, done))
         submissions.add(1, ordering: .releasing)
         pthread_cond_signal(&wakeup)
         pthread_mutex_unlock(&mutex)
@@ -116,11 +135,14 @@ public final class GroupCommitWAL: @unchecked Sendable {
 
     private func run() {
         // Two queues trade places, so that neither is reallocated per batch.
-        var batch: [(record: WALRecord, done: Completion)] = []
+        var batch: [(record: WALRecord, done: Completion?)] = []
         while true {
-            let lastBatchCount = batch.count
+            // A hard state record rides along with the entries it commits:
+            // a lone write is one entry and its hard state.
+            var lastBatchEntries = 0
+            for item in batch where item.record.type != .hardState { lastBatchEntries += 1 }
             batch.removeAll(keepingCapacity: true)
-            if spinNanoseconds > 0 && lastBatchCount == 1 { spinForSubmission() }
+            if spinNanoseconds > 0 && lastBatchEntries == 1 { spinForSubmission() }
             pthread_mutex_lock(&mutex)
             while queued.isEmpty && pendingCheckpoint == nil && !stopping { pthread_cond_wait(&wakeup, &mutex) }
             swap(&batch, &queued)
@@ -154,7 +176,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
             recordCount += batch.count
             if case .failure(let e) = result { failure = e }
             pthread_mutex_unlock(&mutex)
-            for item in batch { item.done(result) }
+            for item in batch { item.done?(result) }
         }
         wal.close()
         pthread_mutex_lock(&mutex)

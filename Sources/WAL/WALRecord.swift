@@ -2,7 +2,8 @@ import Checksum
 
 /// What a WAL record holds. Raw values are on disk: never renumber.
 public enum WALRecordType: UInt8, Sendable {
-    /// A log entry (term, index, request) to apply.
+    /// A log entry of the member before Raft (kind, term, index, request):
+    /// read back from older data dirs, no longer written.
     case entry = 1
     /// Raft's hard state (term, vote, commit).
     case hardState = 2
@@ -11,6 +12,8 @@ public enum WALRecordType: UInt8, Sendable {
     /// The CRC the next segment's chain starts from (first record of every
     /// segment but the first).
     case crcSeed = 4
+    /// A Raft log entry (term, index, kind, data).
+    case raftEntry = 5
 }
 
 /// One record as it lies in a segment:

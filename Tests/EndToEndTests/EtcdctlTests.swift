@@ -141,7 +141,8 @@ import Testing
             let s = try #require(list.first?["Status"] as? [String: Any])
             #expect(s["version"] as? String == "3.5.0")
             #expect((s["dbSize"] as? Int ?? 0) > 0)
-            #expect(s["raftIndex"] as? Int == 1)
+            // The log: the membership, the leader's empty entry, the put.
+            #expect(s["raftIndex"] as? Int == 3)
             let header = try #require(s["header"] as? [String: Any])
             #expect((s["leader"] as? NSNumber)?.uint64Value == (header["member_id"] as? NSNumber)?.uint64Value)
 

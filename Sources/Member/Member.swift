@@ -1,0 +1,311 @@
+import Logging
+import Raft
+import Transport
+import WAL
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One member of a Raft group, on its event loop: it drives the Raft
+/// state machine (ticks from a timer, proposals, reads), persists each
+/// `Ready` through the group-commit WAL before anything that depends on it
+/// happens, sends its messages, and hands committed entries to the
+/// application in log order. A member alone is a group of one and runs the
+/// same code.
+///
+/// One `Ready` is in flight at a time: while its records are being made
+/// durable, proposals gather in Raft's log and go out together in the next
+/// one (this is the group commit).
+public final class Member {
+    public struct Timing: Sendable {
+        /// Seconds per Raft tick (etcd's --heartbeat-interval).
+        public var heartbeatInterval: Double
+        /// Ticks without a leader before campaigning (etcd's
+        /// --election-timeout over --heartbeat-interval).
+        public var electionTicks: Int
+
+        public init(heartbeatInterval: Double = 0.1, electionTicks: Int = 10) {
+            self.heartbeatInterval = heartbeatInterval
+            self.electionTicks = electionTicks
+        }
+    }
+
+    public enum ProposalError: Error, Equatable {
+        /// No leader is known to this member.
+        case noLeader
+        /// The WAL failed: nothing more can be made durable.
+        case stopped
+    }
+
+    public let id: NodeID
+    private let loop: EventLoop
+    private let logger: Logger
+    private var raft: RaftNode
+    private let storage: MemoryStorage
+    private let wal: GroupCommitWAL
+    private var readyTask: DeferredTask!
+    private var tickTimer: Transport.Timer?
+    /// A Ready's records are with the WAL's writer.
+    private var persisting = false
+    private var failure: WALError?
+    /// The last entry handed to the application.
+    public private(set) var appliedIndex: UInt64
+    private let apply: ([Entry]) -> Void
+    private let onFailure: (String) -> Void
+    /// After a lone entry is handed to the WAL, the loop polls instead of
+    /// sleeping for this long (its fsync is about that far away).
+    public var loneWritePoll: Double = 0
+
+    // Linearizable reads: reads waiting for an index to be applied, reads
+    // waiting for the next ReadIndex round, and the round in flight.
+    private var readsWaitingForApply: [(index: UInt64, read: () -> Void)] = []
+    private var readsWaitingForRound: [() -> Void] = []
+    private var readRound: (context: [UInt8], reads: [() -> Void], ticks: Int)?
+    private var readContexts: UInt64 = 0
+    /// Ticks after which a read round that got no answer is asked again.
+    private let readRetryTicks = 5
+
+    public private(set) var leaderChanges = 0
+    private var lastLeader: NodeID = noNode
+    /// Entries kept in memory behind the applied index, for followers that
+    /// are a little behind (etcd's snapshot catch-up entries).
+    public var catchUpEntries: UInt64 = 5_000
+
+    /// - Parameters:
+    ///   - storage: what the WAL held (`RecoveredRaftLog`). Committed
+    ///     entries after its snapshot are handed over again at start; the
+    ///     application skips those its backend holds.
+    ///   - apply: committed entries, in order, on the loop.
+    ///   - onFailure: the WAL failed; no entry is applied after this.
+    public init(id: NodeID, voters: [NodeID], storage: MemoryStorage, wal: GroupCommitWAL,
+                loop: EventLoop, timing: Timing, seed: UInt64, logger: Logger,
+                apply: @escaping ([Entry]) -> Void, onFailure: @escaping (String) -> Void) {
+        self.id = id
+        self.loop = loop
+        self.logger = logger
+        self.storage = storage
+        self.wal = wal
+        self.apply = apply
+        self.onFailure = onFailure
+        self.appliedIndex = storage.firstIndex - 1
+        var config = RaftConfig(id: id, peers: voters, seed: seed)
+        config.electionTick = timing.electionTicks
+        config.heartbeatTick = 1
+        raft = RaftNode(config: config, storage: storage)
+        readyTask = loop.makeDeferredTask { [unowned self] in processReady() }
+        tickTimer = loop.schedule(every: timing.heartbeatInterval) { [unowned self] in tick() }
+    }
+
+    /// Starts: a member that alone is the quorum leads at once, and what
+    /// the log holds beyond the backend is applied before this returns
+    /// (before any client is served).
+    public func start() {
+        if raft.voters == [id] { raft.campaignNow() }
+        while raft.hasReady && failure == nil {
+            let rd = raft.ready()
+            let records = Self.records(of: rd)
+            if !records.isEmpty {
+                let done = WaitForCompletion()
+                wal.submit(records) { done.finish($0) }
+                if case .failure(let e) = done.wait() {
+                    fail(e)
+                    return
+                }
+                stabilize(rd)
+            }
+            finish(rd)
+        }
+    }
+
+    public var term: UInt64 { raft.term }
+    public var leader: NodeID { raft.leader }
+    public var isLeader: Bool { raft.role == .leader }
+    public var commitIndex: UInt64 { raft.commitIndex }
+    public var lastIndex: UInt64 { raft.lastIndex }
+    public var isStopped: Bool { failure != nil }
+
+    /// The term of an entry still held (for snapshot markers).
+    public func term(of index: UInt64) -> UInt64? { storage.term(index) }
+
+    /// Proposes `data` as a log entry; the application sees it when it is
+    /// committed.
+    public func propose(_ data: [UInt8]) throws(ProposalError) {
+        if failure != nil { throw .stopped }
+        do {
+            try raft.propose(data)
+        } catch {
+            throw .noLeader
+        }
+        readyTask.trigger()
+    }
+
+    /// Runs `read` once this member has applied everything committed when
+    /// it was asked (Raft's ReadIndex): one confirmation round serves every
+    /// read waiting for it. After a WAL failure reads see what was applied.
+    public func linearizableRead(_ read: @escaping () -> Void) {
+        if failure != nil { return read() }
+        if let index = raft.immediateReadIndex { return afterApplying(index, read) }
+        readsWaitingForRound.append(read)
+        startReadRound()
+    }
+
+    /// Whether a linearizable read may be served at once (no round of
+    /// confirmation needed, everything committed applied): the read's
+    /// fast path, without a closure.
+    public var canReadNow: Bool {
+        if failure != nil { return true }
+        guard let index = raft.immediateReadIndex else { return false }
+        return appliedIndex >= index
+    }
+
+    private func afterApplying(_ index: UInt64, _ read: @escaping () -> Void) {
+        if appliedIndex >= index { return read() }
+        readsWaitingForApply.append((index, read))
+    }
+
+    private func startReadRound() {
+        guard readRound == nil, !readsWaitingForRound.isEmpty else { return }
+        readContexts += 1
+        let context = (0..<8).map { UInt8(truncatingIfNeeded: readContexts >> (8 * UInt64($0))) }
+        readRound = (context, readsWaitingForRound, 0)
+        readsWaitingForRound = []
+        raft.readIndex(context)
+        readyTask.trigger()
+    }
+
+    private func readIndexArrived(_ state: ReadState) {
+        guard let round = readRound, round.context == state.context else { return }
+        readRound = nil
+        for read in round.reads { afterApplying(state.index, read) }
+        startReadRound()
+    }
+
+    private func tick() {
+        raft.tick()
+        if var round = readRound {
+            round.ticks += 1
+            if round.ticks >= readRetryTicks {
+                // Lost (no leader then, or a message dropped): ask again.
+                round.ticks = 0
+                raft.readIndex(round.context)
+            }
+            readRound = round
+        }
+        readyTask.trigger()
+    }
+
+    // MARK: Ready
+
+    private static func records(of rd: Ready) -> [WALRecord] {
+        var records = rd.entries.map(RaftRecords.entry)
+        if let h = rd.hardState { records.append(RaftRecords.hardState(h)) }
+        return records
+    }
+
+    private func processReady() {
+        guard !persisting, failure == nil, raft.hasReady else { return }
+        let rd = raft.ready()
+        let records = Self.records(of: rd)
+        if records.isEmpty { return finish(rd) }
+        persisting = true
+        let me = LoopBound(self), loop = self.loop
+        wal.submit(records) { result in
+            loop.execute { me.value.persisted(rd, result) }
+        }
+        // A lone write: its answer is about one fsync away.
+        if rd.entries.count == 1 && loneWritePoll > 0 { loop.poll(for: loneWritePoll) }
+    }
+
+    private func persisted(_ rd: Ready, _ result: Result<Void, WALError>) {
+        persisting = false
+        if case .failure(let e) = result { return fail(e) }
+        stabilize(rd)
+        finish(rd)
+        if raft.hasReady { processReady() }
+    }
+
+    /// The Ready's entries and hard state are durable: Raft's storage
+    /// holds them now.
+    private func stabilize(_ rd: Ready) {
+        storage.append(rd.entries)
+        if let h = rd.hardState { storage.setHardState(h) }
+    }
+
+    /// Sends, applies and advances past a Ready whose records are durable.
+    private func finish(_ rd: Ready) {
+        // No peers yet: a member alone sends nothing.
+        if let last = rd.committedEntries.last {
+            apply(rd.committedEntries)
+            appliedIndex = last.index
+        }
+        for state in rd.readStates { readIndexArrived(state) }
+        raft.advance(rd)
+        noteLeader()
+        releaseReads()
+        compactLog()
+    }
+
+    private func releaseReads() {
+        guard !readsWaitingForApply.isEmpty else { return }
+        let ready = readsWaitingForApply.filter { $0.index <= appliedIndex }
+        readsWaitingForApply.removeAll { $0.index <= appliedIndex }
+        for r in ready { r.read() }
+    }
+
+    private func noteLeader() {
+        guard raft.leader != lastLeader else { return }
+        lastLeader = raft.leader
+        if raft.leader == noNode {
+            logger.warning("no leader", metadata: ["term": "\(raft.term)"])
+        } else {
+            leaderChanges += 1
+            logger.info("leader elected", metadata: ["leader": "\(String(raft.leader, radix: 16))", "term": "\(raft.term)"])
+        }
+    }
+
+    /// Drops applied entries from memory, keeping `catchUpEntries` of them.
+    private func compactLog() {
+        guard appliedIndex > storage.firstIndex + 2 * catchUpEntries else { return }
+        storage.compact(to: appliedIndex - catchUpEntries, data: [], voters: raft.voters.sorted(), learners: raft.learners.sorted())
+    }
+
+    private func fail(_ e: WALError) {
+        guard failure == nil else { return }
+        failure = e
+        logger.critical("the WAL failed: the member stops", metadata: ["error": "\(e)"])
+        onFailure("\(e)")
+        // What was applied is all there is: waiting reads see it.
+        let reads = readsWaitingForApply.map(\.read) + (readRound?.reads ?? []) + readsWaitingForRound
+        readsWaitingForApply = []
+        readRound = nil
+        readsWaitingForRound = []
+        for r in reads { r() }
+    }
+}
+
+/// Blocks until a WAL completion arrives (at start, before the loop runs).
+private final class WaitForCompletion: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var result: Result<Void, WALError>?
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+    }
+
+    func finish(_ r: Result<Void, WALError>) {
+        pthread_mutex_lock(&mutex)
+        result = r
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func wait() -> Result<Void, WALError> {
+        pthread_mutex_lock(&mutex)
+        while result == nil { pthread_cond_wait(&condition, &mutex) }
+        let r = result!
+        pthread_mutex_unlock(&mutex)
+        return r
+    }
+}
