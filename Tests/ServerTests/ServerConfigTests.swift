@@ -33,6 +33,23 @@ import Testing
         #expect(c.name == "flag" && c.dataDir == "envdir" && c.maxTxnOps == 9)
     }
 
+    /// Raft's timing, checked as etcd checks it and refused in its words.
+    @Test func heartbeatAndElectionTimeout() throws {
+        let defaults = try ServerConfig.parse(arguments: [], environment: [:])
+        #expect(defaults.heartbeatIntervalMs == 100 && defaults.electionTimeoutMs == 1000)
+        let set = try ServerConfig.parse(arguments: ["--heartbeat-interval=50"], environment: ["ETCD_ELECTION_TIMEOUT": "500"])
+        #expect(set.heartbeatIntervalMs == 50 && set.electionTimeoutMs == 500)
+        #expect(throws: ServerConfig.ParseError.badValue(
+            flag: "election-timeout", value: "400",
+            why: "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]")) {
+            try ServerConfig.parse(arguments: ["--election-timeout", "400"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--election-timeout=60000", "--heartbeat-interval=1000"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--heartbeat-interval=0"], environment: [:]) }
+    }
+
     @Test func badInputIsAClearError() {
         #expect(throws: ServerConfig.ParseError.unknownFlag("--nope")) {
             try ServerConfig.parse(arguments: ["--nope"], environment: [:])
