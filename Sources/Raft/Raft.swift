@@ -117,8 +117,13 @@ public struct RaftNode {
     private var readStates: [ReadState] = []
     /// The member leadership is being handed to, if any.
     public private(set) var transferee: NodeID = noNode
-    public private(set) var voters: Set<NodeID>
-    public private(set) var learners: Set<NodeID>
+    public private(set) var voters: Set<NodeID> { didSet { membershipChanged() } }
+    public private(set) var learners: Set<NodeID> { didSet { membershipChanged() } }
+    /// The members this one talks to (voters and learners, itself aside),
+    /// and the voters among them, sorted: kept as the membership changes,
+    /// since every proposal walks them.
+    private var others: [NodeID] = []
+    private var otherVoters: [NodeID] = []
     /// Index of the last membership change proposed; another waits until
     /// it is applied.
     private var pendingConfIndex: UInt64 = 0
@@ -143,6 +148,7 @@ public struct RaftNode {
         }
         randomizedElectionTimeout = config.electionTick
         resetTimeout()
+        membershipChanged()
     }
 
     public var commitIndex: UInt64 { log.committed }
@@ -151,8 +157,11 @@ public struct RaftNode {
     public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
     private var quorum: Int { voters.count / 2 + 1 }
     /// The members this one talks to: voters and learners, itself aside.
-    private var others: [NodeID] { (voters.union(learners).subtracting([id])).sorted() }
-    private var otherVoters: [NodeID] { voters.subtracting([id]).sorted() }
+
+    private mutating func membershipChanged() {
+        others = voters.union(learners).subtracting([id]).sorted()
+        otherVoters = voters.subtracting([id]).sorted()
+    }
 
     /// Every entry in this member's log after its snapshot (persisted or
     /// not), for tests.
@@ -701,8 +710,13 @@ public struct RaftNode {
     /// Commits the highest index a quorum holds, if it is of this term.
     @discardableResult
     private mutating func maybeCommit() -> Bool {
-        let matches = voters.map { $0 == id ? log.lastIndex : (progress[$0]?.match ?? 0) }.sorted(by: >)
-        let candidate = matches[quorum - 1]
+        let candidate: UInt64
+        if otherVoters.isEmpty {
+            candidate = voters.contains(id) ? log.lastIndex : 0  // alone: what it holds
+        } else {
+            let matches = voters.map { $0 == id ? log.lastIndex : (progress[$0]?.match ?? 0) }.sorted(by: >)
+            candidate = matches[quorum - 1]
+        }
         guard candidate > log.committed, log.term(candidate) == term else { return false }
         log.commitTo(candidate)
         // Reads held back until this term's first commit go ahead now.

@@ -46,7 +46,7 @@ public final class MemoryStorage: RaftStorage {
     public func append(_ entries: [Entry]) {
         guard let first = entries.first else { return }
         precondition(first.index >= firstIndex && first.index <= lastIndex + 1, "a gap in the log")
-        log.removeSubrange(Int(first.index - firstIndex)...)
+        if first.index <= lastIndex { log.removeSubrange(Int(first.index - firstIndex)...) }
         log += entries
     }
 

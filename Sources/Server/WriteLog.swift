@@ -76,10 +76,18 @@ struct ProposedRequest: Equatable {
     }
 
     init?(decoding bytes: [UInt8]) {
-        guard bytes.count >= 9, let kind = LogEntryKind(rawValue: bytes[0]) else { return nil }
+        guard let id = Self.id(ofEncoded: bytes), let kind = LogEntryKind(rawValue: bytes[0]) else { return nil }
         self.kind = kind
-        id = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[1 + $1]) << UInt64(8 * $1) }
+        self.id = id
         request = Array(bytes[9...])
+    }
+
+    /// An encoded proposal's ID, without copying its request.
+    static func id(ofEncoded bytes: [UInt8]) -> UInt64? {
+        guard bytes.count >= 9 else { return nil }
+        var id: UInt64 = 0
+        for i in 0..<8 { id |= UInt64(bytes[1 + i]) << UInt64(8 * i) }
+        return id
     }
 }
 
@@ -174,11 +182,13 @@ extension EtcdServer {
                 appliedIndex = entry.index
                 continue
             }
-            let proposal = ProposedRequest(decoding: entry.data)
-            let waiting = proposal.flatMap { pendingProposals.removeValue(forKey: $0.id) }
+            // This member's own proposal is decoded already; another's (or
+            // a replayed one) is decoded from the log's bytes.
+            let waiting = ProposedRequest.id(ofEncoded: entry.data).flatMap { pendingProposals.removeValue(forKey: $0) }
             // A request that does not decode failed when it was proposed
             // too: it changes nothing.
-            guard let decoded = waiting?.decoded ?? proposal.flatMap({ try? DecodedWrite($0.kind, $0.request) }) else {
+            guard let decoded = waiting?.decoded
+                    ?? ProposedRequest(decoding: entry.data).flatMap({ try? DecodedWrite($0.kind, $0.request) }) else {
                 appliedIndex = entry.index
                 continue
             }
