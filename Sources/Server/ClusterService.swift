@@ -19,7 +19,7 @@ extension EtcdServer {
         var m = Etcdserverpb_Member()
         m.id = memberID
         m.name = config.name
-        m.peerUrls = ["http://localhost:2380"]
+        m.peerUrls = config.initialAdvertisePeerURLs
         m.clientUrls = (config.advertiseClientURLs ?? listenedClientURLs ?? config.listenClientURLs).map(\.description)
         return m
     }

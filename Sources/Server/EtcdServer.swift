@@ -118,8 +118,15 @@ public final class EtcdServer {
         limits.backendBatchLimit = config.backendBatchLimit
         store = try Store(backend: backend, limits: limits)
         appliedIndex = try store.consistentIndex
-        memberID = try Self.persistentID(.memberID, backend)
-        clusterID = try Self.persistentID(.clusterID, backend)
+        let cluster = config.effectiveInitialCluster
+        guard cluster.members.count == 1 else {
+            throw ServerError.unsupported("an --initial-cluster of \(cluster.members.count) members needs the peer transport, which is not built yet (one member so far)")
+        }
+        // A new data dir takes the IDs etcd derives from the bootstrap
+        // flags; an existing one keeps those it has.
+        memberID = try Self.persistentID(.memberID, backend,
+                                         new: ClusterIdentity.memberID(peerURLs: config.initialAdvertisePeerURLs, token: config.initialClusterToken))
+        clusterID = try Self.persistentID(.clusterID, backend, new: cluster.clusterID(token: config.initialClusterToken))
         try store.commit()
         // etcd's proposal IDs: the member's low 16 bits, then a counter
         // that starts at the time in milliseconds (unique across restarts).
@@ -210,13 +217,11 @@ public final class EtcdServer {
         }
     }
 
-    /// An ID chosen at random the first time and kept in the backend.
-    private static func persistentID(_ key: MetaKey, _ backend: LMDBBackend) throws -> UInt64 {
+    /// The ID the backend keeps, or `new` the first time (then kept).
+    private static func persistentID(_ key: MetaKey, _ backend: LMDBBackend, new: UInt64) throws -> UInt64 {
         if let v = try backend.metaInt64(key) { return UInt64(bitPattern: v) }
-        var rng = SystemRandomNumberGenerator()
-        let id = rng.next() | 1  // never zero
-        try backend.setMetaInt64(key, Int64(bitPattern: id))
-        return id
+        try backend.setMetaInt64(key, Int64(bitPattern: new))
+        return new
     }
 
     /// Commits what is pending and closes the backend and the WAL.
@@ -525,10 +530,13 @@ extension EtcdServer: HTTP1Handler {
 
 public enum ServerError: Error, CustomStringConvertible {
     case dataDir(String, String)
+    /// Flags asking for something not built yet.
+    case unsupported(String)
 
     public var description: String {
         switch self {
         case .dataDir(let d, let why): return "cannot create data directory \(d): \(why)"
+        case .unsupported(let what): return "swetcd: \(what)"
         }
     }
 }

@@ -46,6 +46,20 @@ public struct ServerConfig: Equatable, Sendable {
     public var authTokenTTL = 300
     /// Automatic compaction (--auto-compaction-mode and -retention); nil: off.
     public var autoCompaction: AutoCompactor.Mode?
+    /// This member's peer URLs as the cluster is told them at bootstrap.
+    public var initialAdvertisePeerURLs = ["http://localhost:2380"]
+    /// Where peers are listened for (not served yet: one member so far).
+    public var listenPeerURLs = ["http://localhost:2380"]
+    /// Every member at bootstrap, by name; nil: this member alone, named
+    /// `name`, at `initialAdvertisePeerURLs` (etcd's default).
+    var initialCluster: InitialCluster?
+    public var initialClusterToken = "etcd-cluster"
+    /// `new` (bootstrap) or `existing` (join).
+    public var initialClusterState = "new"
+    /// The initial cluster as etcd reads its flags.
+    var effectiveInitialCluster: InitialCluster {
+        initialCluster ?? InitialCluster(initialAdvertisePeerURLs.map { "\(name)=\($0)" }.joined(separator: ","))!
+    }
     /// Milliseconds per Raft tick: a leader's heartbeats (--heartbeat-interval).
     public var heartbeatIntervalMs = 100
     /// Milliseconds without a leader before a member campaigns
@@ -111,7 +125,8 @@ public struct ServerConfig: Equatable, Sendable {
                         "auto-compaction-mode", "auto-compaction-retention",
                         "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
                         "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl", "enable-v2",
-                        "heartbeat-interval", "election-timeout"]
+                        "heartbeat-interval", "election-timeout", "initial-advertise-peer-urls", "listen-peer-urls",
+                        "initial-cluster", "initial-cluster-token", "initial-cluster-state"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
     static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2"]
 
@@ -125,6 +140,16 @@ public struct ServerConfig: Equatable, Sendable {
       --max-request-bytes     largest client request accepted, in bytes (default 1572864)
       --max-txn-ops           most operations in one transaction (default 128)
       --log-level             debug, info, warn, error, panic or fatal (default info)
+      --initial-advertise-peer-urls
+                              this member's peer URLs, told to the cluster at bootstrap
+                              (default "http://localhost:2380")
+      --listen-peer-urls      URLs to listen for peers on (default "http://localhost:2380";
+                              not served yet: one member so far)
+      --initial-cluster       every member at bootstrap, name=peer-URL,... (default: --name
+                              at --initial-advertise-peer-urls)
+      --initial-cluster-token the cluster's token, part of its member and cluster IDs
+                              (default "etcd-cluster")
+      --initial-cluster-state new or existing (default new)
       --heartbeat-interval    milliseconds between a leader's heartbeats (default 100)
       --election-timeout      milliseconds without a leader before a member campaigns
                               (default 1000; at least 5 heartbeat intervals)
@@ -269,6 +294,21 @@ public struct ServerConfig: Equatable, Sendable {
             case "auth-token":
                 guard value == "simple" else { throw bad("only simple tokens are built (jwt is not)") }
             case "auth-token-ttl": config.authTokenTTL = try positive()
+            case "initial-advertise-peer-urls", "listen-peer-urls":
+                let list = value.split(separator: ",").map(String.init)
+                guard !list.isEmpty, list.allSatisfy({ ClientURL($0) != nil }) else {
+                    throw bad("want http://IP:PORT or https://IP:PORT[,...]")
+                }
+                if flag == "listen-peer-urls" { config.listenPeerURLs = list } else { config.initialAdvertisePeerURLs = list }
+            case "initial-cluster":
+                guard let cluster = InitialCluster(value) else { throw bad("want name=http://IP:PORT[,name=...]") }
+                config.initialCluster = cluster
+            case "initial-cluster-token":
+                guard !value.isEmpty else { throw bad("empty token") }
+                config.initialClusterToken = value
+            case "initial-cluster-state":
+                guard value == "new" || value == "existing" else { throw bad("want new or existing") }
+                config.initialClusterState = value
             case "heartbeat-interval": config.heartbeatIntervalMs = try positive()
             case "election-timeout": config.electionTimeoutMs = try positive()
             case "cert-file": config.certFile = value
@@ -285,7 +325,16 @@ public struct ServerConfig: Equatable, Sendable {
             default: break
             }
         }
-        // etcd's check, in its words.
+        // etcd's checks, in its words.
+        let cluster = config.effectiveInitialCluster
+        guard let mine = cluster.members.first(where: { $0.name == config.name }) else {
+            throw ParseError.badValue(flag: "initial-cluster", value: values["initial-cluster"] ?? "",
+                                      why: "couldn't find local name \"\(config.name)\" in the initial cluster configuration")
+        }
+        if mine.peerURLs.sorted() != config.initialAdvertisePeerURLs.sorted() {
+            throw ParseError.badValue(flag: "initial-cluster", value: values["initial-cluster"] ?? "",
+                                      why: "--initial-cluster has \(config.name)=\(mine.peerURLs.sorted().joined(separator: ",")) but missing from --initial-advertise-peer-urls=\(config.initialAdvertisePeerURLs.sorted().joined(separator: ","))")
+        }
         if config.electionTimeoutMs < 5 * config.heartbeatIntervalMs {
             throw ParseError.badValue(flag: "election-timeout", value: "\(config.electionTimeoutMs)",
                                       why: "--election-timeout[\(config.electionTimeoutMs)ms] should be at least as 5 times as --heartbeat-interval[\(config.heartbeatIntervalMs)ms]")

@@ -113,3 +113,37 @@ import Testing
         #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--enable-v2=maybe"], environment: [:]) }
     }
 }
+
+/// Member and cluster IDs as etcd derives them from the bootstrap flags.
+@Suite struct ClusterIdentityTests {
+    /// etcd's defaults give the IDs every etcd user has seen.
+    @Test func etcdsDefaultsGiveEtcdsWellKnownIDs() throws {
+        let config = try ServerConfig.parse(arguments: [], environment: [:])
+        let cluster = config.effectiveInitialCluster
+        #expect(cluster.memberIDs(token: config.initialClusterToken).map(\.id) == [0x8e9e05c52164694d])
+        #expect(cluster.clusterID(token: config.initialClusterToken) == 0xcdf818194e3a8c32)
+    }
+
+    @Test func theInitialClusterIsReadAsEtcdReadsIt() throws {
+        let three = try ServerConfig.parse(arguments: [
+            "--name", "b", "--initial-advertise-peer-urls", "http://10.0.0.2:2380",
+            "--initial-cluster", "a=http://10.0.0.1:2380,b=http://10.0.0.2:2380,c=http://10.0.0.3:2380,c=http://10.0.0.4:2380",
+        ], environment: [:])
+        #expect(three.effectiveInitialCluster.members.map(\.name) == ["a", "b", "c"])
+        #expect(three.effectiveInitialCluster.members[2].peerURLs == ["http://10.0.0.3:2380", "http://10.0.0.4:2380"])
+        // A name alone: that name at the advertised URLs.
+        let named = try ServerConfig.parse(arguments: ["--name", "x", "--initial-advertise-peer-urls=http://127.0.0.1:7001"], environment: [:])
+        #expect(named.effectiveInitialCluster == InitialCluster("x=http://127.0.0.1:7001"))
+        #expect(throws: ServerConfig.ParseError.badValue(flag: "initial-cluster", value: "a=http://10.0.0.1:2380",
+                                                         why: "couldn't find local name \"default\" in the initial cluster configuration")) {
+            try ServerConfig.parse(arguments: ["--initial-cluster", "a=http://10.0.0.1:2380"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--initial-cluster", "default=http://10.0.0.9:2380"], environment: [:])
+        }
+        for bad in ["", "a", "=http://x:1", "a=ftp://x:1"] {
+            #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--initial-cluster", bad], environment: [:]) }
+        }
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--initial-cluster-state", "old"], environment: [:]) }
+    }
+}
