@@ -10,8 +10,10 @@ import Foundation
 /// relist.
 ///
 /// Prints `list <revision> <pods>` after each (re)list, `event <revision>
-/// PUT|DELETE <key>` for each change, and, when standard input ends,
-/// `cache <key> <value>` for every pod, then exits.
+/// PUT|DELETE <key>` for each change, and, on SIGINT or SIGTERM, `cache
+/// <key> <value>` for every pod, then exits. Standard input is not read: it
+/// runs as a controller runs, under a service manager or `nohup ...
+/// </dev/null`.
 ///
 ///     PodWatcher --endpoints 127.0.0.1:2379 [--prefix /registry/pods/] [--page-size 100]
 @main
@@ -36,17 +38,43 @@ struct PodWatcher {
         }
         let controller = Controller(client: client, prefix: Array(prefix.utf8), pageSize: pageSize)
         let run = Task { await controller.run() }
-        // Standard input ending is the stop signal.
-        await Task.detached { _ = FileHandle.standardInput.readDataToEndOfFile() }.value
+        await stopSignal()
         run.cancel()
         await controller.dumpCache()
         client.shutdown()
         exit(0)
     }
 
+    /// Returns once SIGINT or SIGTERM arrives.
+    static func stopSignal() async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let queue = DispatchQueue(label: "signals")
+            var sources: [DispatchSourceSignal] = []
+            let once = OnceFlag()
+            for s in [SIGINT, SIGTERM] {
+                signal(s, SIG_IGN)  // handled by the source below instead
+                let source = DispatchSource.makeSignalSource(signal: s, queue: queue)
+                source.setEventHandler { if once.take() { done.resume() } }
+                source.resume()
+                sources.append(source)
+            }
+            signalSources = sources
+        }
+    }
+    nonisolated(unsafe) static var signalSources: [DispatchSourceSignal] = []
+
     static func fail(_ why: String) -> Never {
         FileHandle.standardError.write(Data("PodWatcher: \(why)\n".utf8))
         exit(2)
+    }
+}
+
+/// True the first time only (signal handlers run on one serial queue).
+final class OnceFlag: @unchecked Sendable {
+    private var taken = false
+    func take() -> Bool {
+        defer { taken = true }
+        return !taken
     }
 }
 

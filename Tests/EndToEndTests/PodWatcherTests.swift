@@ -18,8 +18,8 @@ import TestSupport
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("podwatcher-\(UUID().uuidString)").path
 
         init(endpoint: String) throws {
-            child = try ChildProcess(PodWatcherTests.binary, ["--endpoints", endpoint, "--page-size", "100"],
-                                     stdin: .pipe, stdout: .file(path))
+            // Standard input /dev/null, as under a service manager.
+            child = try ChildProcess(PodWatcherTests.binary, ["--endpoints", endpoint, "--page-size", "100"], stdout: .file(path))
         }
 
         var lines: [String] { ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
@@ -33,10 +33,13 @@ import TestSupport
             return false
         }
 
-        /// Ends it (standard input closed) and returns everything it printed.
+        /// Ends it (SIGTERM, as a service manager does) and returns
+        /// everything it printed; it must exit 0 within 10 s.
         func stop() -> [String] {
-            child.closeInput()
-            if child.wait(seconds: 10) == nil { child.terminate() }
+            child.signal(SIGTERM)
+            let ended = child.wait(seconds: 10)
+            #expect(ended == .exited(0), "PodWatcher did not stop cleanly on SIGTERM: \(ended.map { "\($0)" } ?? "still running")")
+            if ended == nil { child.terminate() }
             defer { try? FileManager.default.removeItem(atPath: path) }
             return lines
         }
