@@ -74,7 +74,8 @@ let package = Package(
         // state through the WAL, hands committed entries to the server.
         .target(
             name: "Member",
-            dependencies: ["Raft", "WAL", "Transport", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["Raft", "WAL", "Transport", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                           .product(name: "Logging", package: "swift-log")]),
 
         // The services over the store, etcd's flags, metrics, logs.
         .target(
@@ -106,7 +107,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"]),
-        .testTarget(name: "MemberTests", dependencies: ["Member", "Raft", "WAL", "Transport", "TestSupport",
+        .testTarget(name: "MemberTests", dependencies: ["Member", "Raft", "WAL", "Transport", "TestSupport", "EtcdProto",
                                                         .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "V2StoreTests", dependencies: ["V2Store", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),

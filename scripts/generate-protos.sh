@@ -29,6 +29,6 @@ protoc --plugin=protoc-gen-swift="$plugin" \
   --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores \
   --swift_out="$out_dir" \
   mvccpb/kv.proto authpb/auth.proto etcdserverpb/rpc.proto \
-  v3lockpb/v3lock.proto v3electionpb/v3election.proto
+  v3lockpb/v3lock.proto v3electionpb/v3election.proto raftpb/raft.proto
 ls "$out_dir"/*.pb.swift
 python3 "$root/scripts/generate-field-names.py"

@@ -30,24 +30,63 @@ public enum ConfChange: Equatable, Sendable {
     case addLearner(NodeID)
     case remove(NodeID)
 
+    /// etcd's `raftpb.ConfChange` wire format (type = 2, node_id = 3, as
+    /// protobuf varints; etcd's raft always writes both), so a
+    /// membership entry is what etcd's raft would decode.
     public var encoded: [UInt8] {
-        let (kind, node): (UInt8, NodeID) = switch self {
-        case .addVoter(let n): (0, n)
-        case .addLearner(let n): (1, n)
-        case .remove(let n): (2, n)
+        let (type, node): (UInt64, NodeID) = switch self {
+        case .addVoter(let n): (0, n)  // ConfChangeAddNode
+        case .addLearner(let n): (3, n)  // ConfChangeAddLearnerNode
+        case .remove(let n): (1, n)  // ConfChangeRemoveNode
         }
-        return [kind] + (0..<8).map { UInt8(truncatingIfNeeded: node >> (8 * $0)) }
+        var out: [UInt8] = [2 << 3]
+        Self.appendVarint(type, to: &out)
+        out.append(3 << 3)
+        Self.appendVarint(node, to: &out)
+        return out
     }
 
     public init?(encoded d: [UInt8]) {
-        guard d.count == 9 else { return nil }
-        let node = (1..<9).reduce(UInt64(0)) { $0 | UInt64(d[$1]) << (8 * ($1 - 1)) }
-        switch d[0] {
-        case 0: self = .addVoter(node)
-        case 1: self = .addLearner(node)
-        case 2: self = .remove(node)
-        default: return nil
+        var type: UInt64 = 0, node: UInt64 = 0, at = 0
+        while at < d.count {
+            guard let tag = Self.readVarint(d, at: &at) else { return nil }
+            switch (tag >> 3, tag & 7) {
+            case (2, 0): guard let v = Self.readVarint(d, at: &at) else { return nil }; type = v
+            case (3, 0): guard let v = Self.readVarint(d, at: &at) else { return nil }; node = v
+            case (_, 0): guard Self.readVarint(d, at: &at) != nil else { return nil }  // id
+            case (_, 2):  // context
+                guard let n = Self.readVarint(d, at: &at), n <= UInt64(d.count - at) else { return nil }
+                at += Int(n)
+            default: return nil
+            }
         }
+        switch type {
+        case 0: self = .addVoter(node)
+        case 3: self = .addLearner(node)
+        case 1: self = .remove(node)
+        default: return nil  // ConfChangeUpdateNode changes no membership
+        }
+    }
+
+    private static func appendVarint(_ v: UInt64, to out: inout [UInt8]) {
+        var v = v
+        while v >= 0x80 {
+            out.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        out.append(UInt8(v))
+    }
+
+    private static func readVarint(_ d: [UInt8], at: inout Int) -> UInt64? {
+        var v: UInt64 = 0, shift: UInt64 = 0
+        while at < d.count && shift < 64 {
+            let b = d[at]
+            at += 1
+            v |= UInt64(b & 0x7f) << shift
+            if b < 0x80 { return v }
+            shift += 7
+        }
+        return nil
     }
 }
 
