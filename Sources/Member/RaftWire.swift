@@ -93,6 +93,7 @@ public enum RaftWire {
         case .readIndexResponse: .msgReadIndexResp
         case .timeoutNow: .msgTimeoutNow
         case .snapshot: .msgSnap
+        case .propose: .msgProp
         }
     }
 
@@ -110,6 +111,7 @@ public enum RaftWire {
         case .msgReadIndexResp: .readIndexResponse
         case .msgTimeoutNow: .timeoutNow
         case .msgSnap: .snapshot
+        case .msgProp: .propose
         default: nil
         }
     }

@@ -211,11 +211,32 @@ public struct RaftNode {
 
     // MARK: Proposals
 
-    /// Appends `data` as a new entry (leader only) and sends it.
+    /// Appends `data` as a new entry and sends it (a leader), or passes it
+    /// on to the leader (a follower that knows one; as with etcd's raft, a
+    /// proposal lost on the way is simply not committed, and the proposer
+    /// times out).
     public mutating func propose(_ data: [UInt8]) throws(RaftError) {
-        guard role == .leader else { throw .notLeader }
-        guard transferee == noNode else { throw .transferring }
-        appendAsLeader([Entry(term: term, index: log.lastIndex + 1, data: data)])
+        switch role {
+        case .leader:
+            guard transferee == noNode else { throw .transferring }
+            appendAsLeader([Entry(term: term, index: log.lastIndex + 1, data: data)])
+        case .follower where leader != noNode:
+            var m = Message(type: .propose, from: id, to: leader, term: term)
+            m.entries = [Entry(term: 0, index: 0, data: data)]
+            outbox.append(m)
+        default:
+            throw .notLeader
+        }
+    }
+
+    /// A proposal passed on by a follower: appended if this member still
+    /// leads (and is not handing over), else dropped.
+    private mutating func forwardedProposal(_ m: Message) {
+        guard role == .leader, transferee == noNode, !m.entries.isEmpty else { return }
+        let first = log.lastIndex + 1
+        appendAsLeader(m.entries.enumerated().map { i, e in
+            Entry(term: term, index: first + UInt64(i), kind: .normal, data: e.data)
+        })
     }
 
     private mutating func appendAsLeader(_ entries: [Entry]) {
@@ -464,6 +485,9 @@ public struct RaftNode {
 
     public mutating func step(_ m: Message) {
         guard m.to == id else { return }
+        // A proposal's term says nothing of elections (etcd's raft sends
+        // MsgProp with none): it is taken or dropped as it is.
+        if m.type == .propose { return forwardedProposal(m) }
         if m.term > term {
             if m.type == .vote || m.type == .preVote {
                 // Heard from a leader within the timeout: keep following it

@@ -117,6 +117,9 @@ public enum MessageType: Sendable, Equatable {
     /// The leader's snapshot, for a follower that needs entries the leader
     /// has compacted away.
     case snapshot
+    /// A proposal a follower passes on to its leader (etcd's MsgProp): its
+    /// entries carry data only; the leader appends them in its term.
+    case propose
 }
 
 /// A message between members. Which fields mean what depends on `type`,
@@ -203,7 +206,7 @@ public struct ReadState: Equatable, Sendable {
 }
 
 public enum RaftError: Error, Equatable {
-    /// Only a leader takes proposals.
+    /// No leader is known to take the proposal.
     case notLeader
     /// The leader is handing leadership over: proposals wait for the next.
     case transferring

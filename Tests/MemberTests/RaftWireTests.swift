@@ -40,7 +40,7 @@ import TestSupport
         let seed = testSeed()
         var rng = SeededRandom(seed: seed)
         let types: [MessageType] = [.vote, .voteResponse, .preVote, .preVoteResponse, .append, .appendResponse, .heartbeat,
-                                    .heartbeatResponse, .readIndex, .readIndexResponse, .timeoutNow, .snapshot]
+                                    .heartbeatResponse, .readIndex, .readIndexResponse, .timeoutNow, .snapshot, .propose]
         for _ in 0..<500 {
             let type = types.randomElement(using: &rng)!
             func n() -> UInt64 { Bool.random(using: &rng) ? UInt64.random(in: 0...3, using: &rng) : UInt64.random(in: 0...UInt64.max, using: &rng) }

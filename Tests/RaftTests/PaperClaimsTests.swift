@@ -384,4 +384,40 @@ struct Scenario {
         s.deliver(among: [2, 3])
         #expect(s.applied[3]!.contains { $0.data == Array("after".utf8) })
     }
+
+    /// A follower passes a proposal on to its leader (etcd's MsgProp), and
+    /// it commits there; a member that knows no leader refuses one; a
+    /// forwarded proposal that reaches a deposed leader is never committed,
+    /// and one that reaches a follower is dropped, not passed on again.
+    @Test func aFollowerForwardsProposalsToItsLeader() throws {
+        var s = Scenario(members: 3)
+        #expect(throws: RaftError.notLeader) { try s.nodes[2]!.propose(Array("nobody leads".utf8)) }
+        s.campaign(1, among: [1, 2, 3])
+        s.deliver(among: [1, 2, 3])
+        try s.nodes[2]!.propose(Array("via 2".utf8))
+        s.deliver(among: [1, 2, 3])
+        for id in s.ids { #expect(s.applied[id]!.contains { $0.data == Array("via 2".utf8) }, "member \(id)") }
+        // 2 forwards to 1, but by the time it arrives 3 leads (1, cut off,
+        // does not know yet and appends it in its old term).
+        try s.nodes[2]!.propose(Array("late".utf8))
+        s.flush()
+        let forwarded = s.mailbox.filter { $0.type == .propose }
+        #expect(forwarded.count == 1 && forwarded.first?.to == 1)
+        s.mailbox.removeAll { $0.type == .propose }
+        s.campaign(3, among: [2, 3])
+        for m in forwarded { s.nodes[m.to]!.step(m) }
+        // A proposal reaching a follower goes nowhere.
+        let before = s[2].lastIndex
+        var stray = Message(type: .propose, from: 3, to: 2, term: 0)
+        stray.entries = [Entry(term: 0, index: 0, data: Array("stray".utf8))]
+        s.nodes[2]!.step(stray)
+        s.flush()
+        #expect(s[2].lastIndex == before && !s.mailbox.contains { $0.type == .propose })
+        s.propose(3, "from 3")
+        s.deliver(among: [1, 2, 3])
+        for id in s.ids {
+            #expect(s.applied[id]!.contains { $0.data == Array("from 3".utf8) }, "member \(id)")
+            #expect(!s.applied[id]!.contains { $0.data == Array("late".utf8) || $0.data == Array("stray".utf8) }, "member \(id)")
+        }
+    }
 }

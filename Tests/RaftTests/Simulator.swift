@@ -152,12 +152,17 @@ struct Simulation {
         checkLog(m.to)
     }
 
+    /// A client's proposal, mostly at the leader, sometimes at another
+    /// member, which passes it on to the leader it knows: the member that
+    /// took it answers its client when it applies the entry.
     mutating func propose() {
         guard let l = leader else { return }
+        let live = ids.filter { nodes[$0] != nil }
+        let at = rng.next() % 3 == 0 ? live[Int(rng.next() % UInt64(live.count))] : l
         proposals += 1
         let data = Array("p\(proposals)".utf8)
-        if (try? nodes[l]!.propose(data)) != nil { proposer[data] = l }
-        checkLog(l)
+        if (try? nodes[at]!.propose(data)) != nil { proposer[data] = at }
+        checkLog(at)
     }
 
     /// The leader adds a learner, promotes one, or removes a voter.
