@@ -16,6 +16,7 @@ public enum EtcdMessage {
     public static let requestTooLarge = "etcdserver: request is too large"
     public static let databaseSpaceExceeded = "etcdserver: mvcc: database space exceeded"
     public static let noLeader = "etcdserver: no leader"
+    public static let requestTimedOut = "etcdserver: request timed out"
     public static let permissionDenied = "etcdserver: permission denied"
     public static let userEmpty = "etcdserver: user name is empty"
     public static let authFailed = "etcdserver: authentication failed, invalid user ID or password"

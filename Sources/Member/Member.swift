@@ -65,6 +65,9 @@ public final class Member {
     /// Ticks after which a read round that got no answer is asked again.
     private let readRetryTicks = 5
 
+    /// Where messages to other members go (none for a member alone).
+    public let transport: PeerTransport?
+
     public private(set) var leaderChanges = 0
     private var lastLeader: NodeID = noNode
     /// Entries kept in memory behind the applied index, for followers that
@@ -78,9 +81,10 @@ public final class Member {
     ///   - apply: committed entries, in order, on the loop.
     ///   - onFailure: the WAL failed; no entry is applied after this.
     public init(id: NodeID, voters: [NodeID], storage: MemoryStorage, wal: GroupCommitWAL,
-                loop: EventLoop, timing: Timing, seed: UInt64, logger: Logger,
+                loop: EventLoop, timing: Timing, seed: UInt64, logger: Logger, transport: PeerTransport? = nil,
                 apply: @escaping ([Entry]) -> Void, onFailure: @escaping (String) -> Void) {
         self.id = id
+        self.transport = transport
         self.loop = loop
         self.logger = logger
         self.storage = storage
@@ -93,6 +97,7 @@ public final class Member {
         config.heartbeatTick = 1
         raft = RaftNode(config: config, storage: storage)
         readyTask = loop.makeDeferredTask { [unowned self] in processReady() }
+        transport?.receive = { [unowned self] in step($0) }
         tickTimer = loop.schedule(every: timing.heartbeatInterval) { [unowned self] in tick() }
     }
 
@@ -117,6 +122,13 @@ public final class Member {
         }
     }
 
+    /// A message from another member.
+    public func step(_ m: Message) {
+        guard failure == nil else { return }
+        raft.step(m)
+        readyTask.trigger()
+    }
+
     public var term: UInt64 { raft.term }
     public var leader: NodeID { raft.leader }
     public var isLeader: Bool { raft.role == .leader }
@@ -128,15 +140,42 @@ public final class Member {
     public func term(of index: UInt64) -> UInt64? { storage.term(index) }
 
     /// Proposes `data` as a log entry; the application sees it when it is
-    /// committed.
+    /// committed. While no leader is known (an election), proposals wait
+    /// here, at most `maxWaitingProposals` of them, and go to the next
+    /// leader: a client sees a pause, not an error. (One that is never
+    /// committed is the application's to time out.)
     public func propose(_ data: [UInt8]) throws(ProposalError) {
         if failure != nil { throw .stopped }
+        if !waitingForLeader.isEmpty || raft.leader == noNode {
+            guard waitingForLeader.count < Self.maxWaitingProposals else { throw .noLeader }
+            waitingForLeader.append(data)
+            return
+        }
         do {
             try raft.propose(data)
         } catch {
-            throw .noLeader
+            // Handing leadership over: wait for the next leader.
+            waitingForLeader.append(data)
+            return
         }
         readyTask.trigger()
+    }
+
+    /// Proposals made while no leader was known, or forwarded to a leader
+    /// known to be down, in order: proposed again on each tick and when a
+    /// leader is elected.
+    private var waitingForLeader: [[UInt8]] = []
+    public static let maxWaitingProposals = 10_000
+
+    private func proposeWaiting() {
+        guard !waitingForLeader.isEmpty, raft.leader != noNode else { return }
+        var sent = 0
+        for data in waitingForLeader {
+            guard (try? raft.propose(data)) != nil else { break }
+            sent += 1
+        }
+        waitingForLeader.removeFirst(sent)
+        if sent > 0 { readyTask.trigger() }
     }
 
     /// Runs `read` once this member has applied everything committed when
@@ -182,6 +221,7 @@ public final class Member {
 
     private func tick() {
         raft.tick()
+        proposeWaiting()
         if var round = readRound {
             round.ticks += 1
             if round.ticks >= readRetryTicks {
@@ -233,7 +273,18 @@ public final class Member {
 
     /// Sends, applies and advances past a Ready whose records are durable.
     private func finish(_ rd: Ready) {
-        // No peers yet: a member alone sends nothing.
+        if rd.snapshot != nil {
+            // Installing the leader's backend is not built yet: stop rather
+            // than apply entries on top of a state this member lacks.
+            return fail(.io(operation: "install a snapshot from the leader (not built yet)", path: "", errno: 0))
+        }
+        if let transport {
+            for m in rd.messages where !transport.send(m) && m.type == .propose {
+                // Forwarded to a leader known to be down: it never got
+                // them, so they wait for the next leader.
+                waitingForLeader += m.entries.map(\.data)
+            }
+        }
         if let last = rd.committedEntries.last {
             apply(rd.committedEntries)
             appliedIndex = last.index
@@ -255,6 +306,7 @@ public final class Member {
     private func noteLeader() {
         guard raft.leader != lastLeader else { return }
         lastLeader = raft.leader
+        proposeWaiting()
         if raft.leader == noNode {
             logger.warning("no leader", metadata: ["term": "\(raft.term)"])
         } else {
@@ -265,6 +317,9 @@ public final class Member {
 
     /// Drops applied entries from memory, keeping `catchUpEntries` of them.
     private func compactLog() {
+        // With peers, a follower behind the kept entries would need the
+        // leader's backend as a snapshot, which is not built yet: keep all.
+        guard raft.voters.count + raft.learners.count == 1 else { return }
         guard appliedIndex > storage.firstIndex + 2 * catchUpEntries else { return }
         storage.compact(to: appliedIndex - catchUpEntries, data: [], voters: raft.voters.sorted(), learners: raft.learners.sorted())
     }

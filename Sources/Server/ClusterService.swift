@@ -9,7 +9,14 @@ extension EtcdServer {
             var response = Etcdserverpb_MemberListResponse()
             response.header = header()
             response.header.revision = 0  // etcd's cluster answers carry no revision
-            response.members = [selfMember]
+            response.members = members.map { m in
+                guard m.id != memberID else { return selfMember }
+                var other = Etcdserverpb_Member()
+                other.id = m.id
+                other.name = m.name
+                other.peerUrls = m.peerURLs
+                return other
+            }
             return .now(response)
         }
         refuseUnbuilt(cluster, ["MemberAdd", "MemberRemove", "MemberUpdate", "MemberPromote"], needs: "clustering")

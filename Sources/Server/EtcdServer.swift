@@ -36,14 +36,20 @@ public final class EtcdServer {
     let clusterID: UInt64
     /// This member's Raft: every write is a proposal to it.
     var member: Member!
+    /// Every member of the cluster at bootstrap: ID, name, peer URLs.
+    var members: [(id: UInt64, name: String, peerURLs: [String])] = []
+    /// Where peers' Raft streams are served (nil for a member alone).
+    public var peerRouter: GRPCRouter? { member.transport }
     /// Index of the last log entry applied (the backend's consistent index).
     var appliedIndex: UInt64
     let walWriter: GroupCommitWAL
     /// Set once a write can no longer be made durable (the WAL or the
     /// backend failed): every later write gets this, reads go on.
     var writesRefused: GRPCStatus?
-    /// Proposals this member made, by ID, until applied.
-    var pendingProposals: [UInt64: (decoded: DecodedWrite, reply: (Result<GRPCMessageBuffer, GRPCStatus>) -> Void)] = [:]
+    /// Proposals this member made, by ID, until applied; with when each
+    /// was made (monotonic nanoseconds), for the request timeout.
+    var pendingProposals: [UInt64: (decoded: DecodedWrite, reply: (Result<GRPCMessageBuffer, GRPCStatus>) -> Void, at: UInt64)] = [:]
+    private var proposalTimeoutTimer: Transport.Timer?
     var nextProposalID: UInt64
     var proposalsFailed = 0
     let metrics = Metrics()
@@ -119,9 +125,6 @@ public final class EtcdServer {
         store = try Store(backend: backend, limits: limits)
         appliedIndex = try store.consistentIndex
         let cluster = config.effectiveInitialCluster
-        guard cluster.members.count == 1 else {
-            throw ServerError.unsupported("an --initial-cluster of \(cluster.members.count) members needs the peer transport, which is not built yet (one member so far)")
-        }
         // A new data dir takes the IDs etcd derives from the bootstrap
         // flags; an existing one keeps those it has.
         memberID = try Self.persistentID(.memberID, backend,
@@ -137,16 +140,27 @@ public final class EtcdServer {
         if let torn = wal.truncatedTail {
             logger.warning("truncated a torn WAL tail", metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)"])
         }
+        // This member as its data dir knows it (one from before derived
+        // IDs keeps its own), the others as the flags say.
+        let localID = memberID, localName = config.name
+        members = cluster.memberIDs(token: config.initialClusterToken).map { m in
+            (m.name == localName ? localID : m.id, m.name, cluster.members.first { $0.name == m.name }!.peerURLs)
+        }
         if appliedIndex == 0 && !records.contains(where: { [.entry, .raftEntry, .snapshot].contains($0.type) }) {
             // A new member: as etcd bootstraps one, its log starts with the
-            // membership at term 1 (the first election makes term 2).
-            let bootstrap = [RaftRecords.entry(Entry(term: 1, index: 1, kind: .confChange, data: ConfChange.addVoter(memberID).encoded)),
-                             RaftRecords.hardState(HardState(term: 1, commit: 1))]
+            // initial membership at term 1, one entry per member in ID order
+            // (the same on every member), committed; the first election
+            // makes term 2.
+            let ids = members.map(\.id).sorted()
+            var bootstrap = ids.enumerated().map { i, id in
+                RaftRecords.entry(Entry(term: 1, index: UInt64(i + 1), kind: .confChange, data: ConfChange.addVoter(id).encoded))
+            }
+            bootstrap.append(RaftRecords.hardState(HardState(term: 1, commit: UInt64(ids.count))))
             try wal.append(bootstrap)
             try wal.sync()
             records += bootstrap
         }
-        let raftLog = try Self.recoverRaftLog(records, memberID: memberID, backendIndex: appliedIndex, dataDir: config.dataDir)
+        let raftLog = try Self.recoverRaftLog(records, voters: members.map(\.id), backendIndex: appliedIndex, dataDir: config.dataDir)
         walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll)
         backendCommitTimer = loop.schedule(every: config.backendBatchInterval) { [unowned self] in self.commitBackend() }
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
@@ -159,13 +173,21 @@ public final class EtcdServer {
         try loadAuth()
         try restoreLeases()
         try loadV2()
-        member = Member(id: memberID, voters: [memberID], storage: raftLog.storage, wal: walWriter, loop: loop,
+        var peerAddresses: [UInt64: (host: String, port: UInt16)] = [:]
+        for m in members where m.id != memberID {
+            guard let url = m.peerURLs.first.flatMap(ServerConfig.ClientURL.init) else { continue }
+            peerAddresses[m.id] = (url.host, url.port)
+        }
+        let transport = members.count > 1
+            ? PeerTransport(loop: loop, localID: memberID, clusterID: clusterID, peers: peerAddresses, logger: logger) : nil
+        member = Member(id: memberID, voters: members.map(\.id), storage: raftLog.storage, wal: walWriter, loop: loop,
                         timing: Member.Timing(heartbeatInterval: Double(config.heartbeatIntervalMs) / 1000,
                                               electionTicks: max(config.electionTimeoutMs / config.heartbeatIntervalMs, 1)),
-                        seed: memberID ^ nextProposalID, logger: logger,
+                        seed: memberID ^ nextProposalID, logger: logger, transport: transport,
                         apply: { [unowned self] in applyCommitted($0) },
                         onFailure: { [unowned self] in memberStopped($0) })
         member.loneWritePoll = config.loneWritePoll
+        proposalTimeoutTimer = loop.schedule(every: 0.5) { [unowned self] in timeOutProposals() }
         let before = appliedIndex
         member.start()
         try store.commit()
@@ -193,7 +215,7 @@ public final class EtcdServer {
     /// Raft's log as the WAL holds it. A data dir of the member before Raft
     /// holds `entry` records: they become entries of its fixed term, the
     /// log starting after the backend or the first of them.
-    private static func recoverRaftLog(_ records: [WALRecord], memberID: UInt64, backendIndex: UInt64,
+    private static func recoverRaftLog(_ records: [WALRecord], voters: [UInt64], backendIndex: UInt64,
                                        dataDir: String) throws -> RecoveredRaftLog {
         var converted = records
         var firstLegacy: UInt64?
@@ -211,7 +233,7 @@ public final class EtcdServer {
         let defaultStart = hasRaftRecords && firstLegacy == nil ? (index: UInt64(0), term: UInt64(0))
             : (index: start, term: start > 0 ? LegacyLogEntry.term : 0)
         do {
-            return try RecoveredRaftLog(records: converted, voters: [memberID], defaultSnapshot: defaultStart)
+            return try RecoveredRaftLog(records: converted, voters: voters, defaultSnapshot: defaultStart)
         } catch {
             throw ServerError.dataDir(dataDir, "\(error)")
         }

@@ -173,7 +173,8 @@ extension EtcdServer {
     /// Proposes the revocation of leases past their expiry, a bounded
     /// number per tick.
     private func expireLeases() {
-        guard writesRefused == nil else { return }
+        // The leader alone expires leases (through the log, as any write).
+        guard writesRefused == nil, member.isLeader else { return }
         for id in lessor.takeExpired(now: monotonicNanoseconds(), limit: Self.leaseRevokesPerTick) {
             var r = Etcdserverpb_LeaseRevokeRequest()
             r.id = id

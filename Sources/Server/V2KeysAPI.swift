@@ -93,7 +93,7 @@ extension EtcdServer {
     /// Proposes the removal of what has expired (the log carries the time,
     /// so a replay removes the same nodes). One proposal at a time.
     func v2ExpiryTick() {
-        guard !v2ExpiryProposed, let due = v2Store.nextExpiry else { return }
+        guard !v2ExpiryProposed, member.isLeader, let due = v2Store.nextExpiry else { return }
         let now = Self.wallClockMilliseconds()
         guard due <= now else { return }
         var r = V2Request(method: .expire, path: "/")

@@ -159,7 +159,24 @@ extension EtcdServer {
             }
             return
         }
-        pendingProposals[id] = (decoded, reply)
+        pendingProposals[id] = (decoded, reply, monotonicNanoseconds())
+    }
+
+    /// etcd's request timeout: 5 s and two election timeouts.
+    var requestTimeoutNanoseconds: UInt64 { UInt64(5_000 + 2 * config.electionTimeoutMs) * 1_000_000 }
+
+    /// Proposals not applied within the request timeout (lost with a
+    /// leader, or waiting for one too long) are answered as etcd answers
+    /// them; one applied later changes the store but answers no one.
+    func timeOutProposals() {
+        guard !pendingProposals.isEmpty else { return }
+        let now = monotonicNanoseconds(), limit = requestTimeoutNanoseconds
+        let late = pendingProposals.filter { now - $0.value.at > limit }
+        for (id, p) in late {
+            pendingProposals[id] = nil
+            proposalsFailed += 1
+            p.reply(.failure(GRPCStatus(.unavailable, EtcdMessage.requestTimedOut)))
+        }
     }
 
     /// Serves `read` once everything committed before it is applied.
@@ -211,7 +228,7 @@ extension EtcdServer {
         refuseWrites(because: "the WAL failed: \(why)")
         let waiting = pendingProposals.values
         pendingProposals = [:]
-        for (_, reply) in waiting { reply(.failure(writesRefused!)) }
+        for p in waiting { p.reply(.failure(writesRefused!)) }
     }
 
     /// Applies one entry to the store: the response bytes, or the status.

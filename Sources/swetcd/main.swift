@@ -134,6 +134,23 @@ for url in config.listenClientURLs {
 }
 // A port 0 in a listen URL was a free port: members list the one bound.
 server.listenedClientURLs = boundURLs
+// Peers' Raft streams, when there are peers (a member alone listens for
+// none, so many can run on one machine with the default peer URL).
+var peerServer: TransportServer?
+if let peerRouter = server.peerRouter {
+    let peers = TransportServer(loop: loop, router: peerRouter, http1: server, limits: transportLimits, logger: logger)
+    for url in config.listenPeerURLs.compactMap(ServerConfig.ClientURL.init) {
+        do {
+            guard !url.isTLS else { throw ServerError.unsupported("https peer URLs (peer TLS is not built yet)") }
+            let port = try peers.listen(host: url.host, port: url.port)
+            logger.info("serving peer traffic insecurely", metadata: ["address": "\(url.host):\(port)"])
+        } catch {
+            logger.critical("cannot listen for peers", metadata: ["url": "\(url)", "error": "\(error)"])
+            exit(1)
+        }
+    }
+    peerServer = peers
+}
 for sig in [SIGINT, SIGTERM] {
     loop.onSignal(sig) {
         logger.info("received a signal, shutting down", metadata: ["signal": "\(sig)"])
@@ -142,5 +159,6 @@ for sig in [SIGINT, SIGTERM] {
 }
 loop.run()
 transport.closeAll()
+peerServer?.closeAll()
 server.shutdown()
 logger.info("stopped")

@@ -22,14 +22,4 @@ import Testing
         #expect(ours.members == theirs.members && ours.members.count == 1, "\(ours) \(theirs)")
         #expect(ours.members.first?.contains("infra1 \"http://127.0.0.1:12380\"") == true, "\(ours)")
     }
-
-    /// Several members need peers, which are not built yet: a clear refusal.
-    @Test func aClusterOfSeveralIsRefusedClearly() throws {
-        do {
-            _ = try ServerProcess(arguments: ["--initial-cluster", "default=http://localhost:2380,b=http://127.0.0.1:12381"])
-            Issue.record("a two-member cluster started without peers")
-        } catch {
-            #expect("\(error)".contains("an --initial-cluster of 2 members needs the peer transport"), "\(error)")
-        }
-    }
 }

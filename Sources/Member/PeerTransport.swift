@@ -1,0 +1,133 @@
+import Logging
+import Raft
+import Transport
+
+/// Raft messages between members, on the same loop and HTTP/2 stack as
+/// clients: each member keeps one long-lived stream open to each peer
+/// (`/swetcd.Raft/Stream` on the peer's --listen-peer-urls) and writes its
+/// messages to that peer on it, one `raftpb.Message` per gRPC frame; the
+/// messages arriving on streams other members opened are handed to
+/// `receive`. A message that cannot go now (the peer is down, the stream is
+/// being reopened) is dropped: Raft resends what matters (appends after a
+/// rejection or a heartbeat answer, votes on the next timeout), so a dead
+/// peer costs no memory. Reconnection backs off from 100 ms to 1 s.
+public final class PeerTransport: GRPCRouter {
+    public static let streamPath = "/swetcd.Raft/Stream"
+
+    private final class Peer {
+        let id: NodeID
+        let host: String
+        let port: UInt16
+        var connection: HTTP2ClientConnection?
+        var stream: Int32 = -1
+        var nextAttempt: UInt64 = 0
+        var backoff: UInt64 = 100_000_000
+
+        init(id: NodeID, host: String, port: UInt16) {
+            self.id = id
+            self.host = host
+            self.port = port
+        }
+    }
+
+    private let loop: EventLoop
+    private let logger: Logger
+    private let localID: NodeID
+    private let clusterID: UInt64
+    private var peers: [NodeID: Peer] = [:]
+    /// Messages from peers, decoded.
+    public var receive: ((Message) -> Void)?
+    public private(set) var sentBytes: [NodeID: Int] = [:]
+    public private(set) var receivedBytes = 0
+    public private(set) var dropped = 0
+
+    /// - Parameter peers: every other member's peer address.
+    public init(loop: EventLoop, localID: NodeID, clusterID: UInt64, peers: [NodeID: (host: String, port: UInt16)], logger: Logger) {
+        self.loop = loop
+        self.logger = logger
+        self.localID = localID
+        self.clusterID = clusterID
+        for (id, address) in peers where id != localID {
+            self.peers[id] = Peer(id: id, host: address.host, port: address.port)
+        }
+    }
+
+    /// Sends `m` to its member, or drops it (see the type's comment).
+    /// False when it was dropped here, unsent (the peer is known to be
+    /// down): then it surely never arrives.
+    @discardableResult
+    public func send(_ m: Message) -> Bool {
+        guard let peer = peers[m.to], let bytes = try? RaftWire.encode(m) else {
+            dropped += 1
+            return false
+        }
+        if let connection = peer.connection, peer.stream > 0, !connection.isClosed {
+            if connection.wasConnected { peer.backoff = 100_000_000 }
+            sentBytes[m.to, default: 0] += bytes.count
+            connection.send(bytes, on: peer.stream)
+            return true
+        }
+        return open(peer, first: bytes)
+    }
+
+    private func open(_ peer: Peer, first: [UInt8]) -> Bool {
+        let now = monotonicNanoseconds()
+        guard now >= peer.nextAttempt else {
+            dropped += 1
+            return false
+        }
+        peer.nextAttempt = now + peer.backoff
+        peer.backoff = min(peer.backoff * 2, 1_000_000_000)
+        peer.connection?.close()
+        let connection = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port)
+        peer.connection = connection
+        let metadata = [("x-etcd-cluster-id", String(clusterID, radix: 16)), ("x-server-from", String(localID, radix: 16))]
+        peer.stream = connection.call(Self.streamPath, request: first, timeout: nil, metadata: metadata,
+                                      onMessage: { _ in }, keepSending: true) { [weak self, weak peer] result in
+            guard let self, let peer, peer.connection === connection else { return }
+            // The stream ended (peer gone, or it refused us): the next
+            // message reopens it, after the backoff.
+            if case .failure(let status) = result, status.code != .unavailable {
+                self.logger.warning("peer refused the raft stream", metadata: ["peer": "\(String(peer.id, radix: 16))", "error": "\(status.message)"])
+            }
+            peer.stream = -1
+            peer.connection = nil
+        }
+        guard peer.stream > 0 else { return false }
+        sentBytes[peer.id, default: 0] += first.count
+        return true
+    }
+
+    /// Stops every outgoing stream.
+    public func close() {
+        for peer in peers.values {
+            peer.connection?.close()
+            peer.connection = nil
+            peer.stream = -1
+        }
+    }
+
+    // MARK: Incoming streams
+
+    public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
+        guard path == Self.streamPath else { return .failure(GRPCStatus(.unimplemented, "unknown method \(path)")) }
+        return .success(GRPCMethod(.bidirectionalStreaming) { [unowned self] call, first in
+            if let theirs = call.metadata("x-etcd-cluster-id"), theirs != String(clusterID, radix: 16) {
+                // etcd's answer to a member of another cluster.
+                call.finish(GRPCStatus(.failedPrecondition, "request cluster ID mismatch"))
+                return
+            }
+            if !first.isEmpty { deliver(first) }
+            call.onMessage = { [unowned self] bytes in deliver(bytes) }
+        })
+    }
+
+    private func deliver(_ bytes: [UInt8]) {
+        receivedBytes += bytes.count
+        guard let m = try? RaftWire.decode(bytes), m.to == localID else {
+            logger.warning("dropped an undecodable raft message from a peer", metadata: ["bytes": "\(bytes.count)"])
+            return
+        }
+        receive?(m)
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+
+/// Three swetcd members on loopback, driven with the real etcdctl 3.4.
+@Suite(.serialized) struct ClusterTests {
+    /// The members' flags: each with its own peer port, one initial cluster.
+    final class Cluster {
+        let names = ["m1", "m2", "m3"]
+        let peerPorts: [UInt16]
+        let dataDirs: [String]
+        var members: [ServerProcess?]
+
+        init() throws {
+            // Free at the moment of asking (a port 0 cannot be named in
+            // --initial-cluster before the member starts).
+            peerPorts = try names.map { _ in try ReferenceEtcd.freePort() }
+            let base = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-cluster-\(UUID().uuidString)").path
+            dataDirs = names.map { "\(base)-\($0)" }
+            members = [nil, nil, nil]
+            for i in names.indices { try start(i) }
+        }
+
+        func flags(_ i: Int) -> [String] {
+            let cluster = names.indices.map { "\(names[$0])=http://127.0.0.1:\(peerPorts[$0])" }.joined(separator: ",")
+            return ["--name", names[i], "--listen-peer-urls", "http://127.0.0.1:\(peerPorts[i])",
+                    "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPorts[i])",
+                    "--initial-cluster", cluster, "--initial-cluster-token", "cluster-test"]
+        }
+
+        func start(_ i: Int) throws {
+            members[i] = try ServerProcess(arguments: flags(i), dataDir: dataDirs[i])
+        }
+
+        func etcdctl(_ i: Int) -> Etcdctl { Etcdctl(endpoint: members[i]!.endpoint) }
+
+        /// The member every live one names as leader, once they agree (or nil after 15 s).
+        func leader() throws -> Int? {
+            let deadline = Date().addingTimeInterval(15)
+            while Date() < deadline {
+                var seen: [UInt64] = []
+                for (i, m) in members.enumerated() where m != nil {
+                    let json = try etcdctl(i).run("endpoint", "status", "-w", "json").stdout
+                    if let id = json.firstMatch(of: /"leader":(\d+)/).flatMap({ UInt64($0.1) }), id != 0 { seen.append(id) }
+                    else { seen.append(0) }
+                }
+                if let first = seen.first, first != 0, seen.allSatisfy({ $0 == first }) {
+                    for (i, m) in members.enumerated() where m != nil {
+                        let json = try etcdctl(i).run("endpoint", "status", "-w", "json").stdout
+                        if json.contains("\"member_id\":\(first),") { return i }
+                    }
+                }
+                usleep(100_000)
+            }
+            return nil
+        }
+
+        func stop() {
+            for m in members { m?.stop() }
+            for d in dataDirs {
+                try? FileManager.default.removeItem(atPath: d)
+                try? FileManager.default.removeItem(atPath: d + ".log")
+            }
+        }
+    }
+
+    /// One leader; a put on any member is read back from every member;
+    /// member list names all three with their peer URLs.
+    @Test func threeMembersAgree() throws {
+        let c = try Cluster()
+        defer { c.stop() }
+        let leader = try #require(try c.leader(), "no leader agreed on")
+        for i in 0..<3 {
+            let r = try c.etcdctl(i).run("put", "k\(i)", "from-m\(i + 1)")
+            #expect(r.stdout == "OK\n", "put on m\(i + 1) (leader m\(leader + 1)): \(r)")
+        }
+        for i in 0..<3 {
+            #expect(try c.etcdctl(i).run("get", "k", "--prefix", "--print-value-only").lines == ["from-m1", "from-m2", "from-m3"],
+                    "m\(i + 1)")
+        }
+        let list = try c.etcdctl(1).run("member", "list").lines
+        #expect(list.count == 3, "\(list)")
+        for i in 0..<3 {
+            #expect(list.contains { $0.contains(", m\(i + 1), http://127.0.0.1:\(c.peerPorts[i]),") }, "\(list)")
+        }
+    }
+
+    /// kill -9 the leader: the other two elect one and a writer that
+    /// retries (as clients do) succeeds again within a few seconds; the old
+    /// leader catches up when it comes back.
+    @Test func aKilledLeaderIsReplaced() throws {
+        let c = try Cluster()
+        defer { c.stop() }
+        let leader = try #require(try c.leader())
+        #expect(try c.etcdctl(leader).run("put", "before", "1").stdout == "OK\n")
+        c.members[leader]!.kill()
+        c.members[leader] = nil
+        let survivor = (leader + 1) % 3, other = (leader + 2) % 3
+        let started = Date()
+        var put = CommandResult(status: -1, stdout: "", stderr: "")
+        while Date().timeIntervalSince(started) < 20 {
+            put = try c.etcdctl(survivor).run("--command-timeout=2s", "put", "after", "2")
+            if put.stdout == "OK\n" { break }
+        }
+        let took = Date().timeIntervalSince(started)
+        #expect(put.stdout == "OK\n", "\(put)")
+        // An election timeout (randomized up to 2 s) and a vote, plus
+        // room for a loaded machine.
+        #expect(took < 6, "writes succeeded again only after \(took) s")
+        #expect(try c.etcdctl(other).run("get", "after", "--print-value-only").lines == ["2"])
+        try c.start(leader)
+        #expect(try c.leader() != nil)
+        for key in ["before", "after"] {
+            #expect(try c.etcdctl(leader).run("get", key, "--print-value-only").lines == [key == "before" ? "1" : "2"],
+                    "the restarted member caught up")
+        }
+    }
+}
