@@ -21,11 +21,10 @@ public struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?,
-                    source: String, file: String, function: String, line: UInt) {
+    public func log(event: LogEvent) {
         var fields = metadata
-        if let extra { fields.merge(extra) { _, new in new } }
-        var out = "{\"level\":\"\(Self.name(level))\",\"ts\":\"\(Self.timestamp())\",\"logger\":\(Self.quote(label)),\"msg\":\(Self.quote(message.description))"
+        if let extra = event.metadata { fields.merge(extra) { _, new in new } }
+        var out = "{\"level\":\"\(Self.name(event.level))\",\"ts\":\"\(Self.timestamp())\",\"logger\":\(Self.quote(label)),\"msg\":\(Self.quote(event.message.description))"
         for key in fields.keys.sorted() {
             out += ",\(Self.quote(key)):\(Self.quote(fields[key]!.description))"
         }

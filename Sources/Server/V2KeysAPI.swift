@@ -160,7 +160,7 @@ extension EtcdServer {
         do {
             parsed = try V2KeyRequest(request)
         } catch {
-            exchange.respond(v2Error(error as? V2Error ?? V2Error(.invalidForm, "\(error)", 0)))
+            exchange.respond(v2Error(error))
             return
         }
         switch request.method {
