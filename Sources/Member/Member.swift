@@ -68,6 +68,10 @@ public final class Member {
     /// Where messages to other members go (none for a member alone).
     public let transport: PeerTransport?
 
+    /// Called when this member becomes leader (true) or stops leading.
+    public var onLeadership: ((Bool) -> Void)?
+    private var wasLeader = false
+
     public private(set) var leaderChanges = 0
     private var lastLeader: NodeID = noNode
     /// Entries kept in memory behind the applied index, for followers that
@@ -304,6 +308,10 @@ public final class Member {
     }
 
     private func noteLeader() {
+        if isLeader != wasLeader {
+            wasLeader = isLeader
+            onLeadership?(wasLeader)
+        }
         guard raft.leader != lastLeader else { return }
         lastLeader = raft.leader
         proposeWaiting()

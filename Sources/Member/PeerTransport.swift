@@ -22,6 +22,8 @@ public final class PeerTransport: GRPCRouter {
         var stream: Int32 = -1
         var nextAttempt: UInt64 = 0
         var backoff: UInt64 = 100_000_000
+        /// For requests (`call`), apart from the Raft stream.
+        var requests: HTTP2ClientConnection?
 
         init(id: NodeID, host: String, port: UInt16) {
             self.id = id
@@ -98,18 +100,44 @@ public final class PeerTransport: GRPCRouter {
         return true
     }
 
+    /// A request to another member's peer service (a lease renewal for the
+    /// leader, say): `completion` runs on the loop with the response, or
+    /// the status it failed with.
+    public func call(_ path: String, to id: NodeID, request: [UInt8], timeout: Double,
+                     completion: @escaping (Result<[UInt8], GRPCStatus>) -> Void) {
+        guard let peer = peers[id] else { return completion(.failure(GRPCStatus(.unavailable, "no such peer"))) }
+        if peer.requests == nil || peer.requests!.isClosed {
+            peer.requests = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port)
+        }
+        peer.requests!.call(path, request: request, timeout: timeout,
+                            metadata: [("x-etcd-cluster-id", String(clusterID, radix: 16))]) { result in
+            switch result {
+            case .success(let messages):
+                guard let first = messages.first else { return completion(.failure(GRPCStatus(.internal, "empty answer"))) }
+                completion(.success(first))
+            case .failure(let status): completion(.failure(status))
+            }
+        }
+    }
+
+    /// Peer services other than the Raft stream, by path.
+    public var services: [String: GRPCMethod] = [:]
+
     /// Stops every outgoing stream.
     public func close() {
         for peer in peers.values {
             peer.connection?.close()
             peer.connection = nil
             peer.stream = -1
+            peer.requests?.close()
+            peer.requests = nil
         }
     }
 
     // MARK: Incoming streams
 
     public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
+        if let service = services[path] { return .success(service) }
         guard path == Self.streamPath else { return .failure(GRPCStatus(.unimplemented, "unknown method \(path)")) }
         return .success(GRPCMethod(.bidirectionalStreaming) { [unowned self] call, first in
             if let theirs = call.metadata("x-etcd-cluster-id"), theirs != String(clusterID, radix: 16) {

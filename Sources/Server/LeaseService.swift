@@ -62,14 +62,49 @@ extension EtcdServer {
                 }
                 // Renewing keeps the lease's keys: the caller must be able to write them.
                 guard passes(call, keepAliveKey, { try authorize(call, lease: request.id, write: true) }) else { return }
-                var r = Etcdserverpb_LeaseKeepAliveResponse()
-                r.header = header()
-                r.id = request.id
+                let answer = { [unowned self] (ttl: Int64) in
+                    var r = Etcdserverpb_LeaseKeepAliveResponse()
+                    r.header = header()
+                    r.id = request.id
+                    r.ttl = ttl
+                    if let message = try? r.serializedBytes() as GRPCMessageBuffer { call.send(message) }
+                }
+                // The leader keeps the time: a follower passes the renewal
+                // on to it (as etcd's followers do) and answers with its TTL;
+                // with no leader to reach, no answer (the client sends again).
+                if let transport = member.transport, !member.isLeader {
+                    guard member.leader != 0 else { return }
+                    _ = try? renewLease(request.id)  // ready if this member leads next
+                    transport.call(Self.renewPath, to: member.leader, request: bytes, timeout: 5) { result in
+                        guard case .success(let reply) = result,
+                              let r = try? Etcdserverpb_LeaseKeepAliveResponse(serializedBytes: reply) else { return }
+                        answer(r.ttl)
+                    }
+                    return
+                }
                 // As etcd: an unknown (or expired) lease gets TTL 0, not an error.
-                r.ttl = (try? renewLease(request.id)) ?? 0
-                if let message = try? r.serializedBytes() as GRPCMessageBuffer { call.send(message) }
+                answer((try? renewLease(request.id)) ?? 0)
             }
             call.onRequestEnd = { [unowned self] in finish(call, keepAliveKey, status: .ok) }
+        }
+
+        // A follower's renewal, at the leader.
+        member.transport?.services[Self.renewPath] = GRPCMethod(.unary) { [unowned self] call, bytes in
+            guard member.isLeader, let request = try? Etcdserverpb_LeaseKeepAliveRequest(serializedBytes: bytes) else {
+                call.finish(GRPCStatus(.unavailable, EtcdMessage.noLeader))
+                return
+            }
+            var r = Etcdserverpb_LeaseKeepAliveResponse()
+            r.id = request.id
+            r.ttl = (try? renewLease(request.id)) ?? 0
+            if let message = try? r.serializedBytes() as GRPCMessageBuffer { call.respond(message) }
+        }
+        // A new leader gives every lease its whole TTL again (etcd's
+        // promotion), since the keep-alives went to the old one.
+        member.onLeadership = { [unowned self] leading in
+            guard leading else { return }
+            let now = monotonicNanoseconds()
+            for id in lessor.ids { _ = try? lessor.renew(id, now: now) }
         }
 
         let ttlKey = metrics.key(type: "unary", service: service, method: "LeaseTimeToLive")
@@ -172,6 +207,8 @@ extension EtcdServer {
 
     /// Proposes the revocation of leases past their expiry, a bounded
     /// number per tick.
+    static let renewPath = "/swetcd.Lease/Renew"
+
     private func expireLeases() {
         // The leader alone expires leases (through the log, as any write).
         guard writesRefused == nil, member.isLeader else { return }

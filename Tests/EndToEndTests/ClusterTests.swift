@@ -114,4 +114,36 @@ import Testing
                     "the restarted member caught up")
         }
     }
+
+    /// A watch on a follower sees every write the leader takes, in order;
+    /// a lease granted on one member and kept alive through another lives,
+    /// and once the keep-alives stop it expires, its key deleted for the
+    /// watcher to see.
+    @Test func watchesAndLeasesOnFollowers() throws {
+        let c = try Cluster()
+        defer { c.stop() }
+        let leader = try #require(try c.leader())
+        let follower = (leader + 1) % 3, other = (leader + 2) % 3
+        let revision = try c.etcdctl(leader).run("put", "start", "0", "-w", "json").stdout
+            .firstMatch(of: /"revision":(\d+)/).map { Int($0.1)! } ?? 0
+        let watch = try BackgroundEtcdctl(endpoint: c.members[follower]!.endpoint, ["watch", "w/", "--prefix", "--rev=\(revision + 1)"])
+        for i in 0..<20 { try c.etcdctl(leader).run("put", "w/\(i % 4)", "v\(i)") }
+        let grant = try c.etcdctl(other).run("lease", "grant", "3")
+        let lease = try #require(grant.stdout.firstMatch(of: /lease ([0-9a-f]+) granted/).map { String($0.1) }, "\(grant)")
+        try c.etcdctl(other).run("put", "w/leased", "x", "--lease=\(lease)")
+        // Kept alive through the follower for twice its TTL...
+        let keepAlive = try BackgroundEtcdctl(endpoint: c.members[follower]!.endpoint, ["lease", "keep-alive", lease])
+        usleep(6_000_000)
+        #expect(try c.etcdctl(leader).run("get", "w/leased", "--print-value-only").lines == ["x"], "expired while kept alive")
+        _ = keepAlive.finish(expectingLines: 0)
+        // ...then left to expire.
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline, try c.etcdctl(leader).run("get", "w/leased", "--print-value-only").lines == ["x"] { usleep(200_000) }
+        #expect(try c.etcdctl(other).run("get", "w/leased").lines.isEmpty, "the lease did not expire")
+        let lines = watch.finish(expectingLines: 20 * 3 + 3 + 2).split(separator: "\n").map(String.init)
+        var expected: [String] = []
+        for i in 0..<20 { expected += ["PUT", "w/\(i % 4)", "v\(i)"] }
+        expected += ["PUT", "w/leased", "x", "DELETE", "w/leased"]
+        #expect(lines == expected, "\(lines)")
+    }
 }
