@@ -511,6 +511,10 @@ extension EtcdServer: HTTP1Handler {
         switch request.path {
         case "/health":
             guard request.method == "GET" || request.method == "HEAD" else { return Self.methodNotAllowed }
+            // As etcd 3.4: no leader, no health.
+            if member.leader == 0 {
+                return HTTP1Response(status: 503, contentType: json, text: "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}")
+            }
             return HTTP1Response(contentType: json, text: "{\"health\":\"true\",\"reason\":\"\"}")
         case "/version":
             guard request.method == "GET" || request.method == "HEAD" else { return Self.methodNotAllowed }
