@@ -57,6 +57,9 @@ public enum MetaKey: String, CaseIterable, Sendable {
     case auth = "auth"
     /// The v2 keys store's index (its nodes are in the `v2` table).
     case v2Index = "v2_index"
+    /// Each member's published name and client URLs (the server's
+    /// encoding: an etcdserverpb.MemberListResponse).
+    case memberAttributes = "member_attributes"
 
     var bytes: [UInt8] { Array(rawValue.utf8) }
 }

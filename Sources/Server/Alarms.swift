@@ -81,7 +81,7 @@ extension EtcdServer {
         switch write {
         case .put, .leaseGrant: grows = true
         case .txn(let t): grows = Self.hasPut(t)
-        case .deleteRange, .compact, .leaseRevoke, .v2: grows = false  // etcd's quota does not cover v2
+        case .deleteRange, .compact, .leaseRevoke, .v2, .memberAttributes: grows = false  // etcd's quota does not cover v2
         }
         guard grows else { return nil }
         if noSpaceRaised { return Self.noSpace }

@@ -84,8 +84,9 @@ extension EtcdServer {
         case .compact, .leaseGrant: break
         // Revoking deletes the lease's keys: the caller must be able to.
         case .leaseRevoke(let r): try authorizeLeaseKeys(user, r.id, write: true)
-        // v2 changes come over HTTP, outside v3 auth (as in etcd).
-        case .v2: break
+        // v2 changes come over HTTP, outside v3 auth (as in etcd); a
+        // member's attributes come from the member itself.
+        case .v2, .memberAttributes: break
         }
     }
 

@@ -15,6 +15,7 @@ extension EtcdServer {
                 other.id = m.id
                 other.name = m.name
                 other.peerUrls = m.peerURLs
+                other.clientUrls = publishedAttributes[m.id]?.clientUrls ?? []
                 return other
             }
             return .now(response)
@@ -27,7 +28,43 @@ extension EtcdServer {
         m.id = memberID
         m.name = config.name
         m.peerUrls = config.initialAdvertisePeerURLs
-        m.clientUrls = (config.advertiseClientURLs ?? listenedClientURLs ?? config.listenClientURLs).map(\.description)
+        m.clientUrls = clientURLs
         return m
+    }
+
+    /// The client URLs this member serves, as clients are told them.
+    var clientURLs: [String] { (config.advertiseClientURLs ?? listenedClientURLs ?? config.listenClientURLs).map(\.description) }
+
+    /// Publishes this member's name and client URLs through the log (etcd
+    /// does at start), so every member's MemberList names them; again
+    /// until it is applied, whenever a leader is known.
+    func publishAttributesIfNeeded() {
+        guard !attributesPublished, !attributesPublishing, member.leader != 0, listenedClientURLs != nil else { return }
+        var m = Etcdserverpb_Member()
+        m.id = memberID
+        m.name = config.name
+        m.clientUrls = clientURLs
+        if let known = publishedAttributes[memberID], known.name == m.name, known.clientUrls == m.clientUrls {
+            attributesPublished = true
+            return
+        }
+        guard let bytes: [UInt8] = try? m.serializedBytes() else { return }
+        attributesPublishing = true
+        propose(.memberAttributes, bytes, .memberAttributes(m)) { [unowned self] outcome in
+            attributesPublishing = false
+            if case .success = outcome { attributesPublished = true }
+        }
+    }
+
+    func applyMemberAttributes(_ m: Etcdserverpb_Member) throws {
+        publishedAttributes[m.id] = m
+        var all = Etcdserverpb_MemberListResponse()
+        all.members = publishedAttributes.keys.sorted().map { publishedAttributes[$0]! }
+        try backend.setMeta(.memberAttributes, try all.serializedBytes())
+    }
+
+    func loadMemberAttributes() throws {
+        guard let bytes = try backend.meta(.memberAttributes) else { return }
+        for m in try Etcdserverpb_MemberListResponse(serializedBytes: bytes).members { publishedAttributes[m.id] = m }
     }
 }

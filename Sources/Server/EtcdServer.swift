@@ -38,6 +38,10 @@ public final class EtcdServer {
     var member: Member!
     /// Every member of the cluster at bootstrap: ID, name, peer URLs.
     var members: [(id: UInt64, name: String, peerURLs: [String])] = []
+    /// Each member's published name and client URLs, by ID.
+    var publishedAttributes: [UInt64: Etcdserverpb_Member] = [:]
+    var attributesPublished = false
+    var attributesPublishing = false
     /// Where peers' Raft streams are served (nil for a member alone).
     public var peerRouter: GRPCRouter? { member.transport }
     /// Index of the last log entry applied (the backend's consistent index).
@@ -173,6 +177,7 @@ public final class EtcdServer {
         try loadAuth()
         try restoreLeases()
         try loadV2()
+        try loadMemberAttributes()
         var peerAddresses: [UInt64: (host: String, port: UInt16)] = [:]
         for m in members where m.id != memberID {
             guard let url = m.peerURLs.first.flatMap(ServerConfig.ClientURL.init) else { continue }
@@ -187,7 +192,10 @@ public final class EtcdServer {
                         apply: { [unowned self] in applyCommitted($0) },
                         onFailure: { [unowned self] in memberStopped($0) })
         member.loneWritePoll = config.loneWritePoll
-        proposalTimeoutTimer = loop.schedule(every: 0.5) { [unowned self] in timeOutProposals() }
+        proposalTimeoutTimer = loop.schedule(every: 0.5) { [unowned self] in
+            timeOutProposals()
+            if members.count > 1 { publishAttributesIfNeeded() }
+        }
         let before = appliedIndex
         member.start()
         try store.commit()

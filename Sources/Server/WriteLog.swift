@@ -17,6 +17,9 @@ enum LogEntryKind: UInt8 {
     case leaseRevoke = 6
     /// A change to the v2 keys store (`V2Request`'s encoding).
     case v2 = 7
+    /// A member's name and client URLs (an etcdserverpb.Member), as each
+    /// member publishes them when it starts (etcd's attribute publish).
+    case memberAttributes = 8
 }
 
 /// A log entry's request, decoded: once when it is proposed (the apply
@@ -30,6 +33,7 @@ enum DecodedWrite {
     case leaseGrant(Etcdserverpb_LeaseGrantRequest)
     case leaseRevoke(Etcdserverpb_LeaseRevokeRequest)
     case v2(V2Request)
+    case memberAttributes(Etcdserverpb_Member)
 
     init(_ kind: LogEntryKind, _ bytes: [UInt8]) throws {
         switch kind {
@@ -46,6 +50,7 @@ enum DecodedWrite {
         case .v2:
             guard let r = V2Request(encoded: bytes) else { throw BinaryDecodingError.malformedProtobuf }
             self = .v2(r)
+        case .memberAttributes: self = .memberAttributes(try Etcdserverpb_Member(serializedBytes: bytes))
         }
     }
 }
@@ -257,6 +262,9 @@ extension EtcdServer {
                 return .success(try applyLeaseRevoke(r).serializedBytes())
             case .v2(let r):
                 return applyV2(r)
+            case .memberAttributes(let m):
+                try applyMemberAttributes(m)
+                return .success(GRPCMessageBuffer(copying: []))
             }
         } catch let e as any EtcdStatusError {
             return .failure(GRPCStatus(e))
