@@ -127,6 +127,44 @@ import TestSupport
         #expect(cache == pods, "the cache (\(cache.count) pods) is the server's state (\(pods.count) pods): \(cache.prefix(3)) vs \(pods.prefix(3))")
     }
 
+    /// The same against three members: the member the watcher and the
+    /// writer talk to first is killed (kill -9); they fail over to the
+    /// others, and the watcher's log is still the history, its cache the
+    /// pods.
+    @Test func aKilledMemberOfAClusterLosesAndRepeatsNothing() async throws {
+        let cluster = try ClusterTests.Cluster()
+        defer { cluster.stop() }
+        _ = try cluster.leader()
+        let endpoints = cluster.members.map { $0!.endpoint }
+        let client = try EtcdClient(endpoints: endpoints, timeout: 2)
+        defer { client.close() }
+        for i in 0..<250 { try await client.put("/registry/pods/p\(i)", "initial") }
+        let watcher = try Watcher(endpoint: endpoints.joined(separator: ","))
+        #expect(watcher.waitFor { $0.contains { $0.hasPrefix("list ") } }, "it lists")
+        let stop = StopFlag()
+        let writer = Task { await Self.write(client, until: { stop.isSet }) }
+        try await Task.sleep(nanoseconds: 700_000_000)
+        cluster.members[0]!.kill()
+        cluster.members[0] = nil
+        try await Task.sleep(nanoseconds: 3_000_000_000)
+        stop.set()
+        await writer.value
+
+        let (pods, last) = try await Self.state(client)
+        #expect(watcher.waitFor { $0.contains { $0.hasPrefix("event \(last) ") } }, "it catches up to revision \(last)")
+        let lines = watcher.stop()
+        let listRevision = Int64(lines.first { $0.hasPrefix("list ") }?.split(separator: " ")[1] ?? "") ?? 0
+        let events = lines.filter { $0.hasPrefix("event ") }
+        let expected = try await Self.history(client, from: listRevision + 1, through: last)
+        #expect(events.count > 20, "the writer wrote while the watcher watched")
+        let firstDifference = zip(events, expected).enumerated().first { $0.element.0 != $0.element.1 }
+        #expect(events == expected, """
+            \(events.count) events seen, \(expected.count) in the history; \
+            first difference: \(firstDifference.map { "#\($0.offset) \($0.element.0) vs \($0.element.1)" } ?? "none")
+            """)
+        #expect(lines.filter { $0.hasPrefix("cache ") } == pods, "the cache is the cluster's state")
+    }
+
     @Test func aCompactedResumePointMeansARelist() async throws {
         let owner = try ServerProcess()
         var server = owner
