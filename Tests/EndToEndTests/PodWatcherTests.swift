@@ -113,9 +113,16 @@ import TestSupport
         let lines = watcher.stop()
         let lists = lines.filter { $0.hasPrefix("list ") }
         #expect(lists.count == 1 && lists.first?.hasSuffix(" 250") == true, "one list of 250 pods: \(lists)")
-        let listRevision = Int64(lists.first?.split(separator: " ")[1] ?? "") ?? 0
+        try await Self.expectLogIsTheHistory(lines, client, pods: pods, last: last)
+    }
+
+    /// The watcher's events after its (first) list are the server's
+    /// history through `last`, each once and in order, and its cache the
+    /// server's pods.
+    static func expectLogIsTheHistory(_ lines: [String], _ client: EtcdClient, pods: [String], last: Int64) async throws {
+        let listRevision = Int64(lines.first { $0.hasPrefix("list ") }?.split(separator: " ")[1] ?? "") ?? 0
         let events = lines.filter { $0.hasPrefix("event ") }
-        let expected = try await Self.history(client, from: listRevision + 1, through: last)
+        let expected = try await history(client, from: listRevision + 1, through: last)
         #expect(events.count > 20, "the writer wrote while the watcher watched")
         let firstDifference = zip(events, expected).enumerated().first { $0.element.0 != $0.element.1 }
         #expect(events == expected, """
@@ -153,16 +160,7 @@ import TestSupport
         let (pods, last) = try await Self.state(client)
         #expect(watcher.waitFor { $0.contains { $0.hasPrefix("event \(last) ") } }, "it catches up to revision \(last)")
         let lines = watcher.stop()
-        let listRevision = Int64(lines.first { $0.hasPrefix("list ") }?.split(separator: " ")[1] ?? "") ?? 0
-        let events = lines.filter { $0.hasPrefix("event ") }
-        let expected = try await Self.history(client, from: listRevision + 1, through: last)
-        #expect(events.count > 20, "the writer wrote while the watcher watched")
-        let firstDifference = zip(events, expected).enumerated().first { $0.element.0 != $0.element.1 }
-        #expect(events == expected, """
-            \(events.count) events seen, \(expected.count) in the history; \
-            first difference: \(firstDifference.map { "#\($0.offset) \($0.element.0) vs \($0.element.1)" } ?? "none")
-            """)
-        #expect(lines.filter { $0.hasPrefix("cache ") } == pods, "the cache is the cluster's state")
+        try await Self.expectLogIsTheHistory(lines, client, pods: pods, last: last)
     }
 
     @Test func aCompactedResumePointMeansARelist() async throws {
