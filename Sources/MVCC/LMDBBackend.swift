@@ -510,6 +510,28 @@ public final class LMDBBackend: Backend {
         try open(mapSize: size)
     }
 
+    /// Replaces the database with the file at `file` (another member's,
+    /// written and synced by the caller): uncommitted writes are dropped,
+    /// the file is renamed into place and opened. No other thread may use
+    /// this backend meanwhile (copies, syncs, a defragment).
+    public func replace(with file: String) throws {
+        precondition(defragJournal == nil, "replace during a defragmentation")
+        if let writeTxn { mdb_txn_abort(writeTxn) }
+        writeTxn = nil
+        uncommitted.removeAll()
+        endRead()
+        if let readTxn { mdb_txn_abort(readTxn) }
+        readTxn = nil
+        let size = mapSize
+        mdb_env_close(env)
+        env = nil
+        unlink(retiredFile)
+        _ = link(path, retiredFile)
+        let renamed = rename(file, path) == 0 ? 0 : errno
+        try open(mapSize: size)
+        if renamed != 0 { throw LMDBError(code: renamed, operation: "rename \(file)") }
+    }
+
     /// The replaced file after a defragment, for the caller to delete on
     /// another thread (also removed when the backend next opens).
     public var retiredFile: String { path + ".retired" }

@@ -49,6 +49,17 @@ public final class Store {
         try restore()
     }
 
+    /// Rebuilds everything from the backend after its file was replaced
+    /// (a snapshot from the leader).
+    public func reload() throws {
+        index = TreeIndex()
+        leasedKeysAtOpen = [:]
+        pendingCompaction = nil
+        unwrittenConsistentIndex = nil
+        compactedRevision = 0
+        try restore()
+    }
+
     public var keyCount: Int { index.keyCount }
     public var hasPendingCompaction: Bool { pendingCompaction != nil }
 

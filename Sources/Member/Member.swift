@@ -23,10 +23,13 @@ public final class Member {
         /// Ticks without a leader before campaigning (etcd's
         /// --election-timeout over --heartbeat-interval).
         public var electionTicks: Int
+        /// Raft's pre-vote (etcd's --pre-vote).
+        public var preVote: Bool
 
-        public init(heartbeatInterval: Double = 0.1, electionTicks: Int = 10) {
+        public init(heartbeatInterval: Double = 0.1, electionTicks: Int = 10, preVote: Bool = true) {
             self.heartbeatInterval = heartbeatInterval
             self.electionTicks = electionTicks
+            self.preVote = preVote
         }
     }
 
@@ -77,6 +80,16 @@ public final class Member {
     /// Entries kept in memory behind the applied index, for followers that
     /// are a little behind (etcd's snapshot catch-up entries).
     public var catchUpEntries: UInt64 = 5_000
+    /// Applied entries after which the log is compacted (etcd's
+    /// --snapshot-count).
+    public var snapshotCount: UInt64 = 100_000
+    /// Sends the application's state to a follower that needs entries
+    /// compacted away (the message carries the snapshot's index and term);
+    /// when it has installed it, the follower answers through Raft.
+    public var sendSnapshot: ((Message) -> Void)?
+    /// Replaces the application's state with a leader's snapshot, then
+    /// calls back on the loop (nil: installed; else why not).
+    public var installSnapshot: ((Snapshot, @escaping (String?) -> Void) -> Void)?
 
     /// - Parameters:
     ///   - storage: what the WAL held (`RecoveredRaftLog`). Committed
@@ -99,6 +112,7 @@ public final class Member {
         var config = RaftConfig(id: id, peers: voters, seed: seed)
         config.electionTick = timing.electionTicks
         config.heartbeatTick = 1
+        config.preVote = timing.preVote
         raft = RaftNode(config: config, storage: storage)
         readyTask = loop.makeDeferredTask { [unowned self] in processReady() }
         transport?.receive = { [unowned self] in step($0) }
@@ -249,15 +263,36 @@ public final class Member {
     private func processReady() {
         guard !persisting, failure == nil, raft.hasReady else { return }
         let rd = raft.ready()
+        if let snapshot = rd.snapshot {
+            // The leader's state replaces this member's: the application
+            // installs it first, then the marker says the log starts after
+            // it (a crash in between leaves a backend ahead of the log, whose
+            // entries are skipped when applied again; never a log that
+            // starts after what the backend holds).
+            persisting = true
+            guard let installSnapshot else {
+                return fail(.io(operation: "install a snapshot from the leader (no installer)", path: "", errno: 0))
+            }
+            let me = LoopBound(self)
+            installSnapshot(snapshot) { error in
+                if let error { return me.value.fail(.io(operation: "install the leader's snapshot: \(error)", path: "", errno: 0)) }
+                me.value.persist(rd, first: [RaftRecords.snapshotMarker(index: snapshot.index, term: snapshot.term)])
+            }
+            return
+        }
         let records = Self.records(of: rd)
         if records.isEmpty { return finish(rd) }
         persisting = true
-        let me = LoopBound(self), loop = self.loop
-        wal.submit(records) { result in
-            loop.execute { me.value.persisted(rd, result) }
-        }
+        persist(rd, first: [])
         // A lone write: its answer is about one fsync away.
         if rd.entries.count == 1 && loneWritePoll > 0 { loop.poll(for: loneWritePoll) }
+    }
+
+    private func persist(_ rd: Ready, first: [WALRecord]) {
+        let me = LoopBound(self), loop = self.loop
+        wal.submit(first + Self.records(of: rd)) { result in
+            loop.execute { me.value.persisted(rd, result) }
+        }
     }
 
     private func persisted(_ rd: Ready, _ result: Result<Void, WALError>) {
@@ -271,19 +306,26 @@ public final class Member {
     /// The Ready's entries and hard state are durable: Raft's storage
     /// holds them now.
     private func stabilize(_ rd: Ready) {
+        if let snapshot = rd.snapshot { storage.apply(snapshot) }
         storage.append(rd.entries)
         if let h = rd.hardState { storage.setHardState(h) }
     }
 
     /// Sends, applies and advances past a Ready whose records are durable.
     private func finish(_ rd: Ready) {
-        if rd.snapshot != nil {
-            // Installing the leader's backend is not built yet: stop rather
-            // than apply entries on top of a state this member lacks.
-            return fail(.io(operation: "install a snapshot from the leader (not built yet)", path: "", errno: 0))
+        if let snapshot = rd.snapshot {
+            appliedIndex = max(appliedIndex, snapshot.index)
+            logger.info("installed the leader's snapshot", metadata: ["index": "\(snapshot.index)", "term": "\(snapshot.term)"])
         }
         if let transport {
-            for m in rd.messages where !transport.send(m) && m.type == .propose {
+            for m in rd.messages {
+                if m.type == .snapshot {
+                    // A follower needs entries compacted away: the backend
+                    // goes to it beside the stream (the application's).
+                    sendSnapshot?(m)
+                    continue
+                }
+                guard !transport.send(m), m.type == .propose else { continue }
                 // Forwarded to a leader known to be down: it never got
                 // them, so they wait for the next leader.
                 waitingForLeader += m.entries.map(\.data)
@@ -323,12 +365,14 @@ public final class Member {
         }
     }
 
-    /// Drops applied entries from memory, keeping `catchUpEntries` of them.
+    /// Drops applied entries from memory once `snapshotCount` of them
+    /// gathered (a member alone: twice `catchUpEntries`), keeping
+    /// `catchUpEntries` for followers a little behind; one further behind
+    /// gets the backend (`sendSnapshot`).
     private func compactLog() {
-        // With peers, a follower behind the kept entries would need the
-        // leader's backend as a snapshot, which is not built yet: keep all.
-        guard raft.voters.count + raft.learners.count == 1 else { return }
-        guard appliedIndex > storage.firstIndex + 2 * catchUpEntries else { return }
+        let alone = raft.voters.count + raft.learners.count == 1
+        let threshold = alone ? 2 * catchUpEntries : max(snapshotCount, catchUpEntries)
+        guard appliedIndex > storage.firstIndex + threshold else { return }
         storage.compact(to: appliedIndex - catchUpEntries, data: [], voters: raft.voters.sorted(), learners: raft.learners.sorted())
     }
 

@@ -120,6 +120,38 @@ public final class PeerTransport: GRPCRouter {
         }
     }
 
+    /// Streams a large request to another member on a connection of its
+    /// own (a snapshot, beside the Raft stream): `first`, then each message
+    /// `next` gives until it gives nil, a little at a time as the
+    /// connection drains, so only about `window` bytes are ever queued.
+    /// `completion` runs on the loop with the peer's answer.
+    public func upload(_ path: String, to id: NodeID, first: [UInt8], window: Int = 1 << 20,
+                       next: @escaping () -> [UInt8]?, completion: @escaping (Result<Void, GRPCStatus>) -> Void) {
+        guard let peer = peers[id] else { return completion(.failure(GRPCStatus(.unavailable, "no such peer"))) }
+        let connection = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port)
+        let metadata = [("x-etcd-cluster-id", String(clusterID, radix: 16)), ("x-server-from", String(localID, radix: 16))]
+        let stream = connection.call(path, request: first, timeout: nil, metadata: metadata, keepSending: true) { result in
+            connection.close()
+            completion(result.map { _ in () })
+        }
+        guard stream > 0 else { return }
+        sentBytes[id, default: 0] += first.count
+        var ended = false
+        let refill = { [weak self] in
+            while !ended && connection.queuedRequestBytes(on: stream) < window {
+                guard let message = next() else {
+                    ended = true
+                    connection.closeSend(on: stream)
+                    return
+                }
+                self?.sentBytes[id, default: 0] += message.count
+                connection.send(message, on: stream)
+            }
+        }
+        connection.onRequestDrained(stream, refill)
+        refill()
+    }
+
     /// Peer services other than the Raft stream, by path.
     public var services: [String: GRPCMethod] = [:]
 

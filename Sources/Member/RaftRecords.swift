@@ -120,7 +120,13 @@ public struct RecoveredRaftLog {
         // its leader); only then is the part the marker covers dropped, so
         // an overwrite below the marker still removes what it replaced.
         var log: [Entry] = []
-        for r in records where r.type == .raftEntry {
+        for r in records {
+            if r.type == .snapshot, let m = RaftRecords.decodeSnapshotMarker(r.data), let last = log.last, m.index > last.index {
+                // A leader's snapshot installed past the log's end: the
+                // entries that follow start after it.
+                log.removeAll()
+            }
+            guard r.type == .raftEntry else { continue }
             guard let e = RaftRecords.decodeEntry(r.data) else { throw .undecodable(r.type) }
             if let first = log.first, e.index >= first.index {
                 let next = first.index + UInt64(log.count)

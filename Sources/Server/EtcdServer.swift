@@ -64,6 +64,10 @@ public final class EtcdServer {
     private var compactionTask: DeferredTask!
     private var awaitingCompaction: [() -> Void] = []
     var snapshotsInProgress = 0
+    /// Followers a snapshot is being sent to, and whether one is arriving.
+    var snapshotTransfers = Set<UInt64>()
+    var receivingSnapshot = false
+    var installRetry: Transport.Timer?
 
     // Watch: the hub, every watcher's stream and options, and the streams.
     let watchHub = WatchHub()
@@ -187,11 +191,17 @@ public final class EtcdServer {
             ? PeerTransport(loop: loop, localID: memberID, clusterID: clusterID, peers: peerAddresses, logger: logger) : nil
         member = Member(id: memberID, voters: members.map(\.id), storage: raftLog.storage, wal: walWriter, loop: loop,
                         timing: Member.Timing(heartbeatInterval: Double(config.heartbeatIntervalMs) / 1000,
-                                              electionTicks: max(config.electionTimeoutMs / config.heartbeatIntervalMs, 1)),
+                                              electionTicks: max(config.electionTimeoutMs / config.heartbeatIntervalMs, 1),
+                                              preVote: config.preVote),
                         seed: memberID ^ nextProposalID, logger: logger, transport: transport,
                         apply: { [unowned self] in applyCommitted($0) },
                         onFailure: { [unowned self] in memberStopped($0) })
         member.loneWritePoll = config.loneWritePoll
+        member.snapshotCount = config.snapshotCount
+        member.catchUpEntries = config.snapshotCatchUpEntries
+        member.sendSnapshot = { [unowned self] in sendSnapshot($0) }
+        member.installSnapshot = { [unowned self] in installSnapshot($0, $1) }
+        transport?.services[Self.snapshotPath] = snapshotReceiver()
         proposalTimeoutTimer = loop.schedule(every: 0.5) { [unowned self] in
             timeOutProposals()
             if members.count > 1 { publishAttributesIfNeeded() }

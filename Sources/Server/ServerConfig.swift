@@ -65,6 +65,19 @@ public struct ServerConfig: Equatable, Sendable {
     /// Milliseconds without a leader before a member campaigns
     /// (--election-timeout; randomized up to twice this).
     public var electionTimeoutMs = 1000
+    /// Applied entries after which Raft's log is compacted; a follower
+    /// further behind gets the leader's backend (--snapshot-count).
+    public var snapshotCount: UInt64 = 100_000
+    /// Entries kept after a compaction, for followers a little behind
+    /// (--experimental-snapshot-catchup-entries).
+    public var snapshotCatchUpEntries: UInt64 = 5_000
+    /// Accepted for etcd's command lines: swetcd keeps no snapshot files
+    /// once installed, and drops WAL segments the backend covers.
+    public var maxSnapshots = 5
+    public var maxWALs = 5
+    /// Raft's pre-vote: a member cut off does not disrupt the cluster when
+    /// it returns (--pre-vote; on by default, as in etcd 3.5).
+    public var preVote = true
 
     public init() {}
 
@@ -126,9 +139,10 @@ public struct ServerConfig: Equatable, Sendable {
                         "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
                         "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl", "enable-v2",
                         "heartbeat-interval", "election-timeout", "initial-advertise-peer-urls", "listen-peer-urls",
-                        "initial-cluster", "initial-cluster-token", "initial-cluster-state"]
+                        "initial-cluster", "initial-cluster-token", "initial-cluster-state",
+                        "snapshot-count", "experimental-snapshot-catchup-entries", "max-snapshots", "max-wals", "pre-vote"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
-    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2"]
+    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2", "pre-vote"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -144,7 +158,7 @@ public struct ServerConfig: Equatable, Sendable {
                               this member's peer URLs, told to the cluster at bootstrap
                               (default "http://localhost:2380")
       --listen-peer-urls      URLs to listen for peers on (default "http://localhost:2380";
-                              not served yet: one member so far)
+                              a member alone listens on none)
       --initial-cluster       every member at bootstrap, name=peer-URL,... (default: --name
                               at --initial-advertise-peer-urls)
       --initial-cluster-token the cluster's token, part of its member and cluster IDs
@@ -153,6 +167,16 @@ public struct ServerConfig: Equatable, Sendable {
       --heartbeat-interval    milliseconds between a leader's heartbeats (default 100)
       --election-timeout      milliseconds without a leader before a member campaigns
                               (default 1000; at least 5 heartbeat intervals)
+      --snapshot-count        applied entries after which Raft's log is compacted; a member
+                              further behind is sent the leader's backend (default 100000)
+      --experimental-snapshot-catchup-entries
+                              entries kept after a compaction for members a little behind
+                              (default 5000)
+      --max-snapshots, --max-wals
+                              accepted for etcd's command lines (no snapshot files are kept;
+                              WAL segments go once the backend holds their entries)
+      --pre-vote              Raft's pre-vote, so a member cut off does not disrupt the
+                              cluster when it returns (default true)
       --quota-backend-bytes   backend size that raises the NOSPACE alarm (default 2 GiB)
       --experimental-watch-progress-notify-interval
                               time between watch progress notifications, as Go durations
@@ -311,6 +335,13 @@ public struct ServerConfig: Equatable, Sendable {
                 config.initialClusterState = value
             case "heartbeat-interval": config.heartbeatIntervalMs = try positive()
             case "election-timeout": config.electionTimeoutMs = try positive()
+            case "snapshot-count": config.snapshotCount = UInt64(try positive())
+            case "experimental-snapshot-catchup-entries": config.snapshotCatchUpEntries = UInt64(try positive())
+            case "max-snapshots": config.maxSnapshots = try positive()
+            case "max-wals": config.maxWALs = try positive()
+            case "pre-vote":
+                guard let b = Bool(value) else { throw bad("want true or false") }
+                config.preVote = b
             case "cert-file": config.certFile = value
             case "key-file": config.keyFile = value
             case "trusted-ca-file": config.trustedCAFile = value

@@ -28,6 +28,9 @@ final class ClientStream {
     var requestClosed = true
     /// The data provider returned DEFERRED and waits for more to send.
     var isDeferred = false
+    /// Called (on the loop, later) each time every queued request byte has
+    /// gone to the connection: the sender's cue for more.
+    var onRequestDrained: (() -> Void)?
 
     init(path: String, onMessage: (([UInt8]) -> Void)?, completion: @escaping (GRPCClientResult) -> Void) {
         self.path = path
@@ -206,6 +209,8 @@ public final class HTTP2ClientConnection {
                     flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
                 } else if n == 0 {
                     stream.isDeferred = true
+                    // Not from inside nghttp2: the sender calls back into it.
+                    if let drained = stream.onRequestDrained.map(LoopBound.init) { c.loop.execute { drained.value() } }
                     return Int(NGHTTP2_ERR_DEFERRED.rawValue)
                 }
             }
@@ -233,6 +238,18 @@ public final class HTTP2ClientConnection {
         guard let stream = streams[id], !stream.requestClosed else { return }
         GRPCFrame.encode(message, into: &stream.request)
         resume(stream, id)
+    }
+
+    /// Asks for `body` each time a stream opened with `keepSending` has
+    /// sent everything queued on it: a large upload sends a little at a
+    /// time instead of queueing all of it.
+    public func onRequestDrained(_ id: Int32, _ body: @escaping () -> Void) {
+        streams[id]?.onRequestDrained = body
+    }
+
+    /// Bytes queued on a stream and not yet handed to the connection.
+    public func queuedRequestBytes(on id: Int32) -> Int {
+        streams[id]?.request.count ?? 0
     }
 
     /// Half-closes a stream opened with `keepSending`: no more messages.

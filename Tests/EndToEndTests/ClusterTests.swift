@@ -1,3 +1,4 @@
+import EtcdClient
 import Foundation
 import Testing
 
@@ -9,8 +10,10 @@ import Testing
         let peerPorts: [UInt16]
         let dataDirs: [String]
         var members: [ServerProcess?]
+        let extraFlags: [String]
 
-        init() throws {
+        init(extraFlags: [String] = []) throws {
+            self.extraFlags = extraFlags
             // Free at the moment of asking (a port 0 cannot be named in
             // --initial-cluster before the member starts).
             peerPorts = try names.map { _ in try ReferenceEtcd.freePort() }
@@ -24,7 +27,7 @@ import Testing
             let cluster = names.indices.map { "\(names[$0])=http://127.0.0.1:\(peerPorts[$0])" }.joined(separator: ",")
             return ["--name", names[i], "--listen-peer-urls", "http://127.0.0.1:\(peerPorts[i])",
                     "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPorts[i])",
-                    "--initial-cluster", cluster, "--initial-cluster-token", "cluster-test"]
+                    "--initial-cluster", cluster, "--initial-cluster-token", "cluster-test"] + extraFlags
         }
 
         func start(_ i: Int) throws {
@@ -159,6 +162,93 @@ import Testing
         for i in 0..<20 { expected += ["PUT", "w/\(i % 4)", "v\(i)"] }
         expected += ["PUT", "w/leased", "x", "DELETE", "w/leased"]
         #expect(lines == expected, "\(lines)")
+    }
+
+    /// A follower kept away while the others compact their logs past what
+    /// it has gets the leader's backend (a snapshot), installs it and
+    /// catches up: first paused (SIGSTOP) with a watch open on it, which
+    /// then sees every change made meanwhile, from history; then killed
+    /// and restarted. Its keys, leases, compacted history and history hash
+    /// are then the leader's, and it takes writes again.
+    @Test func aMemberKeptDownCatchesUpThroughASnapshot() async throws {
+        let c = try Cluster(extraFlags: ["--snapshot-count", "100", "--experimental-snapshot-catchup-entries", "10"])
+        defer { c.stop() }
+        let leader = try #require(try c.leader())
+        let behind = (leader + 1) % 3, other = (leader + 2) % 3
+        #expect(try c.etcdctl(behind).run("put", "k/before", "0").stdout == "OK\n")
+        let watch = try BackgroundEtcdctl(endpoint: c.members[behind]!.endpoint, ["watch", "k/", "--prefix"])
+        usleep(300_000)
+        kill(c.members[behind]!.pid, SIGSTOP)
+        let client = try EtcdClient(endpoints: [c.members[leader]!.endpoint, c.members[other]!.endpoint], connections: 4)
+        defer { client.close() }
+        // Far more entries than the leader keeps (snapshot-count 100, 10
+        // kept after compacting), with a lease.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<8 {
+                group.addTask { for i in 0..<50 { try await client.put("k/\(w)/\(i)", "v\(i)") } }
+            }
+            try await group.waitForAll()
+        }
+        let lease = try await client.grantLease(ttl: 600)
+        var withLease = PutOptions()
+        withLease.lease = lease.id
+        try await client.put("k/leased", "x", withLease)
+        let middle = try await client.put("k/0/0", "again").header.revision
+        for i in 0..<100 { try await client.put("k/tail", "\(i)") }
+        kill(c.members[behind]!.pid, SIGCONT)
+
+        func caughtUp() async throws -> Bool {
+            let want = try await client.get(.prefix("k/")).kvs.count
+            let deadline = Date().addingTimeInterval(30)
+            var keys: [String] = []
+            while Date() < deadline {
+                keys = try c.etcdctl(behind).run("get", "k/", "--prefix", "--keys-only", "--consistency=s").lines
+                if keys.count == want { return true }
+                usleep(100_000)
+            }
+            Issue.record("\(keys.count) keys on the member that was away, \(want) on the leader")
+            return false
+        }
+        #expect(try await caughtUp())
+        #expect(c.members[behind]!.log.contains("installed a snapshot"), "caught up without a snapshot?")
+        // The watch saw every put made while its member was paused, each
+        // writer's in its order.
+        let puts = 8 * 50 + 2 + 100
+        let lines = watch.finish(expectingLines: 3 * puts).split(separator: "\n").map(String.init)
+        var seen: [String: [String]] = [:]
+        for i in stride(from: 0, to: lines.count - 2, by: 3) where lines[i] == "PUT" {
+            let writer = lines[i + 1].split(separator: "/").dropLast().joined(separator: "/")
+            seen[writer, default: []].append(lines[i + 2])
+        }
+        #expect(lines.count == 3 * puts, "\(lines.count) lines: \(lines.suffix(6))")
+        for w in 1..<8 { #expect(seen["k/\(w)"] == (0..<50).map { "v\($0)" }, "writer \(w)") }
+        let firstWriter: [String] = (0..<50).map { "v\($0)" } + ["again"]
+        let leasedThenTail: [String] = ["x"] + (0..<100).map { "\($0)" }
+        #expect(seen["k/0"] == firstWriter)
+        #expect(seen["k"] == leasedThenTail)
+
+        // Killed, and the others move past it again, compacting history.
+        c.members[behind]!.kill()
+        c.members[behind] = nil
+        try await client.compact(middle - 5)
+        for i in 0..<150 { try await client.put("k/tail2", "\(i)") }
+        try c.start(behind)
+        #expect(try await caughtUp())
+        #expect(c.members[behind]!.log.contains("installed a snapshot"), "caught up without a snapshot after a restart?")
+        #expect(c.members[leader]!.log.contains("sent a snapshot"))
+        // Same history hash at the same revision everywhere.
+        let revision = try await client.get("k/tail").header.revision
+        var hashes: Set<String> = []
+        for i in 0..<3 {
+            let out = try c.etcdctl(i).run("endpoint", "hashkv", "--rev=\(revision)", "-w", "json").stdout
+            hashes.insert(out.firstMatch(of: /"hash":(\d+)/).map { String($0.1) } ?? "none \(out)")
+        }
+        #expect(hashes.count == 1, "\(hashes)")
+        #expect(try c.etcdctl(behind).run("lease", "timetolive", String(lease.id, radix: 16)).stdout.contains("remaining"))
+        #expect(try c.etcdctl(behind).run("get", "k/0/0", "--rev=\(middle - 6)").status != 0, "compacted history on the member that was down")
+        // It takes writes again, and serves what the others write.
+        #expect(try c.etcdctl(behind).run("put", "k/after", "1").stdout == "OK\n")
+        #expect(try c.etcdctl(other).run("get", "k/after", "--print-value-only").lines == ["1"])
     }
 
     /// One member of two, alone: no leader, and /health says so in etcd

@@ -7,8 +7,9 @@ import WAL
 
 /// Raft's state in WAL records, and the log recovery rebuilds from them,
 /// against a model: a follower's log is appended to and overwritten from
-/// any index, hard states and snapshot markers come between, and what is
-/// recovered is the model's log after the last marker.
+/// any index, hard states and snapshot markers (checkpoints, and leaders'
+/// snapshots past the log's end) come between, and what is recovered is
+/// the model's log after the last marker.
 @Suite struct RaftRecordsTests {
     @Test func recordsRoundTrip() throws {
         let entries = (1...3).map { Entry(term: 7, index: UInt64($0), kind: $0 == 2 ? .confChange : .normal, data: [UInt8($0), 2, 3]) }
@@ -45,6 +46,16 @@ import WAL
                 case 6..<9:
                     hard = HardState(term: term, vote: UInt64.random(in: 0...3, using: &rng),
                                      commit: UInt64.random(in: hard.commit...UInt64(log.count), using: &rng))
+                    records.append(RaftRecords.hardState(hard))
+                case 9 where Int.random(in: 0..<3, using: &rng) == 0:
+                    // A leader's snapshot, past this log's end: the marker,
+                    // then the commit it implies; entries follow after it.
+                    term += 1
+                    let index = UInt64(log.count) + UInt64.random(in: 1...10, using: &rng)
+                    while log.count < index { log.append(Entry(term: term, index: UInt64(log.count + 1), data: [0xff])) }
+                    marker = (index, term)
+                    hard = HardState(term: term, vote: hard.vote, commit: index)
+                    records.append(RaftRecords.snapshotMarker(index: index, term: term))
                     records.append(RaftRecords.hardState(hard))
                 default:
                     // A checkpoint: the backend holds everything committed.
