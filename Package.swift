@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "V2StoreTests", dependencies: ["V2Store", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "EtcdStatus", "TestSupport"]),
-        .testTarget(name: "ServerTests", dependencies: ["Server", "Transport", "Raft"]),
+        .testTarget(name: "ServerTests", dependencies: ["Server", "Transport", "Raft", "Auth", "TestSupport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.
         .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "swetcdctl", "PodWatcher", "EtcdClient", "EtcdProto", "WAL", "TestSupport"], exclude: ["python"]),

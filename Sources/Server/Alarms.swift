@@ -28,36 +28,63 @@ extension EtcdServer {
         }
     }
 
-    /// Records the alarms in the backend and commits at once.
-    private func saveAlarms() {
+    /// Records the alarms in the backend (in the apply's batch).
+    private func saveAlarms() throws {
         var bytes: [UInt8] = []
         for a in alarms.sorted() {
             bytes += bigEndianBytes(a.memberID)
             bytes.append(UInt8(truncatingIfNeeded: a.type))
         }
-        do {
-            try backend.setMeta(.alarms, bytes)
-            try store.commit()
-        } catch {
-            refuseWrites(because: "the backend commit failed: \(error)")
+        try backend.setMeta(.alarms, bytes)
+    }
+
+    /// Raises an alarm (applying a log entry); false if it was raised already.
+    private func raiseAlarm(_ alarm: RaisedAlarm) throws -> Bool {
+        guard alarms.insert(alarm).inserted else { return false }
+        logger.warning("alarm raised", metadata: ["alarm": "\(Self.alarmName(alarm.type))", "member-id": "\(hex(alarm.memberID))"])
+        try saveAlarms()
+        return true
+    }
+
+    private func clearAlarm(_ alarm: RaisedAlarm) throws -> Bool {
+        guard alarms.remove(alarm) != nil else { return false }
+        logger.info("alarm cleared", metadata: ["alarm": "\(Self.alarmName(alarm.type))", "member-id": "\(hex(alarm.memberID))"])
+        try saveAlarms()
+        return true
+    }
+
+    /// Proposes raising this member's NOSPACE alarm (once while one is in
+    /// flight), so every member learns it through the log, and runs `then`
+    /// once it is applied (or failed): etcd's quota check, too, answers
+    /// only after its alarm went through Raft.
+    private func proposeNoSpace(then: @escaping () -> Void) {
+        if noSpaceWaiters != nil { return noSpaceWaiters!.append(then) }
+        noSpaceWaiters = [then]
+        var r = Etcdserverpb_AlarmRequest()
+        r.action = .activate
+        r.memberID = memberID
+        r.alarm = .nospace
+        let bytes = (try? r.serializedBytes() as [UInt8]) ?? []
+        propose(.alarm, bytes, .alarm(r)) { [unowned self] _ in
+            let waiters = noSpaceWaiters ?? []
+            noSpaceWaiters = nil
+            for w in waiters { w() }
         }
     }
 
-    /// Raises an alarm; false if it was raised already.
-    @discardableResult
-    func raiseAlarm(_ alarm: RaisedAlarm) -> Bool {
-        guard alarms.insert(alarm).inserted else { return false }
-        logger.warning("alarm raised", metadata: ["alarm": "\(Self.alarmName(alarm.type))", "member-id": "\(hex(alarm.memberID))"])
-        saveAlarms()
+    /// Refuses (through `reply`) a write that may not be proposed for lack
+    /// of space; false: go on.
+    func refusedForSpace(_ write: DecodedWrite, requestBytes: Int,
+                         _ reply: @escaping (Result<GRPCMessageBuffer, GRPCStatus>) -> Void) -> Bool {
+        switch quotaRefusal(for: write, requestBytes: requestBytes) {
+        case nil: return false
+        case .raised: reply(.failure(Self.noSpace))
+        case .exceeded: proposeNoSpace { reply(.failure(Self.noSpace)) }
+        }
         return true
     }
 
-    func clearAlarm(_ alarm: RaisedAlarm) -> Bool {
-        guard alarms.remove(alarm) != nil else { return false }
-        logger.info("alarm cleared", metadata: ["alarm": "\(Self.alarmName(alarm.type))", "member-id": "\(hex(alarm.memberID))"])
-        saveAlarms()
-        return true
-    }
+    enum QuotaRefusal { case raised, exceeded }
 
     static func alarmName(_ type: Int) -> String {
         switch type {
@@ -76,21 +103,18 @@ extension EtcdServer {
 
     /// Why a write may not be proposed for lack of space: NOSPACE is raised,
     /// or this write would take the backend past the quota (which raises it).
-    func quotaRefusal(for write: DecodedWrite, requestBytes: Int) -> GRPCStatus? {
+    private func quotaRefusal(for write: DecodedWrite, requestBytes: Int) -> QuotaRefusal? {
         let grows: Bool
         switch write {
         case .put, .leaseGrant: grows = true
         case .txn(let t): grows = Self.hasPut(t)
-        case .deleteRange, .compact, .leaseRevoke, .v2, .memberAttributes: grows = false  // etcd's quota does not cover v2
+        case .deleteRange, .compact, .leaseRevoke, .v2, .memberAttributes, .auth, .alarm: grows = false  // etcd's quota does not cover v2
         }
         guard grows else { return nil }
-        if noSpaceRaised { return Self.noSpace }
+        if noSpaceRaised { return .raised }
         // etcd's estimate: what is in the backend plus the request's size
         // and some overhead per key.
-        if Int64(backend.highWaterMark + requestBytes + 256) >= config.quotaBackendBytes {
-            raiseAlarm(RaisedAlarm(memberID: memberID, type: Etcdserverpb_AlarmType.nospace.rawValue))
-            return Self.noSpace
-        }
+        if Int64(backend.highWaterMark + requestBytes + 256) >= config.quotaBackendBytes { return .exceeded }
         return nil
     }
 
@@ -107,9 +131,10 @@ extension EtcdServer {
         return has(t.success) || has(t.failure)
     }
 
-    /// The Alarm RPC: GET lists (all, or one type), ACTIVATE raises,
-    /// DEACTIVATE clears; the answer lists the alarms it found or changed.
-    func alarm(_ request: Etcdserverpb_AlarmRequest) -> Etcdserverpb_AlarmResponse {
+    /// The Alarm RPC: GET lists (all, or one type) on this member; ACTIVATE
+    /// (raises) and DEACTIVATE (clears) go through the log, and the answer
+    /// lists the alarms it found or changed.
+    func applyAlarm(_ request: Etcdserverpb_AlarmRequest) throws -> Etcdserverpb_AlarmResponse {
         // No header: etcd's applier answers Alarm without one.
         var r = Etcdserverpb_AlarmResponse()
         func member(_ a: RaisedAlarm) -> Etcdserverpb_AlarmMember {
@@ -124,9 +149,9 @@ extension EtcdServer {
             r.alarms = alarms.filter { request.alarm == .none || $0.type == request.alarm.rawValue }
                 .sorted().map(member)
         case .activate:
-            if request.alarm != .none && raiseAlarm(asked) { r.alarms = [member(asked)] }
+            if request.alarm != .none, try raiseAlarm(asked) { r.alarms = [member(asked)] }
         case .deactivate:
-            if clearAlarm(asked) { r.alarms = [member(asked)] }
+            if try clearAlarm(asked) { r.alarms = [member(asked)] }
         case .UNRECOGNIZED:
             break
         }

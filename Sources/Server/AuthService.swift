@@ -18,40 +18,40 @@ extension EtcdServer {
         authStore = stored
     }
 
-    /// Keeps the store in the backend and commits at once.
-    private func saveAuth() throws {
+    /// Applies a committed change to the auth store (on every member, in
+    /// log order) and keeps it in the backend, in the apply's batch.
+    func applyAuthChange(_ change: AuthChange) throws {
+        // Enabling or disabling twice changes nothing (etcd's answer too).
+        if change == .enable && authStore.enabled || change == .disable && !authStore.enabled { return }
+        var next = authStore
+        try change.apply(to: &next)
+        authStore = next
         try backend.setMeta(.auth, authStore.encoded)
-        try store.commit()
+        let invalidated = change.invalidatesTokens
+        if invalidated.all { tokens.invalidateAll() }
+        if let user = invalidated.user { tokens.invalidate(user: user) }
+        if change == .enable { logger.info("authentication enabled") }
+        if change == .disable { logger.info("authentication disabled") }
     }
 
-    /// Applies a change to the auth store and saves it.
-    private func changeAuth(_ change: (inout AuthStore) throws -> Void) throws {
-        var next = authStore
-        try change(&next)
-        authStore = next
-        try saveAuth()
+    /// Proposes `change`; the call is answered once it is applied here.
+    private func proposeAuth(_ change: AuthChange, _ call: GRPCCall, _ key: Metrics.CallKey) {
+        propose(.auth, change.encoded, .auth(change)) { [unowned self] outcome in reply(call, key, outcome) }
     }
 
     func registerAuth() {
         let a = "etcdserverpb.Auth"
-        unary(a, "AuthEnable", access: .admin) { [unowned self] (_: Etcdserverpb_AuthEnableRequest, _) -> Reply<Etcdserverpb_AuthEnableResponse> in
-            if !authStore.enabled {
-                try changeAuth { try $0.enable() }
-                logger.info("authentication enabled")
+        answeringLater(a, "AuthEnable", access: .admin) { [unowned self] (_: Etcdserverpb_AuthEnableRequest, call, key) in
+            // Refused here as etcd refuses it (no root user...), not only
+            // when applied.
+            var trial = authStore
+            if !trial.enabled {
+                do { try trial.enable() } catch { return finish(call, key, status: Self.status(error)) }
             }
-            var r = Etcdserverpb_AuthEnableResponse()
-            r.header = header()
-            return .now(r)
+            proposeAuth(.enable, call, key)
         }
-        unary(a, "AuthDisable", access: .admin) { [unowned self] (_: Etcdserverpb_AuthDisableRequest, _) -> Reply<Etcdserverpb_AuthDisableResponse> in
-            if authStore.enabled {
-                try changeAuth { $0.disable() }
-                tokens.invalidateAll()
-                logger.info("authentication disabled")
-            }
-            var r = Etcdserverpb_AuthDisableResponse()
-            r.header = header()
-            return .now(r)
+        answeringLater(a, "AuthDisable", access: .admin) { [unowned self] (_: Etcdserverpb_AuthDisableRequest, call, key) in
+            proposeAuth(.disable, call, key)
         }
         unary(a, "AuthStatus", access: .anyone) { [unowned self] (_: Etcdserverpb_AuthStatusRequest, _) -> Reply<Etcdserverpb_AuthStatusResponse> in
             var r = Etcdserverpb_AuthStatusResponse()
@@ -84,29 +84,10 @@ extension EtcdServer {
         // milliseconds), then the change is applied on the loop.
         answeringLater(a, "UserAdd", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserAddRequest, call, key) in
             let password = r.hasOptions && r.options.noPassword ? nil : r.password
-            withPasswordHash(password, call, key) { [unowned self] hash in
-                do {
-                    try changeAuth { try $0.addUser(r.name, password: hash) }
-                    var out = Etcdserverpb_AuthUserAddResponse()
-                    out.header = header()
-                    respond(call, key, out)
-                } catch {
-                    finish(call, key, status: Self.status(error))
-                }
-            }
+            withPasswordHash(password, call, key) { [unowned self] hash in proposeAuth(.addUser(r.name, hash), call, key) }
         }
         answeringLater(a, "UserChangePassword", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserChangePasswordRequest, call, key) in
-            withPasswordHash(r.password, call, key) { [unowned self] hash in
-                do {
-                    try changeAuth { try $0.changePassword(r.name, to: hash) }
-                    tokens.invalidate(user: r.name)
-                    var out = Etcdserverpb_AuthUserChangePasswordResponse()
-                    out.header = header()
-                    respond(call, key, out)
-                } catch {
-                    finish(call, key, status: Self.status(error))
-                }
-            }
+            withPasswordHash(r.password, call, key) { [unowned self] hash in proposeAuth(.changePassword(r.name, hash), call, key) }
         }
         unary(a, "UserGet", access: .authenticated) { [unowned self] (r: Etcdserverpb_AuthUserGetRequest, call) -> Reply<Etcdserverpb_AuthUserGetResponse> in
             // A user may look itself up; anyone else needs root.
@@ -123,30 +104,17 @@ extension EtcdServer {
             out.users = authStore.users.keys.sorted()
             return .now(out)
         }
-        unary(a, "UserDelete", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserDeleteRequest, _) -> Reply<Etcdserverpb_AuthUserDeleteResponse> in
-            try changeAuth { try $0.deleteUser(r.name) }
-            tokens.invalidate(user: r.name)
-            var out = Etcdserverpb_AuthUserDeleteResponse()
-            out.header = header()
-            return .now(out)
+        answeringLater(a, "UserDelete", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserDeleteRequest, call, key) in
+            proposeAuth(.deleteUser(r.name), call, key)
         }
-        unary(a, "UserGrantRole", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserGrantRoleRequest, _) -> Reply<Etcdserverpb_AuthUserGrantRoleResponse> in
-            try changeAuth { try $0.grantRole(r.role, to: r.user) }
-            var out = Etcdserverpb_AuthUserGrantRoleResponse()
-            out.header = header()
-            return .now(out)
+        answeringLater(a, "UserGrantRole", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserGrantRoleRequest, call, key) in
+            proposeAuth(.grantRole(role: r.role, user: r.user), call, key)
         }
-        unary(a, "UserRevokeRole", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserRevokeRoleRequest, _) -> Reply<Etcdserverpb_AuthUserRevokeRoleResponse> in
-            try changeAuth { try $0.revokeRole(r.role, from: r.name) }
-            var out = Etcdserverpb_AuthUserRevokeRoleResponse()
-            out.header = header()
-            return .now(out)
+        answeringLater(a, "UserRevokeRole", access: .admin) { [unowned self] (r: Etcdserverpb_AuthUserRevokeRoleRequest, call, key) in
+            proposeAuth(.revokeRole(role: r.role, user: r.name), call, key)
         }
-        unary(a, "RoleAdd", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleAddRequest, _) -> Reply<Etcdserverpb_AuthRoleAddResponse> in
-            try changeAuth { try $0.addRole(r.name) }
-            var out = Etcdserverpb_AuthRoleAddResponse()
-            out.header = header()
-            return .now(out)
+        answeringLater(a, "RoleAdd", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleAddRequest, call, key) in
+            proposeAuth(.addRole(r.name), call, key)
         }
         unary(a, "RoleGet", access: .authenticated) { [unowned self] (r: Etcdserverpb_AuthRoleGetRequest, call) -> Reply<Etcdserverpb_AuthRoleGetResponse> in
             // A user may look up its own roles; anything else needs root.
@@ -169,25 +137,16 @@ extension EtcdServer {
             out.roles = authStore.roles.keys.sorted()
             return .now(out)
         }
-        unary(a, "RoleDelete", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleDeleteRequest, _) -> Reply<Etcdserverpb_AuthRoleDeleteResponse> in
-            try changeAuth { try $0.deleteRole(r.role) }
-            var out = Etcdserverpb_AuthRoleDeleteResponse()
-            out.header = header()
-            return .now(out)
+        answeringLater(a, "RoleDelete", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleDeleteRequest, call, key) in
+            proposeAuth(.deleteRole(r.role), call, key)
         }
-        unary(a, "RoleGrantPermission", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleGrantPermissionRequest, _) -> Reply<Etcdserverpb_AuthRoleGrantPermissionResponse> in
-            guard r.hasPerm else { throw GRPCStatus(.invalidArgument, "etcdserver: permission not given") }
+        answeringLater(a, "RoleGrantPermission", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleGrantPermissionRequest, call, key) in
+            guard r.hasPerm else { return finish(call, key, status: GRPCStatus(.invalidArgument, "etcdserver: permission not given")) }
             let access = AuthStore.Access(rawValue: r.perm.permType.rawValue) ?? .read
-            try changeAuth { try $0.grantPermission(.init(access, key: [UInt8](r.perm.key), rangeEnd: [UInt8](r.perm.rangeEnd)), to: r.name) }
-            var out = Etcdserverpb_AuthRoleGrantPermissionResponse()
-            out.header = header()
-            return .now(out)
+            proposeAuth(.grantPermission(role: r.name, .init(access, key: [UInt8](r.perm.key), rangeEnd: [UInt8](r.perm.rangeEnd))), call, key)
         }
-        unary(a, "RoleRevokePermission", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleRevokePermissionRequest, _) -> Reply<Etcdserverpb_AuthRoleRevokePermissionResponse> in
-            try changeAuth { try $0.revokePermission(key: [UInt8](r.key), rangeEnd: [UInt8](r.rangeEnd), from: r.role) }
-            var out = Etcdserverpb_AuthRoleRevokePermissionResponse()
-            out.header = header()
-            return .now(out)
+        answeringLater(a, "RoleRevokePermission", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleRevokePermissionRequest, call, key) in
+            proposeAuth(.revokePermission(role: r.role, key: [UInt8](r.key), rangeEnd: [UInt8](r.rangeEnd)), call, key)
         }
     }
 

@@ -91,6 +91,8 @@ public final class EtcdServer {
     var leaseExpiryTimer: Transport.Timer?
     var leaseCheckpointTimer: Transport.Timer?
     var alarms = Set<RaisedAlarm>()
+    /// Writes refused for space, waiting for the NOSPACE alarm's proposal.
+    var noSpaceWaiters: [() -> Void]?
     var authStore = AuthStore()
     var tokens: SimpleTokens
     /// Password hashing and checking off the loop: how many run, and the

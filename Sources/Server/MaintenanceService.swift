@@ -42,10 +42,18 @@ extension EtcdServer {
             r.hashRevision = h.hashRevision
             return .now(r)
         }
-        unary(m, "Alarm", access: .anyone) { [unowned self] (req: Etcdserverpb_AlarmRequest, call) -> Reply<Etcdserverpb_AlarmResponse> in
+        answeringLater(m, "Alarm", access: .anyone) { [unowned self] (req: Etcdserverpb_AlarmRequest, call, key) in
             // Anyone signed in may list alarms; only root may raise or clear one.
-            try authorize(call, req.action == .get ? .authenticated : .admin)
-            return .now(alarm(req))
+            guard passes(call, key, { try authorize(call, req.action == .get ? .authenticated : .admin) }) else { return }
+            guard req.action != .get else {
+                do {
+                    return respond(call, key, try applyAlarm(req))
+                } catch {
+                    return finish(call, key, status: GRPCStatus(.internal, "\(error)"))
+                }
+            }
+            guard let bytes = try? req.serializedBytes() as [UInt8] else { return }
+            propose(.alarm, bytes, .alarm(req)) { [unowned self] outcome in reply(call, key, outcome) }
         }
         let defragmentKey = metrics.key(type: "unary", service: m, method: "Defragment")
         register(m, "Defragment", .unary) { [unowned self] call, _ in

@@ -20,6 +20,10 @@ enum LogEntryKind: UInt8 {
     /// A member's name and client URLs (an etcdserverpb.Member), as each
     /// member publishes them when it starts (etcd's attribute publish).
     case memberAttributes = 8
+    /// A change to users, roles or permissions (`AuthChange`'s encoding).
+    case auth = 9
+    /// An alarm raised or cleared (an etcdserverpb.AlarmRequest).
+    case alarm = 10
 }
 
 /// A log entry's request, decoded: once when it is proposed (the apply
@@ -34,6 +38,8 @@ enum DecodedWrite {
     case leaseRevoke(Etcdserverpb_LeaseRevokeRequest)
     case v2(V2Request)
     case memberAttributes(Etcdserverpb_Member)
+    case auth(AuthChange)
+    case alarm(Etcdserverpb_AlarmRequest)
 
     init(_ kind: LogEntryKind, _ bytes: [UInt8]) throws {
         switch kind {
@@ -51,6 +57,10 @@ enum DecodedWrite {
             guard let r = V2Request(encoded: bytes) else { throw BinaryDecodingError.malformedProtobuf }
             self = .v2(r)
         case .memberAttributes: self = .memberAttributes(try Etcdserverpb_Member(serializedBytes: bytes))
+        case .auth:
+            guard let c = AuthChange(encoded: bytes) else { throw BinaryDecodingError.malformedProtobuf }
+            self = .auth(c)
+        case .alarm: self = .alarm(try Etcdserverpb_AlarmRequest(serializedBytes: bytes))
         }
     }
 }
@@ -148,10 +158,7 @@ extension EtcdServer {
             reply(.failure(writesRefused))
             return
         }
-        if let refusal = quotaRefusal(for: decoded, requestBytes: request.count) {
-            reply(.failure(refusal))
-            return
-        }
+        if refusedForSpace(decoded, requestBytes: request.count, reply) { return }
         let id = nextProposalID
         nextProposalID &+= 1
         do {
@@ -265,6 +272,14 @@ extension EtcdServer {
             case .memberAttributes(let m):
                 try applyMemberAttributes(m)
                 return .success(GRPCMessageBuffer(copying: []))
+            case .auth(let change):
+                try applyAuthChange(change)
+                // Every auth change's response is a header alone.
+                var response = Etcdserverpb_AuthEnableResponse()
+                response.header = header()
+                return .success(try response.serializedBytes())
+            case .alarm(let r):
+                return .success(try applyAlarm(r).serializedBytes())
             }
         } catch let e as any EtcdStatusError {
             return .failure(GRPCStatus(e))

@@ -251,6 +251,62 @@ import Testing
         #expect(try c.etcdctl(other).run("get", "k/after", "--print-value-only").lines == ["1"])
     }
 
+    /// Auth changes and alarms go through the log: users, roles and
+    /// permissions made on one member hold on every member once auth is
+    /// enabled on another; NOSPACE raised by a write to one member is
+    /// listed by every member and disarmed on all by one.
+    @Test func authAndAlarmsReachEveryMember() throws {
+        let c = try Cluster(extraFlags: ["--quota-backend-bytes", "2097152"])
+        defer { c.stop() }
+        let leader = try #require(try c.leader())
+        let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3)
+
+        // Past the quota through a follower: the alarm is everyone's.
+        let padding = String(repeating: "v", count: 20_000)
+        var refused: CommandResult?
+        for i in 0..<400 {
+            let r = try c.etcdctl(f1).run("put", "big\(i % 50)", "\(i)-\(padding)")
+            if r.status != 0 { refused = r; break }
+        }
+        let refusal = try #require(refused, "400 puts of 20 KB fit in a 2 MiB quota")
+        #expect(refusal.stderr.contains("etcdserver: mvcc: database space exceeded"), "\(refusal)")
+        let alarm = try c.etcdctl(f1).run("alarm", "list").stdout
+        #expect(alarm.hasSuffix(" alarm:NOSPACE \n"), "\(alarm)")
+        for i in 0..<3 {
+            #expect(try c.etcdctl(i).run("alarm", "list").stdout == alarm, "member \(i)")
+            #expect(try c.etcdctl(i).run("put", "small", "x").status != 0, "member \(i) took a write under NOSPACE")
+        }
+        let deleted = try c.etcdctl(f2).run("del", "big", "--prefix", "-w", "json").stdout
+        let revision = try #require(deleted.firstMatch(of: /"revision":(\d+)/).map { String($0.1) }, "\(deleted)")
+        #expect(try c.etcdctl(f2).run("compact", revision, "--physical").status == 0)
+        #expect(try c.etcdctl(f2).run("defrag", "--cluster").status == 0)
+        #expect(try c.etcdctl(f2).run("alarm", "disarm").stdout == alarm)
+        for i in 0..<3 { #expect(try c.etcdctl(i).run("alarm", "list").stdout.isEmpty, "member \(i)") }
+
+        // Users and roles made on one follower, auth enabled on the other.
+        for args in [["user", "add", "root:rootpw"], ["role", "add", "reader"],
+                     ["role", "grant-permission", "reader", "read", "a/", "--prefix=true"],
+                     ["user", "add", "alice:alicepw"], ["user", "grant-role", "alice", "reader"]] {
+            let r = try c.etcdctl(f1).run(arguments: args)
+            #expect(r.status == 0, "\(args): \(r)")
+        }
+        #expect(try c.etcdctl(f2).run("auth", "enable").stdout == "Authentication Enabled\n")
+        let put = try c.etcdctl(leader).run("--user=root:rootpw", "put", "a/1", "one")
+        #expect(put.stdout == "OK\n", "\(put)")
+        for i in 0..<3 {
+            let e = c.etcdctl(i)
+            #expect(try e.run("--user=alice:alicepw", "get", "a/1", "--print-value-only").lines == ["one"], "member \(i)")
+            #expect(try e.run("--user=alice:alicepw", "put", "a/2", "x").stderr.contains("etcdserver: permission denied"), "member \(i)")
+            #expect(try e.run("get", "a/1").stderr.contains("etcdserver: user name is empty"), "member \(i)")
+            #expect(try e.run("--user=alice:wrong", "get", "a/1").stderr.contains("etcdserver: authentication failed, invalid user ID or password"),
+                    "member \(i)")
+        }
+        // A password changed on one member holds on the others.
+        #expect(try c.etcdctl(f1).run("--user=root:rootpw", "user", "passwd", "alice", "--interactive=false", input: "newpw\n").status == 0)
+        #expect(try c.etcdctl(f2).run("--user=alice:newpw", "get", "a/1", "--print-value-only").lines == ["one"])
+        #expect(try c.etcdctl(leader).run("--user=alice:alicepw", "get", "a/1").status != 0)
+    }
+
     /// One member of two, alone: no leader, and /health says so in etcd
     /// 3.4's words (503, `{"health":"false","reason":"RAFT NO LEADER"}`, as
     /// etcd logs it). A real etcd started the same way does not answer at

@@ -1,5 +1,7 @@
+import Auth
 import Raft
 import Testing
+import TestSupport
 @testable import Server
 
 @Suite struct LogEntryTests {
@@ -10,7 +12,7 @@ import Testing
         }
         #expect(ProposedRequest(decoding: ProposedRequest(kind: .put, id: 9, request: []).encoded())?.request == [])
         #expect(ProposedRequest(decoding: []) == nil)
-        #expect(ProposedRequest(decoding: [9, 1, 1, 1, 1, 1, 1, 1, 1]) == nil, "unknown kind")
+        #expect(ProposedRequest(decoding: [200, 1, 1, 1, 1, 1, 1, 1, 1]) == nil, "unknown kind")
         #expect(ProposedRequest(decoding: [1, 1, 1]) == nil, "truncated ID")
     }
 
@@ -25,7 +27,40 @@ import Testing
             #expect(ProposedRequest(decoding: raft.data) == ProposedRequest(kind: .txn, id: 0, request: [1, 2, 3]))
         }
         #expect(LegacyLogEntry(decoding: []) == nil)
-        #expect(LegacyLogEntry(decoding: [9, 1, 1]) == nil, "unknown kind")
+        #expect(LegacyLogEntry(decoding: [200, 1, 1]) == nil, "unknown kind")
         #expect(LegacyLogEntry(decoding: [1, 0x80]) == nil, "truncated varint")
+    }
+
+    /// Every auth change survives its encoding; every proper prefix of an
+    /// encoding, and trailing bytes, are refused (a damaged entry changes
+    /// nothing rather than something else).
+    @Test func authChangesRoundTripAndDamageIsRefused() {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        func bytes() -> [UInt8] { (0..<Int.random(in: 0...40, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+        func name() -> String { String(decoding: bytes(), as: UTF8.self) }
+        func hash() -> PasswordHash? {
+            Bool.random(using: &rng) ? nil : PasswordHash(salt: bytes(), iterations: Int.random(in: 1...1_000_000, using: &rng), hash: bytes())
+        }
+        for _ in 0..<500 {
+            let access = AuthStore.Access(rawValue: Int.random(in: 0...2, using: &rng))!
+            let change: AuthChange = switch Int.random(in: 0..<11, using: &rng) {
+            case 0: .enable
+            case 1: .disable
+            case 2: .addUser(name(), hash())
+            case 3: .deleteUser(name())
+            case 4: .changePassword(name(), hash())
+            case 5: .grantRole(role: name(), user: name())
+            case 6: .revokeRole(role: name(), user: name())
+            case 7: .addRole(name())
+            case 8: .deleteRole(name())
+            case 9: .grantPermission(role: name(), AuthStore.Permission(access, key: bytes(), rangeEnd: bytes()))
+            default: .revokePermission(role: name(), key: bytes(), rangeEnd: bytes())
+            }
+            let encoded = change.encoded
+            #expect(AuthChange(encoded: encoded) == change, "seed \(seed): \(change)")
+            for cut in 0..<encoded.count { #expect(AuthChange(encoded: Array(encoded[..<cut])) == nil, "seed \(seed): cut at \(cut)") }
+            #expect(AuthChange(encoded: encoded + [0]) == nil, "seed \(seed): trailing byte")
+        }
     }
 }
