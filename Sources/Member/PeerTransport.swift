@@ -40,8 +40,15 @@ public final class PeerTransport: GRPCRouter {
     /// Messages from peers, decoded.
     public var receive: ((Message) -> Void)?
     public private(set) var sentBytes: [NodeID: Int] = [:]
-    public private(set) var receivedBytes = 0
+    public private(set) var receivedBytes: [NodeID: Int] = [:]
     public private(set) var dropped = 0
+    /// Round trips of a probe to each peer (etcd's prober): counts per
+    /// bucket of `roundTripBuckets` (the last: larger), and their sum.
+    public private(set) var roundTrips: [NodeID: (counts: [Int], sum: Double)] = [:]
+    /// etcd's buckets: 0.1 ms doubling 16 times.
+    public static let roundTripBuckets = (0..<16).map { 0.0001 * Double(1 << $0) }
+    public static let probePath = "/swetcd.Raft/Probe"
+    private var probeTimer: Timer?
 
     /// - Parameter peers: every other member's peer address.
     public init(loop: EventLoop, localID: NodeID, clusterID: UInt64, peers: [NodeID: (host: String, port: UInt16)], logger: Logger) {
@@ -51,6 +58,27 @@ public final class PeerTransport: GRPCRouter {
         self.clusterID = clusterID
         for (id, address) in peers where id != localID {
             self.peers[id] = Peer(id: id, host: address.host, port: address.port)
+        }
+        services[Self.probePath] = GRPCMethod(.unary) { call, _ in call.respond([UInt8]()) }
+        // The first probe soon after start, then every 5 s.
+        probeTimer = loop.schedule(every: 1, repeats: false) { [unowned self] in
+            probe()
+            probeTimer = loop.schedule(every: 5) { [unowned self] in probe() }
+        }
+    }
+
+    /// Times a request to each peer's probe method.
+    private func probe() {
+        for id in peers.keys {
+            let started = monotonicNanoseconds()
+            call(Self.probePath, to: id, request: [], timeout: 5) { [weak self] result in
+                guard let self, case .success = result else { return }
+                let seconds = Double(monotonicNanoseconds() - started) / 1e9
+                var r = roundTrips[id] ?? (Array(repeating: 0, count: Self.roundTripBuckets.count + 1), 0)
+                r.counts[Self.roundTripBuckets.firstIndex { seconds <= $0 } ?? Self.roundTripBuckets.count] += 1
+                r.sum += seconds
+                roundTrips[id] = r
+            }
         }
     }
 
@@ -157,6 +185,7 @@ public final class PeerTransport: GRPCRouter {
 
     /// Stops every outgoing stream.
     public func close() {
+        probeTimer = nil
         for peer in peers.values {
             peer.connection?.close()
             peer.connection = nil
@@ -183,11 +212,11 @@ public final class PeerTransport: GRPCRouter {
     }
 
     private func deliver(_ bytes: [UInt8]) {
-        receivedBytes += bytes.count
         guard let m = try? RaftWire.decode(bytes), m.to == localID else {
             logger.warning("dropped an undecodable raft message from a peer", metadata: ["bytes": "\(bytes.count)"])
             return
         }
+        receivedBytes[m.from, default: 0] += bytes.count
         receive?(m)
     }
 }

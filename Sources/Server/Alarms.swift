@@ -108,7 +108,7 @@ extension EtcdServer {
         switch write {
         case .put, .leaseGrant: grows = true
         case .txn(let t): grows = Self.hasPut(t)
-        case .deleteRange, .compact, .leaseRevoke, .v2, .memberAttributes, .auth, .alarm: grows = false  // etcd's quota does not cover v2
+        case .deleteRange, .compact, .leaseRevoke, .v2, .memberAttributes, .auth, .alarm, .leaseCheckpoint: grows = false  // etcd's quota does not cover v2
         }
         guard grows else { return nil }
         if noSpaceRaised { return .raised }

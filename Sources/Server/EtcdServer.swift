@@ -87,7 +87,10 @@ public final class EtcdServer {
     // Leases: the lessor, and the leases whose backend entry holds a
     // remaining TTL from a checkpoint (a keep-alive clears it).
     var lessor = Lessor()
-    var leasesWithStoredRemaining = Set<Int64>()
+    /// Each lease's remaining TTL as last checkpointed (kept in the
+    /// backend too); and the leases whose checkpoint is being cleared.
+    var checkpointedRemaining: [Int64: Int64] = [:]
+    var clearingCheckpoints = Set<Int64>()
     var leaseExpiryTimer: Transport.Timer?
     var leaseCheckpointTimer: Transport.Timer?
     var alarms = Set<RaisedAlarm>()
@@ -570,7 +573,32 @@ extension EtcdServer: HTTP1Handler {
             ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", Double(appliedIndex)),
             ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", Double(pendingProposals.count)),
             ("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", Double(proposalsFailed)),
-        ])
+        ]) + peerMetricsText()
+    }
+
+    /// etcd's peer metrics, labelled by the other member's ID.
+    private func peerMetricsText() -> String {
+        guard let t = member.transport else { return "" }
+        var out = "# HELP etcd_network_peer_sent_bytes_total The total number of bytes sent to peers.\n"
+        out += "# TYPE etcd_network_peer_sent_bytes_total counter\n"
+        for (id, n) in t.sentBytes.sorted(by: { $0.key < $1.key }) { out += "etcd_network_peer_sent_bytes_total{To=\"\(hex(id))\"} \(n)\n" }
+        out += "# HELP etcd_network_peer_received_bytes_total The total number of bytes received from peers.\n"
+        out += "# TYPE etcd_network_peer_received_bytes_total counter\n"
+        for (id, n) in t.receivedBytes.sorted(by: { $0.key < $1.key }) { out += "etcd_network_peer_received_bytes_total{From=\"\(hex(id))\"} \(n)\n" }
+        out += "# HELP etcd_network_peer_round_trip_time_seconds Round-Trip-Time histogram between peers\n"
+        out += "# TYPE etcd_network_peer_round_trip_time_seconds histogram\n"
+        for (id, r) in t.roundTrips.sorted(by: { $0.key < $1.key }) {
+            var cumulative = 0
+            for (i, bound) in PeerTransport.roundTripBuckets.enumerated() {
+                cumulative += r.counts[i]
+                out += "etcd_network_peer_round_trip_time_seconds_bucket{To=\"\(hex(id))\",le=\"\(bound)\"} \(cumulative)\n"
+            }
+            cumulative += r.counts.last!
+            out += "etcd_network_peer_round_trip_time_seconds_bucket{To=\"\(hex(id))\",le=\"+Inf\"} \(cumulative)\n"
+            out += "etcd_network_peer_round_trip_time_seconds_sum{To=\"\(hex(id))\"} \(r.sum)\n"
+            out += "etcd_network_peer_round_trip_time_seconds_count{To=\"\(hex(id))\"} \(cumulative)\n"
+        }
+        return out
     }
 }
 

@@ -222,7 +222,7 @@ extension EtcdServer {
             try backend.syncer.sync()
             appliedIndex = try store.consistentIndex
             lessor = Lessor()
-            leasesWithStoredRemaining = []
+            checkpointedRemaining = [:]
             try restoreLeases()
             alarms = []
             try loadAlarms()

@@ -8,8 +8,11 @@ import Transport
 /// etcdserverpb.Lease: LeaseGrant, LeaseRevoke, LeaseKeepAlive,
 /// LeaseTimeToLive, LeaseLeases. Grants and revocations (also those of
 /// expired leases) are log entries like any write; keep-alives renew in
-/// memory; each lease's remaining TTL is written to the backend every
-/// `--experimental-lease-checkpoint-interval`, and a restart resumes it.
+/// memory on the leader (followers pass them on); every
+/// `--experimental-lease-checkpoint-interval` the leader logs each lease's
+/// remaining TTL (etcd's lease checkpoints), which every member keeps in
+/// its backend: a restart resumes each lease from it, and so does a new
+/// leader.
 extension EtcdServer {
     /// etcd revokes at most 1,000 expired leases a second; the rest wait
     /// for the next tick, in expiry order.
@@ -24,7 +27,7 @@ extension EtcdServer {
             _ = try lessor.grant(id: stored.id, ttl: stored.ttl, now: now)
             if stored.remainingTTL > 0 {
                 try lessor.setRemaining(stored.id, seconds: stored.remainingTTL, now: now)
-                leasesWithStoredRemaining.insert(stored.id)
+                checkpointedRemaining[stored.id] = stored.remainingTTL
             }
         }
         for (key, id) in store.leasedKeysAtOpen { try? lessor.attach(key, to: id) }
@@ -99,17 +102,35 @@ extension EtcdServer {
             r.ttl = (try? renewLease(request.id)) ?? 0
             if let message = try? r.serializedBytes() as GRPCMessageBuffer { call.respond(message) }
         }
-        // A new leader gives every lease its whole TTL again (etcd's
-        // promotion), since the keep-alives went to the old one.
+        // A new leader gives every lease its whole TTL again, or what its
+        // last checkpoint left it (etcd's promotion), since the keep-alives
+        // went to the old one.
         member.onLeadership = { [unowned self] leading in
-            guard leading else { return }
-            let now = monotonicNanoseconds()
-            for id in lessor.ids { _ = try? lessor.renew(id, now: now) }
+            if leading { promoteLeases() }
         }
+        // A member that leads already (alone, after replaying its log).
+        if member.isLeader { promoteLeases() }
 
         let ttlKey = metrics.key(type: "unary", service: service, method: "LeaseTimeToLive")
         unary(service, "LeaseTimeToLive", access: .authenticated) { [unowned self] (r: Etcdserverpb_LeaseTimeToLiveRequest, call) -> Reply<Etcdserverpb_LeaseTimeToLiveResponse> in
             if r.keys { try authorize(call, lease: r.id, write: false) }
+            // The leader keeps the time: a follower asks it (as etcd's do).
+            if let transport = member.transport, !member.isLeader {
+                guard member.leader != 0 else { throw GRPCStatus(.unavailable, EtcdMessage.noLeader) }
+                let bytes: [UInt8] = try r.serializedBytes()
+                transport.call(Self.timeToLivePath, to: member.leader, request: bytes, timeout: 5) { [unowned self] result in
+                    switch result {
+                    case .success(let reply):
+                        guard var out = try? Etcdserverpb_LeaseTimeToLiveResponse(serializedBytes: reply) else {
+                            return finish(call, ttlKey, status: GRPCStatus(.internal, "an undecodable answer from the leader"))
+                        }
+                        out.header = header()
+                        respond(call, ttlKey, out)
+                    case .failure(let status): finish(call, ttlKey, status: status)
+                    }
+                }
+                return .later
+            }
             // Like a linearizable read: it sees every grant and revocation
             // committed before it.
             if member.canReadNow { return .now(try timeToLive(r)) }
@@ -119,6 +140,19 @@ extension EtcdServer {
                 }
             }
             return .later
+        }
+
+        // A follower's LeaseTimeToLive, at the leader.
+        member.transport?.services[Self.timeToLivePath] = GRPCMethod(.unary) { [unowned self] call, bytes in
+            guard member.isLeader, let request = try? Etcdserverpb_LeaseTimeToLiveRequest(serializedBytes: bytes) else {
+                return call.finish(GRPCStatus(.unavailable, EtcdMessage.noLeader))
+            }
+            linearizably { [unowned self] in
+                guard let out = try? timeToLive(request), let message = try? out.serializedBytes() as GRPCMessageBuffer else {
+                    return call.finish(GRPCStatus(.internal, "lease time to live"))
+                }
+                call.respond(message)
+            }
         }
 
         unary(service, "LeaseLeases", access: .authenticated) { [unowned self] (_: Etcdserverpb_LeaseLeasesRequest, call) -> Reply<Etcdserverpb_LeaseLeasesResponse> in
@@ -139,8 +173,16 @@ extension EtcdServer {
         leaseExpiryTimer = loop.schedule(every: Self.leaseExpiryTick) { [unowned self] in expireLeases() }
         if config.leaseCheckpointInterval > 0 {
             leaseCheckpointTimer = loop.schedule(every: config.leaseCheckpointInterval) { [unowned self] in
-                checkpointLeases()
+                proposeLeaseCheckpoints()
             }
+        }
+    }
+
+    private func promoteLeases() {
+        let now = monotonicNanoseconds()
+        for id in lessor.ids {
+            _ = try? lessor.renew(id, now: now)
+            if let left = checkpointedRemaining[id] { try? lessor.setRemaining(id, seconds: left, now: now) }
         }
     }
 
@@ -164,7 +206,7 @@ extension EtcdServer {
         // full batch) then holds the whole revocation with its log index.
         try store.removeLease(request.id)
         _ = store.deleteKeys(keys)
-        leasesWithStoredRemaining.remove(request.id)
+        checkpointedRemaining[request.id] = nil
         var r = Etcdserverpb_LeaseRevokeResponse()
         r.header = header()
         return r
@@ -179,14 +221,64 @@ extension EtcdServer {
 
     // MARK: Keep-alive, time to live, expiry, checkpoints
 
-    /// Restarts the lease's TTL (in memory; the backend then no longer holds
-    /// a shorter remaining time for it). An expired lease is not renewed.
+    /// Restarts the lease's TTL (in memory). A leader renewing a lease
+    /// that has a checkpointed remaining time logs a checkpoint of 0,
+    /// which clears it on every member (etcd's rule: at most two
+    /// checkpoint entries per lease per interval). An expired lease is not
+    /// renewed.
     func renewLease(_ id: Int64) throws(LeaseError) -> Int64 {
         let ttl = try lessor.renew(id, now: monotonicNanoseconds())
-        if leasesWithStoredRemaining.remove(id) != nil {
-            try? store.save(StoredLease(id: id, ttl: ttl))
+        if member.isLeader, checkpointedRemaining[id] != nil, !clearingCheckpoints.contains(id) {
+            clearingCheckpoints.insert(id)
+            proposeLeaseCheckpoint([(id, 0)]) { [unowned self] in clearingCheckpoints.remove(id) }
         }
         return ttl
+    }
+
+    /// Applies a logged checkpoint on every member: the remaining time is
+    /// kept (backend and memory) for a restart or the next leader; 0
+    /// clears it. The leader's own expiry times do not change.
+    func applyLeaseCheckpoint(_ r: Etcdserverpb_LeaseCheckpointRequest) throws -> Etcdserverpb_LeaseCheckpointResponse {
+        for cp in r.checkpoints {
+            guard let lease = lessor.lease(cp.id) else { continue }
+            if cp.remainingTtl > 0 {
+                try store.save(StoredLease(id: cp.id, ttl: lease.ttl, remainingTTL: cp.remainingTtl))
+                checkpointedRemaining[cp.id] = cp.remainingTtl
+            } else if checkpointedRemaining.removeValue(forKey: cp.id) != nil {
+                try store.save(StoredLease(id: cp.id, ttl: lease.ttl))
+            }
+        }
+        var out = Etcdserverpb_LeaseCheckpointResponse()
+        out.header = header()
+        return out
+    }
+
+    private func proposeLeaseCheckpoint(_ checkpoints: [(id: Int64, remaining: Int64)], done: @escaping () -> Void = {}) {
+        var r = Etcdserverpb_LeaseCheckpointRequest()
+        r.checkpoints = checkpoints.map { c in
+            var cp = Etcdserverpb_LeaseCheckpoint()
+            cp.id = c.id
+            cp.remainingTtl = c.remaining
+            return cp
+        }
+        guard let bytes: [UInt8] = try? r.serializedBytes() else { return done() }
+        propose(.leaseCheckpoint, bytes, .leaseCheckpoint(r)) { _ in done() }
+    }
+
+    /// The leader logs the remaining TTL of every lease that has used part
+    /// of its TTL.
+    private func proposeLeaseCheckpoints() {
+        guard member.isLeader, writesRefused == nil else { return }
+        let now = monotonicNanoseconds()
+        var checkpoints: [(id: Int64, remaining: Int64)] = []
+        for id in lessor.ids {
+            guard let lease = lessor.lease(id), let left = lessor.remaining(id, now: now), left < lease.ttl else { continue }
+            checkpoints.append((id, max(left, 1)))
+        }
+        // etcd's batches: at most 1,000 leases an entry.
+        for start in stride(from: 0, to: checkpoints.count, by: 1_000) {
+            proposeLeaseCheckpoint(Array(checkpoints[start..<min(start + 1_000, checkpoints.count)]))
+        }
     }
 
     private func timeToLive(_ r: Etcdserverpb_LeaseTimeToLiveRequest) throws -> Etcdserverpb_LeaseTimeToLiveResponse {
@@ -205,10 +297,11 @@ extension EtcdServer {
         return out
     }
 
+    static let renewPath = "/swetcd.Lease/Renew"
+    static let timeToLivePath = "/swetcd.Lease/TimeToLive"
+
     /// Proposes the revocation of leases past their expiry, a bounded
     /// number per tick.
-    static let renewPath = "/swetcd.Lease/Renew"
-
     private func expireLeases() {
         // The leader alone expires leases (through the log, as any write).
         guard writesRefused == nil, member.isLeader else { return }
@@ -225,15 +318,15 @@ extension EtcdServer {
         }
     }
 
-    /// Writes each lease's remaining TTL that is below its whole TTL, so a
-    /// restart resumes it instead of restarting it.
+    /// Writes each lease's remaining TTL that is below its whole TTL to this
+    /// member's backend, so a restart resumes it (at a clean stop).
     func checkpointLeases() {
         let now = monotonicNanoseconds()
         for id in lessor.ids {
             guard let lease = lessor.lease(id), let left = lessor.remaining(id, now: now), left < lease.ttl else { continue }
             do {
                 try store.save(StoredLease(id: id, ttl: lease.ttl, remainingTTL: max(left, 1)))
-                leasesWithStoredRemaining.insert(id)
+                checkpointedRemaining[id] = max(left, 1)
             } catch {
                 logger.warning("lease checkpoint failed", metadata: ["error": "\(error)"])
                 return

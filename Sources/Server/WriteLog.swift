@@ -24,6 +24,9 @@ enum LogEntryKind: UInt8 {
     case auth = 9
     /// An alarm raised or cleared (an etcdserverpb.AlarmRequest).
     case alarm = 10
+    /// Leases' remaining TTLs, logged by the leader (an
+    /// etcdserverpb.LeaseCheckpointRequest).
+    case leaseCheckpoint = 11
 }
 
 /// A log entry's request, decoded: once when it is proposed (the apply
@@ -40,6 +43,7 @@ enum DecodedWrite {
     case memberAttributes(Etcdserverpb_Member)
     case auth(AuthChange)
     case alarm(Etcdserverpb_AlarmRequest)
+    case leaseCheckpoint(Etcdserverpb_LeaseCheckpointRequest)
 
     init(_ kind: LogEntryKind, _ bytes: [UInt8]) throws {
         switch kind {
@@ -61,6 +65,7 @@ enum DecodedWrite {
             guard let c = AuthChange(encoded: bytes) else { throw BinaryDecodingError.malformedProtobuf }
             self = .auth(c)
         case .alarm: self = .alarm(try Etcdserverpb_AlarmRequest(serializedBytes: bytes))
+        case .leaseCheckpoint: self = .leaseCheckpoint(try Etcdserverpb_LeaseCheckpointRequest(serializedBytes: bytes))
         }
     }
 }
@@ -280,6 +285,8 @@ extension EtcdServer {
                 return .success(try response.serializedBytes())
             case .alarm(let r):
                 return .success(try applyAlarm(r).serializedBytes())
+            case .leaseCheckpoint(let r):
+                return .success(try applyLeaseCheckpoint(r).serializedBytes())
             }
         } catch let e as any EtcdStatusError {
             return .failure(GRPCStatus(e))

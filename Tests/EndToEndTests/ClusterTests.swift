@@ -99,6 +99,24 @@ import Testing
         #expect(rows.count == 3 && rows.filter { $0.contains("|      true |") }.count == 1, "\(table)")
         let health = try c.etcdctl(0).run("endpoint", "health", "--cluster")
         #expect(health.status == 0 && (health.stdout + health.stderr).components(separatedBy: "is healthy").count == 4, "\(health)")
+        // etcd's peer metrics, per other member.
+        let curl = try #require(which("curl"))
+        var metrics = ""
+        // Probes run every 5 s (the first 1 s after start, when a peer may
+        // not be up yet).
+        let metricsDeadline = Date().addingTimeInterval(12)
+        repeat {
+            metrics = try runCommand(curl, ["-s", "http://\(c.members[leader]!.endpoint)/metrics"]).stdout
+            if metrics.components(separatedBy: "etcd_network_peer_round_trip_time_seconds_count{To=").count == 3 { break }
+            usleep(200_000)
+        } while Date() < metricsDeadline
+        for name in ["etcd_network_peer_sent_bytes_total{To=", "etcd_network_peer_received_bytes_total{From=",
+                     "etcd_network_peer_round_trip_time_seconds_bucket{To=", "etcd_server_is_leader 1", "etcd_server_has_leader 1"] {
+            let expected = name.hasSuffix("1") ? 1 : name.contains("bucket") ? 2 * 17 : 2
+            #expect(metrics.components(separatedBy: name).count - 1 == expected, "\(name) in \(metrics.suffix(2000))")
+        }
+        #expect(metrics.components(separatedBy: "etcd_network_peer_round_trip_time_seconds_count{To=").count == 3,
+                "no probe round trips to both peers")
     }
 
     /// kill -9 the leader: the other two elect one and a writer that
@@ -305,6 +323,33 @@ import Testing
         #expect(try c.etcdctl(f1).run("--user=root:rootpw", "user", "passwd", "alice", "--interactive=false", input: "newpw\n").status == 0)
         #expect(try c.etcdctl(f2).run("--user=alice:newpw", "get", "a/1", "--print-value-only").lines == ["one"])
         #expect(try c.etcdctl(leader).run("--user=alice:alicepw", "get", "a/1").status != 0)
+    }
+
+    /// A lease's remaining time survives a leader change: the leader logs
+    /// checkpoints of it (etcd's lease checkpoints), and the next leader
+    /// resumes from the last one instead of granting the whole TTL again;
+    /// a follower asked for the time to live asks the leader.
+    @Test func leaseTimeSurvivesALeaderChange() throws {
+        let c = try Cluster(extraFlags: ["--experimental-lease-checkpoint-interval", "1s"])
+        defer { c.stop() }
+        let leader = try #require(try c.leader())
+        let follower = (leader + 1) % 3
+        let grant = try c.etcdctl(follower).run("lease", "grant", "30")
+        let lease = try #require(grant.stdout.firstMatch(of: /lease ([0-9a-f]+) granted/).map { String($0.1) }, "\(grant)")
+        func remaining(_ i: Int) throws -> Int? {
+            let out = try c.etcdctl(i).run("lease", "timetolive", lease).stdout
+            return out.firstMatch(of: /remaining\((-?\d+)s\)/).flatMap { Int($0.1) }
+        }
+        usleep(6_000_000)
+        // The follower answers with the leader's count, not its own.
+        let onFollower = try #require(try remaining(follower))
+        #expect(onFollower <= 25 && onFollower >= 20, "\(onFollower) s left after 6 s of 30")
+        c.members[leader]!.kill()
+        c.members[leader] = nil
+        let next = try #require(try c.leader(), "no new leader")
+        let afterFailover = try #require(try remaining(next))
+        #expect(afterFailover <= 25, "the new leader restarted the lease: \(afterFailover) s left")
+        #expect(afterFailover >= 15, "\(afterFailover) s left")
     }
 
     /// One member of two, alone: no leader, and /health says so in etcd

@@ -10,7 +10,8 @@ struct SwetcdBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swetcd-bench",
         abstract: "Load an etcd-compatible server and report throughput and latency.",
-        subcommands: [Put.self, Range.self, TxnPut.self, TxnMixed.self, LeaseKeepAlive.self, WatchBench.self, WatchLatency.self])
+        subcommands: [Put.self, Range.self, TxnPut.self, TxnMixed.self, LeaseKeepAlive.self, WatchBench.self, WatchLatency.self,
+                      Failover.self])
 }
 
 struct GlobalOptions: ParsableArguments {
