@@ -14,12 +14,14 @@ struct WatchRunOptions: ParsableArguments {
     @Option(help: "Puts per second, 0 for as fast as one writer goes (watch: 0, watch-latency: 100).") var putRate: Double?
     @Option(help: "Value size in bytes.") var valSize = 256
     @Option(help: "PID of a local server, to report its memory per watcher.") var serverPid: Int32?
+    @Option(help: "Where the writer puts (a cluster's leader, say), when not --endpoints.") var putEndpoints: String?
 
     func run(_ global: GlobalOptions, defaultStreams: Int, defaultRate: Double) async throws {
         let report = try await runWatchLoad(endpoints: global.endpointList, connections: global.conns,
                                             streams: streams ?? defaultStreams, watchersPerStream: watchersPerStream,
                                             prefix: prefix, putTotal: putTotal, putRate: putRate ?? defaultRate,
-                                            valSize: valSize, serverPid: serverPid)
+                                            valSize: valSize, serverPid: serverPid,
+                                            putEndpoints: putEndpoints.map { $0.split(separator: ",").map(String.init) })
         try global.print(report)
         if let perWatcher = report.serverBytesPerWatcher, !global.json {
             print("  Server memory:\t\(Int(perWatcher)) bytes per watcher")
@@ -65,9 +67,12 @@ final class SendTimes: Sendable {
 }
 
 func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersPerStream: Int, prefix: String,
-                  putTotal: Int, putRate: Double, valSize: Int, serverPid: Int32?) async throws -> Report {
+                  putTotal: Int, putRate: Double, valSize: Int, serverPid: Int32?,
+                  putEndpoints: [String]? = nil) async throws -> Report {
     let client = try EtcdClient(endpoints: endpoints, connections: connections, timeout: 60)
     defer { client.close() }
+    let writer = try putEndpoints.map { try EtcdClient(endpoints: $0, connections: 1, timeout: 60) } ?? client
+    defer { if writer !== client { writer.close() } }
     let rssBefore = serverPid.map(residentBytes)
     let watchers = streams * watchersPerStream
     let ready = Counter()
@@ -111,7 +116,7 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
             if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
         }
         sendTimes.set(i, ContinuousClock.now)
-        do { try await client.put(Array("\(prefix)pod-\(i)".utf8), value) } catch { errors["\(error)", default: 0] += 1 }
+        do { try await writer.put(Array("\(prefix)pod-\(i)".utf8), value) } catch { errors["\(error)", default: 0] += 1 }
     }
     var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
     var events = 0
