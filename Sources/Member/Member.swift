@@ -50,6 +50,8 @@ public final class Member {
     private var tickTimer: Transport.Timer?
     /// A Ready's records are with the WAL's writer.
     private var persisting = false
+    /// The Ready in flight's messages went out already (a leader's).
+    private var messagesSent = false
     private var failure: WALError?
     /// The last entry handed to the application.
     public private(set) var appliedIndex: UInt64
@@ -283,6 +285,14 @@ public final class Member {
         let records = Self.records(of: rd)
         if records.isEmpty { return finish(rd) }
         persisting = true
+        // A leader's appends go out while it writes the same entries (its
+        // own copy counts toward the quorum only once durable): unless the
+        // Ready changes its term or vote, which must be durable first.
+        if transport != nil, raft.role == .leader,
+           rd.hardState.map({ $0.term == storage.hardState.term && $0.vote == storage.hardState.vote }) ?? true {
+            send(rd.messages)
+            messagesSent = true
+        }
         persist(rd, first: [])
         // A lone write: its answer is about one fsync away.
         if rd.entries.count == 1 && loneWritePoll > 0 { loop.poll(for: loneWritePoll) }
@@ -317,20 +327,8 @@ public final class Member {
             appliedIndex = max(appliedIndex, snapshot.index)
             logger.info("installed the leader's snapshot", metadata: ["index": "\(snapshot.index)", "term": "\(snapshot.term)"])
         }
-        if let transport {
-            for m in rd.messages {
-                if m.type == .snapshot {
-                    // A follower needs entries compacted away: the backend
-                    // goes to it beside the stream (the application's).
-                    sendSnapshot?(m)
-                    continue
-                }
-                guard !transport.send(m), m.type == .propose else { continue }
-                // Forwarded to a leader known to be down: it never got
-                // them, so they wait for the next leader.
-                waitingForLeader += m.entries.map(\.data)
-            }
-        }
+        if !messagesSent { send(rd.messages) }
+        messagesSent = false
         if let last = rd.committedEntries.last {
             apply(rd.committedEntries)
             appliedIndex = last.index
@@ -340,6 +338,22 @@ public final class Member {
         noteLeader()
         releaseReads()
         compactLog()
+    }
+
+    private func send(_ messages: [Message]) {
+        guard let transport else { return }
+        for m in messages {
+            if m.type == .snapshot {
+                // A follower needs entries compacted away: the backend goes
+                // to it beside the stream (the application's).
+                sendSnapshot?(m)
+                continue
+            }
+            guard !transport.send(m), m.type == .propose else { continue }
+            // Forwarded to a leader known to be down: it never got them, so
+            // they wait for the next leader.
+            waitingForLeader += m.entries.map(\.data)
+        }
     }
 
     private func releaseReads() {

@@ -738,7 +738,9 @@ public struct RaftNode {
         if otherVoters.isEmpty {
             candidate = voters.contains(id) ? log.lastIndex : 0  // alone: what it holds
         } else {
-            let matches = voters.map { $0 == id ? log.lastIndex : (progress[$0]?.match ?? 0) }.sorted(by: >)
+            // The leader's own entries count once they are persisted: its
+            // member may send them to followers while writing them.
+            let matches = voters.map { $0 == id ? log.stableIndex : (progress[$0]?.match ?? 0) }.sorted(by: >)
             candidate = matches[quorum - 1]
         }
         guard candidate > log.committed, log.term(candidate) == term else { return false }
@@ -771,6 +773,10 @@ public struct RaftNode {
         if let last = ready.committedEntries.last { log.appliedTo(last.index) }
         outbox.removeFirst(ready.messages.count)
         readStates.removeFirst(ready.readStates.count)
+        // The leader's own entries now count toward the quorum.
+        if role == .leader && !ready.entries.isEmpty && !otherVoters.isEmpty && maybeCommit() {
+            for peer in others { sendAppend(to: peer) }
+        }
     }
 }
 

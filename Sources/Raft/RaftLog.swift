@@ -21,6 +21,8 @@ struct RaftLog {
     var firstIndex: UInt64 { pendingSnapshot.map { $0.index + 1 } ?? storage.firstIndex }
     var lastIndex: UInt64 { unstable.last?.index ?? pendingSnapshot?.index ?? storage.lastIndex }
     var lastTerm: UInt64 { term(lastIndex) ?? 0 }
+    /// The last entry persisted (handed out and reported stable).
+    var stableIndex: UInt64 { min(lastIndex, unstableOffset - 1) }
 
     func term(_ index: UInt64) -> UInt64? {
         if let s = pendingSnapshot {
