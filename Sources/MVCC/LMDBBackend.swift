@@ -489,6 +489,13 @@ public final class LMDBBackend: Backend {
         let synced = mdb_env_sync(copy.env, 1)
         mdb_env_close(copy.env)
         try check(synced, "env_sync copy")
+        try swapIn(defragmentTarget)
+        unlink(defragmentTarget + "-lock")
+    }
+
+    /// Closes the environment, renames `file` over the database and opens
+    /// it again (the old file reopened if the rename fails, which throws).
+    private func swapIn(_ file: String) throws {
         endRead()
         if let readTxn { mdb_txn_abort(readTxn) }
         readTxn = nil
@@ -500,13 +507,12 @@ public final class LMDBBackend: Backend {
         // per GB on ext4). The caller removes `retiredFile` off the loop.
         unlink(retiredFile)
         _ = link(path, retiredFile)
-        guard rename(defragmentTarget, path) == 0 else {
-            let failure = LMDBError(code: errno, operation: "rename \(defragmentTarget)")
+        guard rename(file, path) == 0 else {
+            let failure = LMDBError(code: errno, operation: "rename \(file)")
             unlink(retiredFile)
             try open(mapSize: size)
             throw failure
         }
-        unlink(defragmentTarget + "-lock")
         try open(mapSize: size)
     }
 
@@ -519,17 +525,7 @@ public final class LMDBBackend: Backend {
         if let writeTxn { mdb_txn_abort(writeTxn) }
         writeTxn = nil
         uncommitted.removeAll()
-        endRead()
-        if let readTxn { mdb_txn_abort(readTxn) }
-        readTxn = nil
-        let size = mapSize
-        mdb_env_close(env)
-        env = nil
-        unlink(retiredFile)
-        _ = link(path, retiredFile)
-        let renamed = rename(file, path) == 0 ? 0 : errno
-        try open(mapSize: size)
-        if renamed != 0 { throw LMDBError(code: renamed, operation: "rename \(file)") }
+        try swapIn(file)
     }
 
     /// The replaced file after a defragment, for the caller to delete on
