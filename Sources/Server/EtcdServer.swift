@@ -182,11 +182,7 @@ public final class EtcdServer {
         progressTimer = loop.schedule(every: config.watchProgressNotifyInterval) { [unowned self] in self.progressTick() }
         checkpointTimer = loop.schedule(every: config.checkpointInterval) { [unowned self] in self.checkpoint() }
         tokenExpiryTimer = loop.schedule(every: 60) { [unowned self] in tokens.expire(now: monotonicNanoseconds()) }
-        try loadAlarms()
-        try loadAuth()
-        try restoreLeases()
-        try loadV2()
-        try loadMemberAttributes()
+        try loadBackendState()
         var peerAddresses: [UInt64: (host: String, port: UInt16)] = [:]
         for m in members where m.id != memberID {
             guard let url = m.peerURLs.first.flatMap(ServerConfig.ClientURL.init) else { continue }
@@ -260,6 +256,22 @@ public final class EtcdServer {
         } catch {
             throw ServerError.dataDir(dataDir, "\(error)")
         }
+    }
+
+    /// What the backend holds besides keys, rebuilt from it (at start, and
+    /// after a leader's snapshot replaced it): alarms, auth, leases, the v2
+    /// store, the members' published attributes.
+    func loadBackendState() throws {
+        alarms = []
+        try loadAlarms()
+        authStore = AuthStore()
+        try loadAuth()
+        lessor = Lessor()
+        checkpointedRemaining = [:]
+        try restoreLeases()
+        try loadV2()
+        publishedAttributes = [:]
+        try loadMemberAttributes()
     }
 
     /// The ID the backend keeps, or `new` the first time (then kept).

@@ -1,12 +1,9 @@
-import Auth
 import Checksum
-import Lease
 import Logging
 import Member
 import MVCC
 import Raft
 import Transport
-import V2Store
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -221,16 +218,7 @@ extension EtcdServer {
             try store.commit()
             try backend.syncer.sync()
             appliedIndex = try store.consistentIndex
-            lessor = Lessor()
-            checkpointedRemaining = [:]
-            try restoreLeases()
-            alarms = []
-            try loadAlarms()
-            authStore = AuthStore()
-            try loadAuth()
-            try loadV2()
-            publishedAttributes = [:]
-            try loadMemberAttributes()
+            try loadBackendState()
         } catch {
             return done("\(error)")
         }

@@ -269,12 +269,7 @@ extension EtcdServer {
     /// of its TTL.
     private func proposeLeaseCheckpoints() {
         guard member.isLeader, writesRefused == nil else { return }
-        let now = monotonicNanoseconds()
-        var checkpoints: [(id: Int64, remaining: Int64)] = []
-        for id in lessor.ids {
-            guard let lease = lessor.lease(id), let left = lessor.remaining(id, now: now), left < lease.ttl else { continue }
-            checkpoints.append((id, max(left, 1)))
-        }
+        let checkpoints = partlyUsedLeases()
         // etcd's batches: at most 1,000 leases an entry.
         for start in stride(from: 0, to: checkpoints.count, by: 1_000) {
             proposeLeaseCheckpoint(Array(checkpoints[start..<min(start + 1_000, checkpoints.count)]))
@@ -321,16 +316,25 @@ extension EtcdServer {
     /// Writes each lease's remaining TTL that is below its whole TTL to this
     /// member's backend, so a restart resumes it (at a clean stop).
     func checkpointLeases() {
-        let now = monotonicNanoseconds()
-        for id in lessor.ids {
-            guard let lease = lessor.lease(id), let left = lessor.remaining(id, now: now), left < lease.ttl else { continue }
+        for (id, left) in partlyUsedLeases() {
+            guard let lease = lessor.lease(id) else { continue }
             do {
-                try store.save(StoredLease(id: id, ttl: lease.ttl, remainingTTL: max(left, 1)))
-                checkpointedRemaining[id] = max(left, 1)
+                try store.save(StoredLease(id: id, ttl: lease.ttl, remainingTTL: left))
+                checkpointedRemaining[id] = left
             } catch {
                 logger.warning("lease checkpoint failed", metadata: ["error": "\(error)"])
                 return
             }
+        }
+    }
+
+    /// Every lease that has used part of its TTL, with the seconds it has
+    /// left (at least 1).
+    private func partlyUsedLeases() -> [(id: Int64, remaining: Int64)] {
+        let now = monotonicNanoseconds()
+        return lessor.ids.compactMap { id in
+            guard let lease = lessor.lease(id), let left = lessor.remaining(id, now: now), left < lease.ttl else { return nil }
+            return (id, max(left, 1))
         }
     }
 

@@ -27,6 +27,20 @@ import Testing
         #expect(c.leaseCheckpointInterval == 120)
     }
 
+    /// Raft's snapshot and pre-vote flags, by flag and by ETCD_* variable.
+    @Test func snapshotAndPreVoteFlags() throws {
+        let d = try ServerConfig.parse(arguments: [], environment: [:])
+        #expect(d.snapshotCount == 100_000 && d.snapshotCatchUpEntries == 5_000 && d.preVote)
+        let c = try ServerConfig.parse(arguments: ["--snapshot-count=300", "--experimental-snapshot-catchup-entries", "50",
+                                                   "--pre-vote=false", "--max-snapshots", "2", "--max-wals=3"],
+                                       environment: [:])
+        #expect(c.snapshotCount == 300 && c.snapshotCatchUpEntries == 50 && !c.preVote && c.maxSnapshots == 2 && c.maxWALs == 3)
+        let e = try ServerConfig.parse(arguments: [], environment: ["ETCD_SNAPSHOT_COUNT": "7", "ETCD_PRE_VOTE": "false"])
+        #expect(e.snapshotCount == 7 && !e.preVote)
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--snapshot-count=0"], environment: [:]) }
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--pre-vote=maybe"], environment: [:]) }
+    }
+
     @Test func environmentVariablesAndFlagsWin() throws {
         let c = try ServerConfig.parse(arguments: ["--name=flag"],
                                        environment: ["ETCD_NAME": "env", "ETCD_DATA_DIR": "envdir", "ETCD_MAX_TXN_OPS": "9"])
