@@ -75,6 +75,8 @@ public final class Member {
 
     /// Called when this member becomes leader (true) or stops leading.
     public var onLeadership: ((Bool) -> Void)?
+    /// Called when a leader becomes known (after none, or another).
+    public var onLeaderKnown: (() -> Void)?
     private var wasLeader = false
 
     public private(set) var leaderChanges = 0
@@ -376,6 +378,7 @@ public final class Member {
         } else {
             leaderChanges += 1
             logger.info("leader elected", metadata: ["leader": "\(String(raft.leader, radix: 16))", "term": "\(raft.term)"])
+            onLeaderKnown?()
         }
     }
 

@@ -203,6 +203,9 @@ public final class EtcdServer {
         member.sendSnapshot = { [unowned self] in sendSnapshot($0) }
         member.installSnapshot = { [unowned self] in installSnapshot($0, $1) }
         transport?.services[Self.snapshotPath] = snapshotReceiver()
+        // A member publishes its attributes as soon as it knows a leader,
+        // and again every half second until that is applied.
+        if members.count > 1 { member.onLeaderKnown = { [unowned self] in publishAttributesIfNeeded() } }
         proposalTimeoutTimer = loop.schedule(every: 0.5) { [unowned self] in
             timeOutProposals()
             if members.count > 1 { publishAttributesIfNeeded() }
