@@ -65,6 +65,17 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// Runs the loop until `done()` holds or `seconds` have passed (for a
+    /// question asked before serving starts, e.g. of peers at bootstrap).
+    /// True when `done()` held.
+    public func run(until done: () -> Bool, seconds: Double) -> Bool {
+        var expired = false
+        let deadline = schedule(every: seconds, repeats: false) { expired = true }
+        while !done() && !expired { event_base_loop(base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) }
+        withExtendedLifetime(deadline) {}
+        return done()
+    }
+
     /// Makes `run()` return after the current callbacks.
     public func stop() {
         stopRequested.store(true, ordering: .relaxed)

@@ -116,11 +116,19 @@ public final class HTTP2ClientConnection {
             c.streams[streamID]?.response.append(UnsafeRawBufferPointer(start: data, count: length))
             return 0
         }
-        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
-            guard let frame, let user else { return 0 }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { session, frame, user in
+            guard let session, let frame, let user else { return 0 }
             let c = Unmanaged<HTTP2ClientConnection>.fromOpaque(user).takeUnretainedValue()
-            if frame.pointee.hd.type == UInt8(NGHTTP2_DATA.rawValue), let stream = c.streams[frame.pointee.hd.stream_id] {
+            let id = frame.pointee.hd.stream_id
+            if frame.pointee.hd.type == UInt8(NGHTTP2_DATA.rawValue), let stream = c.streams[id] {
                 c.takeMessages(stream)
+            }
+            // The server's trailers end the call even while this side is
+            // still sending (a stream it refused): reset our half, so the
+            // stream closes and the call completes with the server's status.
+            if frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0, c.streams[id] != nil,
+               nghttp2_session_get_stream_local_close(session, id) == 0 {
+                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
             }
             return 0
         }
@@ -303,6 +311,9 @@ public final class HTTP2ClientConnection {
         }
         completeFinished()
         flush()
+        // A stream reset in answer to the server's trailers closes as the
+        // reset goes out.
+        completeFinished()
     }
 
     private func completeFinished() {
