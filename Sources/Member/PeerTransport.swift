@@ -118,7 +118,15 @@ public final class PeerTransport: GRPCRouter {
             // The stream ended (peer gone, or it refused us): the next
             // message reopens it, after the backoff.
             if case .failure(let status) = result, status.code != .unavailable {
-                self.logger.warning("peer refused the raft stream", metadata: ["peer": "\(String(peer.id, radix: 16))", "error": "\(status.message)"])
+                if status.message == Self.clusterIDMismatch {
+                    // etcd's words for it (a member of another cluster, or
+                    // started with another token or data dir).
+                    self.logger.warning("request sent was ignored by remote peer due to cluster ID mismatch", metadata: [
+                        "remote-peer-id": "\(String(peer.id, radix: 16))", "local-member-id": "\(String(self.localID, radix: 16))",
+                        "local-member-cluster-id": "\(String(self.clusterID, radix: 16))", "error": "cluster ID mismatch"])
+                } else {
+                    self.logger.warning("peer refused the raft stream", metadata: ["peer": "\(String(peer.id, radix: 16))", "error": "\(status.message)"])
+                }
             }
             peer.stream = -1
             peer.connection = nil
@@ -197,13 +205,19 @@ public final class PeerTransport: GRPCRouter {
 
     // MARK: Incoming streams
 
+    /// etcd's answer to a request from a member of another cluster.
+    public static let clusterIDMismatch = "request cluster ID mismatch"
+
     public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
         if let service = services[path] { return .success(service) }
         guard path == Self.streamPath else { return .failure(GRPCStatus(.unimplemented, "unknown method \(path)")) }
         return .success(GRPCMethod(.bidirectionalStreaming) { [unowned self] call, first in
             if let theirs = call.metadata("x-etcd-cluster-id"), theirs != String(clusterID, radix: 16) {
                 // etcd's answer to a member of another cluster.
-                call.finish(GRPCStatus(.failedPrecondition, "request cluster ID mismatch"))
+                logger.warning("request cluster ID mismatch", metadata: [
+                    "local-member-id": "\(String(localID, radix: 16))", "local-member-cluster-id": "\(String(clusterID, radix: 16))",
+                    "remote-peer-id": "\(call.metadata("x-server-from") ?? "")", "remote-peer-cluster-id": "\(theirs)"])
+                call.finish(GRPCStatus(.failedPrecondition, Self.clusterIDMismatch))
                 return
             }
             if !first.isEmpty { deliver(first) }

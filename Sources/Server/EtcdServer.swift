@@ -160,6 +160,10 @@ public final class EtcdServer {
             (m.name == localName ? localID : m.id, m.name, cluster.members.first { $0.name == m.name }!.peerURLs)
         }
         if appliedIndex == 0 && !records.contains(where: { [.entry, .raftEntry, .snapshot].contains($0.type) }) {
+            let peers = members.filter { $0.id != localID }.compactMap { $0.peerURLs.first.flatMap(ServerConfig.ClientURL.init) }
+            if !peers.isEmpty && Self.isBootstrapped(localID, peers: peers.map { ($0.host, $0.port) }, loop: loop) {
+                throw ServerError.alreadyBootstrapped(localID)
+            }
             // A new member: as etcd bootstraps one, its log starts with the
             // initial membership at term 1, one entry per member in ID order
             // (the same on every member), committed; the first election
@@ -203,6 +207,7 @@ public final class EtcdServer {
         member.sendSnapshot = { [unowned self] in sendSnapshot($0) }
         member.installSnapshot = { [unowned self] in installSnapshot($0, $1) }
         transport?.services[Self.snapshotPath] = snapshotReceiver()
+        transport?.services[Self.membersPath] = membersService()
         // A member publishes its attributes as soon as it knows a leader,
         // and again every half second until that is applied.
         if members.count > 1 { member.onLeaderKnown = { [unowned self] in publishAttributesIfNeeded() } }
@@ -621,11 +626,14 @@ public enum ServerError: Error, CustomStringConvertible {
     case dataDir(String, String)
     /// Flags asking for something not built yet.
     case unsupported(String)
+    /// A member with no data whose peers know it as started before.
+    case alreadyBootstrapped(UInt64)
 
     public var description: String {
         switch self {
         case .dataDir(let d, let why): return "cannot create data directory \(d): \(why)"
         case .unsupported(let what): return "swetcd: \(what)"
+        case .alreadyBootstrapped(let id): return "member \(hex(id)) has already been bootstrapped"
         }
     }
 }

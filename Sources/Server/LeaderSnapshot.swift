@@ -130,7 +130,7 @@ extension EtcdServer {
     func snapshotReceiver() -> GRPCMethod {
         GRPCMethod(.bidirectionalStreaming) { [unowned self] call, first in
             if let theirs = call.metadata("x-etcd-cluster-id"), theirs != String(clusterID, radix: 16) {
-                return call.finish(GRPCStatus(.failedPrecondition, "request cluster ID mismatch"))
+                return call.finish(GRPCStatus(.failedPrecondition, PeerTransport.clusterIDMismatch))
             }
             if first.isEmpty {
                 call.onMessage = { [unowned self] header in receiveSnapshot(call, header: header) }

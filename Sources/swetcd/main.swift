@@ -81,6 +81,10 @@ let loop = EventLoop()
 let server: EtcdServer
 do {
     server = try EtcdServer(config: config, loop: loop, logger: logger)
+} catch ServerError.alreadyBootstrapped(let id) {
+    // etcd's words for it.
+    logger.critical("discovery failed", metadata: ["error": "\(ServerError.alreadyBootstrapped(id))"])
+    exit(1)
 } catch {
     logger.critical("cannot open the store", metadata: ["error": "\(error)"])
     exit(1)

@@ -359,6 +359,45 @@ import Testing
     /// 3.4's words (503, `{"health":"false","reason":"RAFT NO LEADER"}`, as
     /// etcd logs it). A real etcd started the same way does not answer at
     /// all until it has once had a leader, so it is not compared here.
+    /// A member that lost its data dir and comes back as new is refused
+    /// (its peers know it started once); one started with another
+    /// cluster's token cannot join: each side refuses the other's streams
+    /// with etcd's words, and the cluster goes on without it.
+    @Test func aMemberOfAnotherClusterIsRefused() throws {
+        let c = try Cluster()
+        defer { c.stop() }
+        _ = try #require(try c.leader())
+        #expect(try c.etcdctl(0).run("put", "a", "1").stdout == "OK\n")
+        // m3 has published its client URLs once the others list them.
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, try c.etcdctl(0).run("member", "list").stdout.contains(", , ") { usleep(100_000) }
+        c.members[2]!.stop()
+        try FileManager.default.removeItem(atPath: c.dataDirs[2])
+        do {
+            c.members[2] = try ServerProcess(arguments: c.flags(2), dataDir: c.dataDirs[2])
+            Issue.record("a member with a lost data dir started as new")
+        } catch {
+            #expect("\(error)".contains("discovery failed") && "\(error)".contains("has already been bootstrapped"), "\(error)")
+            c.members[2] = nil
+        }
+        try? FileManager.default.removeItem(atPath: c.dataDirs[2])
+        var flags = c.flags(2)
+        flags[flags.firstIndex(of: "--initial-cluster-token")! + 1] = "another-cluster"
+        let stranger = try ServerProcess(arguments: flags, dataDir: c.dataDirs[2])
+        c.members[2] = stranger
+        var refused = false
+        let refusalDeadline = Date().addingTimeInterval(10)
+        while Date() < refusalDeadline && !refused {
+            refused = stranger.log.contains("request sent was ignored by remote peer due to cluster ID mismatch")
+                && stranger.log.contains("request cluster ID mismatch\"") && c.members[0]!.log.contains("request cluster ID mismatch\"")
+            usleep(100_000)
+        }
+        #expect(refused, "\(stranger.log.suffix(3000))\n--- m1:\n\(c.members[0]!.log.suffix(3000))")
+        #expect(try c.etcdctl(2).run("--command-timeout=2s", "endpoint", "health").status != 0)
+        #expect(try c.etcdctl(1).run("put", "b", "2").stdout == "OK\n")
+        #expect(try c.etcdctl(0).run("get", "", "--prefix", "--keys-only").lines == ["a", "b"])
+    }
+
     @Test func aMemberWithoutALeaderIsUnhealthy() throws {
         let curl = try #require(which("curl"))
         let (peer, absent) = (try ReferenceEtcd.freePort(), try ReferenceEtcd.freePort())
