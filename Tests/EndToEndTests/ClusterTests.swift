@@ -6,20 +6,21 @@ import Testing
 @Suite(.serialized) struct ClusterTests {
     /// The members' flags: each with its own peer port, one initial cluster.
     final class Cluster {
-        let names = ["m1", "m2", "m3"]
+        let names: [String]
         let peerPorts: [UInt16]
         let dataDirs: [String]
         var members: [ServerProcess?]
         let extraFlags: [String]
 
-        init(extraFlags: [String] = []) throws {
+        init(size: Int = 3, extraFlags: [String] = []) throws {
+            names = (1...size).map { "m\($0)" }
             self.extraFlags = extraFlags
             // Free at the moment of asking (a port 0 cannot be named in
             // --initial-cluster before the member starts).
             peerPorts = try names.map { _ in try ReferenceEtcd.freePort() }
             let base = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-cluster-\(UUID().uuidString)").path
             dataDirs = names.map { "\(base)-\($0)" }
-            members = [nil, nil, nil]
+            members = Array(repeating: nil, count: size)
             for i in names.indices { try start(i) }
         }
 
@@ -151,6 +152,51 @@ import Testing
             #expect(try c.etcdctl(leader).run("get", key, "--print-value-only").lines == [key == "before" ? "1" : "2"],
                     "the restarted member caught up")
         }
+    }
+
+    /// Five members ride out two down at once (the leader among them): the
+    /// other three elect one and take writes; the two come back, catch up,
+    /// and all five hold the same history.
+    @Test func fiveMembersLoseTwo() throws {
+        let c = try Cluster(size: 5)
+        defer { c.stop() }
+        let leader = try #require(try c.leader())
+        #expect(try c.etcdctl(leader).run("put", "before", "1").stdout == "OK\n")
+        let down = [leader, (leader + 1) % 5]
+        for i in down {
+            c.members[i]!.kill()
+            c.members[i] = nil
+        }
+        let survivor = (leader + 2) % 5
+        var put = CommandResult(status: -1, stdout: "", stderr: "")
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            put = try c.etcdctl(survivor).run("--command-timeout=2s", "put", "during", "2")
+            if put.stdout == "OK\n" { break }
+        }
+        #expect(put.stdout == "OK\n", "three of five took no write: \(put)")
+        let newLeader = try #require(try c.leader(), "the three agree on no leader")
+        #expect(!down.contains(newLeader))
+        for i in down { try c.start(i) }
+        #expect(try c.etcdctl(down[0]).run("put", "after", "3").stdout == "OK\n")
+        _ = try #require(try c.leader(), "the five agree on no leader")
+        let revision = try #require(try c.etcdctl(survivor).run("get", "after", "-w", "json").stdout
+            .firstMatch(of: /"revision":(\d+)/).flatMap { Int($0.1) })
+        var hashes: Set<String> = []
+        for i in 0..<5 {
+            // Serializable: each member's own state, once it has caught up.
+            var keys: [String] = []
+            let caughtUp = Date().addingTimeInterval(10)
+            repeat {
+                keys = try c.etcdctl(i).run("get", "", "--prefix", "--keys-only", "--consistency=s").lines
+                if keys == ["after", "before", "during"] { break }
+                usleep(100_000)
+            } while Date() < caughtUp
+            #expect(keys == ["after", "before", "during"], "m\(i + 1)")
+            let out = try c.etcdctl(i).run("endpoint", "hashkv", "--rev=\(revision)", "-w", "json").stdout
+            hashes.insert(out.firstMatch(of: /"hash":(\d+)/).map { String($0.1) } ?? "none \(out)")
+        }
+        #expect(hashes.count == 1, "\(hashes)")
     }
 
     /// A watch on a follower sees every write the leader takes, in order;
