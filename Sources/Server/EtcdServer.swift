@@ -178,7 +178,9 @@ public final class EtcdServer {
             records += bootstrap
         }
         let raftLog = try Self.recoverRaftLog(records, voters: members.map(\.id), backendIndex: appliedIndex, dataDir: config.dataDir)
-        walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll)
+        // etcd's --max-wals counts the open segment too; 0 keeps every one.
+        walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll,
+                                   keepSegments: config.maxWALs == 0 ? nil : config.maxWALs - 1)
         backendCommitTimer = loop.schedule(every: config.backendBatchInterval) { [unowned self] in self.commitBackend() }
         compactionTask = loop.makeDeferredTask { [unowned self] in self.compactionBatch() }
         watchCatchUpTask = loop.makeDeferredTask { [unowned self] in self.watchCatchUp() }

@@ -275,6 +275,11 @@ public struct ServerConfig: Equatable, Sendable {
                 guard let n = Int(value), n > 0 else { throw bad("want a positive integer") }
                 return n
             }
+            /// etcd's retention counts: 0 is unlimited.
+            func count() throws -> Int {
+                guard let n = Int(value), n >= 0 else { throw bad("want a count (0 is unlimited)") }
+                return n
+            }
             switch flag {
             case "name": config.name = value
             case "data-dir":
@@ -337,8 +342,8 @@ public struct ServerConfig: Equatable, Sendable {
             case "election-timeout": config.electionTimeoutMs = try positive()
             case "snapshot-count": config.snapshotCount = UInt64(try positive())
             case "experimental-snapshot-catchup-entries": config.snapshotCatchUpEntries = UInt64(try positive())
-            case "max-snapshots": config.maxSnapshots = try positive()
-            case "max-wals": config.maxWALs = try positive()
+            case "max-snapshots": config.maxSnapshots = try count()
+            case "max-wals": config.maxWALs = try count()
             case "pre-vote":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 config.preVote = b

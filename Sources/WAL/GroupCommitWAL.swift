@@ -31,6 +31,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
     /// Counts submissions, so a spinning writer sees one without the lock.
     private let submissions = Atomic<Int>(0)
     private let spinNanoseconds: Int
+    private let keepSegments: Int?
 
     /// Takes over a recovered `wal` and starts the writer thread.
     ///
@@ -41,8 +42,12 @@ public final class GroupCommitWAL: @unchecked Sendable {
     /// tens of microseconds on virtual CPUs that halt when idle, a fifth of
     /// such a request. Larger batches mean other writers keep it busy, so it
     /// does not spin then. 0 never spins.
-    public init(_ wal: WAL, spinAfterSingleRecord: Double = 0) {
+    ///
+    /// A checkpoint keeps the newest `keepSegments` closed segments it
+    /// covers (nil: it deletes none).
+    public init(_ wal: WAL, spinAfterSingleRecord: Double = 0, keepSegments: Int? = 2) {
         self.wal = wal
+        self.keepSegments = keepSegments
         spinNanoseconds = Int(max(spinAfterSingleRecord, 0) * 1e9)
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&wakeup, nil)
@@ -150,7 +155,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
             pendingCheckpoint = nil
             let finish = stopping && batch.isEmpty
             pthread_mutex_unlock(&mutex)
-            if let covered, let removed = try? wal.removeSegments(coveredBy: covered) {
+            if let covered, let keepSegments, let removed = try? wal.removeSegments(coveredBy: covered, keep: keepSegments) {
                 pthread_mutex_lock(&mutex)
                 removedSegments += removed
                 pthread_mutex_unlock(&mutex)

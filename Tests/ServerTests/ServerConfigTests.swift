@@ -39,6 +39,9 @@ import Testing
         #expect(e.snapshotCount == 7 && !e.preVote)
         #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--snapshot-count=0"], environment: [:]) }
         #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--pre-vote=maybe"], environment: [:]) }
+        // Retention counts: 0 is unlimited (etcd's), a negative one an error.
+        #expect(try ServerConfig.parse(arguments: ["--max-wals=0", "--max-snapshots=0"], environment: [:]).maxWALs == 0)
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--max-wals=-1"], environment: [:]) }
     }
 
     @Test func environmentVariablesAndFlagsWin() throws {
