@@ -24,7 +24,14 @@ public final class EventLoop: @unchecked Sendable {
 
     public init() {
         Self.enableThreads
-        guard let base = event_base_new() else { fatalError("event_base_new failed") }
+        // epoll's changelist: a socket's interest in writing, enabled and
+        // disabled again within one iteration (a reply queued, then the
+        // write that drains it), costs no epoll_ctl.
+        let config = event_config_new()
+        event_config_set_flag(config, Int32(EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST.rawValue))
+        let made = event_base_new_with_config(config)
+        event_config_free(config)
+        guard let base = made else { fatalError("event_base_new failed") }
         self.base = base
         event_base_priority_init(base, Self.priorities)
         let me = Unmanaged.passUnretained(self).toOpaque()
