@@ -295,14 +295,26 @@ public final class Member {
             send(rd.messages)
             messagesSent = true
         }
-        persist(rd, first: [])
+        persist(rd, first: [], sync: Self.mustSync(rd, after: storage.hardState))
         // A lone write: its answer is about one fsync away.
         if rd.entries.count == 1 && loneWritePoll > 0 { loop.poll(for: loneWritePoll) }
     }
 
-    private func persist(_ rd: Ready, first: [WALRecord]) {
+    /// Whether a Ready must reach the disk before what depends on it
+    /// (Raft's rule): new entries, a new term or vote. A hard state that
+    /// only moves the commit index need not, since a member that loses it
+    /// learns the commit again from the leader; it is still written before
+    /// the entries it commits are applied, so that a restarted process
+    /// (kill -9) never serves an older revision than it did before.
+    static func mustSync(_ rd: Ready, after current: HardState) -> Bool {
+        guard rd.entries.isEmpty, rd.snapshot == nil else { return true }
+        guard let h = rd.hardState else { return false }
+        return h.term != current.term || h.vote != current.vote
+    }
+
+    private func persist(_ rd: Ready, first: [WALRecord], sync: Bool = true) {
         let me = LoopBound(self), loop = self.loop
-        wal.submit(first + Self.records(of: rd)) { result in
+        wal.submit(first + Self.records(of: rd), sync: sync) { result in
             loop.execute { me.value.persisted(rd, result) }
         }
     }

@@ -168,6 +168,16 @@ public struct Ready: Sendable {
     /// from, before the committed entries (which follow it).
     public var snapshot: Snapshot?
 
+    public init(hardState: HardState? = nil, entries: [Entry] = [], messages: [Message] = [],
+                committedEntries: [Entry] = [], readStates: [ReadState] = [], snapshot: Snapshot? = nil) {
+        self.hardState = hardState
+        self.entries = entries
+        self.messages = messages
+        self.committedEntries = committedEntries
+        self.readStates = readStates
+        self.snapshot = snapshot
+    }
+
     public var isEmpty: Bool {
         hardState == nil && entries.isEmpty && messages.isEmpty && committedEntries.isEmpty && readStates.isEmpty
             && snapshot == nil

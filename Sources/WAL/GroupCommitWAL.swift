@@ -17,8 +17,8 @@ public final class GroupCommitWAL: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var wakeup = pthread_cond_t()
     /// Records waiting for the writer, each batch's completion with its
-    /// last record.
-    private var queued: [(record: WALRecord, done: Completion?)] = []
+    /// last record, and whether the batch must reach the disk before it.
+    private var queued: [(record: WALRecord, done: Completion?, sync: Bool)] = []
     /// A checkpoint waiting for the writer: segments covered by this tag go.
     private var pendingCheckpoint: UInt64?
     private var removedSegments = 0
@@ -71,15 +71,18 @@ public final class GroupCommitWAL: @unchecked Sendable {
             done(.failure(failure))
             return
         }
-        queued.append((record, done))
+        queued.append((record, done, true))
         submissions.add(1, ordering: .releasing)
         pthread_cond_signal(&wakeup)
         pthread_mutex_unlock(&mutex)
     }
 
     /// Queues records to be made durable together; `done` runs once, as
-    /// for `submit(_:done:)`.
-    public func submit(_ records: [WALRecord], done: @escaping Completion) {
+    /// for `submit(_:done:)`. Without `sync`, `done` runs once they are
+    /// written (they survive the process, and reach the disk with the next
+    /// synced batch): for records whose loss in a machine crash is harmless,
+    /// such as Raft's hard state when only its commit index moved.
+    public func submit(_ records: [WALRecord], sync: Bool = true, done: @escaping Completion) {
         guard let last = records.last else { return done(.success(())) }
         pthread_mutex_lock(&mutex)
         if let failure {
@@ -87,8 +90,8 @@ public final class GroupCommitWAL: @unchecked Sendable {
             done(.failure(failure))
             return
         }
-        for r in records.dropLast() { queued.append((r, nil)) }
-        queued.append((last, done))
+        for r in records.dropLast() { queued.append((r, nil, sync)) }
+        queued.append((last, done, sync))
         submissions.add(1, ordering: .releasing)
         pthread_cond_signal(&wakeup)
         pthread_mutex_unlock(&mutex)
@@ -140,7 +143,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
 
     private func run() {
         // Two queues trade places, so that neither is reallocated per batch.
-        var batch: [(record: WALRecord, done: Completion?)] = []
+        var batch: [(record: WALRecord, done: Completion?, sync: Bool)] = []
         while true {
             // A hard state record rides along with the entries it commits:
             // a lone write is one entry and its hard state.
@@ -166,9 +169,10 @@ public final class GroupCommitWAL: @unchecked Sendable {
             var result: Result<Void, WALError> = .success(())
             var start = timespec(), end = timespec()
             clock_gettime(CLOCK_MONOTONIC, &start)
+            let sync = batch.contains { $0.sync }
             do {
                 for item in batch { try wal.append(item.record) }
-                try wal.sync()
+                if sync { try wal.sync() } else { try wal.write() }
             } catch let e as WALError {
                 result = .failure(e)
             } catch {
@@ -176,8 +180,10 @@ public final class GroupCommitWAL: @unchecked Sendable {
             }
             clock_gettime(CLOCK_MONOTONIC, &end)
             pthread_mutex_lock(&mutex)
-            syncSeconds += Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
-            syncCount += 1
+            if sync {
+                syncSeconds += Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
+                syncCount += 1
+            }
             recordCount += batch.count
             if case .failure(let e) = result { failure = e }
             pthread_mutex_unlock(&mutex)

@@ -163,6 +163,13 @@ public final class WAL {
         crc = r.encode(into: &pending, previousCRC: crc)
     }
 
+    /// Writes what was appended without waiting for the disk: after this
+    /// returns, the records survive a crash of the process (not of the
+    /// machine until the next `sync()`, which covers them).
+    public func write() throws {
+        try flushPending()
+    }
+
     /// Writes what was appended and fdatasyncs it: after this returns, the
     /// records survive a crash of the process or the machine.
     public func sync() throws {
