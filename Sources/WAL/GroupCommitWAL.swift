@@ -73,8 +73,10 @@ public final class GroupCommitWAL: @unchecked Sendable {
         }
         queued.append((record, done, true))
         submissions.add(1, ordering: .releasing)
-        pthread_cond_signal(&wakeup)
         pthread_mutex_unlock(&mutex)
+        // Signalled after unlocking: a writer woken while the lock is held
+        // would only block on it again (two more context switches).
+        pthread_cond_signal(&wakeup)
     }
 
     /// Queues records to be made durable together; `done` runs once, as
@@ -93,8 +95,8 @@ public final class GroupCommitWAL: @unchecked Sendable {
         for r in records.dropLast() { queued.append((r, nil, sync)) }
         queued.append((last, done, sync))
         submissions.add(1, ordering: .releasing)
-        pthread_cond_signal(&wakeup)
         pthread_mutex_unlock(&mutex)
+        pthread_cond_signal(&wakeup)
     }
 
     /// Asks the writer to delete segments whose entries are all covered by
