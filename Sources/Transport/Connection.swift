@@ -44,8 +44,18 @@ final class Connection {
         // The write callback runs when the output drains to a quarter of its
         // bound: time to produce more.
         bufferevent_setwatermark(bev, Int16(EV_WRITE), server.limits.outputBufferBytes / 4, 0)
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        if bufferevent_openssl_get_ssl(bev) == nil {
+            output = DirectOutput(bev: bev, loop: server.loop) { [unowned self] in writable() }
+            // (A new bufferevent has writing enabled.)
+            bufferevent_disable(bev, Int16(EV_WRITE))
+            bufferevent_enable(bev, Int16(EV_READ))
+        } else {
+            bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        }
     }
+
+    /// Plaintext output, written at the end of the iteration that queued it.
+    private var output: DirectOutput?
 
     var outputBytes: Int {
         guard let bev else { return 0 }
@@ -55,6 +65,7 @@ final class Connection {
     func write(_ bytes: UnsafeRawBufferPointer) {
         guard let bev, bytes.count > 0 else { return }
         bufferevent_write(bev, bytes.baseAddress, bytes.count)
+        output?.queued()
     }
 
     func closeWhenFlushed() {
@@ -148,6 +159,7 @@ final class Connection {
     }
 
     private func writable() {
+        output?.drained()
         if case .http2(let session) = mode { session.flush() }
         exchange?.onWritable?()
         if closeAfterFlush && outputBytes == 0 { close() }
@@ -180,6 +192,7 @@ final class Connection {
     func close() {
         guard !isClosed else { return }
         isClosed = true
+        output?.detach()
         if let bev { bufferevent_free(bev) }
         bev = nil
         if case .http2(let session) = mode {

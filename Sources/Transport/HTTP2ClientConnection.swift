@@ -157,6 +157,7 @@ public final class HTTP2ClientConnection {
     }
 
     deinit {
+        output?.detach()
         if let bev { bufferevent_free(bev) }
         nghttp2_session_del(session)
     }
@@ -175,11 +176,20 @@ public final class HTTP2ClientConnection {
         bufferevent_setcb(bev, { _, arg in
             Unmanaged<HTTP2ClientConnection>.fromOpaque(arg!).takeUnretainedValue().readable()
         }, { _, arg in
-            Unmanaged<HTTP2ClientConnection>.fromOpaque(arg!).takeUnretainedValue().flush()
+            Unmanaged<HTTP2ClientConnection>.fromOpaque(arg!).takeUnretainedValue().writable()
         }, { _, events, arg in
             Unmanaged<HTTP2ClientConnection>.fromOpaque(arg!).takeUnretainedValue().event(events)
         }, Unmanaged.passUnretained(self).toOpaque())
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        if tls == nil {
+            // Written directly once connected (the connect itself is watched
+            // by libevent without write interest).
+            output = DirectOutput(bev: bev, loop: loop) { [unowned self] in flush() }
+            // (A new bufferevent has writing enabled.)
+            bufferevent_disable(bev, Int16(EV_WRITE))
+            bufferevent_enable(bev, Int16(EV_READ))
+        } else {
+            bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        }
         let rc = withUnsafePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bufferevent_socket_connect(bev, $0, Int32(MemoryLayout<sockaddr_in>.size))
@@ -324,15 +334,26 @@ public final class HTTP2ClientConnection {
         }
     }
 
+    /// Plaintext output, written at the end of the iteration that queued it.
+    private var output: DirectOutput?
+
+    private func writable() {
+        output?.drained()
+        flush()
+    }
+
     private func flush() {
         guard let bev, !isClosed else { return }
-        let output = bufferevent_get_output(bev)
-        while evbuffer_get_length(output) < 1 << 20 {
+        let buffer = bufferevent_get_output(bev)
+        var wrote = false
+        while evbuffer_get_length(buffer) < 1 << 20 {
             var data: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &data)
             if n <= 0 { break }
             bufferevent_write(bev, data, n)
+            wrote = true
         }
+        if wrote && wasConnected { output?.queued() }
     }
 
     private func event(_ events: Int16) {
@@ -341,6 +362,7 @@ public final class HTTP2ClientConnection {
             var one: Int32 = 1
             setsockopt(bufferevent_getfd(bev), Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             flush()
+            output?.queued()
             return
         }
         if events & Int16(BEV_EVENT_EOF | BEV_EVENT_ERROR) != 0 {
@@ -356,6 +378,7 @@ public final class HTTP2ClientConnection {
         guard !isClosed else { return }
         isClosed = true
         deadlineTimer.cancel()
+        output?.detach()
         if let bev { bufferevent_free(bev) }
         bev = nil
         let open = streams.values
