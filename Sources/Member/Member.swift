@@ -57,6 +57,9 @@ public final class Member {
     public private(set) var appliedIndex: UInt64
     private let apply: ([Entry]) -> Void
     private let onFailure: (String) -> Void
+    /// Where a Ready that only moves the commit index goes instead of the
+    /// WAL (nil: to the WAL, written without a sync).
+    public var commitMark: CommitMark?
     /// After a lone entry is handed to the WAL, the loop polls instead of
     /// sleeping for this long (its fsync is about that far away).
     public var loneWritePoll: Double = 0
@@ -286,6 +289,16 @@ public final class Member {
         }
         let records = Self.records(of: rd)
         if records.isEmpty { return finish(rd) }
+        let sync = Self.mustSync(rd, after: storage.hardState)
+        if !sync, rd.entries.isEmpty, let h = rd.hardState, let commitMark {
+            // Only the commit index moved, over entries already durable:
+            // marked on the loop, applied at once, no WAL batch.
+            do { try commitMark.write(h.commit) } catch { return fail(error) }
+            stabilize(rd)
+            finish(rd)
+            if raft.hasReady { readyTask.trigger() }
+            return
+        }
         persisting = true
         // A leader's appends go out while it writes the same entries (its
         // own copy counts toward the quorum only once durable): unless the
@@ -295,7 +308,7 @@ public final class Member {
             send(rd.messages)
             messagesSent = true
         }
-        persist(rd, first: [], sync: Self.mustSync(rd, after: storage.hardState))
+        persist(rd, first: [], sync: sync)
         // A lone write: its answer is about one fsync away.
         if rd.entries.count == 1 && loneWritePoll > 0 { loop.poll(for: loneWritePoll) }
     }

@@ -96,7 +96,10 @@ public struct RecoveredRaftLog {
     ///   - defaultSnapshot: where the log starts when the WAL has no
     ///     marker (a data dir of the member before Raft: its backend index
     ///     and the term it wrote entries in).
-    public init(records: [WALRecord], voters: [NodeID], defaultSnapshot: (index: UInt64, term: UInt64)) throws(Failure) {
+    ///   - commitMark: the commit index the member had applied up to when
+    ///     the WAL's hard state says less (`CommitMark`).
+    public init(records: [WALRecord], voters: [NodeID], defaultSnapshot: (index: UInt64, term: UInt64),
+                commitMark: UInt64? = nil) throws(Failure) {
         var marker: (index: UInt64, term: UInt64)?
         var hardState: HardState?
         for r in records {
@@ -146,8 +149,10 @@ public struct RecoveredRaftLog {
         storage.append(log)
         let count = log.count
         var hard = hardState ?? HardState()
-        // Raft's commit never goes back, nor below what the backend holds.
-        hard.commit = max(hard.commit, storage.snapshot.index)
+        // Raft's commit never goes back, nor below what the backend holds
+        // or what the member had applied (entries it had applied were
+        // committed, so no leader can have replaced them since).
+        hard.commit = max(hard.commit, storage.snapshot.index, commitMark ?? 0)
         hard.commit = min(hard.commit, storage.lastIndex)
         hard.term = max(hard.term, storage.term(storage.lastIndex) ?? 0)
         storage.setHardState(hard)

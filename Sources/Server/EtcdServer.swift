@@ -177,7 +177,9 @@ public final class EtcdServer {
             try wal.sync()
             records += bootstrap
         }
-        let raftLog = try Self.recoverRaftLog(records, voters: members.map(\.id), backendIndex: appliedIndex, dataDir: config.dataDir)
+        let commitMark = try CommitMark(directory: wal.directory)
+        let raftLog = try Self.recoverRaftLog(records, voters: members.map(\.id), backendIndex: appliedIndex,
+                                              commitMark: commitMark.read(), dataDir: config.dataDir)
         // etcd's --max-wals counts the open segment too; 0 keeps every one.
         walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll,
                                    keepSegments: config.maxWALs == 0 ? nil : config.maxWALs - 1)
@@ -204,6 +206,7 @@ public final class EtcdServer {
                         apply: { [unowned self] in applyCommitted($0) },
                         onFailure: { [unowned self] in memberStopped($0) })
         member.loneWritePoll = config.loneWritePoll
+        member.commitMark = commitMark
         member.snapshotCount = config.snapshotCount
         member.catchUpEntries = config.snapshotCatchUpEntries
         member.sendSnapshot = { [unowned self] in sendSnapshot($0) }
@@ -245,7 +248,7 @@ public final class EtcdServer {
     /// holds `entry` records: they become entries of its fixed term, the
     /// log starting after the backend or the first of them.
     private static func recoverRaftLog(_ records: [WALRecord], voters: [UInt64], backendIndex: UInt64,
-                                       dataDir: String) throws -> RecoveredRaftLog {
+                                       commitMark: UInt64?, dataDir: String) throws -> RecoveredRaftLog {
         var converted = records
         var firstLegacy: UInt64?
         for (i, r) in records.enumerated() where r.type == .entry {
@@ -262,7 +265,7 @@ public final class EtcdServer {
         let defaultStart = hasRaftRecords && firstLegacy == nil ? (index: UInt64(0), term: UInt64(0))
             : (index: start, term: start > 0 ? LegacyLogEntry.term : 0)
         do {
-            return try RecoveredRaftLog(records: converted, voters: voters, defaultSnapshot: defaultStart)
+            return try RecoveredRaftLog(records: converted, voters: voters, defaultSnapshot: defaultStart, commitMark: commitMark)
         } catch {
             throw ServerError.dataDir(dataDir, "\(error)")
         }

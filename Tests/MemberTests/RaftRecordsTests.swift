@@ -91,4 +91,39 @@ import WAL
         #expect(s.firstIndex == 4 && s.lastIndex == 5 && s.term(3) == 2)
         #expect(s.hardState.commit == 3, "at least what the backend holds")
     }
+
+    /// The commit mark raises a commit index the WAL's hard state left
+    /// behind, never lowers it, and never passes the log's end.
+    @Test func theCommitMarkRaisesTheCommitIndexWithinTheLog() throws {
+        let records = (1...5).map { RaftRecords.entry(Entry(term: 2, index: UInt64($0), data: [UInt8($0)])) }
+            + [RaftRecords.hardState(HardState(term: 2, vote: 1, commit: 2))]
+        func commit(_ mark: UInt64?) throws -> UInt64 {
+            try RecoveredRaftLog(records: records, voters: [1], defaultSnapshot: (0, 0), commitMark: mark).storage.hardState.commit
+        }
+        #expect(try commit(nil) == 2)
+        #expect(try commit(4) == 4)
+        #expect(try commit(1) == 2)
+        #expect(try commit(9) == 5)
+    }
+
+    /// A mark reads back as written; a missing or damaged one reads as none.
+    @Test func aCommitMarkReadsBackAndADamagedOneIsNone() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mark-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let mark = try CommitMark(directory: dir)
+        #expect(mark.read() == nil)
+        for index: UInt64 in [1, 300, 1 << 40, 7] {
+            try mark.write(index)
+            #expect(mark.read() == index)
+            #expect(try CommitMark(directory: dir).read() == index, "another opener sees it")
+        }
+        let path = dir + "/" + CommitMark.fileName
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[3] ^= 0x10
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(mark.read() == nil)
+        try Data(bytes.prefix(5)).write(to: URL(fileURLWithPath: path))
+        #expect(mark.read() == nil)
+    }
 }
