@@ -299,6 +299,8 @@ public final class Member {
             if raft.hasReady { readyTask.trigger() }
             return
         }
+        applyDurable(rd)
+        if failure != nil { return }
         persisting = true
         // A leader's appends go out while it writes the same entries (its
         // own copy counts toward the quorum only once durable): unless the
@@ -323,6 +325,22 @@ public final class Member {
         guard rd.entries.isEmpty, rd.snapshot == nil else { return true }
         guard let h = rd.hardState else { return false }
         return h.term != current.term || h.vote != current.vote
+    }
+
+    /// Applies the Ready's committed entries that this member already
+    /// holds durably, without waiting for the Ready's own write (as etcd
+    /// applies while it persists): the commit mark covers them first. Not
+    /// those the Ready itself writes (a follower's log overwritten from
+    /// below the commit index by its leader).
+    private func applyDurable(_ rd: Ready) {
+        guard let commitMark, rd.snapshot == nil else { return }
+        let durable = min(storage.lastIndex, (rd.entries.first?.index ?? .max) - 1)
+        let early = rd.committedEntries.prefix { $0.index <= durable && $0.index > appliedIndex }
+        guard let last = early.last else { return }
+        do { try commitMark.write(last.index) } catch { return fail(error) }
+        apply(Array(early))
+        appliedIndex = last.index
+        releaseReads()
     }
 
     private func persist(_ rd: Ready, first: [WALRecord], sync: Bool = true) {
@@ -356,8 +374,9 @@ public final class Member {
         }
         if !messagesSent { send(rd.messages) }
         messagesSent = false
-        if let last = rd.committedEntries.last {
-            apply(rd.committedEntries)
+        let rest = rd.committedEntries.drop { $0.index <= appliedIndex }
+        if let last = rest.last {
+            apply(Array(rest))
             appliedIndex = last.index
         }
         for state in rd.readStates { readIndexArrived(state) }
