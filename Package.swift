@@ -104,7 +104,7 @@ let package = Package(
         .target(name: "CSpawn", path: "Tests/CSpawn"),
         .target(name: "TestSupport", dependencies: ["CSpawn"], path: "Tests/TestSupport"),
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"]),
         .testTarget(name: "MemberTests", dependencies: ["Member", "Raft", "WAL", "Transport", "TestSupport", "EtcdProto",

@@ -98,16 +98,24 @@ final class Connection {
         case .sniffing: return
         case .http2(let session):
             // Feed nghttp2 the input as it lies in the buffer's chunks.
-            while evbuffer_get_length(input) > 0 && !isClosed {
+            let bufferedBytes = evbuffer_get_length(input)
+            var ok = true
+            while ok && evbuffer_get_length(input) > 0 && !isClosed {
                 var vec = iovec()
                 guard evbuffer_peek(input, -1, nil, &vec, 1) > 0 else { break }
-                let ok = session.receive(UnsafeRawBufferPointer(start: vec.iov_base, count: vec.iov_len))
+                ok = session.receive(UnsafeRawBufferPointer(start: vec.iov_base, count: vec.iov_len))
                 evbuffer_drain(input, vec.iov_len)
-                if !ok {
-                    session.flush()  // a GOAWAY, if nghttp2 queued one
-                    closeWhenFlushed()
-                    return
+            }
+            if ok && output != nil && bufferedBytes >= DirectInput.bufferEventReadCap && !isClosed {
+                server.loop.directInput.read(from: bufferevent_getfd(bev)) { chunk in
+                    ok = session.receive(chunk)
+                    return ok && !isClosed
                 }
+            }
+            if !ok {
+                session.flush()  // a GOAWAY, if nghttp2 queued one
+                closeWhenFlushed()
+                return
             }
         case .http1:
             if let input { serveHTTP1(input) }

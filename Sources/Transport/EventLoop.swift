@@ -16,6 +16,8 @@ public final class EventLoop: @unchecked Sendable {
     let base: OpaquePointer
     private var wakeup: OpaquePointer?
     private let queued = Mutex<[@Sendable () -> Void]>([])
+    /// Plaintext connections' reads past the bufferevent's 4 KiB.
+    let directInput = DirectInput()
     private var signalEvents: [OpaquePointer] = []
 
     /// Priorities: 0 for I/O, 1 for work that should run after the I/O of

@@ -309,15 +309,23 @@ public final class HTTP2ClientConnection {
 
     private func readable() {
         guard let bev, let input = bufferevent_get_input(bev) else { return }
-        while evbuffer_get_length(input) > 0 {
+        let bufferedBytes = evbuffer_get_length(input)
+        var rc = 0
+        while rc >= 0 && evbuffer_get_length(input) > 0 {
             var vec = iovec()
             guard evbuffer_peek(input, -1, nil, &vec, 1) > 0 else { break }
-            let rc = nghttp2_session_mem_recv(session, vec.iov_base?.assumingMemoryBound(to: UInt8.self), vec.iov_len)
+            rc = nghttp2_session_mem_recv(session, vec.iov_base?.assumingMemoryBound(to: UInt8.self), vec.iov_len)
             evbuffer_drain(input, vec.iov_len)
-            if rc < 0 {
-                fail("HTTP/2 error: \(String(cString: nghttp2_strerror(Int32(rc))))")
-                return
+        }
+        if rc >= 0 && output != nil && bufferedBytes >= DirectInput.bufferEventReadCap && !isClosed {
+            loop.directInput.read(from: bufferevent_getfd(bev)) { chunk in
+                rc = nghttp2_session_mem_recv(session, chunk.baseAddress?.assumingMemoryBound(to: UInt8.self), chunk.count)
+                return rc >= 0 && !isClosed
             }
+        }
+        if rc < 0 {
+            fail("HTTP/2 error: \(String(cString: nghttp2_strerror(Int32(rc))))")
+            return
         }
         completeFinished()
         flush()
