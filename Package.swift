@@ -2,6 +2,10 @@
 import PackageDescription
 
 // Dependencies point down this list and never back up (docs/architecture.md).
+/// Release builds of the server's modules skip Swift's run-time
+/// exclusivity checks (measured in docs/benchmarks.md).
+let serverSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "swetcd",
     platforms: [.macOS(.v13)],
@@ -43,45 +47,45 @@ let package = Package(
         .target(
             name: "EtcdProto",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
-            exclude: ["proto"]),
+            exclude: ["proto"], swiftSettings: serverSettings),
 
         // Revisioned key-value store: key index, LMDB backend, compaction.
         // No sockets, threads or clocks of its own.
         .target(name: "EtcdStatus"),
         .target(name: "Checksum"),
-        .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"]),
+        .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"], swiftSettings: serverSettings),
         // Users, roles and key permissions, as a state machine; password hashes.
-        .target(name: "Auth", dependencies: ["EtcdStatus", "COpenSSL"]),
+        .target(name: "Auth", dependencies: ["EtcdStatus", "COpenSSL"], swiftSettings: serverSettings),
         // The lessor: leases, their TTLs and keys, as a clockless state machine.
-        .target(name: "Lease", dependencies: ["EtcdStatus"]),
+        .target(name: "Lease", dependencies: ["EtcdStatus"], swiftSettings: serverSettings),
         // Snapshot files: restore into a data dir, status (server and CLI).
         .target(name: "Snapshot", dependencies: ["MVCC", "COpenSSL"]),
         // etcd's v2 keys store, as a state machine (served behind
         // --enable-v2).
         .target(name: "V2Store"),
         // Raft as a pure state machine: no I/O, clocks or threads.
-        .target(name: "Raft"),
+        .target(name: "Raft", swiftSettings: serverSettings),
         // Write-ahead log: segments, chained CRC records, torn-tail recovery.
-        .target(name: "WAL", dependencies: ["Checksum"]),
+        .target(name: "WAL", dependencies: ["Checksum"], swiftSettings: serverSettings),
 
         // Event loop, connections, HTTP/2 via nghttp2, gRPC framing, HTTP/1.1.
         .target(
             name: "Transport",
             dependencies: ["CLibevent", "CNghttp2", "COpenSSL", "EtcdStatus",
-                           .product(name: "Logging", package: "swift-log")]),
+                           .product(name: "Logging", package: "swift-log")], swiftSettings: serverSettings),
 
         // A member of a Raft group on the loop: drives Raft, persists its
         // state through the WAL, hands committed entries to the server.
         .target(
             name: "Member",
             dependencies: ["Raft", "WAL", "Transport", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-                           .product(name: "Logging", package: "swift-log")]),
+                           .product(name: "Logging", package: "swift-log")], swiftSettings: serverSettings),
 
         // The services over the store, etcd's flags, metrics, logs.
         .target(
             name: "Server",
             dependencies: ["Member", "Raft", "MVCC", "WAL", "Lease", "Auth", "V2Store", "Transport", "EtcdProto", "EtcdStatus",
-                           "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+                           "COpenSSL", .product(name: "Logging", package: "swift-log")], swiftSettings: serverSettings),
 
         // The Swift client: async calls over our own transport.
         .target(name: "EtcdClient", dependencies: ["Transport", "EtcdProto", "EtcdStatus", "COpenSSL"]),
