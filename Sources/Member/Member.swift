@@ -48,10 +48,6 @@ public final class Member {
     private let wal: GroupCommitWAL
     private var readyTask: DeferredTask!
     private var tickTimer: Transport.Timer?
-    /// A Ready's records are with the WAL's writer.
-    private var persisting = false
-    /// The Ready in flight's messages went out already (a leader's).
-    private var messagesSent = false
     private var failure: WALError?
     /// The last entry handed to the application.
     public private(set) var appliedIndex: UInt64
@@ -120,6 +116,7 @@ public final class Member {
         config.electionTick = timing.electionTicks
         config.heartbeatTick = 1
         config.preVote = timing.preVote
+        config.asyncStorageWrites = true
         raft = RaftNode(config: config, storage: storage)
         readyTask = loop.makeDeferredTask { [unowned self] in processReady() }
         transport?.receive = { [unowned self] in step($0) }
@@ -268,94 +265,130 @@ public final class Member {
     }
 
     private func processReady() {
-        guard !persisting, failure == nil, raft.hasReady else { return }
+        guard failure == nil, !installingSnapshot, raft.hasReady else { return }
+        if raft.hasPendingSnapshot {
+            // After everything being written, the leader's state replaces
+            // this member's.
+            if inFlight.isEmpty { installLeaderSnapshot() }
+            return
+        }
+        guard inFlight.count < Self.maxInFlight else { return }
         let rd = raft.ready()
-        if let snapshot = rd.snapshot {
-            // The leader's state replaces this member's: the application
-            // installs it first, then the marker says the log starts after
-            // it (a crash in between leaves a backend ahead of the log, whose
-            // entries are skipped when applied again; never a log that
-            // starts after what the backend holds).
-            persisting = true
-            guard let installSnapshot else {
-                return fail(.io(operation: "install a snapshot from the leader (no installer)", path: "", errno: 0))
-            }
-            let me = LoopBound(self)
-            installSnapshot(snapshot) { error in
-                if let error { return me.value.fail(.io(operation: "install the leader's snapshot: \(error)", path: "", errno: 0)) }
-                me.value.persist(rd, first: [RaftRecords.snapshotMarker(index: snapshot.index, term: snapshot.term)])
-            }
-            return
-        }
-        let records = Self.records(of: rd)
-        if records.isEmpty { return finish(rd) }
-        let sync = Self.mustSync(rd, after: storage.hardState)
-        if !sync, rd.entries.isEmpty, let h = rd.hardState, let commitMark {
-            // Only the commit index moved, over entries already durable:
-            // marked on the loop, applied at once, no WAL batch.
-            do { try commitMark.write(h.commit) } catch { return fail(error) }
-            stabilize(rd)
-            finish(rd)
-            if raft.hasReady { readyTask.trigger() }
-            return
-        }
-        applyDurable(rd)
+        raft.accept(rd)
+        applyHandedOut(rd)
         if failure != nil { return }
-        persisting = true
-        // A leader's appends go out while it writes the same entries (its
-        // own copy counts toward the quorum only once durable): unless the
-        // Ready changes its term or vote, which must be durable first.
-        if transport != nil, raft.role == .leader,
-           rd.hardState.map({ $0.term == storage.hardState.term && $0.vote == storage.hardState.vote }) ?? true {
-            send(rd.messages)
-            messagesSent = true
+        let records = Self.records(of: rd)
+        let sync = Self.mustSync(rd, after: storage.hardState)
+        // A leader's messages go out while it writes the same entries (its
+        // own copy counts toward the quorum only once durable), unless the
+        // Ready changes its term or vote, which must be durable first;
+        // everyone else's wait for what they acknowledge.
+        let sendNow = transport != nil && raft.role == .leader
+            && rd.hardState.map({ $0.term == storage.hardState.term && $0.vote == storage.hardState.vote }) ?? true
+        if records.isEmpty || (!sync && rd.entries.isEmpty && commitMark != nil) {
+            // Nothing for the WAL, or only a commit index the mark covers.
+            if let h = rd.hardState { keepHardState(h) }
+            raft.persisted(rd)
+            if sendNow || inFlight.isEmpty { send(rd.messages) } else { inFlight[inFlight.count - 1].messages += rd.messages }
+        } else {
+            if sendNow { send(rd.messages) }
+            inFlight.append((rd, sendNow ? [] : rd.messages))
+            persist(rd, first: [], sync: sync)
+            // A lone write: its answer is about one fsync away.
+            if rd.entries.count == 1 && loneWritePoll > 0 { loop.poll(for: loneWritePoll) }
         }
-        persist(rd, first: [], sync: sync)
-        // A lone write: its answer is about one fsync away.
-        if rd.entries.count == 1 && loneWritePoll > 0 { loop.poll(for: loneWritePoll) }
+        noteLeader()
+        compactLog()
+        if raft.hasReady { readyTask.trigger() }
+    }
+
+    /// Readys with the WAL and not yet durable, oldest first, each with
+    /// the messages that wait for it. Raft hands out only entries committed
+    /// and durable here, so applying never waits for them.
+    private var inFlight: [(rd: Ready, messages: [Message])] = []
+    private static let maxInFlight = 4
+    private var installingSnapshot = false
+
+    /// The committed entries of a Ready just taken (all durable here): the
+    /// commit mark covers them first, so that a process killed after
+    /// serving them restarts at least there.
+    private func applyHandedOut(_ rd: Ready) {
+        let fresh = rd.committedEntries.drop { $0.index <= appliedIndex }
+        if let last = fresh.last {
+            if let commitMark {
+                do { try commitMark.write(last.index) } catch { return fail(error) }
+            }
+            apply(Array(fresh))
+            appliedIndex = last.index
+        }
+        for state in rd.readStates { readIndexArrived(state) }
+        releaseReads()
     }
 
     /// Whether a Ready must reach the disk before what depends on it
     /// (Raft's rule): new entries, a new term or vote. A hard state that
     /// only moves the commit index need not, since a member that loses it
-    /// learns the commit again from the leader; it is still written before
-    /// the entries it commits are applied, so that a restarted process
-    /// (kill -9) never serves an older revision than it did before.
+    /// learns the commit again from the leader.
     static func mustSync(_ rd: Ready, after current: HardState) -> Bool {
         guard rd.entries.isEmpty, rd.snapshot == nil else { return true }
         guard let h = rd.hardState else { return false }
         return h.term != current.term || h.vote != current.vote
     }
 
-    /// Applies the Ready's committed entries that this member already
-    /// holds durably, without waiting for the Ready's own write (as etcd
-    /// applies while it persists): the commit mark covers them first. Not
-    /// those the Ready itself writes (a follower's log overwritten from
-    /// below the commit index by its leader).
-    private func applyDurable(_ rd: Ready) {
-        guard let commitMark, rd.snapshot == nil else { return }
-        let durable = min(storage.lastIndex, (rd.entries.first?.index ?? .max) - 1)
-        let early = rd.committedEntries.prefix { $0.index <= durable && $0.index > appliedIndex }
-        guard let last = early.last else { return }
-        do { try commitMark.write(last.index) } catch { return fail(error) }
-        apply(Array(early))
-        appliedIndex = last.index
-        releaseReads()
+    private func keepHardState(_ h: HardState) {
+        // Readys complete in order, but one the mark covered may have
+        // overtaken one the WAL was writing: the commit index never goes back.
+        storage.setHardState(HardState(term: h.term, vote: h.vote, commit: max(h.commit, storage.hardState.commit)))
     }
 
     private func persist(_ rd: Ready, first: [WALRecord], sync: Bool = true) {
         let me = LoopBound(self), loop = self.loop
         wal.submit(first + Self.records(of: rd), sync: sync) { result in
-            loop.execute { me.value.persisted(rd, result) }
+            loop.execute { me.value.persisted(result) }
         }
     }
 
-    private func persisted(_ rd: Ready, _ result: Result<Void, WALError>) {
-        persisting = false
+    /// The oldest Ready in flight is durable (or the WAL failed).
+    private func persisted(_ result: Result<Void, WALError>) {
+        guard failure == nil, !inFlight.isEmpty else { return }
+        let (rd, messages) = inFlight.removeFirst()
+        if case .failure(let e) = result { return fail(e) }
+        storage.append(rd.entries)
+        if let h = rd.hardState { keepHardState(h) }
+        raft.persisted(rd)
+        send(messages)
+        noteLeader()
+        processReady()
+    }
+
+    /// A leader's snapshot, with nothing else in flight: the application
+    /// installs it first, then the marker says the log starts after it (a
+    /// crash in between leaves a backend ahead of the log, whose entries
+    /// are skipped when applied again; never a log that starts after what
+    /// the backend holds).
+    private func installLeaderSnapshot() {
+        let rd = raft.ready()
+        guard let snapshot = rd.snapshot else { return }
+        guard let installSnapshot else {
+            return fail(.io(operation: "install a snapshot from the leader (no installer)", path: "", errno: 0))
+        }
+        installingSnapshot = true
+        let me = LoopBound(self), loop = self.loop
+        installSnapshot(snapshot) { error in
+            if let error { return me.value.fail(.io(operation: "install the leader's snapshot: \(error)", path: "", errno: 0)) }
+            let marker = RaftRecords.snapshotMarker(index: snapshot.index, term: snapshot.term)
+            me.value.wal.submit([marker] + Self.records(of: rd)) { result in
+                loop.execute { me.value.snapshotPersisted(rd, result) }
+            }
+        }
+    }
+
+    private func snapshotPersisted(_ rd: Ready, _ result: Result<Void, WALError>) {
+        installingSnapshot = false
         if case .failure(let e) = result { return fail(e) }
         stabilize(rd)
         finish(rd)
-        if raft.hasReady { processReady() }
+        processReady()
     }
 
     /// The Ready's entries and hard state are durable: Raft's storage
@@ -366,14 +399,14 @@ public final class Member {
         if let h = rd.hardState { storage.setHardState(h) }
     }
 
-    /// Sends, applies and advances past a Ready whose records are durable.
+    /// Sends, applies and advances past a Ready whose records are durable
+    /// (at start, and a leader's snapshot).
     private func finish(_ rd: Ready) {
         if let snapshot = rd.snapshot {
             appliedIndex = max(appliedIndex, snapshot.index)
             logger.info("installed the leader's snapshot", metadata: ["index": "\(snapshot.index)", "term": "\(snapshot.term)"])
         }
-        if !messagesSent { send(rd.messages) }
-        messagesSent = false
+        send(rd.messages)
         let rest = rd.committedEntries.drop { $0.index <= appliedIndex }
         if let last = rest.last {
             apply(Array(rest))

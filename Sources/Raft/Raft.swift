@@ -20,6 +20,11 @@ public struct RaftConfig: Sendable {
     public var maxEntriesPerMessage = 64
     /// Most appends in flight to one follower while replicating.
     public var maxInflight = 16
+    /// The member may take the next `Ready` while earlier ones are still
+    /// being persisted (`accept`, later `persisted`), as etcd's raft with
+    /// asynchronous storage writes: committed entries are then handed out
+    /// only once this member holds them durably.
+    public var asyncStorageWrites = false
     public var seed: UInt64
 
     public init(id: NodeID, peers: [NodeID], seed: UInt64) {
@@ -754,25 +759,49 @@ public struct RaftNode {
 
     // MARK: Ready
 
+    /// The last committed entry that may be handed out to apply.
+    private var appliableIndex: UInt64 {
+        config.asyncStorageWrites ? min(log.committed, log.stableIndex) : log.committed
+    }
+
     public var hasReady: Bool {
-        !outbox.isEmpty || !log.unstable.isEmpty || log.committed > log.applied || hardState != persistedHardState
+        !outbox.isEmpty || log.hasEntriesToPersist || appliableIndex > log.applied || hardState != persistedHardState
             || !readStates.isEmpty || log.pendingSnapshot != nil
     }
 
+    /// A leader's snapshot waits to be installed (its `Ready` is best taken
+    /// with nothing else being persisted).
+    public var hasPendingSnapshot: Bool { log.pendingSnapshot != nil }
+
     /// What to persist, send and apply now.
     public func ready() -> Ready {
-        Ready(hardState: hardState != persistedHardState ? hardState : nil, entries: log.unstable, messages: outbox,
-              committedEntries: log.nextCommitted, readStates: readStates, snapshot: log.pendingSnapshot)
+        Ready(hardState: hardState != persistedHardState ? hardState : nil, entries: log.toPersist, messages: outbox,
+              committedEntries: log.nextCommitted(upTo: appliableIndex), readStates: readStates, snapshot: log.pendingSnapshot)
     }
 
     /// Everything in `ready` was persisted, sent and applied.
     public mutating func advance(_ ready: Ready) {
+        accept(ready)
+        persisted(ready)
+    }
+
+    /// `ready` was taken: its messages are sent (or will be, once it is
+    /// persisted), its committed entries applied, and its entries and hard
+    /// state are on their way to the disk; the next `Ready` holds only
+    /// what came after it.
+    public mutating func accept(_ ready: Ready) {
         if let h = ready.hardState { persistedHardState = h }
-        if let s = ready.snapshot { log.snapshotApplied(s) }
-        if let last = ready.entries.last { log.stableTo(last.index, last.term) }
+        if let last = ready.entries.last { log.handedOut(last.index) }
         if let last = ready.committedEntries.last { log.appliedTo(last.index) }
         outbox.removeFirst(ready.messages.count)
         readStates.removeFirst(ready.readStates.count)
+    }
+
+    /// The entries and snapshot of an accepted `ready` are durable (in the
+    /// order the Readys were taken).
+    public mutating func persisted(_ ready: Ready) {
+        if let s = ready.snapshot { log.snapshotApplied(s) }
+        if let last = ready.entries.last { log.stableTo(last.index, last.term) }
         // The leader's own entries now count toward the quorum.
         if role == .leader && !ready.entries.isEmpty && !otherVoters.isEmpty && maybeCommit() {
             for peer in others { sendAppend(to: peer) }

@@ -10,10 +10,14 @@ struct RaftLog {
     private(set) var applied: UInt64
     /// A snapshot received from the leader, not yet persisted.
     private(set) var pendingSnapshot: Snapshot?
+    /// Unstable entries up to here are handed out to be persisted (and
+    /// may still be on their way to the disk).
+    private(set) var inProgress: UInt64
 
     init(storage: RaftStorage) {
         self.storage = storage
         unstableOffset = storage.lastIndex + 1
+        inProgress = storage.lastIndex
         committed = max(storage.hardState.commit, storage.snapshot.index)
         applied = storage.firstIndex - 1
     }
@@ -62,9 +66,22 @@ struct RaftLog {
         term > lastTerm || (term == lastTerm && index >= lastIndex)
     }
 
+    /// Unstable entries not yet handed out to be persisted.
+    var toPersist: [Entry] {
+        let from = Int(max(inProgress + 1, unstableOffset) - unstableOffset)
+        return from < unstable.count ? Array(unstable[from...]) : []
+    }
+
+    var hasEntriesToPersist: Bool { unstableOffset + UInt64(unstable.count) > max(inProgress + 1, unstableOffset) }
+
+    /// Entries up to `index` are on their way to the disk.
+    mutating func handedOut(_ index: UInt64) { inProgress = max(inProgress, index) }
+
     /// Appends, replacing this log's entries from the first one's index on.
     mutating func append(_ entries: [Entry]) {
         guard let first = entries.first else { return }
+        // Replaced entries being written are written again, as these.
+        inProgress = min(inProgress, first.index - 1)
         precondition(first.index > committed, "overwriting committed entry \(first.index) (committed \(committed))")
         if first.index == unstableOffset + UInt64(unstable.count) {
             unstable += entries
@@ -116,7 +133,11 @@ struct RaftLog {
 
     /// Committed entries not yet applied (after a pending snapshot, those
     /// after it).
-    var nextCommitted: [Entry] { entries(max(applied, firstIndex - 1) + 1, committed + 1) }
+    var nextCommitted: [Entry] { nextCommitted(upTo: committed) }
+
+    func nextCommitted(upTo index: UInt64) -> [Entry] {
+        entries(max(applied, firstIndex - 1) + 1, min(committed, index) + 1)
+    }
 
     mutating func appliedTo(_ index: UInt64) {
         precondition(index <= committed, "applied \(index) beyond commit \(committed)")
@@ -129,6 +150,7 @@ struct RaftLog {
         pendingSnapshot = s
         unstable = []
         unstableOffset = s.index + 1
+        inProgress = s.index
         committed = s.index
     }
 

@@ -54,7 +54,17 @@ struct Simulation {
     var highestAckedWrite: UInt64 = 0
     var highestServedRead: UInt64 = 0
 
-    init(seed: UInt64, members: Int) {
+    /// Members take their next Ready while earlier ones are still being
+    /// written (RaftConfig.asyncStorageWrites), as swetcd's members do;
+    /// a crash loses what was still being written, and a hard state that
+    /// only moves the commit index is not written at all.
+    let asyncWrites: Bool
+    /// Per member, Readys taken and not yet persisted, oldest first, with
+    /// the messages that wait for them.
+    var writing: [NodeID: [(ready: Ready, held: [Message])]] = [:]
+
+    init(seed: UInt64, members: Int, asyncWrites: Bool = false) {
+        self.asyncWrites = asyncWrites
         rng = SeededRandom(seed: seed)
         ids = (1...UInt64(members)).map { $0 }
         bootstrap = ids
@@ -70,6 +80,8 @@ struct Simulation {
         config.electionTick = 10
         config.maxEntriesPerMessage = Int(rng.next() % 4) + 1
         config.maxInflight = 4
+        config.asyncStorageWrites = asyncWrites
+        writing[id] = []
         nodes[id] = RaftNode(config: config, storage: storages[id]!)
         // The state machine restarts from the member's snapshot.
         let snapshot = storages[id]!.snapshot
@@ -124,7 +136,15 @@ struct Simulation {
         case 685..<695: changeMembership()
         case 695..<700: transfer()
         case 700..<720: read(ids[roll(ids.count)])
-        case 720..<975: processReady(ids[roll(ids.count)])
+        case 720..<975:
+            let id = ids[roll(ids.count)]
+            if !asyncWrites {
+                processReady(id)
+            } else if r < 880 || nodes[id]?.hasPendingSnapshot == true && writing[id, default: []].isEmpty {
+                takeReady(id)
+            } else {
+                persistOne(id)
+            }
         case 975..<985: compact(ids[roll(ids.count)])
         case 985..<990: if lossy { partition() }
         case 990..<994: heal()
@@ -277,6 +297,72 @@ struct Simulation {
 
     var pendingChanges: [ConfChange] = []
 
+    /// Asynchronous writes: takes a member's Ready, applies its committed
+    /// entries, sends a leader's messages at once, and queues the rest for
+    /// `persistOne`. A leader's snapshot waits for nothing in flight and is
+    /// handled whole.
+    mutating func takeReady(_ id: NodeID) {
+        guard var node = nodes[id], node.hasReady else { return }
+        if node.hasPendingSnapshot {
+            if writing[id, default: []].isEmpty { processReady(id) }
+            return
+        }
+        let ready = node.ready()
+        node.accept(ready)
+        let storage = storages[id]!
+        for e in ready.committedEntries {
+            apply(e, on: id)
+            if e.kind == .confChange, let change = ConfChange(encoded: e.data) {
+                node.applyConfChange(change)
+                pendingChanges.append(change)
+            }
+        }
+        for state in ready.readStates {
+            if let i = pendingReads.firstIndex(where: { $0.node == id && $0.context == state.context && $0.index == nil }) {
+                pendingReads[i].index = state.index
+            }
+        }
+        let current = storage.hardState
+        let commitOnly = ready.hardState.map { $0.term == current.term && $0.vote == current.vote } ?? true
+        let sendNow = node.role == .leader && commitOnly
+        if ready.entries.isEmpty && commitOnly {
+            // Nothing that must be written: a commit index alone is not.
+            node.persisted(ready)
+            if sendNow || writing[id, default: []].isEmpty {
+                send(ready.messages)
+            } else {
+                writing[id]![writing[id]!.count - 1].held += ready.messages
+            }
+        } else {
+            if sendNow { send(ready.messages) }
+            writing[id, default: []].append((ready, sendNow ? [] : ready.messages))
+        }
+        nodes[id] = node
+        serveReads(id)
+        let changes = pendingChanges
+        pendingChanges = []
+        for c in changes { changed(c) }
+    }
+
+    /// Asynchronous writes: the oldest Ready a member is writing is durable.
+    mutating func persistOne(_ id: NodeID) {
+        guard var node = nodes[id], var queue = writing[id], !queue.isEmpty else { return }
+        let (ready, held) = queue.removeFirst()
+        writing[id] = queue
+        let storage = storages[id]!
+        storage.append(ready.entries)
+        if let h = ready.hardState { storage.setHardState(h) }
+        node.persisted(ready)
+        nodes[id] = node
+        send(held)
+    }
+
+    mutating func send(_ messages: [Message]) {
+        for m in messages {
+            network.append(InFlight(deliverAt: now + (lossy ? roll(8) : 1), message: m))
+        }
+    }
+
     mutating func partition() {
         for id in ids { group[id] = roll(2) }
     }
@@ -289,6 +375,7 @@ struct Simulation {
     mutating func crash(_ id: NodeID) {
         guard nodes[id] != nil, nodes.count > 1 else { return }
         nodes[id] = nil
+        writing[id] = []
         leaderLog[id] = nil
         pendingReads.removeAll { $0.node == id }  // their clients get an error
     }
@@ -406,6 +493,9 @@ struct Simulation {
         while let id = ids.first(where: { nodes[$0] == nil && !retired.contains($0) }) {
             start(id)
         }
+        // What was being written lands; from here on writes are taken
+        // and persisted together.
+        for id in ids { while !(writing[id] ?? []).isEmpty { persistOne(id) } }
         var proposedAt: UInt64?, proposedIn: UInt64 = 0
         for _ in 0..<limit {
             tickAll()
