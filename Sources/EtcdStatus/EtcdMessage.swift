@@ -16,6 +16,11 @@ public enum EtcdMessage {
     public static let requestTooLarge = "etcdserver: request is too large"
     public static let databaseSpaceExceeded = "etcdserver: mvcc: database space exceeded"
     public static let noLeader = "etcdserver: no leader"
+    public static let notLeader = "etcdserver: not leader"
+    public static let badLeaderTransferee = "etcdserver: bad leader transferee"
+    /// etcd's ErrTimeoutLeaderTransfer, which its gRPC layer does not map
+    /// (so it reaches a client as code Unknown).
+    public static let leaderTransferTimedOut = "etcdserver: request timed out, leader transfer took too long"
     public static let requestTimedOut = "etcdserver: request timed out"
     public static let permissionDenied = "etcdserver: permission denied"
     public static let userEmpty = "etcdserver: user name is empty"

@@ -151,6 +151,18 @@ public final class Member {
         readyTask.trigger()
     }
 
+    /// Hands leadership to `target` (Raft's leadership transfer; a leader
+    /// only, and `target` a voter): Raft drops a transfer not done within
+    /// an election timeout.
+    public func transferLeadership(to target: NodeID) {
+        guard failure == nil else { return }
+        raft.transferLeadership(to: target)
+        readyTask.trigger()
+    }
+
+    /// Whether `id` is a voting member.
+    public func isVoter(_ id: NodeID) -> Bool { raft.voters.contains(id) }
+
     public var term: UInt64 { raft.term }
     public var leader: NodeID { raft.leader }
     public var isLeader: Bool { raft.role == .leader }

@@ -80,6 +80,10 @@ public final class EtcdServer {
     var undispatchedChanges: [(Int64, [WatchEvent])] = []
     var watchCatchUpTask: DeferredTask!
     private var progressTimer: Transport.Timer?
+    /// MoveLeader calls waiting for their member to lead, by a number of
+    /// their own.
+    var leaderMoves: [Int: Transport.Timer] = [:]
+    var nextLeaderMoveID = 0
     private var checkpointTimer: Transport.Timer?
     var checkpointInProgress = false
     private var checkpointedIndex: UInt64 = 0

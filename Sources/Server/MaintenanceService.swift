@@ -1,5 +1,6 @@
 import COpenSSL
 import EtcdProto
+import EtcdStatus
 import Foundation
 import MVCC
 import Transport
@@ -61,10 +62,52 @@ extension EtcdServer {
             guard passes(call, defragmentKey, { try authorizeAdmin(call) }) else { return }
             defragment(call, defragmentKey)
         }
-        refuseUnbuilt(m, ["MoveLeader", "Downgrade"], needs: "clustering")
+        answeringLater(m, "MoveLeader", access: .anyone) { [unowned self] (req: Etcdserverpb_MoveLeaderRequest, call, key) in
+            moveLeader(to: req.targetID, call, key)
+        }
+        refuseUnbuilt(m, ["Downgrade"], needs: "clustering")
         let snapshotKey = metrics.key(type: "server_stream", service: m, method: "Snapshot")
         register(m, "Snapshot", .serverStreaming) { [unowned self] call, _ in
             startSnapshot(call, snapshotKey)
+        }
+    }
+
+    /// etcd's MoveLeader: asked of the leader, for a voting member; answered
+    /// once that member leads (checked every heartbeat interval, as etcd
+    /// does), or refused when the call's deadline ends the wait (or, with no
+    /// deadline, after two election timeouts, as Raft drops the transfer
+    /// after one).
+    private func moveLeader(to target: UInt64, _ call: GRPCCall, _ key: Metrics.CallKey) {
+        guard member.isLeader else {
+            return finish(call, key, status: GRPCStatus(.failedPrecondition, EtcdMessage.notLeader))
+        }
+        guard member.isVoter(target) else {
+            return finish(call, key, status: GRPCStatus(.failedPrecondition, EtcdMessage.badLeaderTransferee))
+        }
+        member.transferLeadership(to: target)
+        let interval = Double(config.heartbeatIntervalMs) / 1000
+        var waited = 0.0
+        let limit = 2 * Double(config.electionTimeoutMs) / 1000
+        func check() -> Bool {
+            if call.isClosed { return true }
+            if member.leader == target {
+                var r = Etcdserverpb_MoveLeaderResponse()
+                r.header = header()
+                respond(call, key, r)
+                return true
+            }
+            if waited >= limit {
+                finish(call, key, status: GRPCStatus(.unknown, EtcdMessage.leaderTransferTimedOut))
+                return true
+            }
+            return false
+        }
+        if check() { return }
+        let id = nextLeaderMoveID
+        nextLeaderMoveID += 1
+        leaderMoves[id] = loop.schedule(every: interval) { [unowned self] in
+            waited += interval
+            if check() { leaderMoves[id] = nil }
         }
     }
 

@@ -123,6 +123,33 @@ import Testing
                 "no probe round trips to both peers")
     }
 
+    /// etcdctl move-leader hands leadership to the member named, as etcd
+    /// prints it; an ID that is no member is refused with etcd's error; a
+    /// write and a read go on through the new leader.
+    @Test func moveLeaderHandsLeadershipOver() throws {
+        let c = try Cluster()
+        defer { c.stop() }
+        let leader = try #require(try c.leader())
+        func memberID(_ i: Int) throws -> String {
+            let json = try c.etcdctl(i).run("endpoint", "status", "-w", "json").stdout
+            let id = try #require(json.firstMatch(of: /"member_id":(\d+)/).flatMap { UInt64($0.1) })
+            return String(id, radix: 16)
+        }
+        let all = Etcdctl(endpoint: c.members.compactMap { $0?.endpoint }.joined(separator: ","))
+        for step in 1...2 {
+            let current = try #require(try c.leader())
+            let target = (current + step) % 3
+            let from = try memberID(current), to = try memberID(target)
+            let moved = try all.run("move-leader", to)
+            #expect(moved.status == 0 && moved.stdout == "Leadership transferred from \(from) to \(to)\n", "step \(step): \(moved)")
+            #expect(try c.leader() == target, "step \(step): the member named leads")
+        }
+        let refused = try all.run("move-leader", "1234abcd")
+        #expect(refused.status != 0 && refused.stderr.contains("etcdserver: bad leader transferee"), "\(refused)")
+        #expect(try c.etcdctl(leader).run("put", "after-move", "1").stdout == "OK\n")
+        #expect(try c.etcdctl((leader + 1) % 3).run("get", "after-move", "--print-value-only").lines == ["1"])
+    }
+
     /// kill -9 the leader: the other two elect one and a writer that
     /// retries (as clients do) succeeds again within a few seconds; the old
     /// leader catches up when it comes back.
