@@ -582,6 +582,10 @@ extension EtcdServer: HTTP1Handler {
 
     static let methodNotAllowed = HTTP1Response(status: 405, text: "Method Not Allowed\n")
 
+    /// What a --listen-metrics-urls listener serves: `/metrics` and
+    /// `/health` over HTTP/1.1, as etcd's metrics listener; nothing else.
+    public var metricsEndpoint: MetricsEndpoint { MetricsEndpoint(server: self) }
+
     func metricsText() -> String {
         let wal = walWriter.stats
         return metrics.render(gauges: [
@@ -648,3 +652,22 @@ public enum ServerError: Error, CustomStringConvertible {
 }
 
 func hex(_ v: UInt64) -> String { String(v, radix: 16) }
+
+/// The handler of a --listen-metrics-urls listener: `/metrics` and
+/// `/health` as on the client port, 404 for any other path, and no gRPC.
+public final class MetricsEndpoint: GRPCRouter, HTTP1Handler {
+    private unowned let server: EtcdServer
+
+    init(server: EtcdServer) { self.server = server }
+
+    public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
+        .failure(GRPCStatus(.unimplemented, "unknown service: the metrics listener serves only /metrics and /health"))
+    }
+
+    public func handle(_ request: HTTP1Request, _ exchange: HTTP1Exchange) {
+        guard request.path == "/metrics" || request.path == "/health" else {
+            return exchange.respond(HTTP1Response(status: 404, text: "404 page not found\n"))
+        }
+        exchange.respond(server.answer(request))
+    }
+}

@@ -8,6 +8,9 @@ public struct ServerConfig: Equatable, Sendable {
     public var enableV2 = false
     public var dataDir = "default.swetcd"
     public var listenClientURLs = [ClientURL(host: "127.0.0.1", port: 2379)]
+    /// Where `/metrics` and `/health` are also served, alone (etcd's
+    /// --listen-metrics-urls; https ones with the client certificate).
+    public var listenMetricsURLs: [ClientURL] = []
     public var advertiseClientURLs: [ClientURL]?
     public var maxRequestBytes = 1_572_864
     public var maxTxnOps = 128
@@ -130,7 +133,7 @@ public struct ServerConfig: Equatable, Sendable {
         }
     }
 
-    static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls",
+    static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-metrics-urls",
                         "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
@@ -151,6 +154,8 @@ public struct ServerConfig: Equatable, Sendable {
       --data-dir              path to the data directory (default "default.swetcd")
       --listen-client-urls    comma-separated URLs to serve clients on (default "http://127.0.0.1:2379")
       --advertise-client-urls comma-separated client URLs to tell clients (default: the listen URLs)
+      --listen-metrics-urls   comma-separated URLs to serve only /metrics and /health on (default none;
+                              https ones use --cert-file and --key-file)
       --max-request-bytes     largest client request accepted, in bytes (default 1572864)
       --max-txn-ops           most operations in one transaction (default 128)
       --log-level             debug, info, warn, error, panic or fatal (default info)
@@ -286,6 +291,7 @@ public struct ServerConfig: Equatable, Sendable {
                 guard !value.isEmpty else { throw bad("empty path") }
                 config.dataDir = value
             case "listen-client-urls": config.listenClientURLs = try urls()
+            case "listen-metrics-urls": config.listenMetricsURLs = try urls()
             case "advertise-client-urls": config.advertiseClientURLs = try urls()
             case "max-request-bytes": config.maxRequestBytes = try positive()
             case "max-txn-ops": config.maxTxnOps = try positive()

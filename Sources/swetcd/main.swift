@@ -113,7 +113,7 @@ if config.listenClientURLs.contains(where: \.isTLS) && certFile == nil && config
     }
     (certFile, keyFile) = (cert, key)
 }
-if config.listenClientURLs.contains(where: \.isTLS), let cert = certFile, let key = keyFile {
+if (config.listenClientURLs + config.listenMetricsURLs).contains(where: \.isTLS), let cert = certFile, let key = keyFile {
     do {
         tls = try TLSServerContext(.init(certFile: cert, keyFile: key, trustedCAFile: config.trustedCAFile,
                                          clientCertAuth: config.clientCertAuth))
@@ -133,6 +133,19 @@ for url in config.listenClientURLs {
                     metadata: ["address": "\(url.host):\(port)"])
     } catch {
         logger.critical("cannot listen for clients", metadata: ["url": "\(url)", "error": "\(error)"])
+        exit(1)
+    }
+}
+// /metrics and /health on their own listeners (kubeadm's probes use one).
+let metricsEndpoint = server.metricsEndpoint
+let metricsServer = TransportServer(loop: loop, router: metricsEndpoint, http1: metricsEndpoint, limits: transportLimits, logger: logger)
+for url in config.listenMetricsURLs {
+    do {
+        guard !url.isTLS || tls != nil else { throw ServerError.unsupported("an https metrics URL without --cert-file and --key-file") }
+        let port = try metricsServer.listen(host: url.host, port: url.port, tls: url.isTLS ? tls : nil)
+        logger.info("serving metrics", metadata: ["address": "\(url.host):\(port)", "tls": "\(url.isTLS)"])
+    } catch {
+        logger.critical("cannot listen for metrics", metadata: ["url": "\(url)", "error": "\(error)"])
         exit(1)
     }
 }
@@ -163,6 +176,7 @@ for sig in [SIGINT, SIGTERM] {
 }
 loop.run()
 transport.closeAll()
+metricsServer.closeAll()
 peerServer?.closeAll()
 server.shutdown()
 logger.info("stopped")

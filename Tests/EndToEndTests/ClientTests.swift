@@ -102,6 +102,29 @@ import TestSupport
         try stillServes(server)
     }
 
+    /// --listen-metrics-urls (kubeadm's probes use one): /metrics and
+    /// /health on their own plain-HTTP listener, nothing else there, and
+    /// the client port still serves them too.
+    @Test func metricsListenerServesMetricsAndHealthOnly() throws {
+        let port = try ReferenceEtcd.freePort()
+        let server = try ServerProcess(arguments: ["--listen-metrics-urls=http://127.0.0.1:\(port)"])
+        defer { server.stop() }
+        try Etcdctl(endpoint: server.endpoint).run("put", "k", "v")
+        guard let curl = which("curl") else { throw E2EError("curl not found") }
+        let base = "http://127.0.0.1:\(port)"
+        #expect(try runCommand(curl, ["-s", "\(base)/health"]).stdout == "{\"health\":\"true\",\"reason\":\"\"}")
+        let metrics = try runCommand(curl, ["-s", "\(base)/metrics"]).stdout
+        #expect(metrics.contains("etcd_server_has_leader 1") && metrics.contains("etcd_debugging_mvcc_keys_total 1"))
+        for path in ["/version", "/v3/kv/range", "/v2/keys/k"] {
+            let status = try runCommand(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", path.hasPrefix("/v3") ? "POST" : "GET",
+                                               "\(base)\(path)"]).stdout
+            #expect(status == "404", "\(path) on the metrics listener: \(status)")
+        }
+        let grpc = try Etcdctl(endpoint: "127.0.0.1:\(port)").run("--command-timeout=2s", "get", "k")
+        #expect(grpc.status != 0, "no gRPC on the metrics listener: \(grpc)")
+        #expect(try runCommand(curl, ["-s", "http://\(server.endpoint)/health"]).stdout == "{\"health\":\"true\",\"reason\":\"\"}")
+    }
+
     @Test func sigtermShutsDownCleanly() throws {
         let server = try ServerProcess()
         try Etcdctl(endpoint: server.endpoint).run("put", "k", "v")
