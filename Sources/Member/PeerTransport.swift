@@ -50,9 +50,14 @@ public final class PeerTransport: GRPCRouter {
     public static let probePath = "/swetcd.Raft/Probe"
     private var probeTimer: Timer?
 
+    /// TLS to peers (https peer URLs), with this member's certificate.
+    private let tls: TLSClientContext?
+
     /// - Parameter peers: every other member's peer address.
-    public init(loop: EventLoop, localID: NodeID, clusterID: UInt64, peers: [NodeID: (host: String, port: UInt16)], logger: Logger) {
+    public init(loop: EventLoop, localID: NodeID, clusterID: UInt64, peers: [NodeID: (host: String, port: UInt16)],
+                tls: TLSClientContext? = nil, logger: Logger) {
         self.loop = loop
+        self.tls = tls
         self.logger = logger
         self.localID = localID
         self.clusterID = clusterID
@@ -109,7 +114,7 @@ public final class PeerTransport: GRPCRouter {
         peer.nextAttempt = now + peer.backoff
         peer.backoff = min(peer.backoff * 2, 1_000_000_000)
         peer.connection?.close()
-        let connection = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port)
+        let connection = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port, tls: tls)
         peer.connection = connection
         let metadata = [("x-etcd-cluster-id", String(clusterID, radix: 16)), ("x-server-from", String(localID, radix: 16))]
         peer.stream = connection.call(Self.streamPath, request: first, timeout: nil, metadata: metadata,
@@ -143,7 +148,7 @@ public final class PeerTransport: GRPCRouter {
                      completion: @escaping (Result<[UInt8], GRPCStatus>) -> Void) {
         guard let peer = peers[id] else { return completion(.failure(GRPCStatus(.unavailable, "no such peer"))) }
         if peer.requests == nil || peer.requests!.isClosed {
-            peer.requests = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port)
+            peer.requests = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port, tls: tls)
         }
         peer.requests!.call(path, request: request, timeout: timeout,
                             metadata: [("x-etcd-cluster-id", String(clusterID, radix: 16))]) { result in
@@ -164,7 +169,7 @@ public final class PeerTransport: GRPCRouter {
     public func upload(_ path: String, to id: NodeID, first: [UInt8], window: Int = 1 << 20,
                        next: @escaping () -> [UInt8]?, completion: @escaping (Result<Void, GRPCStatus>) -> Void) {
         guard let peer = peers[id] else { return completion(.failure(GRPCStatus(.unavailable, "no such peer"))) }
-        let connection = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port)
+        let connection = HTTP2ClientConnection(loop: loop, host: peer.host, port: peer.port, tls: tls)
         let metadata = [("x-etcd-cluster-id", String(clusterID, radix: 16)), ("x-server-from", String(localID, radix: 16))]
         let stream = connection.call(path, request: first, timeout: nil, metadata: metadata, keepSending: true) { result in
             connection.close()

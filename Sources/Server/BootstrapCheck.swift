@@ -32,9 +32,10 @@ extension EtcdServer {
     /// timeout), whether it knows `id` with client URLs: a member that
     /// published them once has been bootstrapped. Peers not up yet (a new
     /// cluster starting) answer nothing, which is no.
-    static func isBootstrapped(_ id: UInt64, peers: [(host: String, port: UInt16)], loop: EventLoop, seconds: Double = 1) -> Bool {
+    static func isBootstrapped(_ id: UInt64, peers: [(host: String, port: UInt16)], tls: TLSClientContext?, loop: EventLoop,
+                               seconds: Double = 1) -> Bool {
         var answered = 0, bootstrapped = false
-        let connections = peers.map { HTTP2ClientConnection(loop: loop, host: $0.host, port: $0.port) }
+        let connections = peers.map { HTTP2ClientConnection(loop: loop, host: $0.host, port: $0.port, tls: tls) }
         for connection in connections {
             connection.call(membersPath, request: [], timeout: seconds) { result in
                 answered += 1

@@ -151,6 +151,11 @@ public final class EtcdServer {
         // etcd's proposal IDs: the member's low 16 bits, then a counter
         // that starts at the time in milliseconds (unique across restarts).
         nextProposalID = (memberID & 0xffff) << 48 | (UInt64(Self.wallClockMilliseconds()) << 8) & ((1 << 48) - 1)
+        // Peers over TLS: this member's certificate, peers' checked
+        // against the peer CA.
+        let peerTLS = config.peerTLS
+            ? try TLSClientContext(.init(caFile: config.peerTrustedCAFile, certFile: config.peerCertFile, keyFile: config.peerKeyFile))
+            : nil
         let wal = try WAL(directory: config.dataDir + "/member/wal", segmentBytes: config.walSegmentBytes)
         wal.tagOf = { RaftRecords.entryIndex($0) ?? ($0.type == .entry ? LegacyLogEntry(decoding: $0.data)?.index : nil) }
         var records = try wal.recover()
@@ -165,7 +170,7 @@ public final class EtcdServer {
         }
         if appliedIndex == 0 && !records.contains(where: { [.entry, .raftEntry, .snapshot].contains($0.type) }) {
             let peers = members.filter { $0.id != localID }.compactMap { $0.peerURLs.first.flatMap(ServerConfig.ClientURL.init) }
-            if !peers.isEmpty && Self.isBootstrapped(localID, peers: peers.map { ($0.host, $0.port) }, loop: loop) {
+            if !peers.isEmpty && Self.isBootstrapped(localID, peers: peers.map { ($0.host, $0.port) }, tls: peerTLS, loop: loop) {
                 throw ServerError.alreadyBootstrapped(localID)
             }
             // A new member: as etcd bootstraps one, its log starts with the
@@ -201,7 +206,7 @@ public final class EtcdServer {
             peerAddresses[m.id] = (url.host, url.port)
         }
         let transport = members.count > 1
-            ? PeerTransport(loop: loop, localID: memberID, clusterID: clusterID, peers: peerAddresses, logger: logger) : nil
+            ? PeerTransport(loop: loop, localID: memberID, clusterID: clusterID, peers: peerAddresses, tls: peerTLS, logger: logger) : nil
         member = Member(id: memberID, voters: members.map(\.id), storage: raftLog.storage, wal: walWriter, loop: loop,
                         timing: Member.Timing(heartbeatInterval: Double(config.heartbeatIntervalMs) / 1000,
                                               electionTicks: max(config.electionTimeoutMs / config.heartbeatIntervalMs, 1),

@@ -40,6 +40,13 @@ public struct ServerConfig: Equatable, Sendable {
     public var trustedCAFile: String?
     /// Refuse clients without a certificate signed by the trusted CA.
     public var clientCertAuth = false
+    /// Peer TLS (etcd's --peer-* flags): the member's certificate and key,
+    /// both to serve https peer URLs and to present to peers; the CA peers'
+    /// certificates must chain to; whether peers must present one.
+    public var peerCertFile: String?
+    public var peerKeyFile: String?
+    public var peerTrustedCAFile: String?
+    public var peerClientCertAuth = false
     /// Serve https with a self-signed certificate made in the data dir when
     /// no --cert-file is given.
     public var autoTLS = false
@@ -143,9 +150,10 @@ public struct ServerConfig: Equatable, Sendable {
                         "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl", "enable-v2",
                         "heartbeat-interval", "election-timeout", "initial-advertise-peer-urls", "listen-peer-urls",
                         "initial-cluster", "initial-cluster-token", "initial-cluster-state",
-                        "snapshot-count", "experimental-snapshot-catchup-entries", "max-snapshots", "max-wals", "pre-vote"]
+                        "snapshot-count", "experimental-snapshot-catchup-entries", "max-snapshots", "max-wals", "pre-vote",
+                        "peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
-    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2", "pre-vote"]
+    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2", "pre-vote", "peer-client-cert-auth"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -180,6 +188,11 @@ public struct ServerConfig: Equatable, Sendable {
       --max-snapshots, --max-wals
                               accepted for etcd's command lines (no snapshot files are kept;
                               WAL segments go once the backend holds their entries)
+      --peer-cert-file, --peer-key-file
+                              the member's certificate and key for https peer URLs (served,
+                              and presented to peers)
+      --peer-trusted-ca-file  the CA peers' certificates must chain to
+      --peer-client-cert-auth refuse peers without a certificate from that CA
       --pre-vote              Raft's pre-vote, so a member cut off does not disrupt the
                               cluster when it returns (default true)
       --quota-backend-bytes   backend size that raises the NOSPACE alarm (default 2 GiB)
@@ -356,6 +369,12 @@ public struct ServerConfig: Equatable, Sendable {
             case "cert-file": config.certFile = value
             case "key-file": config.keyFile = value
             case "trusted-ca-file": config.trustedCAFile = value
+            case "peer-cert-file": config.peerCertFile = value
+            case "peer-key-file": config.peerKeyFile = value
+            case "peer-trusted-ca-file": config.peerTrustedCAFile = value
+            case "peer-client-cert-auth":
+                guard let b = Bool(value) else { throw bad("want true or false") }
+                config.peerClientCertAuth = b
             case "client-cert-auth", "auto-tls":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 if flag == "auto-tls" { config.autoTLS = b } else { config.clientCertAuth = b }
@@ -389,7 +408,17 @@ public struct ServerConfig: Equatable, Sendable {
             throw ParseError.badValue(flag: "listen-client-urls", value: config.listenClientURLs.map(\.description).joined(separator: ","),
                                       why: "https needs --cert-file and --key-file, or --auto-tls")
         }
+        let peerURLs = config.listenPeerURLs + config.effectiveInitialCluster.members.flatMap(\.peerURLs)
+        if peerURLs.contains(where: { $0.hasPrefix("https://") }) && (config.peerCertFile == nil || config.peerKeyFile == nil) {
+            throw ParseError.badValue(flag: "listen-peer-urls", value: config.listenPeerURLs.joined(separator: ","),
+                                      why: "https peer URLs need --peer-cert-file and --peer-key-file")
+        }
         return config
+    }
+
+    /// Whether members talk to each other over TLS (https peer URLs).
+    public var peerTLS: Bool {
+        (listenPeerURLs + effectiveInitialCluster.members.flatMap(\.peerURLs)).contains { $0.hasPrefix("https://") }
     }
 }
 

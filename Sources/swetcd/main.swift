@@ -156,11 +156,21 @@ server.listenedClientURLs = boundURLs
 var peerServer: TransportServer?
 if let peerRouter = server.peerRouter {
     let peers = TransportServer(loop: loop, router: peerRouter, http1: server, limits: transportLimits, logger: logger)
+    var peerTLS: TLSServerContext?
+    if config.listenPeerURLs.contains(where: { $0.hasPrefix("https://") }), let cert = config.peerCertFile, let key = config.peerKeyFile {
+        do {
+            peerTLS = try TLSServerContext(.init(certFile: cert, keyFile: key, trustedCAFile: config.peerTrustedCAFile,
+                                                 clientCertAuth: config.peerClientCertAuth))
+        } catch {
+            logger.critical("cannot set up peer TLS", metadata: ["error": "\(error)"])
+            exit(1)
+        }
+    }
     for url in config.listenPeerURLs.compactMap(ServerConfig.ClientURL.init) {
         do {
-            guard !url.isTLS else { throw ServerError.unsupported("https peer URLs (peer TLS is not built yet)") }
-            let port = try peers.listen(host: url.host, port: url.port)
-            logger.info("serving peer traffic insecurely", metadata: ["address": "\(url.host):\(port)"])
+            let port = try peers.listen(host: url.host, port: url.port, tls: url.isTLS ? peerTLS : nil)
+            logger.info(url.isTLS ? "serving peer traffic securely" : "serving peer traffic insecurely",
+                        metadata: ["address": "\(url.host):\(port)"])
         } catch {
             logger.critical("cannot listen for peers", metadata: ["url": "\(url)", "error": "\(error)"])
             exit(1)
