@@ -113,14 +113,17 @@ if config.listenClientURLs.contains(where: \.isTLS) && certFile == nil && config
     }
     (certFile, keyFile) = (cert, key)
 }
-if (config.listenClientURLs + config.listenMetricsURLs).contains(where: \.isTLS), let cert = certFile, let key = keyFile {
+/// A TLS server context, or the process exits saying what could not be set up.
+func serverTLS(_ what: String, _ settings: TLSServerContext.Settings) -> TLSServerContext {
     do {
-        tls = try TLSServerContext(.init(certFile: cert, keyFile: key, trustedCAFile: config.trustedCAFile,
-                                         clientCertAuth: config.clientCertAuth))
+        return try TLSServerContext(settings)
     } catch {
-        logger.critical("cannot set up TLS", metadata: ["error": "\(error)"])
+        logger.critical("cannot set up \(what)", metadata: ["error": "\(error)"])
         exit(1)
     }
+}
+if (config.listenClientURLs + config.listenMetricsURLs).contains(where: \.isTLS), let cert = certFile, let key = keyFile {
+    tls = serverTLS("TLS", .init(certFile: cert, keyFile: key, trustedCAFile: config.trustedCAFile, clientCertAuth: config.clientCertAuth))
 }
 var boundURLs: [ServerConfig.ClientURL] = []
 for url in config.listenClientURLs {
@@ -158,13 +161,8 @@ if let peerRouter = server.peerRouter {
     let peers = TransportServer(loop: loop, router: peerRouter, http1: server, limits: transportLimits, logger: logger)
     var peerTLS: TLSServerContext?
     if config.listenPeerURLs.contains(where: { $0.hasPrefix("https://") }), let cert = config.peerCertFile, let key = config.peerKeyFile {
-        do {
-            peerTLS = try TLSServerContext(.init(certFile: cert, keyFile: key, trustedCAFile: config.peerTrustedCAFile,
-                                                 clientCertAuth: config.peerClientCertAuth))
-        } catch {
-            logger.critical("cannot set up peer TLS", metadata: ["error": "\(error)"])
-            exit(1)
-        }
+        peerTLS = serverTLS("peer TLS", .init(certFile: cert, keyFile: key, trustedCAFile: config.peerTrustedCAFile,
+                                              clientCertAuth: config.peerClientCertAuth))
     }
     for url in config.listenPeerURLs.compactMap(ServerConfig.ClientURL.init) {
         do {
