@@ -213,6 +213,7 @@ struct Simulation {
         case .remove(let n):
             retired.insert(n)
             nodes[n] = nil
+            writing[n] = []
             pendingReads.removeAll { $0.node == n }
         default:
             break
@@ -495,7 +496,7 @@ struct Simulation {
         }
         // What was being written lands; from here on writes are taken
         // and persisted together.
-        for id in ids { while !(writing[id] ?? []).isEmpty { persistOne(id) } }
+        for id in ids where nodes[id] != nil { while !(writing[id] ?? []).isEmpty { persistOne(id) } }
         var proposedAt: UInt64?, proposedIn: UInt64 = 0
         for _ in 0..<limit {
             tickAll()
