@@ -321,7 +321,7 @@ public final class Member {
     private static let maxInFlight = 4
     private var installingSnapshot = false
 
-    /// The committed entries of a Ready just taken (all durable here): the
+    /// The committed entries of a Ready (all durable here): the
     /// commit mark covers them first, so that a process killed after
     /// serving them restarts at least there.
     private func applyHandedOut(_ rd: Ready) {
@@ -365,8 +365,7 @@ public final class Member {
         guard failure == nil, !inFlight.isEmpty else { return }
         let (rd, messages) = inFlight.removeFirst()
         if case .failure(let e) = result { return fail(e) }
-        storage.append(rd.entries)
-        if let h = rd.hardState { keepHardState(h) }
+        stabilize(rd)
         raft.persisted(rd)
         send(messages)
         noteLeader()
@@ -408,7 +407,7 @@ public final class Member {
     private func stabilize(_ rd: Ready) {
         if let snapshot = rd.snapshot { storage.apply(snapshot) }
         storage.append(rd.entries)
-        if let h = rd.hardState { storage.setHardState(h) }
+        if let h = rd.hardState { keepHardState(h) }
     }
 
     /// Sends, applies and advances past a Ready whose records are durable
@@ -419,15 +418,9 @@ public final class Member {
             logger.info("installed the leader's snapshot", metadata: ["index": "\(snapshot.index)", "term": "\(snapshot.term)"])
         }
         send(rd.messages)
-        let rest = rd.committedEntries.drop { $0.index <= appliedIndex }
-        if let last = rest.last {
-            apply(Array(rest))
-            appliedIndex = last.index
-        }
-        for state in rd.readStates { readIndexArrived(state) }
+        applyHandedOut(rd)
         raft.advance(rd)
         noteLeader()
-        releaseReads()
         compactLog()
     }
 

@@ -408,8 +408,7 @@ public struct ServerConfig: Equatable, Sendable {
             throw ParseError.badValue(flag: "listen-client-urls", value: config.listenClientURLs.map(\.description).joined(separator: ","),
                                       why: "https needs --cert-file and --key-file, or --auto-tls")
         }
-        let peerURLs = config.listenPeerURLs + config.effectiveInitialCluster.members.flatMap(\.peerURLs)
-        if peerURLs.contains(where: { $0.hasPrefix("https://") }) && (config.peerCertFile == nil || config.peerKeyFile == nil) {
+        if config.peerTLS && (config.peerCertFile == nil || config.peerKeyFile == nil) {
             throw ParseError.badValue(flag: "listen-peer-urls", value: config.listenPeerURLs.joined(separator: ","),
                                       why: "https peer URLs need --peer-cert-file and --peer-key-file")
         }

@@ -28,6 +28,28 @@ import Testing
     }
 
     /// Raft's snapshot and pre-vote flags, by flag and by ETCD_* variable.
+    /// Peer TLS and metrics listener flags, from flags and ETCD_*
+    /// variables; https peer URLs without a certificate and key are
+    /// refused, as is a peer-client-cert-auth that is not a boolean.
+    @Test func peerTLSAndMetricsFlags() throws {
+        let c = try ServerConfig.parse(arguments: [
+            "--listen-peer-urls=https://127.0.0.1:2380", "--initial-advertise-peer-urls=https://127.0.0.1:2380",
+            "--peer-cert-file=p.crt", "--peer-key-file=p.key", "--peer-trusted-ca-file=ca.crt", "--peer-client-cert-auth=true",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+        ], environment: [:])
+        #expect(c.peerTLS && c.peerCertFile == "p.crt" && c.peerKeyFile == "p.key" && c.peerTrustedCAFile == "ca.crt" && c.peerClientCertAuth)
+        #expect(c.listenMetricsURLs.map(\.description) == ["http://127.0.0.1:2381"])
+        let e = try ServerConfig.parse(arguments: [], environment: ["ETCD_PEER_CLIENT_CERT_AUTH": "true", "ETCD_LISTEN_METRICS_URLS": "http://127.0.0.1:9"])
+        #expect(e.peerClientCertAuth && !e.peerTLS && e.listenMetricsURLs.count == 1)
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--listen-peer-urls=https://127.0.0.1:2380"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--initial-cluster=a=https://127.0.0.1:2380", "--name=a", "--peer-cert-file=p.crt"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) { try ServerConfig.parse(arguments: ["--peer-client-cert-auth=maybe"], environment: [:]) }
+    }
+
     @Test func snapshotAndPreVoteFlags() throws {
         let d = try ServerConfig.parse(arguments: [], environment: [:])
         #expect(d.snapshotCount == 100_000 && d.snapshotCatchUpEntries == 5_000 && d.preVote)
