@@ -45,15 +45,21 @@ import Testing
 
         func etcdctl(_ i: Int) -> Etcdctl { Etcdctl(endpoint: members[i]!.endpoint) }
 
-        /// The member every live one names as leader, once they agree (or nil after 15 s).
-        func leader() throws -> Int? {
-            let deadline = Date().addingTimeInterval(15)
+        /// The member every live one names as leader, once they agree;
+        /// after 15 s an error saying what each member answered last and
+        /// the end of its log.
+        func leader() throws -> Int {
+            let started = Date()
+            let deadline = started.addingTimeInterval(15)
+            var answers: [Int: String] = [:]
+            var rounds = 0
             while Date() < deadline {
+                rounds += 1
                 var seen: [UInt64] = []
                 for (i, m) in members.enumerated() where m != nil {
-                    let json = try etcdctl(i).run("endpoint", "status", "-w", "json").stdout
-                    if let id = json.firstMatch(of: /"leader":(\d+)/).flatMap({ UInt64($0.1) }), id != 0 { seen.append(id) }
-                    else { seen.append(0) }
+                    let status = try etcdctl(i).run("endpoint", "status", "-w", "json")
+                    answers[i] = "\(status.stdout)\(status.stderr)"
+                    seen.append(status.stdout.firstMatch(of: /"leader":(\d+)/).flatMap { UInt64($0.1) } ?? 0)
                 }
                 if let first = seen.first, first != 0, seen.allSatisfy({ $0 == first }) {
                     for (i, m) in members.enumerated() where m != nil {
@@ -63,7 +69,13 @@ import Testing
                 }
                 usleep(100_000)
             }
-            return nil
+            var report = "no leader agreed on in \(rounds) rounds over \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+            for (i, m) in members.enumerated() {
+                guard let m else { continue }
+                report += "\n\(names[i]) answered: \(answers[i] ?? "nothing")\n\(names[i])'s log ends:\n"
+                report += m.log.split(separator: "\n").suffix(25).joined(separator: "\n")
+            }
+            throw E2EError(report)
         }
 
         func stop() {
@@ -80,7 +92,7 @@ import Testing
     @Test func threeMembersAgree() throws {
         let c = try Cluster()
         defer { c.stop() }
-        let leader = try #require(try c.leader(), "no leader agreed on")
+        let leader = try c.leader()
         for i in 0..<3 {
             let r = try c.etcdctl(i).run("put", "k\(i)", "from-m\(i + 1)")
             #expect(r.stdout == "OK\n", "put on m\(i + 1) (leader m\(leader + 1)): \(r)")
@@ -137,7 +149,7 @@ import Testing
     @Test func moveLeaderHandsLeadershipOver() throws {
         let c = try Cluster()
         defer { c.stop() }
-        let leader = try #require(try c.leader())
+        let leader = try c.leader()
         func memberID(_ i: Int) throws -> String {
             let json = try c.etcdctl(i).run("endpoint", "status", "-w", "json").stdout
             let id = try #require(json.firstMatch(of: /"member_id":(\d+)/).flatMap { UInt64($0.1) })
@@ -145,7 +157,7 @@ import Testing
         }
         let all = Etcdctl(endpoint: c.members.compactMap { $0?.endpoint }.joined(separator: ","))
         for step in 1...2 {
-            let current = try #require(try c.leader())
+            let current = try c.leader()
             let target = (current + step) % 3
             let from = try memberID(current), to = try memberID(target)
             let moved = try all.run("move-leader", to)
@@ -217,7 +229,7 @@ import Testing
     @Test func aKilledLeaderIsReplaced() throws {
         let c = try Cluster()
         defer { c.stop() }
-        let leader = try #require(try c.leader())
+        let leader = try c.leader()
         #expect(try c.etcdctl(leader).run("put", "before", "1").stdout == "OK\n")
         c.members[leader]!.kill()
         c.members[leader] = nil
@@ -235,7 +247,7 @@ import Testing
         #expect(took < 6, "writes succeeded again only after \(took) s")
         #expect(try c.etcdctl(other).run("get", "after", "--print-value-only").lines == ["2"])
         try c.start(leader)
-        #expect(try c.leader() != nil)
+        _ = try c.leader()
         for key in ["before", "after"] {
             #expect(try c.etcdctl(leader).run("get", key, "--print-value-only").lines == [key == "before" ? "1" : "2"],
                     "the restarted member caught up")
@@ -248,7 +260,7 @@ import Testing
     @Test func fiveMembersLoseTwo() throws {
         let c = try Cluster(size: 5)
         defer { c.stop() }
-        let leader = try #require(try c.leader())
+        let leader = try c.leader()
         #expect(try c.etcdctl(leader).run("put", "before", "1").stdout == "OK\n")
         let down = [leader, (leader + 1) % 5]
         for i in down {
@@ -263,11 +275,11 @@ import Testing
             if put.stdout == "OK\n" { break }
         }
         #expect(put.stdout == "OK\n", "three of five took no write: \(put)")
-        let newLeader = try #require(try c.leader(), "the three agree on no leader")
+        let newLeader = try c.leader()
         #expect(!down.contains(newLeader))
         for i in down { try c.start(i) }
         #expect(try c.etcdctl(down[0]).run("put", "after", "3").stdout == "OK\n")
-        _ = try #require(try c.leader(), "the five agree on no leader")
+        _ = try c.leader()
         let revision = try #require(try c.etcdctl(survivor).run("get", "after", "-w", "json").stdout
             .firstMatch(of: /"revision":(\d+)/).flatMap { Int($0.1) })
         var hashes: Set<String> = []
@@ -294,7 +306,7 @@ import Testing
     @Test func watchesAndLeasesOnFollowers() throws {
         let c = try Cluster()
         defer { c.stop() }
-        let leader = try #require(try c.leader())
+        let leader = try c.leader()
         let follower = (leader + 1) % 3, other = (leader + 2) % 3
         let revision = try c.etcdctl(leader).run("put", "start", "0", "-w", "json").stdout
             .firstMatch(of: /"revision":(\d+)/).map { Int($0.1)! } ?? 0
@@ -328,7 +340,7 @@ import Testing
     @Test func aMemberKeptDownCatchesUpThroughASnapshot() async throws {
         let c = try Cluster(extraFlags: ["--snapshot-count", "100", "--experimental-snapshot-catchup-entries", "10"])
         defer { c.stop() }
-        let leader = try #require(try c.leader())
+        let leader = try c.leader()
         let behind = (leader + 1) % 3, other = (leader + 2) % 3
         #expect(try c.etcdctl(behind).run("put", "k/before", "0").stdout == "OK\n")
         let watch = try BackgroundEtcdctl(endpoint: c.members[behind]!.endpoint, ["watch", "k/", "--prefix"])
@@ -413,7 +425,7 @@ import Testing
     @Test func authAndAlarmsReachEveryMember() throws {
         let c = try Cluster(extraFlags: ["--quota-backend-bytes", "2097152"])
         defer { c.stop() }
-        let leader = try #require(try c.leader())
+        let leader = try c.leader()
         let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3)
 
         // Past the quota through a follower: the alarm is everyone's.
@@ -469,7 +481,7 @@ import Testing
     @Test func leaseTimeSurvivesALeaderChange() throws {
         let c = try Cluster(extraFlags: ["--experimental-lease-checkpoint-interval", "1s"])
         defer { c.stop() }
-        let leader = try #require(try c.leader())
+        let leader = try c.leader()
         let follower = (leader + 1) % 3
         let grant = try c.etcdctl(follower).run("lease", "grant", "30")
         let lease = try #require(grant.stdout.firstMatch(of: /lease ([0-9a-f]+) granted/).map { String($0.1) }, "\(grant)")
@@ -483,7 +495,7 @@ import Testing
         #expect(onFollower <= 25 && onFollower >= 20, "\(onFollower) s left after 6 s of 30")
         c.members[leader]!.kill()
         c.members[leader] = nil
-        let next = try #require(try c.leader(), "no new leader")
+        let next = try c.leader()
         let afterFailover = try #require(try remaining(next))
         #expect(afterFailover <= 25, "the new leader restarted the lease: \(afterFailover) s left")
         #expect(afterFailover >= 15, "\(afterFailover) s left")
@@ -500,7 +512,7 @@ import Testing
     @Test func aMemberOfAnotherClusterIsRefused() throws {
         let c = try Cluster()
         defer { c.stop() }
-        _ = try #require(try c.leader())
+        _ = try c.leader()
         #expect(try c.etcdctl(0).run("put", "a", "1").stdout == "OK\n")
         // m3 has published its client URLs once the others list them.
         let deadline = Date().addingTimeInterval(10)

@@ -166,11 +166,13 @@ final class SilentListener {
     let fd: Int32
     let port: UInt16
 
-    init() throws {
+    /// - Parameter port: 0 for one the kernel picks.
+    init(port requested: UInt16 = 0) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.fd = fd
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = requested.bigEndian
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &addr) { p in
@@ -178,7 +180,10 @@ final class SilentListener {
                 bind(fd, $0, len) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &len) == 0
             }
         }
-        guard ok else { throw E2EError("cannot listen") }
+        guard ok else {
+            close(fd)
+            throw E2EError("cannot listen")
+        }
         port = UInt16(bigEndian: addr.sin_port)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 
 /// A real etcd 3.4 (Debian's etcd-server) on free loopback ports with a
@@ -31,11 +32,25 @@ final class ReferenceEtcd {
         throw E2EError("etcd did not start")
     }
 
-    /// A port free at the moment of asking (bound to port 0, then released).
+    /// A port free at the moment of asking, and never given out twice in
+    /// one test run: taken in turn from below the kernel's ephemeral range
+    /// (32768 and up here), so no port 0 bind or outgoing connection, of
+    /// this process or a server it started, can take it before the one
+    /// asking binds it. (A port 0 bind released at once may be handed out
+    /// again by the next: two members once got one peer port that way.)
     static func freePort() throws -> UInt16 {
-        let l = try SilentListener()
-        return l.port
+        try nextPort.withLock { next in
+            for _ in 0..<Self.portRange.count {
+                let candidate = next
+                next = next + 1 == Self.portRange.upperBound ? Self.portRange.lowerBound : next + 1
+                if (try? SilentListener(port: candidate)) != nil { return candidate }
+            }
+            throw E2EError("no free port in \(Self.portRange)")
+        }
     }
+
+    private static let portRange: Range<UInt16> = 20_000..<32_768
+    private static let nextPort = Mutex(UInt16.random(in: portRange))
 
     func stop() {
         child.terminate()
