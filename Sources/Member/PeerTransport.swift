@@ -22,6 +22,8 @@ public final class PeerTransport: GRPCRouter {
         var stream: Int32 = -1
         var nextAttempt: UInt64 = 0
         var backoff: UInt64 = 100_000_000
+        /// Whether its stream is known to be connected (logged on change).
+        var active = false
         /// For requests (`call`), apart from the Raft stream.
         var requests: HTTP2ClientConnection?
 
@@ -97,7 +99,11 @@ public final class PeerTransport: GRPCRouter {
             return false
         }
         if let connection = peer.connection, peer.stream > 0, !connection.isClosed {
-            if connection.wasConnected { peer.backoff = 100_000_000 }
+            if connection.wasConnected && !peer.active {
+                peer.active = true
+                peer.backoff = 100_000_000
+                logger.info("peer became active", metadata: ["peer-id": "\(String(peer.id, radix: 16))"])
+            }
             sentBytes[m.to, default: 0] += bytes.count
             connection.send(bytes, on: peer.stream)
             return true
@@ -132,6 +138,12 @@ public final class PeerTransport: GRPCRouter {
                 } else {
                     self.logger.warning("peer refused the raft stream", metadata: ["peer": "\(String(peer.id, radix: 16))", "error": "\(status.message)"])
                 }
+            }
+            if peer.active {
+                peer.active = false
+                let reason = if case .failure(let status) = result { status.message } else { "the stream ended" }
+                self.logger.warning("peer became inactive (message send to peer failed)",
+                                    metadata: ["peer-id": "\(String(peer.id, radix: 16))", "error": "\(reason)"])
             }
             peer.stream = -1
             peer.connection = nil
