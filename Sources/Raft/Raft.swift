@@ -219,15 +219,22 @@ public struct RaftNode {
     /// Appends `data` as a new entry and sends it (a leader), or passes it
     /// on to the leader (a follower that knows one; as with etcd's raft, a
     /// proposal lost on the way is simply not committed, and the proposer
-    /// times out).
-    public mutating func propose(_ data: [UInt8]) throws(RaftError) {
+    /// times out). A membership change (`kind` .confChange, an encoded
+    /// `raftpb.ConfChange`) waits for the one before it to be applied: a
+    /// leader refuses it meanwhile, and one forwarded meanwhile becomes an
+    /// empty entry (as etcd's raft does), so the proposer times out.
+    public mutating func propose(_ data: [UInt8], kind: Entry.Kind = .normal) throws(RaftError) {
         switch role {
         case .leader:
             guard transferee == noNode else { throw .transferring }
-            appendAsLeader([Entry(term: term, index: log.lastIndex + 1, data: data)])
+            if kind == .confChange {
+                guard pendingConfIndex <= log.applied else { throw .confChangePending }
+                pendingConfIndex = log.lastIndex + 1
+            }
+            appendAsLeader([Entry(term: term, index: log.lastIndex + 1, kind: kind, data: data)])
         case .follower where leader != noNode:
             var m = Message(type: .propose, from: id, to: leader, term: term)
-            m.entries = [Entry(term: 0, index: 0, data: data)]
+            m.entries = [Entry(term: 0, index: 0, kind: kind, data: data)]
             outbox.append(m)
         default:
             throw .notLeader
@@ -240,7 +247,11 @@ public struct RaftNode {
         guard role == .leader, transferee == noNode, !m.entries.isEmpty else { return }
         let first = log.lastIndex + 1
         appendAsLeader(m.entries.enumerated().map { i, e in
-            Entry(term: term, index: first + UInt64(i), kind: .normal, data: e.data)
+            let index = first + UInt64(i)
+            guard e.kind == .confChange else { return Entry(term: term, index: index, kind: .normal, data: e.data) }
+            guard pendingConfIndex <= log.applied else { return Entry(term: term, index: index) }
+            pendingConfIndex = index
+            return Entry(term: term, index: index, kind: .confChange, data: e.data)
         })
     }
 
@@ -257,10 +268,25 @@ public struct RaftNode {
     /// Proposes one membership change (leader only, one at a time).
     public mutating func proposeConfChange(_ change: ConfChange) throws(RaftError) {
         guard role == .leader else { throw .notLeader }
-        guard transferee == noNode else { throw .transferring }
-        guard pendingConfIndex <= log.applied else { throw .confChangePending }
-        pendingConfIndex = log.lastIndex + 1
-        appendAsLeader([Entry(term: term, index: log.lastIndex + 1, kind: .confChange, data: change.encoded)])
+        try propose(change.encoded, kind: .confChange)
+    }
+
+    /// The membership as the application's state says it is (at start,
+    /// and after it installed a leader's snapshot, whose state may be
+    /// ahead of the snapshot's index).
+    public mutating func setMembership(voters: [NodeID], learners: [NodeID]) {
+        self.voters = Set(voters)
+        self.learners = Set(learners).subtracting(voters)
+        guard role == .leader else { return }
+        progress = progress.filter { voters.contains($0.key) || learners.contains($0.key) }
+        for peer in others where progress[peer] == nil { progress[peer] = Progress(next: log.lastIndex + 1) }
+    }
+
+    /// A leader's knowledge of how much of its log `member` holds (nil on
+    /// a follower, or for a member it does not replicate to).
+    public func matchIndex(of member: NodeID) -> UInt64? {
+        guard role == .leader else { return nil }
+        return member == id ? log.lastIndex : progress[member]?.match
     }
 
     /// The application applied a membership change's entry: it takes

@@ -385,6 +385,35 @@ struct Scenario {
         #expect(s.applied[3]!.contains { $0.data == Array("after".utf8) })
     }
 
+    /// A membership change proposed on a follower goes to the leader as
+    /// such (its entry stays a conf change); one forwarded while another
+    /// is in the log unapplied becomes an empty entry, as etcd's raft makes
+    /// it. The leader knows how far each member's log matches its own.
+    @Test func aFollowersMembershipChangeIsForwardedOneAtATime() throws {
+        var s = Scenario(members: 3)
+        s.campaign(1, among: [1, 2, 3])
+        s.deliver(among: [1, 2, 3])
+        let first = ConfChange.addLearner(4).encoded, second = ConfChange.remove(3).encoded
+        // Only proposals reach the leader: nothing commits meanwhile.
+        let last = s[1].lastIndex
+        try s.nodes[2]!.propose(first, kind: .confChange)
+        s.deliver(only: { $1.type == .propose }, until: { $0[1].lastIndex == last + 1 })
+        try s.nodes[3]!.propose(second, kind: .confChange)
+        s.deliver(only: { $1.type == .propose }, until: { $0[1].lastIndex == last + 2 })
+        #expect(throws: RaftError.confChangePending) { try s.nodes[1]!.propose(second, kind: .confChange) }
+        s.deliver(among: [1, 2, 3])
+        for id in s.ids {
+            let changes = s.applied[id]!.filter { $0.kind == .confChange }
+            #expect(changes.map(\.data) == [first], "member \(id)")
+        }
+        #expect(s.applied[1]!.last?.data == [], "the second became an empty entry")
+        #expect(s[1].matchIndex(of: 3) == s[1].lastIndex && s[1].matchIndex(of: 1) == s[1].lastIndex)
+        #expect(s[2].matchIndex(of: 3) == nil, "a follower knows no progress")
+        // The application's membership replaces Raft's.
+        s.nodes[1]!.setMembership(voters: [1, 2], learners: [3])
+        #expect(s[1].voters == [1, 2] && s[1].learners == [3])
+    }
+
     /// A follower passes a proposal on to its leader (etcd's MsgProp), and
     /// it commits there; a member that knows no leader refuses one; a
     /// forwarded proposal that reaches a deposed leader is never committed,
