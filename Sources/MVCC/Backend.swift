@@ -60,6 +60,9 @@ public enum MetaKey: String, CaseIterable, Sendable {
     /// Each member's published name and client URLs (the server's
     /// encoding: an etcdserverpb.MemberListResponse).
     case memberAttributes = "member_attributes"
+    /// The cluster's members and the IDs removed from it (the server's
+    /// encoding), as of the consistent index.
+    case membership = "membership"
 
     var bytes: [UInt8] { Array(rawValue.utf8) }
 }

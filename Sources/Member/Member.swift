@@ -38,6 +38,8 @@ public final class Member {
         case noLeader
         /// The WAL failed: nothing more can be made durable.
         case stopped
+        /// A membership change is in the log, not yet applied.
+        case pending
     }
 
     public let id: NodeID
@@ -162,6 +164,36 @@ public final class Member {
 
     /// Whether `id` is a voting member.
     public func isVoter(_ id: NodeID) -> Bool { raft.voters.contains(id) }
+
+    /// Proposes a membership change (an encoded `raftpb.ConfChange`): the
+    /// application sees it, in log order, when it is committed, and says
+    /// whether it takes effect (`applyConfChange`). One at a time: while
+    /// one is in the log unapplied, `.pending`.
+    public func proposeConfChange(_ data: [UInt8]) throws(ProposalError) {
+        if failure != nil { throw .stopped }
+        do {
+            try raft.propose(data, kind: .confChange)
+        } catch {
+            throw error == .confChangePending ? .pending : .noLeader
+        }
+        readyTask.trigger()
+    }
+
+    /// The application applied a membership entry (while it is handed
+    /// its entries): Raft's membership changes with it.
+    public func applyConfChange(_ change: ConfChange) {
+        raft.applyConfChange(change)
+        readyTask.trigger()
+    }
+
+    /// The membership as the application's state has it (at start, after
+    /// installing a leader's snapshot).
+    public func setMembership(voters: [NodeID], learners: [NodeID]) {
+        raft.setMembership(voters: voters, learners: learners)
+    }
+
+    /// On the leader, how much of its log `member` is known to hold.
+    public func matchIndex(of member: NodeID) -> UInt64? { raft.matchIndex(of: member) }
 
     public var term: UInt64 { raft.term }
     public var leader: NodeID { raft.leader }

@@ -22,8 +22,9 @@ public final class PeerTransport: GRPCRouter {
         var stream: Int32 = -1
         var nextAttempt: UInt64 = 0
         var backoff: UInt64 = 100_000_000
-        /// Whether its stream is known to be connected (logged on change).
-        var active = false
+        /// Since when (monotonic nanoseconds) its stream is known to be
+        /// connected, if it is (logged on change).
+        var activeSince: UInt64?
         /// For requests (`call`), apart from the Raft stream.
         var requests: HTTP2ClientConnection?
 
@@ -51,6 +52,7 @@ public final class PeerTransport: GRPCRouter {
     public static let roundTripBuckets = (0..<16).map { 0.0001 * Double(1 << $0) }
     public static let probePath = "/swetcd.Raft/Probe"
     private var probeTimer: Timer?
+    private var streamTimer: Timer?
 
     /// TLS to peers (https peer URLs), with this member's certificate.
     private let tls: TLSClientContext?
@@ -67,6 +69,7 @@ public final class PeerTransport: GRPCRouter {
             self.peers[id] = Peer(id: id, host: address.host, port: address.port)
         }
         services[Self.probePath] = GRPCMethod(.unary) { call, _ in call.respond([UInt8]()) }
+        streamTimer = loop.schedule(every: 0.1) { [unowned self] in keepStreamsOpen() }
         // The first probe soon after start, then every 5 s.
         probeTimer = loop.schedule(every: 1, repeats: false) { [unowned self] in
             probe()
@@ -99,11 +102,7 @@ public final class PeerTransport: GRPCRouter {
             return false
         }
         if let connection = peer.connection, peer.stream > 0, !connection.isClosed {
-            if connection.wasConnected && !peer.active {
-                peer.active = true
-                peer.backoff = 100_000_000
-                logger.info("peer became active", metadata: ["peer-id": "\(String(peer.id, radix: 16))"])
-            }
+            if connection.wasConnected && peer.activeSince == nil { becameActive(peer) }
             sentBytes[m.to, default: 0] += bytes.count
             connection.send(bytes, on: peer.stream)
             return true
@@ -111,10 +110,29 @@ public final class PeerTransport: GRPCRouter {
         return open(peer, first: bytes)
     }
 
+    private func becameActive(_ peer: Peer) {
+        peer.activeSince = monotonicNanoseconds()
+        peer.backoff = 100_000_000
+        logger.info("peer became active", metadata: ["peer-id": "\(String(peer.id, radix: 16))"])
+    }
+
+    /// Keeps a stream open to every peer, messages or not (as etcd's
+    /// streams are), so that each member knows which peers it reaches
+    /// (`activeSince`) and a removed member hears it was removed.
+    private func keepStreamsOpen() {
+        for peer in peers.values {
+            if let connection = peer.connection, peer.stream > 0, !connection.isClosed {
+                if connection.wasConnected && peer.activeSince == nil { becameActive(peer) }
+            } else {
+                _ = open(peer, first: [])
+            }
+        }
+    }
+
     private func open(_ peer: Peer, first: [UInt8]) -> Bool {
         let now = monotonicNanoseconds()
         guard now >= peer.nextAttempt else {
-            dropped += 1
+            if !first.isEmpty { dropped += 1 }
             return false
         }
         peer.nextAttempt = now + peer.backoff
@@ -129,7 +147,10 @@ public final class PeerTransport: GRPCRouter {
             // The stream ended (peer gone, or it refused us): the next
             // message reopens it, after the backoff.
             if case .failure(let status) = result, status.code != .unavailable {
-                if status.message == Self.clusterIDMismatch {
+                if status.message == Self.memberRemoved {
+                    // This member was removed while it was away: it stops.
+                    self.removedByPeers?()
+                } else if status.message == Self.clusterIDMismatch {
                     // etcd's words for it (a member of another cluster, or
                     // started with another token or data dir).
                     self.logger.warning("request sent was ignored by remote peer due to cluster ID mismatch", metadata: [
@@ -139,8 +160,8 @@ public final class PeerTransport: GRPCRouter {
                     self.logger.warning("peer refused the raft stream", metadata: ["peer": "\(String(peer.id, radix: 16))", "error": "\(status.message)"])
                 }
             }
-            if peer.active {
-                peer.active = false
+            if peer.activeSince != nil {
+                peer.activeSince = nil
                 let reason = if case .failure(let status) = result { status.message } else { "the stream ended" }
                 self.logger.warning("peer became inactive (message send to peer failed)",
                                     metadata: ["peer-id": "\(String(peer.id, radix: 16))", "error": "\(reason)"])
@@ -149,7 +170,7 @@ public final class PeerTransport: GRPCRouter {
             peer.connection = nil
         }
         guard peer.stream > 0 else { return false }
-        sentBytes[peer.id, default: 0] += first.count
+        if !first.isEmpty { sentBytes[peer.id, default: 0] += first.count }
         return true
     }
 
@@ -205,12 +226,57 @@ public final class PeerTransport: GRPCRouter {
         refill()
     }
 
+    /// Starts talking to a member added to the cluster.
+    public func addPeer(_ id: NodeID, host: String, port: UInt16) {
+        guard id != localID, peers[id] == nil else { return }
+        peers[id] = Peer(id: id, host: host, port: port)
+    }
+
+    /// Stops talking to a member removed from the cluster: its streams
+    /// to this member end, refused as a removed member's.
+    public func removePeer(_ id: NodeID) {
+        for call in (incoming.removeValue(forKey: id) ?? [:]).values {
+            call.finish(GRPCStatus(.failedPrecondition, Self.memberRemoved))
+        }
+        guard let peer = peers.removeValue(forKey: id) else { return }
+        peer.connection?.close()
+        peer.requests?.close()
+    }
+
+    /// Streams other members opened to this one, by sender.
+    private var incoming: [NodeID: [ObjectIdentifier: GRPCCall]] = [:]
+
+    /// A member's new peer address: its streams reopen there.
+    public func updatePeer(_ id: NodeID, host: String, port: UInt16) {
+        guard id != localID, let peer = peers.removeValue(forKey: id) else { return }
+        peer.connection?.close()
+        peer.requests?.close()
+        addPeer(id, host: host, port: port)
+    }
+
+    /// Since when (monotonic nanoseconds) this member's stream to `id` has
+    /// been connected without a break; nil if it is not (etcd's
+    /// ActiveSince).
+    public func activeSince(_ id: NodeID) -> UInt64? { peers[id]?.activeSince }
+
+    /// The members this one talks to.
+    public var peerIDs: [NodeID] { peers.keys.sorted() }
+
+    /// etcd's words to a member that was removed from the cluster.
+    public static let memberRemoved = "the member has been permanently removed from the cluster"
+    /// Whether a member was removed from the cluster (its streams are
+    /// refused, with `memberRemoved`).
+    public var isRemoved: ((NodeID) -> Bool)?
+    /// A peer refused this member's stream as that of a removed member.
+    public var removedByPeers: (() -> Void)?
+
     /// Peer services other than the Raft stream, by path.
     public var services: [String: GRPCMethod] = [:]
 
     /// Stops every outgoing stream.
     public func close() {
         probeTimer = nil
+        streamTimer = nil
         for peer in peers.values {
             peer.connection?.close()
             peer.connection = nil
@@ -237,12 +303,26 @@ public final class PeerTransport: GRPCRouter {
                 call.finish(GRPCStatus(.failedPrecondition, Self.clusterIDMismatch))
                 return
             }
-            if !first.isEmpty { deliver(first) }
+            if let from = call.metadata("x-server-from").flatMap({ UInt64($0, radix: 16) }), isRemoved?(from) == true {
+                logger.warning("rejected stream from a removed member", metadata: ["remote-peer-id": "\(String(from, radix: 16))"])
+                call.finish(GRPCStatus(.failedPrecondition, Self.memberRemoved))
+                return
+            }
+            deliver(first)
             call.onMessage = { [unowned self] bytes in deliver(bytes) }
+            // Kept by sender, so that a member removed while connected is
+            // told so (it reconnects, and is refused).
+            if let from = call.metadata("x-server-from").flatMap({ UInt64($0, radix: 16) }) {
+                let ref = ObjectIdentifier(call)
+                incoming[from, default: [:]][ref] = call
+                call.onClose = { [weak self] in self?.incoming[from]?[ref] = nil }
+            }
         })
     }
 
     private func deliver(_ bytes: [UInt8]) {
+        // The empty message that opens a stream with nothing to send.
+        if bytes.isEmpty { return }
         guard let m = try? RaftWire.decode(bytes), m.to == localID else {
             logger.warning("dropped an undecodable raft message from a peer", metadata: ["bytes": "\(bytes.count)"])
             return

@@ -36,14 +36,33 @@ public final class EtcdServer {
     let clusterID: UInt64
     /// This member's Raft: every write is a proposal to it.
     var member: Member!
-    /// Every member of the cluster at bootstrap: ID, name, peer URLs.
-    var members: [(id: UInt64, name: String, peerURLs: [String])] = []
-    /// Each member's published name and client URLs, by ID.
-    var publishedAttributes: [UInt64: Etcdserverpb_Member] = [:]
+    /// The members the flags name at bootstrap (or, for a member joining
+    /// a cluster, the members the cluster named): ID, name, peer URLs.
+    var bootstrapMembers: [(id: UInt64, name: String, peerURLs: [String])] = []
+    /// The cluster's members as the applied log says (empty until the
+    /// first membership entry of a new data dir is applied).
+    var membership = Membership()
+    /// Whether this member is a learner (refuses most requests).
+    var isLearner = false
     var attributesPublished = false
     var attributesPublishing = false
-    /// Where peers' Raft streams are served (nil for a member alone).
-    public var peerRouter: GRPCRouter? { member.transport }
+    /// Where peers' Raft streams and requests are served.
+    public var peerRouter: GRPCRouter { member.transport! }
+    /// Whether to listen on --listen-peer-urls: always in a cluster of
+    /// more than one (or one joining), and alone when the flag was given
+    /// (so it can grow); a member alone on the default URL listens for
+    /// none, so many can run on one machine.
+    public var listensForPeers: Bool {
+        config.listenPeerURLsGiven || bootstrapMembers.count > 1 || membership.members.count > 1 || config.initialClusterState == "existing"
+    }
+    /// This member was removed from the cluster: the process should stop
+    /// (it logged why).
+    public var onRemoved: (() -> Void)?
+    var stopping = false
+    var removalTimer: Transport.Timer?
+    /// Membership changes this member proposed, by request ID, until
+    /// applied or refused; with when each was made.
+    var pendingConfChanges: [UInt64: (reply: (Result<[Etcdserverpb_Member], GRPCStatus>) -> Void, at: UInt64)] = [:]
     /// Index of the last log entry applied (the backend's consistent index).
     var appliedIndex: UInt64
     let walWriter: GroupCommitWAL
@@ -142,20 +161,26 @@ public final class EtcdServer {
         store = try Store(backend: backend, limits: limits)
         appliedIndex = try store.consistentIndex
         let cluster = config.effectiveInitialCluster
-        // A new data dir takes the IDs etcd derives from the bootstrap
-        // flags; an existing one keeps those it has.
-        memberID = try Self.persistentID(.memberID, backend,
-                                         new: ClusterIdentity.memberID(peerURLs: config.initialAdvertisePeerURLs, token: config.initialClusterToken))
-        clusterID = try Self.persistentID(.clusterID, backend, new: cluster.clusterID(token: config.initialClusterToken))
-        try store.commit()
-        // etcd's proposal IDs: the member's low 16 bits, then a counter
-        // that starts at the time in milliseconds (unique across restarts).
-        nextProposalID = (memberID & 0xffff) << 48 | (UInt64(Self.wallClockMilliseconds()) << 8) & ((1 << 48) - 1)
         // Peers over TLS: this member's certificate, peers' checked
         // against the peer CA.
         let peerTLS = config.peerTLS
             ? try TLSClientContext(.init(caFile: config.peerTrustedCAFile, certFile: config.peerCertFile, keyFile: config.peerKeyFile))
             : nil
+        // A new data dir takes the IDs etcd derives from the bootstrap
+        // flags, or, joining a cluster, those the cluster gave it; an
+        // existing one keeps those it has.
+        let isNewDataDir = try backend.metaInt64(.memberID) == nil
+        var joined: (memberID: UInt64, clusterID: UInt64, members: [Etcdserverpb_Member])?
+        if isNewDataDir && config.initialClusterState == "existing" {
+            joined = try Self.joinCluster(config, tls: peerTLS, loop: loop)
+        }
+        memberID = try Self.persistentID(.memberID, backend, new: joined?.memberID
+            ?? ClusterIdentity.memberID(peerURLs: config.initialAdvertisePeerURLs, token: config.initialClusterToken))
+        clusterID = try Self.persistentID(.clusterID, backend, new: joined?.clusterID ?? cluster.clusterID(token: config.initialClusterToken))
+        try store.commit()
+        // etcd's proposal IDs: the member's low 16 bits, then a counter
+        // that starts at the time in milliseconds (unique across restarts).
+        nextProposalID = (memberID & 0xffff) << 48 | (UInt64(Self.wallClockMilliseconds()) << 8) & ((1 << 48) - 1)
         let wal = try WAL(directory: config.dataDir + "/member/wal", segmentBytes: config.walSegmentBytes)
         wal.tagOf = { RaftRecords.entryIndex($0) ?? ($0.type == .entry ? LegacyLogEntry(decoding: $0.data)?.index : nil) }
         var records = try wal.recover()
@@ -163,13 +188,19 @@ public final class EtcdServer {
             logger.warning("truncated a torn WAL tail", metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)"])
         }
         // This member as its data dir knows it (one from before derived
-        // IDs keeps its own), the others as the flags say.
+        // IDs keeps its own), the others as the flags (or the cluster
+        // joined) say.
         let localID = memberID, localName = config.name
-        members = cluster.memberIDs(token: config.initialClusterToken).map { m in
-            (m.name == localName ? localID : m.id, m.name, cluster.members.first { $0.name == m.name }!.peerURLs)
+        if let joined {
+            bootstrapMembers = joined.members.map { ($0.id, $0.name, $0.peerUrls) }
+        } else {
+            bootstrapMembers = cluster.memberIDs(token: config.initialClusterToken).map { m in
+                (m.name == localName ? localID : m.id, m.name, cluster.members.first { $0.name == m.name }!.peerURLs)
+            }
         }
-        if appliedIndex == 0 && !records.contains(where: { [.entry, .raftEntry, .snapshot].contains($0.type) }) {
-            let peers = members.filter { $0.id != localID }.compactMap { $0.peerURLs.first.flatMap(ServerConfig.ClientURL.init) }
+        let stored = try Self.storedMembership(backend, appliedIndex: appliedIndex, bootstrapMembers: bootstrapMembers)
+        if appliedIndex == 0 && joined == nil && !records.contains(where: { [.entry, .raftEntry, .snapshot].contains($0.type) }) {
+            let peers = bootstrapMembers.filter { $0.id != localID }.compactMap { $0.peerURLs.first.flatMap(ServerConfig.ClientURL.init) }
             if !peers.isEmpty && Self.isBootstrapped(localID, peers: peers.map { ($0.host, $0.port) }, tls: peerTLS, loop: loop) {
                 throw ServerError.alreadyBootstrapped(localID)
             }
@@ -177,17 +208,21 @@ public final class EtcdServer {
             // initial membership at term 1, one entry per member in ID order
             // (the same on every member), committed; the first election
             // makes term 2.
-            let ids = members.map(\.id).sorted()
-            var bootstrap = ids.enumerated().map { i, id in
-                RaftRecords.entry(Entry(term: 1, index: UInt64(i + 1), kind: .confChange, data: ConfChange.addVoter(id).encoded))
+            var bootstrap = try bootstrapMembers.sorted { $0.id < $1.id }.enumerated().map { i, m in
+                let change = Membership.Change.add(Membership.Member(id: m.id, name: m.name, peerURLs: m.peerURLs))
+                return RaftRecords.entry(Entry(term: 1, index: UInt64(i + 1), kind: .confChange,
+                                               data: try MembershipEntry(requestID: 0, change: change).encoded()))
             }
-            bootstrap.append(RaftRecords.hardState(HardState(term: 1, commit: UInt64(ids.count))))
+            bootstrap.append(RaftRecords.hardState(HardState(term: 1, commit: UInt64(bootstrapMembers.count))))
             try wal.append(bootstrap)
             try wal.sync()
             records += bootstrap
         }
+        // Raft's membership: the backend's, or at bootstrap the flags'
+        // (a member joining learns it from the log, and starts with none).
+        let voters = !stored.isEmpty ? stored.voters : joined != nil ? [] : bootstrapMembers.map(\.id)
         let commitMark = try CommitMark(directory: wal.directory)
-        let raftLog = try Self.recoverRaftLog(records, voters: members.map(\.id), backendIndex: appliedIndex,
+        let raftLog = try Self.recoverRaftLog(records, voters: voters, backendIndex: appliedIndex,
                                               commitMark: commitMark.read(), dataDir: config.dataDir)
         // etcd's --max-wals counts the open segment too; 0 keeps every one.
         walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll,
@@ -201,33 +236,38 @@ public final class EtcdServer {
         tokenExpiryTimer = loop.schedule(every: 60) { [unowned self] in tokens.expire(now: monotonicNanoseconds()) }
         try loadBackendState()
         var peerAddresses: [UInt64: (host: String, port: UInt16)] = [:]
-        for m in members where m.id != memberID {
+        let known = stored.isEmpty ? bootstrapMembers : stored.sorted.map { ($0.id, $0.name, $0.peerURLs) }
+        for m in known where m.id != memberID {
             guard let url = m.peerURLs.first.flatMap(ServerConfig.ClientURL.init) else { continue }
             peerAddresses[m.id] = (url.host, url.port)
         }
-        let transport = members.count > 1
-            ? PeerTransport(loop: loop, localID: memberID, clusterID: clusterID, peers: peerAddresses, tls: peerTLS, logger: logger) : nil
-        member = Member(id: memberID, voters: members.map(\.id), storage: raftLog.storage, wal: walWriter, loop: loop,
+        let transport = PeerTransport(loop: loop, localID: memberID, clusterID: clusterID, peers: peerAddresses, tls: peerTLS, logger: logger)
+        member = Member(id: memberID, voters: voters, storage: raftLog.storage, wal: walWriter, loop: loop,
                         timing: Member.Timing(heartbeatInterval: Double(config.heartbeatIntervalMs) / 1000,
                                               electionTicks: max(config.electionTimeoutMs / config.heartbeatIntervalMs, 1),
                                               preVote: config.preVote),
                         seed: memberID ^ nextProposalID, logger: logger, transport: transport,
                         apply: { [unowned self] in applyCommitted($0) },
                         onFailure: { [unowned self] in memberStopped($0) })
+        if !stored.isEmpty { member.setMembership(voters: stored.voters, learners: stored.learners) }
         member.loneWritePoll = config.loneWritePoll
         member.commitMark = commitMark
         member.snapshotCount = config.snapshotCount
         member.catchUpEntries = config.snapshotCatchUpEntries
         member.sendSnapshot = { [unowned self] in sendSnapshot($0) }
         member.installSnapshot = { [unowned self] in installSnapshot($0, $1) }
-        transport?.services[Self.snapshotPath] = snapshotReceiver()
-        transport?.services[Self.membersPath] = membersService()
-        // A member publishes its attributes as soon as it knows a leader,
-        // and again every half second until that is applied.
-        if members.count > 1 { member.onLeaderKnown = { [unowned self] in publishAttributesIfNeeded() } }
+        transport.services[Self.snapshotPath] = snapshotReceiver()
+        transport.services[Self.membersPath] = membersService()
+        transport.services[Self.promotePath] = promoteService()
+        transport.isRemoved = { [unowned self] in membership.removed.contains($0) }
+        transport.removedByPeers = { [unowned self] in removed() }
+        // A member of a cluster publishes its attributes as soon as it
+        // knows a leader, and again every half second until that is
+        // applied.
+        member.onLeaderKnown = { [unowned self] in publishAttributesIfNeeded() }
         proposalTimeoutTimer = loop.schedule(every: 0.5) { [unowned self] in
             timeOutProposals()
-            if members.count > 1 { publishAttributesIfNeeded() }
+            publishAttributesIfNeeded()
         }
         let before = appliedIndex
         member.start()
@@ -292,8 +332,7 @@ public final class EtcdServer {
         checkpointedRemaining = [:]
         try restoreLeases()
         try loadV2()
-        publishedAttributes = [:]
-        try loadMemberAttributes()
+        try loadMembership()
     }
 
     /// The ID the backend keeps, or `new` the first time (then kept).
@@ -544,7 +583,16 @@ public final class EtcdServer {
 
 extension EtcdServer: GRPCRouter {
     public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
-        if let m = methods[path] { return .success(m) }
+        if let m = methods[path] {
+            // A learner serves status and serializable ranges only (the
+            // range checks its request).
+            if isLearner && path != Self.statusPath && path != Self.rangePath {
+                return .success(GRPCMethod(m.kind) { call, _ in
+                    call.finish(GRPCStatus(.failedPrecondition, EtcdMessage.notSupportedForLearner))
+                })
+            }
+            return .success(m)
+        }
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].isEmpty else {
             return .failure(GRPCStatus(.unimplemented, "malformed method name: \"\(path)\""))
@@ -642,6 +690,9 @@ extension EtcdServer: HTTP1Handler {
 
 public enum ServerError: Error, CustomStringConvertible {
     case dataDir(String, String)
+    /// A member joining a cluster (--initial-cluster-state existing) that
+    /// could not.
+    case join(String)
     /// Flags asking for something not built yet.
     case unsupported(String)
     /// A member with no data whose peers know it as started before.
@@ -652,6 +703,7 @@ public enum ServerError: Error, CustomStringConvertible {
         case .dataDir(let d, let why): return "cannot create data directory \(d): \(why)"
         case .unsupported(let what): return "swetcd: \(what)"
         case .alreadyBootstrapped(let id): return "member \(hex(id)) has already been bootstrapped"
+        case .join(let why): return why
         }
     }
 }

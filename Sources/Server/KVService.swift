@@ -10,6 +10,7 @@ extension EtcdServer {
         let kv = "etcdserverpb.KV"
         let rangeKey = metrics.key(type: "unary", service: kv, method: "Range")
         unary(kv, "Range", access: .anyone) { [unowned self] (r: Etcdserverpb_RangeRequest, call) -> Reply<Etcdserverpb_RangeResponse> in
+            if isLearner && !r.serializable { throw GRPCStatus(.failedPrecondition, EtcdMessage.notSupportedForLearner) }
             let request = try Wire.range(r)
             try authorize(call, range: request)
             let serve = { [unowned self] () throws -> Etcdserverpb_RangeResponse in

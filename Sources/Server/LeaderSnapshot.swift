@@ -219,6 +219,7 @@ extension EtcdServer {
             try backend.syncer.sync()
             appliedIndex = try store.consistentIndex
             try loadBackendState()
+            adoptMembership()
         } catch {
             return done("\(error)")
         }

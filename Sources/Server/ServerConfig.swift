@@ -58,8 +58,14 @@ public struct ServerConfig: Equatable, Sendable {
     public var autoCompaction: AutoCompactor.Mode?
     /// This member's peer URLs as the cluster is told them at bootstrap.
     public var initialAdvertisePeerURLs = ["http://localhost:2380"]
-    /// Where peers are listened for (not served yet: one member so far).
+    /// Where peers are listened for.
     public var listenPeerURLs = ["http://localhost:2380"]
+    /// Whether --listen-peer-urls was given (a member alone listens for
+    /// peers only then).
+    public var listenPeerURLsGiven = false
+    /// Refuse membership changes that would leave too few started or
+    /// connected members for a quorum (--strict-reconfig-check).
+    public var strictReconfigCheck = true
     /// Every member at bootstrap, by name; nil: this member alone, named
     /// `name`, at `initialAdvertisePeerURLs` (etcd's default).
     var initialCluster: InitialCluster?
@@ -151,9 +157,10 @@ public struct ServerConfig: Equatable, Sendable {
                         "heartbeat-interval", "election-timeout", "initial-advertise-peer-urls", "listen-peer-urls",
                         "initial-cluster", "initial-cluster-token", "initial-cluster-state",
                         "snapshot-count", "experimental-snapshot-catchup-entries", "max-snapshots", "max-wals", "pre-vote",
-                        "peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth"]
+                        "peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "strict-reconfig-check"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
-    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2", "pre-vote", "peer-client-cert-auth"]
+    static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2", "pre-vote", "peer-client-cert-auth",
+                                            "strict-reconfig-check"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -171,12 +178,15 @@ public struct ServerConfig: Equatable, Sendable {
                               this member's peer URLs, told to the cluster at bootstrap
                               (default "http://localhost:2380")
       --listen-peer-urls      URLs to listen for peers on (default "http://localhost:2380";
-                              a member alone listens on none)
+                              a member alone listens only when this is given, so it can grow)
       --initial-cluster       every member at bootstrap, name=peer-URL,... (default: --name
                               at --initial-advertise-peer-urls)
       --initial-cluster-token the cluster's token, part of its member and cluster IDs
                               (default "etcd-cluster")
-      --initial-cluster-state new or existing (default new)
+      --initial-cluster-state new, or existing to join a cluster the member was added to
+                              with member add (default new)
+      --strict-reconfig-check refuse membership changes that would leave too few started
+                              and connected members for a quorum (default true)
       --heartbeat-interval    milliseconds between a leader's heartbeats (default 100)
       --election-timeout      milliseconds without a leader before a member campaigns
                               (default 1000; at least 5 heartbeat intervals)
@@ -347,7 +357,12 @@ public struct ServerConfig: Equatable, Sendable {
                 guard !list.isEmpty, list.allSatisfy({ ClientURL($0) != nil }) else {
                     throw bad("want http://IP:PORT or https://IP:PORT[,...]")
                 }
-                if flag == "listen-peer-urls" { config.listenPeerURLs = list } else { config.initialAdvertisePeerURLs = list }
+                if flag == "listen-peer-urls" {
+                    config.listenPeerURLs = list
+                    config.listenPeerURLsGiven = true
+                } else {
+                    config.initialAdvertisePeerURLs = list
+                }
             case "initial-cluster":
                 guard let cluster = InitialCluster(value) else { throw bad("want name=http://IP:PORT[,name=...]") }
                 config.initialCluster = cluster
@@ -375,6 +390,9 @@ public struct ServerConfig: Equatable, Sendable {
             case "peer-client-cert-auth":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 config.peerClientCertAuth = b
+            case "strict-reconfig-check":
+                guard let b = Bool(value) else { throw bad("want true or false") }
+                config.strictReconfigCheck = b
             case "client-cert-auth", "auto-tls":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 if flag == "auto-tls" { config.autoTLS = b } else { config.clientCertAuth = b }

@@ -173,6 +173,7 @@ extension EtcdServer {
             switch error {
             case .noLeader: reply(.failure(GRPCStatus(.unavailable, EtcdMessage.noLeader)))
             case .stopped: reply(.failure(writesRefused ?? GRPCStatus(.unavailable, "swetcd: writes are refused")))
+            case .pending: reply(.failure(GRPCStatus(.unavailable, EtcdMessage.requestTimedOut)))  // only for membership changes
             }
             return
         }
@@ -186,8 +187,12 @@ extension EtcdServer {
     /// leader, or waiting for one too long) are answered as etcd answers
     /// them; one applied later changes the store but answers no one.
     func timeOutProposals() {
-        guard !pendingProposals.isEmpty else { return }
         let now = monotonicNanoseconds(), limit = requestTimeoutNanoseconds
+        for (id, c) in pendingConfChanges where now - c.at > limit {
+            pendingConfChanges[id] = nil
+            c.reply(.failure(GRPCStatus(.unavailable, EtcdMessage.requestTimedOut)))
+        }
+        guard !pendingProposals.isEmpty else { return }
         let late = pendingProposals.filter { now - $0.value.at > limit }
         for (id, p) in late {
             pendingProposals[id] = nil
@@ -210,9 +215,13 @@ extension EtcdServer {
         store.recordsChanges = !servedWatches.isEmpty
         for entry in entries where entry.index > appliedIndex {
             store.setConsistentIndex(entry.index)
-            // A new leader's empty entry, or a membership change: nothing
-            // for the store.
-            guard entry.kind == .normal, !entry.data.isEmpty else {
+            if entry.kind == .confChange {
+                applyMembershipEntry(entry)
+                appliedIndex = entry.index
+                continue
+            }
+            // A new leader's empty entry: nothing for the store.
+            guard !entry.data.isEmpty else {
                 appliedIndex = entry.index
                 continue
             }
@@ -246,6 +255,9 @@ extension EtcdServer {
         let waiting = pendingProposals.values
         pendingProposals = [:]
         for p in waiting { p.reply(.failure(writesRefused!)) }
+        let changes = pendingConfChanges.values
+        pendingConfChanges = [:]
+        for c in changes { c.reply(.failure(writesRefused!)) }
     }
 
     /// Applies one entry to the store: the response bytes, or the status.

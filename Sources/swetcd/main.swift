@@ -154,11 +154,11 @@ for url in config.listenMetricsURLs {
 }
 // A port 0 in a listen URL was a free port: members list the one bound.
 server.listenedClientURLs = boundURLs
-// Peers' Raft streams, when there are peers (a member alone listens for
-// none, so many can run on one machine with the default peer URL).
+// Peers' Raft streams (a member alone on the default peer URL listens for
+// none, so many can run on one machine).
 var peerServer: TransportServer?
-if let peerRouter = server.peerRouter {
-    let peers = TransportServer(loop: loop, router: peerRouter, http1: server, limits: transportLimits, logger: logger)
+if server.listensForPeers {
+    let peers = TransportServer(loop: loop, router: server.peerRouter, http1: server, limits: transportLimits, logger: logger)
     var peerTLS: TLSServerContext?
     if config.listenPeerURLs.contains(where: { $0.hasPrefix("https://") }), let cert = config.peerCertFile, let key = config.peerKeyFile {
         peerTLS = serverTLS("peer TLS", .init(certFile: cert, keyFile: key, trustedCAFile: config.peerTrustedCAFile,
@@ -176,6 +176,8 @@ if let peerRouter = server.peerRouter {
     }
     peerServer = peers
 }
+// Removed from the cluster (it said so): the process ends, as etcd's does.
+server.onRemoved = { loop.stop() }
 for sig in [SIGINT, SIGTERM] {
     loop.onSignal(sig) {
         logger.info("received a signal, shutting down", metadata: ["signal": "\(sig)"])
