@@ -1,15 +1,20 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// etcd's runtime reconfiguration, done to swetcd with the real etcdctl
 /// 3.4 as an operator does it: grow from one member, replace a failed one,
 /// shrink; learners added, refused, promoted.
 @Suite(.serialized) struct MembershipChangeTests {
-    /// Members started one by one, each on its own peer port.
+    /// Members started one by one, each on its own peer port: swetcd's,
+    /// or (`etcd`) real etcd 3.4 members to compare with.
     final class GrowingCluster {
-        var members: [String: ServerProcess] = [:]
+        var members: [String: any MemberProcess] = [:]
         var peerPorts: [String: UInt16] = [:]
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-grow-\(UUID().uuidString)").path
+        let etcd: Bool
+
+        init(etcd: Bool = false) { self.etcd = etcd }
 
         func dataDir(_ name: String) -> String { "\(base)-\(name)" }
         func peerURL(_ name: String) -> String { "http://127.0.0.1:\(peerPorts[name]!)" }
@@ -22,10 +27,10 @@ import Testing
         }
 
         func start(_ name: String, cluster: String, state: String) throws {
-            members[name] = try ServerProcess(arguments: [
-                "--name", name, "--listen-peer-urls", peerURL(name), "--initial-advertise-peer-urls", peerURL(name),
-                "--initial-cluster", cluster, "--initial-cluster-state", state,
-            ], dataDir: dataDir(name))
+            let flags = ["--name", name, "--listen-peer-urls", peerURL(name), "--initial-advertise-peer-urls", peerURL(name),
+                         "--initial-cluster", cluster, "--initial-cluster-state", state]
+            members[name] = etcd ? try EtcdMemberProcess(arguments: flags, dataDir: dataDir(name))
+                : try ServerProcess(arguments: flags, dataDir: dataDir(name))
         }
 
         /// `member add` asked of `via` (again while etcd's health check
@@ -71,9 +76,12 @@ import Testing
             throw E2EError("\(via) does not list \(name) as started: \(list)\n\(members[name]!.log.suffix(3000))")
         }
 
-        func id(of name: String, via: String) throws -> String {
+        /// A member's ID as `via` lists it (`unstarted`: the one not yet
+        /// started, which has no name).
+        func id(of name: String, via: String, unstarted: Bool = false) throws -> String {
             let list = try etcdctl(via).run("member", "list").lines
-            return try #require(list.first { $0.contains(", \(name), ") }?.split(separator: ",").first.map(String.init), "\(list)")
+            let line = list.first { unstarted ? $0.contains(", unstarted, ") : $0.contains(", \(name), ") }
+            return try #require(line?.split(separator: ",").first.map(String.init), "\(list)")
         }
 
         /// Waits (bounded) until `name` serves a linearizable read of `key`
@@ -202,5 +210,129 @@ import Testing
         let json = try c.etcdctl(name).run("endpoint", "status", "-w", "json").stdout
         let id = try #require(json.firstMatch(of: /"cluster_id":(\d+)/).flatMap { UInt64($0.1) }, "\(json)")
         return String(id, radix: 16)
+    }
+
+    /// The same reconfiguration steps against swetcd and against real etcd
+    /// 3.4 members print the same (member IDs, cluster IDs and ports
+    /// masked), exit alike, and refuse alike.
+    @Test func etcdctlPrintsWhatItPrintsAgainstEtcd() throws {
+        guard FileManager.default.isExecutableFile(atPath: EtcdMemberProcess.executable) else {
+            Issue.record("\(EtcdMemberProcess.executable) not found: apt-get install etcd-server (scripts/install-deps.sh does)")
+            return
+        }
+        let ours = try transcript(GrowingCluster())
+        let theirs = try transcript(GrowingCluster(etcd: true))
+        #expect(ours.count == theirs.count)
+        for (a, b) in zip(ours, theirs) { #expect(a == b) }
+        if ours != theirs { print("swetcd:\n\(ours.joined(separator: "\n"))\netcd:\n\(theirs.joined(separator: "\n"))") }
+    }
+
+    /// Each step: the command, its exit status and what it printed, with
+    /// what differs between two runs masked.
+    private func transcript(_ c: GrowingCluster) throws -> [String] {
+        defer { c.stop() }
+        var out: [String] = []
+        func mask(_ text: String) -> String {
+            var t = text
+            for (name, port) in c.peerPorts { t = t.replacingOccurrences(of: "127.0.0.1:\(port)", with: "<peer \(name)>") }
+            for (name, m) in c.members { t = t.replacingOccurrences(of: m.endpoint, with: "<client \(name)>") }
+            t = t.replacing(/\b[0-9a-f]{10,16}\b/, with: "<id>").replacing(/\ +<id>/, with: " <id>")
+            // Members come in ID order: sort what lists them.
+            var lines = t.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+                guard let list = line.firstMatch(of: /^ETCD_INITIAL_CLUSTER="(.*)"$/)?.1 else { return String(line) }
+                return "ETCD_INITIAL_CLUSTER=\"" + list.split(separator: ",").sorted().joined(separator: ",") + "\""
+            }
+            if lines.allSatisfy({ $0.isEmpty || $0.hasPrefix("<id>, ") }) { lines.sort() }
+            return lines.joined(separator: "\n")
+        }
+        func step(_ via: String, _ arguments: String...) throws {
+            // A change refused while a peer has been connected under 5 s is
+            // asked again (on both, how soon that is depends on timing).
+            var r = try c.etcdctl(via).run(arguments: arguments)
+            let deadline = Date().addingTimeInterval(20)
+            while r.stderr.contains("etcdserver: unhealthy cluster") && Date() < deadline {
+                usleep(250_000)
+                r = try c.etcdctl(via).run(arguments: arguments)
+            }
+            // etcdctl's own retry log lines carry addresses and times.
+            let errors = r.stderr.split(separator: "\n").filter { !$0.hasPrefix("{") }.joined(separator: "\n")
+            out.append("\(mask(arguments.joined(separator: " "))) -> \(r.status)\n\(mask(r.stdout))\(mask(errors))")
+        }
+        try c.startFirst("m1")
+        try step("m1", "put", "k1", "v1")
+        try c.grow("m2", via: "m1")
+        try step("m1", "member", "list")
+        let learner = try c.add("m3", via: "m1", learner: true)
+        out.append(mask(learner.joined(separator: "\n")))
+        let m3 = try c.id(of: "", via: "m1", unstarted: true)
+        try step("m1", "member", "promote", m3)
+        try step("m2", "member", "add", "m4", "--learner", "--peer-urls=http://127.0.0.1:1")
+        try step("m2", "member", "add", "m4", "--peer-urls=\(c.peerURL("m1"))")
+        try step("m2", "member", "remove", "1234")
+        try step("m2", "member", "update", try c.id(of: "m2", via: "m1"), "--peer-urls=\(c.peerURL("m1"))")
+        let cluster = try #require(learner[3].firstMatch(of: /^ETCD_INITIAL_CLUSTER="(.*)"$/)?.1)
+        try c.start("m3", cluster: String(cluster), state: "existing")
+        try c.waitServes("m3", "k1", "v1", serializable: true)
+        try c.waitStarted("m3", via: "m1")
+        try step("m3", "put", "k", "x")
+        try step("m3", "get", "k1", "--consistency=s")
+        try step("m1", "member", "list")
+        let deadline = Date().addingTimeInterval(20)
+        while try c.etcdctl("m1").run("member", "promote", m3).status != 0 && Date() < deadline { usleep(250_000) }
+        try step("m1", "member", "list")
+        try step("m1", "member", "promote", m3)
+        try step("m3", "put", "k", "voter")
+        try step("m2", "member", "remove", m3)
+        let ended = c.members["m3"]!.child.wait(seconds: 15)
+        out.append("m3 ended: \(String(describing: ended))")
+        c.members["m3"] = nil
+        try step("m1", "member", "list")
+        try step("m2", "get", "k", "--print-value-only")
+        return out
+    }
+}
+
+/// A member of a test cluster: ours or etcd's.
+protocol MemberProcess: AnyObject {
+    var endpoint: String { get }
+    var log: String { get }
+    var child: ChildProcess! { get }
+    func stop()
+    func kill()
+}
+
+extension ServerProcess: MemberProcess {}
+
+/// A real etcd 3.4 member (Debian's etcd-server) with the flags given, on a
+/// free client port, its log in `<data dir>.log`.
+final class EtcdMemberProcess: MemberProcess {
+    static let executable = "/usr/bin/etcd"
+    private(set) var child: ChildProcess!
+    let endpoint: String
+    let logPath: String
+
+    init(arguments: [String], dataDir: String) throws {
+        let port = try ReferenceEtcd.freePort()
+        endpoint = "127.0.0.1:\(port)"
+        logPath = dataDir + ".log"
+        child = try ChildProcess(Self.executable, ["--data-dir", dataDir, "--listen-client-urls", "http://\(endpoint)",
+                                                   "--advertise-client-urls", "http://\(endpoint)"] + arguments,
+                                 stderr: .file(logPath))
+        // Its client port is bound before it is ready: bounded, as ours.
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if (try? httpGet(endpoint: endpoint, path: "/version", timeoutSeconds: 1)) != nil { return }
+            guard child.isRunning else { break }
+            usleep(50_000)
+        }
+        kill()
+        throw E2EError("etcd did not start; its log:\n\(log.suffix(3000))")
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    func stop() { _ = child.terminate(graceSeconds: 10) }
+    func kill() {
+        child.signal(SIGKILL)
+        child.waitUntilExit()
     }
 }
