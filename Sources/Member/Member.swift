@@ -144,6 +144,11 @@ public final class Member {
             }
             finish(rd)
         }
+        // Alone after what it applied (a forced new cluster): lead now.
+        if raft.voters == [id] && !isLeader && failure == nil {
+            raft.campaignNow()
+            readyTask.trigger()
+        }
     }
 
     /// A message from another member.

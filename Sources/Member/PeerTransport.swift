@@ -291,7 +291,25 @@ public final class PeerTransport: GRPCRouter {
     /// etcd's answer to a request from a member of another cluster.
     public static let clusterIDMismatch = "request cluster ID mismatch"
 
+    /// The CommonName a peer's verified certificate must have
+    /// (--peer-cert-allowed-cn); nil: any.
+    public var allowedCommonName: String?
+
     public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
+        guard let allowed = allowedCommonName else { return route(path) }
+        return route(path).map { method in
+            GRPCMethod(method.kind) { [logger] call, first in
+                guard call.peerCommonName == allowed else {
+                    logger.warning("rejected a peer whose certificate has another CommonName", metadata: [
+                        "common-name": "\(call.peerCommonName ?? "")", "allowed-cn": "\(allowed)"])
+                    return call.finish(GRPCStatus(.permissionDenied, "peer certificate CommonName is not \(allowed) (--peer-cert-allowed-cn)"))
+                }
+                method.handler(call, first)
+            }
+        }
+    }
+
+    private func route(_ path: String) -> Result<GRPCMethod, GRPCStatus> {
         if let service = services[path] { return .success(service) }
         guard path == Self.streamPath else { return .failure(GRPCStatus(.unimplemented, "unknown method \(path)")) }
         return .success(GRPCMethod(.bidirectionalStreaming) { [unowned self] call, first in

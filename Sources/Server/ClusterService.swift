@@ -401,3 +401,29 @@ extension EtcdServer {
         try backend.setMeta(.membership, try membership.encoded())
     }
 }
+
+extension EtcdServer {
+    /// etcd's `snapshot restore` for a member of a new cluster: the
+    /// restored backend gets the identity `config` derives (its member ID,
+    /// the cluster's ID from --initial-cluster and the token) and that
+    /// cluster's members, unstarted; the keys and revisions stay. Each
+    /// member of the new cluster is restored from the same snapshot with
+    /// its own --name and --initial-advertise-peer-urls, then started
+    /// (with or without the bootstrap flags: the data dir has them).
+    public static func restoreIdentity(dataDir: String, config: ServerConfig) throws {
+        let backend = try LMDBBackend(path: dataDir + "/member/snap/db", mapSize: Int(max(config.quotaBackendBytes, 1 << 30)))
+        defer { backend.close() }
+        let cluster = config.effectiveInitialCluster
+        let memberID = ClusterIdentity.memberID(peerURLs: config.initialAdvertisePeerURLs, token: config.initialClusterToken)
+        var membership = Membership()
+        for m in cluster.memberIDs(token: config.initialClusterToken) {
+            let urls = cluster.members.first { $0.name == m.name }!.peerURLs
+            membership.apply(.add(Membership.Member(id: m.id, name: m.name, peerURLs: urls)))
+        }
+        try backend.setMetaInt64(.memberID, Int64(bitPattern: memberID))
+        try backend.setMetaInt64(.clusterID, Int64(bitPattern: cluster.clusterID(token: config.initialClusterToken)))
+        try backend.setMeta(.membership, try membership.encoded())
+        try backend.setMeta(.memberAttributes, try Etcdserverpb_MemberListResponse().serializedBytes())
+        try backend.commit()
+    }
+}

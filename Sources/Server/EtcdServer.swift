@@ -60,6 +60,8 @@ public final class EtcdServer {
     public var onRemoved: (() -> Void)?
     var stopping = false
     var removalTimer: Transport.Timer?
+    var corruptionCheckRunning = false
+    private var corruptionCheckTimer: Transport.Timer?
     /// Membership changes this member proposed, by request ID, until
     /// applied or refused; with when each was made.
     var pendingConfChanges: [UInt64: (reply: (Result<[Etcdserverpb_Member], GRPCStatus>) -> Void, at: UInt64)] = [:]
@@ -164,7 +166,8 @@ public final class EtcdServer {
         // Peers over TLS: this member's certificate, peers' checked
         // against the peer CA.
         let peerTLS = config.peerTLS
-            ? try TLSClientContext(.init(caFile: config.peerTrustedCAFile, certFile: config.peerCertFile, keyFile: config.peerKeyFile))
+            ? try TLSClientContext(.init(caFile: config.peerTrustedCAFile, certFile: config.peerCertFile, keyFile: config.peerKeyFile,
+                                         insecureSkipVerify: config.peerAutoTLS && config.peerTrustedCAFile == nil))
             : nil
         // A new data dir takes the IDs etcd derives from the bootstrap
         // flags, or, joining a cluster, those the cluster gave it; an
@@ -224,6 +227,12 @@ public final class EtcdServer {
         let commitMark = try CommitMark(directory: wal.directory)
         let raftLog = try Self.recoverRaftLog(records, voters: voters, backendIndex: appliedIndex,
                                               commitMark: commitMark.read(), dataDir: config.dataDir)
+        if config.forceNewCluster && !isNewDataDir {
+            let others = (stored.isEmpty ? bootstrapMembers.map(\.id) : stored.sorted.map(\.id)).filter { $0 != localID }
+            try Self.forceNewCluster(removing: others, storage: raftLog.storage, wal: wal)
+            logger.warning("forcing a new cluster of one: the other members are removed", metadata: [
+                "removed": "\(others.map(hex))", "commit-index": "\(raftLog.storage.hardState.commit)"])
+        }
         // etcd's --max-wals counts the open segment too; 0 keeps every one.
         walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll,
                                    keepSegments: config.maxWALs == 0 ? nil : config.maxWALs - 1)
@@ -242,6 +251,11 @@ public final class EtcdServer {
             peerAddresses[m.id] = (url.host, url.port)
         }
         let transport = PeerTransport(loop: loop, localID: memberID, clusterID: clusterID, peers: peerAddresses, tls: peerTLS, logger: logger)
+        transport.allowedCommonName = config.peerCertAllowedCN
+        if config.initialCorruptCheck && !isNewDataDir {
+            try Self.checkInitialHashKV(store: store, transport: transport, peers: peerAddresses.keys.sorted(), memberID: memberID,
+                                        loop: loop, logger: logger)
+        }
         member = Member(id: memberID, voters: voters, storage: raftLog.storage, wal: walWriter, loop: loop,
                         timing: Member.Timing(heartbeatInterval: Double(config.heartbeatIntervalMs) / 1000,
                                               electionTicks: max(config.electionTimeoutMs / config.heartbeatIntervalMs, 1),
@@ -259,6 +273,10 @@ public final class EtcdServer {
         transport.services[Self.snapshotPath] = snapshotReceiver()
         transport.services[Self.membersPath] = membersService()
         transport.services[Self.promotePath] = promoteService()
+        transport.services[Self.hashKVPath] = hashKVService()
+        if config.corruptCheckTime > 0 {
+            corruptionCheckTimer = loop.schedule(every: config.corruptCheckTime) { [unowned self] in checkHashKVs() }
+        }
         transport.isRemoved = { [unowned self] in membership.removed.contains($0) }
         transport.removedByPeers = { [unowned self] in removed() }
         // A member of a cluster publishes its attributes as soon as it
@@ -291,6 +309,26 @@ public final class EtcdServer {
             "compact-revision": "\(store.compactedRevision)", "keys": "\(store.keyCount)",
             "member-id": "\(hex(memberID))", "cluster-id": "\(hex(clusterID))",
         ])
+    }
+
+    /// etcd's --force-new-cluster: the log gets, committed, the removal of
+    /// every other member, so this one alone is the quorum. Unlike etcd,
+    /// the entries after the commit index this member knew are kept (and
+    /// committed): one of them may be a write the old leader acknowledged
+    /// before this member heard of its commit.
+    private static func forceNewCluster(removing others: [UInt64], storage: MemoryStorage, wal: WAL) throws {
+        guard !others.isEmpty else { return }
+        let term = max(storage.hardState.term, 1)
+        var index = storage.lastIndex
+        let removals = try others.map { id in
+            index += 1
+            return Entry(term: term, index: index, kind: .confChange, data: try MembershipEntry(requestID: 0, change: .remove(id)).encoded())
+        }
+        let hard = HardState(term: term, vote: storage.hardState.vote, commit: index)
+        try wal.append(removals.map(RaftRecords.entry) + [RaftRecords.hardState(hard)])
+        try wal.sync()
+        storage.append(removals)
+        storage.setHardState(hard)
     }
 
     /// Raft's log as the WAL holds it. A data dir of the member before Raft
@@ -693,6 +731,8 @@ public enum ServerError: Error, CustomStringConvertible {
     /// A member joining a cluster (--initial-cluster-state existing) that
     /// could not.
     case join(String)
+    /// The initial corruption check found a mismatch.
+    case corrupt(String)
     /// Flags asking for something not built yet.
     case unsupported(String)
     /// A member with no data whose peers know it as started before.
@@ -703,7 +743,7 @@ public enum ServerError: Error, CustomStringConvertible {
         case .dataDir(let d, let why): return "cannot create data directory \(d): \(why)"
         case .unsupported(let what): return "swetcd: \(what)"
         case .alreadyBootstrapped(let id): return "member \(hex(id)) has already been bootstrapped"
-        case .join(let why): return why
+        case .join(let why), .corrupt(let why): return why
         }
     }
 }

@@ -47,6 +47,12 @@ public struct ServerConfig: Equatable, Sendable {
     public var peerKeyFile: String?
     public var peerTrustedCAFile: String?
     public var peerClientCertAuth = false
+    /// Without --peer-cert-file, https peer URLs served with a self-signed
+    /// certificate, peers' unverified (--peer-auto-tls).
+    public var peerAutoTLS = false
+    /// The CommonName a peer's client certificate must have
+    /// (--peer-cert-allowed-cn).
+    public var peerCertAllowedCN: String?
     /// Serve https with a self-signed certificate made in the data dir when
     /// no --cert-file is given.
     public var autoTLS = false
@@ -63,6 +69,15 @@ public struct ServerConfig: Equatable, Sendable {
     /// Whether --listen-peer-urls was given (a member alone listens for
     /// peers only then).
     public var listenPeerURLsGiven = false
+    /// Compare HashKV with the peers' before serving, refusing to start on
+    /// a mismatch (--experimental-initial-corrupt-check).
+    public var initialCorruptCheck = false
+    /// Seconds between the leader's HashKV comparisons, which raise the
+    /// CORRUPT alarm (--experimental-corrupt-check-time); 0: never.
+    public var corruptCheckTime: Double = 0
+    /// Start an existing member as a cluster of one, removing the others
+    /// (--force-new-cluster: after losing a quorum for good).
+    public var forceNewCluster = false
     /// Refuse membership changes that would leave too few started or
     /// connected members for a quorum (--strict-reconfig-check).
     public var strictReconfigCheck = true
@@ -157,10 +172,13 @@ public struct ServerConfig: Equatable, Sendable {
                         "heartbeat-interval", "election-timeout", "initial-advertise-peer-urls", "listen-peer-urls",
                         "initial-cluster", "initial-cluster-token", "initial-cluster-state",
                         "snapshot-count", "experimental-snapshot-catchup-entries", "max-snapshots", "max-wals", "pre-vote",
-                        "peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "strict-reconfig-check"]
+                        "peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "strict-reconfig-check",
+                        "force-new-cluster", "peer-auto-tls", "peer-cert-allowed-cn",
+                        "experimental-initial-corrupt-check", "experimental-corrupt-check-time"]
     /// Flags that may stand alone (`--client-cert-auth`) for true.
     static let booleanFlags: Set<String> = ["client-cert-auth", "auto-tls", "enable-v2", "pre-vote", "peer-client-cert-auth",
-                                            "strict-reconfig-check"]
+                                            "strict-reconfig-check", "force-new-cluster", "peer-auto-tls",
+                                            "experimental-initial-corrupt-check"]
 
     public static let usage = """
     usage: swetcd [flags]
@@ -187,6 +205,14 @@ public struct ServerConfig: Equatable, Sendable {
                               with member add (default new)
       --strict-reconfig-check refuse membership changes that would leave too few started
                               and connected members for a quorum (default true)
+      --experimental-initial-corrupt-check
+                              compare HashKV with the peers' before serving; refuse to start
+                              on a mismatch (default false)
+      --experimental-corrupt-check-time
+                              time between the leader's HashKV comparisons, which raise the
+                              CORRUPT alarm for a member that differs (default 0: never)
+      --force-new-cluster     start this member's data as a cluster of one (the others
+                              removed), after a quorum is lost for good
       --heartbeat-interval    milliseconds between a leader's heartbeats (default 100)
       --election-timeout      milliseconds without a leader before a member campaigns
                               (default 1000; at least 5 heartbeat intervals)
@@ -203,6 +229,10 @@ public struct ServerConfig: Equatable, Sendable {
                               and presented to peers)
       --peer-trusted-ca-file  the CA peers' certificates must chain to
       --peer-client-cert-auth refuse peers without a certificate from that CA
+      --peer-cert-allowed-cn  the CommonName a peer's certificate must have (with
+                              --peer-client-cert-auth)
+      --peer-auto-tls         without --peer-cert-file, serve https peer URLs with a self-signed
+                              certificate kept in the data dir (peers are not verified)
       --pre-vote              Raft's pre-vote, so a member cut off does not disrupt the
                               cluster when it returns (default true)
       --quota-backend-bytes   backend size that raises the NOSPACE alarm (default 2 GiB)
@@ -393,6 +423,20 @@ public struct ServerConfig: Equatable, Sendable {
             case "strict-reconfig-check":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 config.strictReconfigCheck = b
+            case "experimental-initial-corrupt-check":
+                guard let b = Bool(value) else { throw bad("want true or false") }
+                config.initialCorruptCheck = b
+            case "experimental-corrupt-check-time":
+                guard let seconds = parseGoDuration(value), seconds >= 0 else { throw bad("want a duration such as 10m or 500ms") }
+                config.corruptCheckTime = seconds
+            case "peer-auto-tls":
+                guard let b = Bool(value) else { throw bad("want true or false") }
+                config.peerAutoTLS = b
+            case "peer-cert-allowed-cn":
+                config.peerCertAllowedCN = value.isEmpty ? nil : value
+            case "force-new-cluster":
+                guard let b = Bool(value) else { throw bad("want true or false") }
+                config.forceNewCluster = b
             case "client-cert-auth", "auto-tls":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 if flag == "auto-tls" { config.autoTLS = b } else { config.clientCertAuth = b }
@@ -426,9 +470,9 @@ public struct ServerConfig: Equatable, Sendable {
             throw ParseError.badValue(flag: "listen-client-urls", value: config.listenClientURLs.map(\.description).joined(separator: ","),
                                       why: "https needs --cert-file and --key-file, or --auto-tls")
         }
-        if config.peerTLS && (config.peerCertFile == nil || config.peerKeyFile == nil) {
+        if config.peerTLS && (config.peerCertFile == nil || config.peerKeyFile == nil) && !config.peerAutoTLS {
             throw ParseError.badValue(flag: "listen-peer-urls", value: config.listenPeerURLs.joined(separator: ","),
-                                      why: "https peer URLs need --peer-cert-file and --peer-key-file")
+                                      why: "https peer URLs need --peer-cert-file and --peer-key-file, or --peer-auto-tls")
         }
         return config
     }

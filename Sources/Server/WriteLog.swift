@@ -163,6 +163,7 @@ extension EtcdServer {
             reply(.failure(writesRefused))
             return
         }
+        if refusedForCorruption(decoded) { return reply(.failure(Self.corrupt)) }
         if refusedForSpace(decoded, requestBytes: request.count, reply) { return }
         let id = nextProposalID
         nextProposalID &+= 1

@@ -23,16 +23,23 @@ while let entry = envp.pointee {
     envp += 1
 }
 
-// `swetcd snapshot restore FILE --data-dir DIR`
+// `swetcd snapshot restore FILE [--data-dir DIR] [--name N --initial-cluster
+// ... --initial-cluster-token T --initial-advertise-peer-urls URL]`, as
+// etcdctl's: a data dir for one member of a new cluster (by default one of
+// its own, named "default").
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "snapshot" {
-    guard arguments.count == 5, arguments[1] == "restore", ["--data-dir", "-data-dir"].contains(arguments[3]) else {
-        writeError("usage: swetcd snapshot restore FILE --data-dir DIR")
+    guard arguments.count >= 3, arguments[1] == "restore", !arguments[2].hasPrefix("-") else {
+        writeError("usage: swetcd snapshot restore FILE [--data-dir DIR] [--name NAME --initial-cluster NAME=URL,... --initial-cluster-token TOKEN --initial-advertise-peer-urls URL]")
         exit(2)
     }
+    let flags = Array(arguments[3...]).filter { !["--skip-hash-check", "--skip-hash-check=false"].contains($0) }
     do {
-        try SnapshotFile.restore(file: arguments[2], dataDir: arguments[4])
-        print("restored snapshot \(arguments[2]) into \(arguments[4])")
+        var restore = try ServerConfig.parse(arguments: flags, environment: [:])
+        if !flags.contains(where: { $0.hasPrefix("--data-dir") || $0.hasPrefix("-data-dir") }) { restore.dataDir = restore.name + ".swetcd" }
+        try SnapshotFile.restore(file: arguments[2], dataDir: restore.dataDir)
+        try EtcdServer.restoreIdentity(dataDir: restore.dataDir, config: restore)
+        print("restored snapshot \(arguments[2]) into \(restore.dataDir)")
         exit(0)
     } catch {
         writeError("swetcd: \(error)")
@@ -40,7 +47,7 @@ if arguments.first == "snapshot" {
     }
 }
 
-let config: ServerConfig
+var config: ServerConfig
 do {
     config = try ServerConfig.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: environment)
 } catch ServerConfig.ParseError.helpRequested {
@@ -77,10 +84,39 @@ if mi_is_in_heap_region(probe) {
 }
 free(probe)
 
+/// etcd's --auto-tls and --peer-auto-tls: a self-signed certificate kept in
+/// `<data-dir>/fixtures/<kind>`, made once.
+func selfSignedCertificate(_ kind: String, dataDir: String, hosts: [String]) -> (String, String) {
+    let dir = dataDir + "/fixtures/" + kind
+    let (cert, key) = (dir + "/cert.pem", dir + "/key.pem")
+    for d in [dataDir, dataDir + "/fixtures", dir] { mkdir(d, 0o700) }
+    if access(cert, R_OK) != 0 || access(key, R_OK) != 0 {
+        do {
+            try TLSServerContext.writeSelfSigned(certFile: cert, keyFile: key, ips: Array(Set(hosts)))
+            logger.info("made a self-signed certificate", metadata: ["cert-file": "\(cert)"])
+        } catch {
+            logger.critical("cannot make a certificate for --\(kind == "peer" ? "peer-" : "")auto-tls", metadata: ["error": "\(error)"])
+            exit(1)
+        }
+    }
+    return (cert, key)
+}
+if config.peerTLS && config.peerCertFile == nil && config.peerAutoTLS {
+    // Peers present it; none is verified (etcd's auto TLS checks nothing).
+    let (cert, key) = selfSignedCertificate("peer", dataDir: config.dataDir, hosts: config.listenPeerURLs.compactMap(ServerConfig.ClientURL.init).map(\.host))
+    (config.peerCertFile, config.peerKeyFile) = (cert, key)
+    config.peerTrustedCAFile = nil
+    config.peerClientCertAuth = false
+}
+
 let loop = EventLoop()
 let server: EtcdServer
 do {
     server = try EtcdServer(config: config, loop: loop, logger: logger)
+} catch ServerError.corrupt(let why) {
+    // etcd's words for it: the initial corruption check found a mismatch.
+    logger.critical("discovery failed", metadata: ["error": "\(why)"])
+    exit(1)
 } catch ServerError.alreadyBootstrapped(let id) {
     // etcd's words for it.
     logger.critical("discovery failed", metadata: ["error": "\(ServerError.alreadyBootstrapped(id))"])
@@ -97,21 +133,7 @@ let transport = TransportServer(loop: loop, router: server, http1: server, limit
 var tls: TLSServerContext?
 var certFile = config.certFile, keyFile = config.keyFile
 if config.listenClientURLs.contains(where: \.isTLS) && certFile == nil && config.autoTLS {
-    // etcd's --auto-tls: a self-signed certificate kept in the data dir.
-    let dir = config.dataDir + "/fixtures/client"
-    let (cert, key) = (dir + "/cert.pem", dir + "/key.pem")
-    for d in [config.dataDir + "/fixtures", dir] { mkdir(d, 0o700) }
-    if access(cert, R_OK) != 0 || access(key, R_OK) != 0 {
-        do {
-            try TLSServerContext.writeSelfSigned(certFile: cert, keyFile: key,
-                                                 ips: Array(Set(config.listenClientURLs.filter(\.isTLS).map(\.host))))
-            logger.info("made a self-signed certificate", metadata: ["cert-file": "\(cert)"])
-        } catch {
-            logger.critical("cannot make a certificate for --auto-tls", metadata: ["error": "\(error)"])
-            exit(1)
-        }
-    }
-    (certFile, keyFile) = (cert, key)
+    (certFile, keyFile) = selfSignedCertificate("client", dataDir: config.dataDir, hosts: config.listenClientURLs.filter(\.isTLS).map(\.host))
 }
 /// A TLS server context, or the process exits saying what could not be set up.
 func serverTLS(_ what: String, _ settings: TLSServerContext.Settings) -> TLSServerContext {

@@ -223,6 +223,39 @@ import Testing
         #expect(health.status != 0, "the intruder has no leader: \(health)")
     }
 
+    /// --peer-auto-tls: members on https peer URLs with self-signed
+    /// certificates they make once in the data dir. --peer-cert-allowed-cn:
+    /// a member whose certificate (from the cluster's CA) has another
+    /// CommonName is refused by the others and never joins.
+    @Test func peerAutoTLSAndAllowedCommonName() throws {
+        let auto = try Cluster(peerScheme: "https") { _ in ["--peer-auto-tls"] }
+        _ = try auto.leader()
+        #expect(try auto.etcdctl(0).run("put", "auto", "tls").stdout == "OK\n")
+        #expect(try auto.etcdctl(2).run("get", "auto", "--print-value-only").lines == ["tls"])
+        #expect(FileManager.default.fileExists(atPath: auto.dataDirs[1] + "/fixtures/peer/cert.pem"))
+        auto.stop()
+
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let stranger = try certs.client(commonName: "stranger")
+        let c = try Cluster(peerScheme: "https") { i in
+            let (cert, key) = i == 2 ? stranger : (certs.cert, certs.key)
+            return ["--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", certs.ca,
+                    "--peer-client-cert-auth", "--peer-cert-allowed-cn", "swetcd"]
+        }
+        defer { c.stop() }
+        var put = CommandResult(status: -1, stdout: "", stderr: "")
+        let started = Date()
+        while Date().timeIntervalSince(started) < 20 {
+            put = try c.etcdctl(0).run("put", "allowed", "1")
+            if put.stdout == "OK\n" { break }
+        }
+        #expect(put.stdout == "OK\n", "the two members with the allowed name took no write: \(put)")
+        usleep(1_000_000)
+        #expect(try c.etcdctl(2).run("get", "allowed", "--consistency=s", "--print-value-only").lines != ["1"])
+        #expect(c.members[0]!.log.contains("rejected a peer whose certificate has another CommonName"))
+    }
+
     /// kill -9 the leader: the other two elect one and a writer that
     /// retries (as clients do) succeeds again within a few seconds; the old
     /// leader catches up when it comes back.

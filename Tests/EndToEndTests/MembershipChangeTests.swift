@@ -1,4 +1,6 @@
+import EtcdClient
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 
@@ -334,5 +336,106 @@ final class EtcdMemberProcess: MemberProcess {
     func kill() {
         child.signal(SIGKILL)
         child.waitUntilExit()
+    }
+}
+
+/// Disaster recovery as etcd's guide has it: a quorum lost for good.
+@Suite(.serialized) struct LostQuorumTests {
+    /// A three-member cluster under writes loses two members and their
+    /// data. The last snapshot restored into a brand new three-member
+    /// cluster holds every key of it at its revision on all three (same
+    /// HashKV); the survivor, restarted with --force-new-cluster, holds
+    /// every write it acknowledged, and grows again.
+    @Test func aSnapshotOrTheSurvivorBringsTheClusterBack() async throws {
+        let c = try ClusterTests.Cluster()
+        defer { c.stop() }
+        _ = try c.leader()
+        let client = try EtcdClient(endpoints: [c.members[0]!.endpoint])
+        defer { client.close() }
+        // Writes before the snapshot, then more while it is taken and
+        // until two members die.
+        for i in 0..<50 { _ = try await client.put("load/\(i)", "v\(i)") }
+        let written = Mutex(50)
+        let writer = Task { () -> [String] in
+            var acknowledged = (0..<50).map { "load/\($0)" }
+            for i in 50..<1_000_000 {
+                guard (try? await client.put("load/\(i)", "v\(i)")) != nil else { break }
+                acknowledged.append("load/\(i)")
+                written.withLock { $0 = i + 1 }
+            }
+            return acknowledged
+        }
+        let snapshot = c.dataDirs[0] + "-snapshot.db"
+        defer { try? FileManager.default.removeItem(atPath: snapshot) }
+        #expect(try c.etcdctl(0).run("snapshot", "save", snapshot).status == 0)
+        let after = written.withLock { $0 }
+        for _ in 0..<200 where written.withLock({ $0 }) < after + 20 { try await Task.sleep(nanoseconds: 50_000_000) }
+        for i in [1, 2] {
+            c.members[i]!.kill()
+            c.members[i] = nil
+            try FileManager.default.removeItem(atPath: c.dataDirs[i])
+        }
+        let acknowledged = await writer.value
+        #expect(acknowledged.count >= after + 20, "writes acknowledged: \(acknowledged.count), \(after) at the snapshot")
+
+        // A new cluster from the snapshot: each member restored with its
+        // own name and peer URL, started without the bootstrap flags.
+        let fresh = MembershipChangeTests.GrowingCluster()
+        defer { fresh.stop() }
+        let names = ["n1", "n2", "n3"]
+        for n in names { fresh.peerPorts[n] = try ReferenceEtcd.freePort() }
+        let cluster = names.map { "\($0)=\(fresh.peerURL($0))" }.joined(separator: ",")
+        for n in names {
+            let r = try runCommand(ServerProcess.executable, ["snapshot", "restore", snapshot, "--name", n, "--initial-cluster", cluster,
+                                                              "--initial-cluster-token", "restored", "--initial-advertise-peer-urls",
+                                                              fresh.peerURL(n), "--data-dir", fresh.dataDir(n)])
+            #expect(r.status == 0, "\(r)")
+        }
+        for n in names {
+            fresh.members[n] = try ServerProcess(arguments: ["--name", n, "--listen-peer-urls", fresh.peerURL(n)], dataDir: fresh.dataDir(n))
+        }
+        try fresh.waitServes("n3", "load/0", "v0")
+        let list = try fresh.etcdctl("n1").run("member", "list").lines
+        #expect(list.count == 3 && names.allSatisfy { n in list.contains { $0.contains(", \(n), \(fresh.peerURL(n)), ") } }, "\(list)")
+        // Every key as the old cluster had it at the snapshot: the survivor
+        // (alone, serializable) still holds them at the same revisions.
+        let restored = try keys(fresh.etcdctl("n2"), serializable: false)
+        let survivor = try keys(c.etcdctl(0), serializable: true)
+        #expect(!restored.isEmpty && restored.count <= acknowledged.count + 1)
+        for (key, kv) in restored { #expect(survivor[key] == kv, "\(key)") }
+        var hashes = Set<String>()
+        for n in names {
+            let h = try fresh.etcdctl(n).run("endpoint", "hashkv", "-w", "json").stdout
+            hashes.insert(try #require(h.firstMatch(of: /"hash":(\d+)/)?.1).description)
+        }
+        #expect(hashes.count == 1, "HashKV differs: \(hashes)")
+        #expect(try fresh.etcdctl("n1").run("put", "after", "restore").stdout == "OK\n")
+
+        // The survivor forced into a new cluster of one: every write it
+        // acknowledged, and room to grow.
+        c.members[0]!.kill()
+        c.members[0] = try ServerProcess(arguments: c.flags(0) + ["--force-new-cluster"], dataDir: c.dataDirs[0])
+        let forced = try keys(c.etcdctl(0), serializable: false)
+        #expect(acknowledged.allSatisfy { forced[$0] != nil }, "\(acknowledged.filter { forced[$0] == nil }.prefix(5)) lost")
+        #expect(try c.etcdctl(0).run("member", "list").lines.count == 1)
+        #expect(try c.etcdctl(0).run("put", "forced", "yes").stdout == "OK\n")
+        let add = try c.etcdctl(0).run("member", "add", "m4", "--peer-urls=http://127.0.0.1:\(try ReferenceEtcd.freePort())")
+        #expect(add.status == 0 && add.stdout.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "\(add)")
+    }
+
+    /// Each key with its value and revisions, from `get load/ --prefix`.
+    private func keys(_ etcdctl: Etcdctl, serializable: Bool) throws -> [String: String] {
+        let r = try etcdctl.run(arguments: ["get", "load/", "--prefix", "-w", "fields"] + (serializable ? ["--consistency=s"] : []))
+        #expect(r.status == 0, "\(r)")
+        var out: [String: String] = [:]
+        var key = "", fields: [String] = []
+        for line in r.lines {
+            if line.hasPrefix("\"Key\" : ") { key = String(line.dropFirst(8)); fields = [] }
+            if line.hasPrefix("\"CreateRevision\"") || line.hasPrefix("\"ModRevision\"") || line.hasPrefix("\"Value\"") {
+                fields.append(line)
+                if line.hasPrefix("\"Value\"") { out[key.trimmingCharacters(in: CharacterSet(charactersIn: "\""))] = fields.joined(separator: " ") }
+            }
+        }
+        return out
     }
 }

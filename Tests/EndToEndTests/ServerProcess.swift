@@ -25,14 +25,17 @@ final class ServerProcess {
     /// against one can say what the server was doing.
     static let logsByEndpoint = Mutex([String: String]())
 
-    /// - Parameter port: 0 picks a free one (a restart may ask for the same).
-    init(arguments: [String] = [], dataDir: String? = nil, port requestedPort: UInt16 = 0) throws {
+    /// - Parameters:
+    ///   - port: 0 picks a free one (a restart may ask for the same).
+    ///   - exactly: the arguments are the whole command line (they name
+    ///     the data dir, `dataDir`, and the client URLs themselves).
+    init(arguments: [String] = [], dataDir: String? = nil, port requestedPort: UInt16 = 0, exactly: Bool = false) throws {
         ownsDataDir = dataDir == nil
         self.dataDir = dataDir ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("swetcd-e2e-\(UUID().uuidString)").path
         logPath = self.dataDir + ".log"
         child = try ChildProcess(Self.executable,
-                                 ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(requestedPort)"] + arguments,
+                                 (exactly ? [] : ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(requestedPort)"]) + arguments,
                                  stderr: .file(logPath))
         port = try waitForPort()
         Self.logsByEndpoint.withLock { $0[endpoint] = logPath }
