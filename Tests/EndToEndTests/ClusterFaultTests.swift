@@ -92,9 +92,13 @@ final class FaultCluster {
     func endpoint(_ i: Int) -> String { "\(hosts[i]):\(clientPorts[i])" }
     func logPath(_ i: Int) -> String { dataDirs[i] + ".log" }
 
-    func start(_ i: Int) throws {
-        let cluster = (0..<3).map { "f\($0)=http://\(hosts[$0]):\(peerPorts[$0])" }.joined(separator: ",")
-        let flags = ["--name", "f\(i)", "--data-dir", dataDirs[i],
+    func peerURL(_ i: Int) -> String { "http://\(hosts[i]):\(peerPorts[i])" }
+
+    /// Starts member `i` on its data dir: of the first three with `new`,
+    /// or with what `member add` printed and `existing` (a member added).
+    func start(_ i: Int, cluster: String? = nil, state: String = "new") throws {
+        let cluster = cluster ?? (0..<3).map { "f\($0)=\(peerURL($0))" }.joined(separator: ",")
+        let flags = ["--name", "f\(i)", "--data-dir", dataDirs[i], "--initial-cluster-state", state,
                      "--listen-client-urls", "http://\(endpoint(i))",
                      "--listen-peer-urls", "http://\(hosts[i]):\(peerPorts[i])",
                      "--initial-advertise-peer-urls", "http://\(hosts[i]):\(peerPorts[i])",
@@ -136,6 +140,9 @@ final class FaultCluster {
 
     func setMemberID(_ i: Int, _ id: UInt64) { memberIDs[i] = id }
 
+    /// Removes member `i`'s data (it must not be running).
+    func wipe(_ i: Int) { try? FileManager.default.removeItem(atPath: dataDirs[i]) }
+
     func stop() {
         for i in 0..<3 {
             processes[i]?.signal(SIGCONT)
@@ -152,15 +159,16 @@ final class FaultCluster {
 /// The randomized cluster fault test: three members, a writer, a
 /// linearizable reader and a serializable reader on each member, while in
 /// every round one member (the leader half of the time) is killed with -9
-/// and restarted, paused with SIGSTOP/SIGCONT, or cut off from everyone
-/// (its link taken down). After each round: no acknowledged write is lost,
+/// and restarted, paused with SIGSTOP/SIGCONT, cut off from everyone (its
+/// link taken down), or replaced: removed from the cluster, its data
+/// wiped, added again as a learner at the same address, and promoted. After each round: no acknowledged write is lost,
 /// the history is linearizable (`ClusterHistory`), revisions never go back
 /// for any client, and every member reaches the same revision with the
 /// same keys and HashKV. A failing round prints its seed: rerun it with
 /// SWETCD_SEED=<seed> SWETCD_FAULT_ROUNDS=1. SWETCD_FAULT_ROUNDS sets the
 /// number of rounds (20 by default; README's longer mode asks for more).
 @Suite(.serialized) struct ClusterFaultTests {
-    enum Fault: String, CaseIterable { case kill, pause, partition }
+    enum Fault: String, CaseIterable { case kill, pause, partition, replace }
 
     static let keys = (0..<5).map { "k\($0)" }
 
@@ -202,7 +210,7 @@ final class FaultCluster {
                     }
                 }
                 try await Task.sleep(for: .seconds(faultAt))
-                let applied = Self.apply(fault, to: target, c)
+                let applied = try Self.apply(fault, to: target, c)
                 try await Task.sleep(for: .seconds(hold))
                 try Self.heal(applied, target, c)
                 try await group.waitForAll()
@@ -248,9 +256,9 @@ final class FaultCluster {
         #expect(totals.acknowledged > rounds * 20, "too few writes succeeded to say much: \(totals)")
     }
 
-    enum Applied { case killed, paused, cut }
+    enum Applied { case killed, paused, cut, replaced }
 
-    static func apply(_ fault: Fault, to i: Int, _ c: FaultCluster) -> Applied {
+    static func apply(_ fault: Fault, to i: Int, _ c: FaultCluster) throws -> Applied {
         switch fault {
         case .kill:
             c.kill(i)
@@ -261,6 +269,17 @@ final class FaultCluster {
         case .pause, .partition:
             c.pause(i)
             return .paused
+        case .replace:
+            let via = Etcdctl(endpoint: c.endpoint((i + 1) % 3))
+            try retryingEtcdctl { try via.run("member", "remove", String(c.memberIDs[i], radix: 16)) }
+            c.kill(i)
+            c.wipe(i)
+            let added = try retryingEtcdctl { try via.run("member", "add", "f\(i)", "--learner", "--peer-urls=\(c.peerURL(i))") }
+            guard let cluster = added.stdout.firstMatch(of: /ETCD_INITIAL_CLUSTER="([^"]*)"/)?.1 else {
+                throw E2EError("member add printed no ETCD_INITIAL_CLUSTER: \(added)")
+            }
+            try c.start(i, cluster: String(cluster), state: "existing")
+            return .replaced
         }
     }
 
@@ -269,6 +288,34 @@ final class FaultCluster {
         case .killed: try c.start(i)
         case .paused: c.resume(i)
         case .cut: c.heal(i)
+        case .replaced:
+            // Promoted once it has caught up (the leader says when).
+            let via = Etcdctl(endpoint: c.endpoint((i + 1) % 3))
+            let list = try via.run("member", "list", "-w", "json").stdout
+            let members = (try? JSONSerialization.jsonObject(with: Data(list.utf8)) as? [String: Any])?["members"] as? [[String: Any]]
+            guard let id = members?.first(where: { ($0["peerURLs"] as? [String]) == [c.peerURL(i)] })
+                    .flatMap({ ($0["ID"] as? NSNumber)?.uint64Value }) else {
+                throw E2EError("the new member is not listed: \(list)")
+            }
+            try retryingEtcdctl(also: "can only promote a learner member which is in sync with leader") {
+                try via.run("member", "promote", String(id, radix: 16))
+            }
+            c.setMemberID(i, id)
+        }
+    }
+
+    /// Runs an etcdctl command again (for up to 20 s) while it fails for a
+    /// passing reason: the cluster not ready for a change yet, no leader.
+    @discardableResult
+    static func retryingEtcdctl(also passing: String? = nil, _ body: () throws -> CommandResult) throws -> CommandResult {
+        let deadline = Date().addingTimeInterval(20)
+        while true {
+            let r = try body()
+            if r.status == 0 { return r }
+            let transient = ["unhealthy cluster", "no leader", "request timed out", "context deadline exceeded", "leader changed"]
+                + (passing.map { [$0] } ?? [])
+            guard transient.contains(where: { r.stderr.contains($0) }), Date() < deadline else { throw E2EError("etcdctl failed: \(r)") }
+            usleep(250_000)
         }
     }
 

@@ -50,6 +50,19 @@ import TestSupport
             }
         }
 
+        /// Starts a member `add` added, with the cluster it printed (its
+        /// last add's output is not kept: the list as `via` has it now).
+        func startAdded(_ name: String, via: String) throws {
+            let list = try etcdctl(via).run("member", "list").lines
+            let cluster = list.compactMap { line -> String? in
+                let f = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                guard f.count == 6 else { return nil }
+                return "\(f[2].isEmpty ? name : f[2])=\(f[3])"
+            }.joined(separator: ",")
+            try start(name, cluster: cluster, state: "existing")
+            try waitStarted(name, via: via)
+        }
+
         /// Adds `name` and starts it with what etcdctl printed, as etcd's
         /// guide says; returns its ID.
         @discardableResult
@@ -224,6 +237,12 @@ import TestSupport
         }
         let ours = try transcript(GrowingCluster())
         let theirs = try transcript(GrowingCluster(etcd: true))
+        // The steps did what they say (equal transcripts of failures would
+        // prove little).
+        #expect(ours.filter { $0.hasPrefix("Member <id> added to cluster <id>") }.count == 6)
+        #expect(ours.contains("move-leader -> 0\nLeadership transferred from <id> to <id>\n"), "\(ours)")
+        #expect(["m6", "m4", "m7"].allSatisfy { ours.contains("\($0) ended: Optional(exit status 0)") }, "\(ours)")
+        #expect(ours.last == "get k --print-value-only -> 0\nmoved\n", "\(ours)")
         #expect(ours.count == theirs.count)
         for (a, b) in zip(ours, theirs) { #expect(a == b) }
         if ours != theirs { print("swetcd:\n\(ours.joined(separator: "\n"))\netcd:\n\(theirs.joined(separator: "\n"))") }
@@ -262,32 +281,59 @@ import TestSupport
         }
         try c.startFirst("m1")
         try step("m1", "put", "k1", "v1")
-        try c.grow("m2", via: "m1")
+        // Grow 1 → 3 → 5.
+        for name in ["m2", "m3", "m4", "m5"] {
+            out.append(mask(try c.add(name, via: "m1").joined(separator: "\n")))
+            try c.startAdded(name, via: "m1")
+            if name == "m3" || name == "m5" { try step("m1", "member", "list") }
+        }
+        // m5 fails for good: removed, replaced by m6 with a fresh data dir.
+        c.members["m5"]!.kill()
+        c.members["m5"] = nil
+        try step("m2", "member", "remove", try c.id(of: "m5", via: "m2"))
+        out.append(mask(try c.add("m6", via: "m2").joined(separator: "\n")))
+        try c.startAdded("m6", via: "m2")
+        try step("m2", "member", "list")
+        // Shrink back to three: a removed member that runs stops.
+        for name in ["m6", "m4"] {
+            try step("m1", "member", "remove", try c.id(of: name, via: "m1"))
+            let ended = c.members[name]!.child.wait(seconds: 15)
+            out.append("\(name) ended: \(String(describing: ended))")
+            c.members[name] = nil
+        }
         try step("m1", "member", "list")
-        let learner = try c.add("m3", via: "m1", learner: true)
+        // A learner: refused until in sync, then promoted.
+        let learner = try c.add("m7", via: "m1", learner: true)
         out.append(mask(learner.joined(separator: "\n")))
-        let m3 = try c.id(of: "", via: "m1", unstarted: true)
-        try step("m1", "member", "promote", m3)
-        try step("m2", "member", "add", "m4", "--learner", "--peer-urls=http://127.0.0.1:1")
-        try step("m2", "member", "add", "m4", "--peer-urls=\(c.peerURL("m1"))")
+        let m7 = try c.id(of: "", via: "m1", unstarted: true)
+        try step("m1", "member", "promote", m7)
+        try step("m2", "member", "add", "m8", "--learner", "--peer-urls=http://127.0.0.1:1")
+        try step("m2", "member", "add", "m8", "--peer-urls=\(c.peerURL("m1"))")
         try step("m2", "member", "remove", "1234")
         try step("m2", "member", "update", try c.id(of: "m2", via: "m1"), "--peer-urls=\(c.peerURL("m1"))")
         let cluster = try #require(learner[3].firstMatch(of: /^ETCD_INITIAL_CLUSTER="(.*)"$/)?.1)
-        try c.start("m3", cluster: String(cluster), state: "existing")
-        try c.waitServes("m3", "k1", "v1", serializable: true)
-        try c.waitStarted("m3", via: "m1")
-        try step("m3", "put", "k", "x")
-        try step("m3", "get", "k1", "--consistency=s")
+        try c.start("m7", cluster: String(cluster), state: "existing")
+        try c.waitServes("m7", "k1", "v1", serializable: true)
+        try c.waitStarted("m7", via: "m1")
+        try step("m7", "put", "k", "x")
+        try step("m7", "get", "k1", "--consistency=s")
         try step("m1", "member", "list")
         let deadline = Date().addingTimeInterval(20)
-        while try c.etcdctl("m1").run("member", "promote", m3).status != 0 && Date() < deadline { usleep(250_000) }
+        while try c.etcdctl("m1").run("member", "promote", m7).status != 0 && Date() < deadline { usleep(250_000) }
         try step("m1", "member", "list")
-        try step("m1", "member", "promote", m3)
-        try step("m3", "put", "k", "voter")
-        try step("m2", "member", "remove", m3)
-        let ended = c.members["m3"]!.child.wait(seconds: 15)
-        out.append("m3 ended: \(String(describing: ended))")
-        c.members["m3"] = nil
+        try step("m1", "member", "promote", m7)
+        try step("m7", "put", "k", "voter")
+        // Leadership to a follower (etcdctl finds the leader among the
+        // endpoints it is given).
+        let all = Etcdctl(endpoint: ["m1", "m2", "m3", "m7"].map { c.members[$0]!.endpoint }.joined(separator: ","))
+        let follower = try ["m2", "m3", "m7"].first { try !c.leads($0) } ?? "m1"
+        let moved = try all.run("move-leader", try c.id(of: follower, via: "m1"))
+        out.append("move-leader -> \(moved.status)\n\(mask(moved.stdout))")
+        try step(follower, "put", "k", "moved")
+        try step("m2", "member", "remove", m7)
+        let ended = c.members["m7"]!.child.wait(seconds: 15)
+        out.append("m7 ended: \(String(describing: ended))")
+        c.members["m7"] = nil
         try step("m1", "member", "list")
         try step("m2", "get", "k", "--print-value-only")
         return out
