@@ -88,7 +88,9 @@ struct SnapshotStatus: CtlCommand {
 }
 
 /// `snapshot restore FILE --data-dir DIR`: a new data dir for one member.
-/// etcd's cluster flags are accepted; a swetcd member is alone until Raft.
+/// A member of a new cluster of several is restored by `swetcd snapshot
+/// restore`, which writes the cluster's members and IDs into the data dir
+/// (server code, which swetcdctl does not link).
 struct SnapshotRestore: CtlCommand {
     static let configuration = CommandConfiguration(commandName: "restore", abstract: "Restores an etcd member snapshot to an etcd directory")
     @OptionGroup var global: GlobalOptions
@@ -104,6 +106,9 @@ struct SnapshotRestore: CtlCommand {
     func execute() async throws {
         guard args.count == 1 else { throw CtlError(.badArgs, "snapshot restore requires exactly one argument") }
         if !walDir.isEmpty { throw CtlError(.badArgs, "--wal-dir is not supported: swetcd keeps its WAL in the data dir") }
+        if initialCluster.contains(",") {
+            throw CtlError(.badArgs, "restoring a member of a cluster of several: use `swetcd snapshot restore` with the same flags")
+        }
         let directory = dataDir.isEmpty ? name + ".swetcd" : dataDir
         try goFileCheck("open", args[0])
         do {
