@@ -386,14 +386,29 @@ extension EtcdServer {
         m.clientUrls = clientURLs
         if known.name == m.name && known.clientURLs == m.clientUrls {
             attributesPublished = true
+            startServingClients()
             return
         }
         guard let bytes: [UInt8] = try? m.serializedBytes() else { return }
         attributesPublishing = true
         propose(.memberAttributes, bytes, .memberAttributes(m)) { [unowned self] outcome in
             attributesPublishing = false
-            if case .success = outcome { attributesPublished = true }
+            if case .success = outcome {
+                attributesPublished = true
+                startServingClients()
+            }
         }
+    }
+
+    /// A member that joined has applied its own attributes: it serves
+    /// clients, the calls that waited first.
+    func startServingClients() {
+        guard !servingClients else { return }
+        servingClients = true
+        logger.info("published local member to cluster through raft; serving client requests", metadata: ["local-member-id": "\(hex(memberID))"])
+        let held = heldUntilServing
+        heldUntilServing = []
+        for call in held { call() }
     }
 
     func applyMemberAttributes(_ m: Etcdserverpb_Member) throws {

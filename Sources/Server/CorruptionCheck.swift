@@ -25,19 +25,24 @@ extension EtcdServer {
                 return call.finish(GRPCStatus(.internal, "grpc: error unmarshalling request"))
             }
             do {
-                let h = try store.hashKV(revision: request.revision)
-                var r = Etcdserverpb_HashKVResponse()
-                r.header = header()
-                r.hash = h.hash
-                r.compactRevision = h.compactRevision
-                r.hashRevision = h.hashRevision
-                call.respond(try r.serializedBytes() as [UInt8])
+                call.respond(try hashKVResponse(revision: request.revision).serializedBytes() as [UInt8])
             } catch let e as any EtcdStatusError {
                 call.finish(GRPCStatus(e))
             } catch {
                 call.finish(GRPCStatus(.internal, "\(error)"))
             }
         }
+    }
+
+    /// HashKV at `revision` (0: the current one), as the RPC answers it.
+    func hashKVResponse(revision: Int64) throws -> Etcdserverpb_HashKVResponse {
+        let h = try store.hashKV(revision: revision)
+        var r = Etcdserverpb_HashKVResponse()
+        r.header = header()
+        r.hash = h.hash
+        r.compactRevision = h.compactRevision
+        r.hashRevision = h.hashRevision
+        return r
     }
 
     /// Each of `peers`' HashKV at `revision` (nil for one that did not

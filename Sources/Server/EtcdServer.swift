@@ -60,6 +60,12 @@ public final class EtcdServer {
     public var onRemoved: (() -> Void)?
     var stopping = false
     var removalTimer: Transport.Timer?
+    /// False for a member that joined a cluster until its published
+    /// attributes are applied (it has caught up to them, as etcd's
+    /// ReadyNotify): until then unary client calls wait, streams are
+    /// refused, so no client sees the empty store it started with.
+    var servingClients = true
+    var heldUntilServing: [() -> Void] = []
     var corruptionCheckRunning = false
     private var corruptionCheckTimer: Transport.Timer?
     /// Membership changes this member proposed, by request ID, until
@@ -177,6 +183,7 @@ public final class EtcdServer {
         if isNewDataDir && config.initialClusterState == "existing" {
             joined = try Self.joinCluster(config, tls: peerTLS, loop: loop)
         }
+        servingClients = joined == nil
         memberID = try Self.persistentID(.memberID, backend, new: joined?.memberID
             ?? ClusterIdentity.memberID(peerURLs: config.initialAdvertisePeerURLs, token: config.initialClusterToken))
         clusterID = try Self.persistentID(.clusterID, backend, new: joined?.clusterID ?? cluster.clusterID(token: config.initialClusterToken))
@@ -621,6 +628,15 @@ public final class EtcdServer {
 
 extension EtcdServer: GRPCRouter {
     public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
+        if let m = methods[path], !servingClients {
+            return .success(GRPCMethod(m.kind) { [unowned self] call, bytes in
+                guard !servingClients else { return m.handler(call, bytes) }
+                guard m.kind == .unary, heldUntilServing.count < 10_000 else {
+                    return call.finish(GRPCStatus(.unavailable, "swetcd: the member is joining the cluster"))
+                }
+                heldUntilServing.append { m.handler(call, bytes) }
+            })
+        }
         if let m = methods[path] {
             // A learner serves status and serializable ranges only (the
             // range checks its request).

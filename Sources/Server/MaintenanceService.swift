@@ -35,13 +35,7 @@ extension EtcdServer {
             return .now(r)
         }
         unary(m, "HashKV", access: .admin) { [unowned self] (req: Etcdserverpb_HashKVRequest, _) -> Reply<Etcdserverpb_HashKVResponse> in
-            let h = try store.hashKV(revision: req.revision)
-            var r = Etcdserverpb_HashKVResponse()
-            r.header = header()
-            r.hash = h.hash
-            r.compactRevision = h.compactRevision
-            r.hashRevision = h.hashRevision
-            return .now(r)
+            .now(try hashKVResponse(revision: req.revision))
         }
         answeringLater(m, "Alarm", access: .anyone) { [unowned self] (req: Etcdserverpb_AlarmRequest, call, key) in
             // Anyone signed in may list alarms; only root may raise or clear one.

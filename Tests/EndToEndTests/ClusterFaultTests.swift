@@ -210,9 +210,11 @@ final class FaultCluster {
                     }
                 }
                 try await Task.sleep(for: .seconds(faultAt))
-                let applied = try Self.apply(fault, to: target, c)
+                // Off the cooperative threads: faults run etcdctl and wait
+                // for processes, and the clients must keep running.
+                let applied = try await Self.blocking { try Self.apply(fault, to: target, c) }
                 try await Task.sleep(for: .seconds(hold))
-                try Self.heal(applied, target, c)
+                try await Self.blocking { try Self.heal(applied, target, c) }
                 try await group.waitForAll()
             }
             let context = "round \(round) (seed \(seed)): \(fault) member \(target)\(target == leader ? " (the leader)" : "")"
@@ -257,6 +259,15 @@ final class FaultCluster {
     }
 
     enum Applied { case killed, paused, cut, replaced }
+
+    /// Runs blocking work on a thread of its own.
+    static func blocking<T>(_ body: @escaping () throws -> T) async throws -> T {
+        let work = UncheckedSendable(body)
+        let result = try await withCheckedThrowingContinuation { (done: CheckedContinuation<UncheckedSendable<T>, Error>) in
+            Thread { done.resume(with: Result { UncheckedSendable(try work.value()) }) }.start()
+        }
+        return result.value
+    }
 
     static func apply(_ fault: Fault, to i: Int, _ c: FaultCluster) throws -> Applied {
         switch fault {
@@ -422,4 +433,11 @@ func monotonicSeconds() -> Double {
     var t = timespec()
     clock_gettime(CLOCK_MONOTONIC, &t)
     return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
+/// A value handed between threads by the test harness, which knows only
+/// one of them uses it at a time.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }
