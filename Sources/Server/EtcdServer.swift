@@ -627,17 +627,21 @@ public final class EtcdServer {
 }
 
 extension EtcdServer: GRPCRouter {
-    public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
-        if let m = methods[path], !servingClients {
-            return .success(GRPCMethod(m.kind) { [unowned self] call, bytes in
-                guard !servingClients else { return m.handler(call, bytes) }
-                guard m.kind == .unary, heldUntilServing.count < 10_000 else {
-                    return call.finish(GRPCStatus(.unavailable, "swetcd: the member is joining the cluster"))
-                }
-                heldUntilServing.append { m.handler(call, bytes) }
-            })
+    /// `m`, waiting (unary) or refused (streams) until a member that
+    /// joined serves clients.
+    private func waitingUntilServing(_ m: GRPCMethod) -> GRPCMethod {
+        GRPCMethod(m.kind) { [unowned self] call, bytes in
+            guard !servingClients else { return m.handler(call, bytes) }
+            guard m.kind == .unary, heldUntilServing.count < 10_000 else {
+                return call.finish(GRPCStatus(.unavailable, "swetcd: the member is joining the cluster"))
+            }
+            heldUntilServing.append { m.handler(call, bytes) }
         }
+    }
+
+    public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
         if let m = methods[path] {
+            guard servingClients else { return .success(waitingUntilServing(m)) }
             // A learner serves status and serializable ranges only (the
             // range checks its request).
             if isLearner && path != Self.statusPath && path != Self.rangePath {
