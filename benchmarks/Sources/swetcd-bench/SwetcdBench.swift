@@ -75,17 +75,26 @@ struct Put: AsyncParsableCommand {
     @Option(help: "Total requests.") var total = 10_000
     @Option(help: "Distinct keys to put into (random unless --sequential-keys).") var keySpaceSize = 1
     @Flag(help: "Put keys 0, 1, 2, ... in order.") var sequentialKeys = false
+    @Flag(help: "Random bytes as values (incompressible, each put's different), as etcd's benchmark tool puts; otherwise every value is 'vvv...'.")
+    var randomValues = false
 
     func run() async throws {
         let value = Data(repeating: UInt8(ascii: "v"), count: valSize)
-        let (keySize, space, sequential) = (keySize, keySpaceSize, sequentialKeys)
+        // A pool twice the value size (at least 1 MiB) to take random slices of.
+        let pool = randomValues ? Data((0..<max(2 * valSize, 1 << 20)).map { _ in UInt8.random(in: 0...255) }) : Data()
+        let (keySize, space, sequential, valSize) = (keySize, keySpaceSize, sequentialKeys, valSize)
         let r = try await runLoad(workload: "put", endpoints: global.endpointList, connections: global.conns,
                                   clients: global.clients, total: total, seconds: global.duration,
                                   pollForReply: global.pollForReply / 1e6, settings: global.settings) { n in
             let k = sequential ? n % space : Int.random(in: 0..<max(space, 1))
             var p = Etcdserverpb_PutRequest()
             p.key = Data(benchKey(k, size: keySize))
-            p.value = value
+            if pool.isEmpty {
+                p.value = value
+            } else {
+                let start = Int.random(in: 0...(pool.count - valSize))
+                p.value = pool[start..<(start + valSize)]
+            }
             return ("/etcdserverpb.KV/Put", try! p.serializedBytes())
         }
         try global.print(r)
