@@ -203,10 +203,16 @@ public final class LMDBBackend: Backend {
 
     // MARK: Writes
 
-    private static func put(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer, _ value: [UInt8]) -> Int32 {
+    private static func put(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer, _ value: [UInt8],
+                            appending: Bool = false) -> Int32 {
         value.withUnsafeBytes { v in
             var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
             var mv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
+            if appending {
+                let rc = mdb_put(txn, table, &mk, &mv, UInt32(MDB_APPEND))
+                if rc != MDB_KEYEXIST { return rc }
+                // Not after the last key (a replay, a restore): an ordinary put.
+            }
             return mdb_put(txn, table, &mk, &mv, 0)
         }
     }
@@ -231,7 +237,10 @@ public final class LMDBBackend: Backend {
         switch w {
         case .put(let table, let key, let value): return key.withUnsafeBytes { put(txn, dbi(table), $0, value) }
         case .delete(let table, let key): return key.withUnsafeBytes { delete(txn, dbi(table), $0) }
-        case .putRevision(let key, let value): return key.withUnsafeBytes { put(txn, tables.key, $0, value) }
+        // Revision keys arrive in order: appended, a page split leaves the
+        // full page full instead of halving it (pages of 1 KiB values held
+        // two, not three).
+        case .putRevision(let key, let value): return key.withUnsafeBytes { put(txn, tables.key, $0, value, appending: true) }
         case .deleteRevision(let key): return key.withUnsafeBytes { delete(txn, tables.key, $0) }
         }
     }
