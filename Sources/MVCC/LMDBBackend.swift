@@ -381,6 +381,81 @@ public final class LMDBBackend: Backend {
         public func copy(toFileDescriptor fd: Int32) throws {
             try check(mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT)), "env_copyfd2")
         }
+
+        /// Writes the committed state into a new database at `path` entry
+        /// by entry, appending in key order, so that every page is filled
+        /// (a page copy keeps each page as full as it was: a store written
+        /// before revisions were appended stays at half-full pages).
+        /// Commits and syncs every `syncBytes` of entries, so that the
+        /// writeback of a large copy never queues ahead of other fsyncs.
+        public func rebuild(to path: String, syncBytes: Int) throws {
+            var target: OpaquePointer?
+            try check(mdb_env_create(&target), "env_create \(path)")
+            defer { mdb_env_close(target) }
+            var info = MDB_envinfo()
+            mdb_env_info(env, &info)
+            var mapSize = info.me_mapsize
+            try check(mdb_env_set_maxdbs(target, 16), "env_set_maxdbs \(path)")
+            try check(mdb_env_set_mapsize(target, mapSize), "env_set_mapsize \(path)")
+            try check(mdb_env_open(target, path, UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS) | UInt32(MDB_NOSYNC), 0o644),
+                      "env_open \(path)")
+            var source: OpaquePointer?
+            try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &source), "txn_begin rebuild")
+            defer { mdb_txn_abort(source) }
+            let from = try LMDBBackend.openTables(source!)
+            let tables: [KeyPath<Tables, MDB_dbi>] = [\.key, \.meta, \.lease, \.v2]
+            // Where the next batch starts: a table, and the key after which
+            // it goes on (nil: from the first).
+            var table = 0
+            var resumeAfter: [UInt8]? = nil
+            while table < tables.count {
+                var txn: OpaquePointer?
+                try check(mdb_txn_begin(target, nil, 0, &txn), "txn_begin \(path)")
+                var batchBytes = 0
+                var rc: Int32 = MDB_SUCCESS
+                var batchEnd: (table: Int, after: [UInt8]?) = (table, resumeAfter)
+                do {
+                    let to = try LMDBBackend.openTables(txn!)
+                    tableLoop: for t in table..<tables.count {
+                        let start = t == table ? resumeAfter : nil
+                        var lastKey: [UInt8]? = start
+                        let full = try (start ?? []).withUnsafeBytes { s -> Bool in
+                            var reachedLimit = false
+                            try LMDBBackend.walk(from[keyPath: tables[t]], in: source!, from: start == nil ? nil : s) { k, v in
+                                if let start, k.elementsEqual(start) { return true }
+                                var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+                                var mv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
+                                rc = mdb_put(txn, to[keyPath: tables[t]], &mk, &mv, UInt32(MDB_APPEND))
+                                if rc != MDB_SUCCESS { return false }
+                                lastKey = Array(k)
+                                batchBytes += k.count + v.count
+                                reachedLimit = batchBytes >= syncBytes
+                                return !reachedLimit
+                            }
+                            return reachedLimit
+                        }
+                        if rc != MDB_SUCCESS { break tableLoop }
+                        if full {
+                            batchEnd = (t, lastKey)
+                            break tableLoop
+                        }
+                        batchEnd = (t + 1, nil)
+                    }
+                } catch {
+                    mdb_txn_abort(txn)
+                    throw error
+                }
+                if rc == MDB_SUCCESS { rc = mdb_txn_commit(txn) } else { mdb_txn_abort(txn) }
+                if rc == MDB_MAP_FULL {
+                    mapSize *= 2
+                    try check(mdb_env_set_mapsize(target, mapSize), "env_set_mapsize \(path)")
+                    continue  // the same batch again
+                }
+                try check(rc, "rebuild \(path)")
+                try check(mdb_env_sync(target, 1), "env_sync \(path)")
+                (table, resumeAfter) = batchEnd
+            }
+        }
     }
 
     public var copier: Copier { Copier(env: env) }
@@ -410,8 +485,8 @@ public final class LMDBBackend: Backend {
     public var defragmentBacklog: Int { defragJournal?.count ?? 0 }
 
     /// Starts a defragmentation that writes go on through: commits, then
-    /// records every later write. The caller copies with the returned
-    /// copier to `defragmentTarget` on another thread, then calls
+    /// records every later write. The caller writes `defragmentTarget` with
+    /// the returned copier's `rebuild` on another thread, then calls
     /// `catchUpDefragment` until little is left and `finishDefragment`.
     /// (The copy may already hold some journaled writes: replaying a put or
     /// a delete again leaves the same state.)
@@ -548,26 +623,6 @@ public final class LMDBBackend: Backend {
         defragJournal = nil
         unlink(defragmentTarget)
         unlink(defragmentTarget + "-lock")
-    }
-
-    /// Rewrites the file compactly: commits, copies with compaction, and
-    /// swaps the copy in. Blocks its caller for the copy.
-    public func defragment() throws {
-        try commit()
-        endRead()
-        if let readTxn { mdb_txn_abort(readTxn) }
-        readTxn = nil
-        let temporary = path + ".defrag"
-        unlink(temporary)
-        try copier.copy(to: temporary)
-        let size = mapSize
-        mdb_env_close(env)
-        env = nil
-        guard rename(temporary, path) == 0 else {
-            throw LMDBError(code: errno, operation: "rename \(temporary)")
-        }
-        unlink(temporary + "-lock")
-        try open(mapSize: size)
     }
 
     // MARK: Size

@@ -1,13 +1,13 @@
 import EtcdProto
 import MVCC
-import Synchronization
 import Transport
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Defragment without stopping the world (DESIGN.md): a compacting copy of
-/// the committed backend is written on another thread while writes go on;
+/// Defragment without stopping the world (DESIGN.md): a copy of the
+/// committed backend, rebuilt entry by entry into full pages, is written on
+/// another thread while writes go on;
 /// the backend journals every write meanwhile, and the loop replays the
 /// journal into the copy in bounded batches between requests; once little
 /// is left, writes wait while the rest is replayed and the copy is swapped
@@ -47,7 +47,7 @@ extension EtcdServer {
         let me = LoopBound(self)
         let loop = self.loop
         runOnNewThread {
-            let result = Result { try Self.writeCopy(copier, to: target) }.mapError { "\($0)" }
+            let result = Result { try copier.rebuild(to: target, syncBytes: Self.defragmentSyncBytes) }.mapError { "\($0)" }
             loop.execute {
                 switch result {
                 case .success: me.value.defragmentTask.trigger()
@@ -59,49 +59,10 @@ extension EtcdServer {
         }
     }
 
-    /// Bytes of the copy written between flushes.
-    static let defragmentFlushBytes = 4 << 20
-
-    /// Writes the compacted copy to `path` and syncs it, off the loop. LMDB
-    /// writes into a pipe and this thread writes the file and syncs it every
-    /// 4 MiB: a gigabyte written at once and synced at the end would queue
-    /// ahead of the WAL's fsyncs for a quarter second.
-    static func writeCopy(_ copier: LMDBBackend.Copier, to path: String) throws {
-        var pipeEnds: [Int32] = [-1, -1]
-        guard pipe(&pipeEnds) == 0 else { throw "pipe: \(String(cString: strerror(errno)))" }
-        let (reader, writer) = (pipeEnds[0], pipeEnds[1])
-        let failure = Mutex<String?>(nil)
-        runOnNewThread {
-            do { try copier.copy(toFileDescriptor: writer) } catch { failure.withLock { $0 = "\(error)" } }
-            close(writer)
-        }
-        defer { close(reader) }
-        let out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard out >= 0 else { throw "create \(path): \(String(cString: strerror(errno)))" }
-        defer { close(out) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var written = 0, flushed = 0
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(reader, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw "read the copy: \(String(cString: strerror(errno)))" }
-            if n == 0 { break }
-            var done = 0
-            while done < n {
-                let w = buffer.withUnsafeBytes { pwrite(out, $0.baseAddress! + done, n - done, off_t(written + done)) }
-                guard w > 0 else { throw "write \(path): \(String(cString: strerror(errno)))" }
-                done += w
-            }
-            written += n
-            if written - flushed >= defragmentFlushBytes {
-                // Only the last chunk is dirty: this syncs that much.
-                guard fdatasync(out) == 0 else { throw "fdatasync \(path): \(String(cString: strerror(errno)))" }
-                flushed = written
-            }
-        }
-        if let why = failure.withLock({ $0 }) { throw why }
-        guard fsync(out) == 0 else { throw "fsync \(path): \(String(cString: strerror(errno)))" }
-    }
+    /// Bytes of entries the copy is written and synced in: a gigabyte
+    /// written at once and synced at the end would queue ahead of the
+    /// WAL's fsyncs for a quarter second.
+    static let defragmentSyncBytes = 4 << 20
 
     /// One catch-up batch; the swap when the backlog is small and no other
     /// thread uses the backend.
