@@ -34,6 +34,13 @@ public final class LMDBBackend: Backend {
     private var metaTable: MDB_dbi = 0
     private var leaseTable: MDB_dbi = 0
     private var v2Table: MDB_dbi = 0
+    private var layout = RevisionLayout(pageSize: 4096)
+    /// Writes large values whole, as before parts existed (for tests of
+    /// stores written then).
+    var writesLargeValuesWhole: Bool {
+        get { !layout.splitsLargeValues }
+        set { layout.splitsLargeValues = !newValue }
+    }
     private var writeTxn: OpaquePointer?
     private var readTxn: OpaquePointer?
     private var readTxnIsLive = false
@@ -46,6 +53,7 @@ public final class LMDBBackend: Backend {
         var meta: MDB_dbi = 0
         var lease: MDB_dbi = 0
         var v2: MDB_dbi = 0
+        var layout = RevisionLayout(pageSize: 4096)
     }
     private enum Table { case meta, lease, v2 }
 
@@ -96,6 +104,7 @@ public final class LMDBBackend: Backend {
             do {
                 let tables = try Self.openTables(txn!)
                 (keyTable, metaTable, leaseTable, v2Table) = (tables.key, tables.meta, tables.lease, tables.v2)
+                layout = tables.layout
                 try check(mdb_txn_commit(txn), "txn_commit")
             } catch {
                 mdb_txn_abort(txn)
@@ -124,6 +133,9 @@ public final class LMDBBackend: Backend {
 
     private static func openTables(_ txn: OpaquePointer) throws -> Tables {
         var t = Tables()
+        var stat = MDB_stat()
+        mdb_env_stat(mdb_txn_env(txn), &stat)
+        t.layout = RevisionLayout(pageSize: Int(stat.ms_psize))
         try check(mdb_dbi_open(txn, "key", UInt32(MDB_CREATE), &t.key), "dbi_open key")
         try check(mdb_dbi_open(txn, "meta", UInt32(MDB_CREATE), &t.meta), "dbi_open meta")
         try check(mdb_dbi_open(txn, "lease", UInt32(MDB_CREATE), &t.lease), "dbi_open lease")
@@ -203,17 +215,62 @@ public final class LMDBBackend: Backend {
 
     // MARK: Writes
 
-    private static func put(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer, _ value: [UInt8],
+    private static func put(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer, _ v: UnsafeRawBufferPointer,
                             appending: Bool = false) -> Int32 {
-        value.withUnsafeBytes { v in
-            var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-            var mv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
-            if appending {
-                let rc = mdb_put(txn, table, &mk, &mv, UInt32(MDB_APPEND))
-                if rc != MDB_KEYEXIST { return rc }
-                // Not after the last key (a replay, a restore): an ordinary put.
+        var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+        var mv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
+        if appending {
+            let rc = mdb_put(txn, table, &mk, &mv, UInt32(MDB_APPEND))
+            if rc != MDB_KEYEXIST { return rc }
+            // Not after the last key (a replay, a restore): an ordinary put.
+        }
+        return mdb_put(txn, table, &mk, &mv, 0)
+    }
+
+    /// The key of a part of the revision whose key is `key`, on the stack
+    /// for the duration of `body`, which sets the part number.
+    private static func withPartKey<R>(_ key: UnsafeRawBufferPointer,
+                                       _ body: (_ setPart: (UInt8) -> Void, UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: RevisionLayout.partKeySize) { buffer in
+            let raw = UnsafeMutableRawBufferPointer(buffer)
+            raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: key[..<RevisionKey.size]))
+            return try body({ raw[RevisionKey.size] = $0 }, UnsafeRawBufferPointer(raw))
+        }
+    }
+
+    /// Puts a revision's value, whole or in parts (`RevisionLayout`), each
+    /// appended.
+    private static func putRevision(_ txn: OpaquePointer, _ table: MDB_dbi, _ layout: RevisionLayout,
+                                    _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Int32 {
+        if layout.storesWhole(value.count, tombstone: key.count != RevisionKey.size) {
+            return put(txn, table, key, value, appending: true)
+        }
+        // A store written before parts existed may hold this revision
+        // whole, and a log replay write it again.
+        let rc = delete(txn, table, key)
+        guard rc == MDB_SUCCESS || rc == MDB_NOTFOUND else { return rc }
+        return withPartKey(key) { setPart, partKey in
+            for (i, range) in layout.parts(of: value.count).enumerated() {
+                setPart(UInt8(i))
+                let rc = put(txn, table, partKey, UnsafeRawBufferPointer(rebasing: value[range]), appending: true)
+                if rc != MDB_SUCCESS { return rc }
             }
-            return mdb_put(txn, table, &mk, &mv, 0)
+            return MDB_SUCCESS
+        }
+    }
+
+    /// Deletes a revision, whole or in parts; MDB_NOTFOUND if neither.
+    private static func deleteRevision(_ txn: OpaquePointer, _ table: MDB_dbi, _ key: UnsafeRawBufferPointer) -> Int32 {
+        let rc = delete(txn, table, key)
+        guard rc == MDB_NOTFOUND, key.count == RevisionKey.size else { return rc }
+        return withPartKey(key) { setPart, partKey in
+            for part in 0..<RevisionLayout.maxParts {
+                setPart(UInt8(part))
+                let rc = delete(txn, table, partKey)
+                if rc == MDB_NOTFOUND { return part == 0 ? MDB_NOTFOUND : MDB_SUCCESS }
+                if rc != MDB_SUCCESS { return rc }
+            }
+            return MDB_SUCCESS
         }
     }
 
@@ -223,7 +280,7 @@ public final class LMDBBackend: Backend {
     }
 
     private func perform(_ w: Write, in txn: OpaquePointer) -> Int32 {
-        Self.perform(w, in: txn, Tables(key: keyTable, meta: metaTable, lease: leaseTable, v2: v2Table))
+        Self.perform(w, in: txn, Tables(key: keyTable, meta: metaTable, lease: leaseTable, v2: v2Table, layout: layout))
     }
 
     private static func perform(_ w: Write, in txn: OpaquePointer, _ tables: Tables) -> Int32 {
@@ -235,13 +292,15 @@ public final class LMDBBackend: Backend {
             }
         }
         switch w {
-        case .put(let table, let key, let value): return key.withUnsafeBytes { put(txn, dbi(table), $0, value) }
+        case .put(let table, let key, let value):
+            return key.withUnsafeBytes { k in value.withUnsafeBytes { put(txn, dbi(table), k, $0) } }
         case .delete(let table, let key): return key.withUnsafeBytes { delete(txn, dbi(table), $0) }
-        // Revision keys arrive in order: appended, a page split leaves the
+        // Revision keys arrive in order: appended, a page split keeps the
         // full page full instead of halving it (pages of 1 KiB values held
         // two, not three).
-        case .putRevision(let key, let value): return key.withUnsafeBytes { put(txn, tables.key, $0, value, appending: true) }
-        case .deleteRevision(let key): return key.withUnsafeBytes { delete(txn, tables.key, $0) }
+        case .putRevision(let key, let value):
+            return key.withUnsafeBytes { k in value.withUnsafeBytes { putRevision(txn, tables.key, tables.layout, k, $0) } }
+        case .deleteRevision(let key): return key.withUnsafeBytes { deleteRevision(txn, tables.key, $0) }
         }
     }
 
@@ -287,18 +346,34 @@ public final class LMDBBackend: Backend {
 
     private func get<R>(_ table: MDB_dbi, _ key: [UInt8], _ body: (UnsafeRawBufferPointer) -> R) throws -> R? {
         let txn = try readView()
-        return try key.withUnsafeBytes { k -> R? in
-            var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-            var mv = MDB_val()
-            let rc = mdb_get(txn, table, &mk, &mv)
-            if rc == MDB_NOTFOUND { return nil }
-            try check(rc, "get")
-            return body(UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size))
-        }
+        return try key.withUnsafeBytes { try Self.get(txn, table, $0).map(body) }
+    }
+
+    private static func get(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer) throws -> UnsafeRawBufferPointer? {
+        var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+        var mv = MDB_val()
+        let rc = mdb_get(txn, table, &mk, &mv)
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "get")
+        return UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size)
     }
 
     public func keyValue(at key: RevisionKey, skipValue: Bool) throws -> KeyValue? {
-        try get(keyTable, key.bytes) { KeyValue(encoded: $0, skipValue: skipValue) } ?? nil
+        let txn = try readView()
+        return try key.withUnsafeBytes { k -> KeyValue? in
+            if let whole = try Self.get(txn, keyTable, k) { return KeyValue(encoded: whole, skipValue: skipValue) }
+            guard !key.isTombstone else { return nil }
+            // Stored in parts, or not at all.
+            return try Self.withPartKey(k) { setPart, partKey -> KeyValue? in
+                var value: [UInt8] = []
+                for part in 0..<RevisionLayout.maxParts {
+                    setPart(UInt8(part))
+                    guard let bytes = try Self.get(txn, keyTable, partKey) else { break }
+                    value.append(contentsOf: bytes)
+                }
+                return value.isEmpty ? nil : value.withUnsafeBytes { KeyValue(encoded: $0, skipValue: skipValue) }
+            }
+        }
     }
 
     public func meta(_ name: MetaKey) throws -> [UInt8]? {
@@ -308,14 +383,44 @@ public final class LMDBBackend: Backend {
     public func forEachRevision(from start: Revision,
                                 _ body: (RevisionKey, UnsafeRawBufferPointer) throws -> Bool) throws {
         let txn = try readView()
-        try RevisionKey(start).bytes.withUnsafeBytes { s in
-            try Self.walk(keyTable, in: txn, from: s) { k, v in
+        try RevisionKey(start).withUnsafeBytes { s in
+            try Self.walkRevisions(keyTable, in: txn, from: s) { k, v in
                 guard let revKey = RevisionKey(bytes: k) else {
                     throw LMDBError(code: MDB_CORRUPTED, operation: "revision key of \(k.count) bytes")
                 }
                 return try body(revKey, v)
             }
         }
+    }
+
+    /// Visits the revisions of the `key` table in order, as `walk`, with
+    /// each revision stored in parts put together: its key, its value.
+    private static func walkRevisions(_ table: MDB_dbi, in txn: OpaquePointer, from start: UnsafeRawBufferPointer? = nil,
+                                      _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws {
+        var partsKey: [UInt8] = []
+        var partsValue: [UInt8] = []
+        var gathering = false
+        func visitGathered() throws -> Bool {
+            gathering = false
+            return try partsKey.withUnsafeBytes { k in try partsValue.withUnsafeBytes { try body(k, $0) } }
+        }
+        try walk(table, in: txn, from: start) { k, v in
+            let isPart = RevisionLayout.isPartKey(k)
+            if isPart, gathering, k[RevisionKey.size] != 0, k.prefix(RevisionKey.size).elementsEqual(partsKey) {
+                partsValue.append(contentsOf: v)
+                return true
+            }
+            if gathering, try !visitGathered() { return false }
+            guard isPart else { return try body(k, v) }
+            guard k[RevisionKey.size] == 0 else {
+                throw LMDBError(code: MDB_CORRUPTED, operation: "part \(k[RevisionKey.size]) of a revision without its first part")
+            }
+            partsKey = Array(k.prefix(RevisionKey.size))
+            partsValue = Array(v)
+            gathering = true
+            return true
+        }
+        if gathering { _ = try visitGathered() }
     }
 
     /// Visits the entries of `table` in key order, from the first key at or
@@ -356,7 +461,13 @@ public final class LMDBBackend: Backend {
 
     public func forEachEntry(_ body: (String, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
         let txn = try readView()
-        for (name, table) in [("key", keyTable), ("meta", metaTable), ("lease", leaseTable), ("v2", v2Table)] {
+        // Revisions as one entry each, however stored: the hash is the
+        // same for every layout.
+        try Self.walkRevisions(keyTable, in: txn) { k, v in
+            try body("key", k, v)
+            return true
+        }
+        for (name, table) in [("meta", metaTable), ("lease", leaseTable), ("v2", v2Table)] {
             try Self.walk(table, in: txn) { k, v in
                 try body(name, k, v)
                 return true
@@ -421,11 +532,15 @@ public final class LMDBBackend: Backend {
                         var lastKey: [UInt8]? = start
                         let full = try (start ?? []).withUnsafeBytes { s -> Bool in
                             var reachedLimit = false
-                            try LMDBBackend.walk(from[keyPath: tables[t]], in: source!, from: start == nil ? nil : s) { k, v in
+                            // Revisions are read whole and written in the
+                            // current layout (a store from before parts
+                            // existed is converted here).
+                            let isKeyTable = tables[t] == \.key
+                            let walk = isKeyTable ? LMDBBackend.walkRevisions : LMDBBackend.walk
+                            try walk(from[keyPath: tables[t]], source!, start == nil ? nil : s) { k, v in
                                 if let start, k.elementsEqual(start) { return true }
-                                var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
-                                var mv = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
-                                rc = mdb_put(txn, to[keyPath: tables[t]], &mk, &mv, UInt32(MDB_APPEND))
+                                rc = isKeyTable ? LMDBBackend.putRevision(txn!, to.key, to.layout, k, v)
+                                                : LMDBBackend.put(txn!, to[keyPath: tables[t]], k, v, appending: true)
                                 if rc != MDB_SUCCESS { return false }
                                 lastKey = Array(k)
                                 batchBytes += k.count + v.count
