@@ -763,10 +763,15 @@ public final class LMDBBackend: Backend {
         try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "txn_begin count")
         defer { mdb_txn_abort(txn) }
         var total = 0
-        for dbi in [keyTable, metaTable, leaseTable, v2Table] {
+        for dbi in [metaTable, leaseTable, v2Table] {
             var st = MDB_stat()
             try check(mdb_stat(txn, dbi, &st), "stat")
             total += Int(st.ms_entries)
+        }
+        // A revision stored in parts counts once: its first part.
+        try Self.walk(keyTable, in: txn!) { k, _ in
+            if !RevisionLayout.isPartKey(k) || k[RevisionKey.size] == 0 { total += 1 }
+            return true
         }
         return total
     }
