@@ -553,9 +553,9 @@ public final class LMDBBackend: Backend {
                                 rc = isKeyTable ? LMDBBackend.putRevision(txn!, to.key, to.layout, k, v)
                                                 : LMDBBackend.put(txn!, to[keyPath: tables[t]], k, v, appending: true)
                                 if rc != MDB_SUCCESS { return false }
-                                lastKey = Array(k)
                                 batchBytes += k.count + v.count
                                 reachedLimit = batchBytes >= syncBytes
+                                if reachedLimit { lastKey = Array(k) }
                                 return !reachedLimit
                             }
                             return reachedLimit
