@@ -314,7 +314,12 @@ public final class LMDBBackend: Backend {
         try check(rc, "write")
     }
 
+    /// Bytes of revision values put since the backend opened (what the
+    /// next sync has to write, roughly).
+    public private(set) var revisionBytesPut = 0
+
     public func putRevision(_ key: RevisionKey, value: [UInt8]) throws {
+        revisionBytesPut &+= value.count
         try write(.putRevision(key, value: value))
     }
 

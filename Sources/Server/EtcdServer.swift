@@ -114,6 +114,8 @@ public final class EtcdServer {
     private var checkpointTimer: Transport.Timer?
     var checkpointInProgress = false
     private var checkpointedIndex: UInt64 = 0
+    /// The backend's `revisionBytesPut` when the last checkpoint began.
+    private var bytesPutAtCheckpoint = 0
 
     // Leases: the lessor, and the leases whose backend entry holds a
     // remaining TTL from a checkpoint (a keep-alive clears it).
@@ -423,8 +425,16 @@ public final class EtcdServer {
             try store.commit()
         } catch {
             refuseWrites(because: "the backend commit failed: \(error)")
+            return
         }
+        // Under a burst, a checkpoint every few MiB as well as every few
+        // seconds: one sync of seconds of writes (hundreds of MiB) held
+        // the WAL's fsyncs back for tens of milliseconds.
+        if backend.revisionBytesPut &- bytesPutAtCheckpoint >= Self.checkpointBytes { checkpoint() }
     }
+
+    /// Bytes of values put after which a checkpoint starts early.
+    static let checkpointBytes = 32 << 20
 
     func refuseWrites(because why: String) {
         guard writesRefused == nil else { return }
@@ -443,6 +453,7 @@ public final class EtcdServer {
             return
         }
         checkpointInProgress = true
+        bytesPutAtCheckpoint = backend.revisionBytesPut
         let index = appliedIndex
         // Where recovery starts Raft's log once the backend holds `index`
         // durably: written before any segment holding entries up to it goes.

@@ -143,6 +143,36 @@ extension CrashTests {
     }
 }
 
+extension CrashTests {
+    /// A burst of puts starts a checkpoint every 32 MiB, not only every
+    /// --experimental-checkpoint-interval (an hour here): the WAL drops
+    /// segments the backend covers while the burst goes on.
+    @Test func aBurstCheckpointsEveryFewMebibytes() async throws {
+        let flags = ["--experimental-wal-segment-bytes", "1048576", "--experimental-checkpoint-interval", "1h", "--max-wals", "2"]
+        let server = try ServerProcess(arguments: flags)
+        defer { server.stop() }
+        let client = try EtcdClient(endpoints: [server.endpoint], connections: 2)
+        defer { client.close() }
+        let value = [UInt8](repeating: 7, count: 256 << 10)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<4 {
+                group.addTask { for i in 0..<80 { _ = try await client.put(Array("burst/\(w)/\(i)".utf8), value) } }
+            }
+            try await group.waitForAll()
+        }
+        // 80 MiB of values: at least two early checkpoints, each letting
+        // the WAL drop the 1 MiB segments it covers (a checkpoint runs on
+        // its own thread, so allow it a moment).
+        var segments: [String] = []
+        for _ in 0..<50 {
+            segments = try FileManager.default.contentsOfDirectory(atPath: server.dataDir + "/member/wal").filter { $0.hasSuffix(".wal") }
+            if segments.count < 60 { break }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        #expect(segments.count < 60, "80 MiB of entries in 1 MiB segments: \(segments.count) left, so no checkpoint ran")
+    }
+}
+
 @Suite struct CompactionCrashTests {
     /// Kill -9 while a compaction deletes old revisions in the backend: the
     /// restarted member resumes it, keeps every key's newest version and
