@@ -53,6 +53,7 @@ let package = Package(
         // No sockets, threads or clocks of its own.
         .target(name: "EtcdStatus"),
         .target(name: "Checksum"),
+        .target(name: "Bolt", swiftSettings: serverSettings),
         .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"], swiftSettings: serverSettings),
         // Users, roles and key permissions, as a state machine; password hashes.
         .target(name: "Auth", dependencies: ["EtcdStatus", "COpenSSL"], swiftSettings: serverSettings),
@@ -114,6 +115,7 @@ let package = Package(
         .testTarget(name: "MemberTests", dependencies: ["Member", "Raft", "WAL", "Transport", "TestSupport", "EtcdProto",
                                                         .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "V2StoreTests", dependencies: ["V2Store", "TestSupport"]),
+        .testTarget(name: "BoltTests", dependencies: ["Bolt", "Checksum", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport", "Raft", "Auth", "TestSupport"]),
