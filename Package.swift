@@ -121,7 +121,7 @@ let package = Package(
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport", "Raft", "Auth", "TestSupport"]),
         // Real clients (etcdctl, Python etcd3, raw sockets) against the built
         // swetcd executable.
-        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "swetcdctl", "PodWatcher", "EtcdClient", "EtcdProto", "MVCC", "WAL", "TestSupport"], exclude: ["python"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["swetcd", "swetcdctl", "PodWatcher", "EtcdClient", "EtcdProto", "MVCC", "WAL", "Bolt", "TestSupport"], exclude: ["python"]),
         .testTarget(
             name: "CLibrariesTests",
             dependencies: ["CLibevent", "COpenSSL", "CNghttp2", "CLMDB"]),
