@@ -60,7 +60,7 @@ let package = Package(
         // The lessor: leases, their TTLs and keys, as a clockless state machine.
         .target(name: "Lease", dependencies: ["EtcdStatus"], swiftSettings: serverSettings),
         // Snapshot files: restore into a data dir, status (server and CLI).
-        .target(name: "Snapshot", dependencies: ["MVCC", "COpenSSL"]),
+        .target(name: "Snapshot", dependencies: ["MVCC", "Bolt", "Checksum", "COpenSSL"]),
         // etcd's v2 keys store, as a state machine (served behind
         // --enable-v2).
         .target(name: "V2Store"),

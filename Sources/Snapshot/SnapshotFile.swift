@@ -1,3 +1,5 @@
+import Bolt
+import Checksum
 import COpenSSL
 import MVCC
 #if canImport(Glibc)
@@ -50,6 +52,7 @@ public enum SnapshotFile {
     /// What `snapshot status` prints: the database's hash, revision, entries
     /// and size, read from a copy (opening LMDB writes a lock file).
     public static func status(file: String) throws -> Status {
+        if let bolt = try? BoltReader(bytes: try read(file)) { return try boltStatus(bolt) }
         let (bytes, body) = try verified(file)
         var template = Array("/tmp/swetcd-snapshot-status-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw Failure.write("mkdtemp: \(String(cString: strerror(errno)))") }
@@ -70,6 +73,33 @@ public enum SnapshotFile {
         } catch {
             throw Failure.unreadable("not a swetcd database: \(error)")
         }
+    }
+
+    /// `etcdctl snapshot status` of a bbolt file (a snapshot etcd saved,
+    /// or an etcd data dir's `member/snap/db`), computed as etcd does:
+    /// CRC-32C over each top-level bucket's name and its keys and values in
+    /// order; the revision of the `key` bucket's last key; every bucket's
+    /// entries; the size the meta gives. (etcd reads the file without
+    /// checking the SHA-256 after it, and so does this.)
+    static func boltStatus(_ bolt: BoltReader) throws -> Status {
+        var crc = CRC32C()
+        var total = 0
+        var revision: Int64 = 0
+        do {
+            for name in try bolt.bucketNames() {
+                crc.update(name)
+                let isKeyBucket = name == Array("key".utf8)
+                try bolt.forEach(inBucket: [name]) { k, entry in
+                    crc.update(Array(k))
+                    if case .value(let v) = entry { crc.update(Array(v)) }
+                    if isKeyBucket, k.count >= 8 { revision = Int64(bitPattern: k.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }) }
+                    total += 1
+                }
+            }
+        } catch {
+            throw Failure.unreadable("\(error)")
+        }
+        return Status(hash: crc.value, revision: revision, totalKeys: total, totalSize: Int(bolt.pageCount) * bolt.pageSize)
     }
 
     public static func restore(file: String, dataDir: String) throws {

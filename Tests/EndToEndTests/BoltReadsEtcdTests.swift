@@ -8,7 +8,8 @@ import TestSupport
     /// Our reader on a snapshot a real etcd 3.4 saved (its bbolt file and
     /// the SHA-256 etcd appends): etcd's buckets are there, and the `key`
     /// bucket's revisions, decoded as `mvccpb.KeyValue`, give every key's
-    /// newest value, values of several pages (overflow pages) included.
+    /// newest value, values of several pages (overflow pages) included;
+    /// and `swetcdctl snapshot status` reports what `etcdctl`'s does.
     @Test func ourReaderReadsASnapshotEtcdSaved() throws {
         let etcd = try ReferenceEtcd()
         defer { etcd.stop() }
@@ -49,5 +50,13 @@ import TestSupport
         }
         #expect(revisions == 121)
         #expect(latest == expected)
+
+        // swetcdctl snapshot status on etcd's file says what etcdctl says.
+        let theirs = try ctl.run("snapshot", "status", file, "-w", "json")
+        let ours = try runCommand(CLIGoldenTests.swetcdctl, ["snapshot", "status", file, "-w", "json"])
+        func fields(_ r: CommandResult) -> [String: Int]? {
+            (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Int]
+        }
+        #expect(fields(theirs) != nil && fields(ours) == fields(theirs), "\(ours) vs \(theirs)")
     }
 }
