@@ -466,17 +466,20 @@ public final class Store {
 
     // MARK: Hashes
 
-    /// etcd's HashKV: CRC-32C over the `key` table's entries a member must
-    /// hold for reads at revisions up to `revision` (0: the current one):
-    /// every revision above the compacted one, and below it only what a
-    /// read at the compacted revision still sees.
+    /// etcd's HashKV (3.4 and 3.5 alike): CRC-32C over the `key` table's
+    /// entries up to `revision` (0: the current one): every revision above
+    /// the compacted one, and at or below it only each key's revision that
+    /// a read at `revision` sees (all of them when no key is alive there).
+    /// A revision at or below the compacted one is refused, as etcd does.
     public func hashKV(revision: Int64) throws -> (hash: UInt32, compactRevision: Int64, hashRevision: Int64) {
         let rev = revision <= 0 ? currentRevision : revision
         if rev > currentRevision { throw MVCCError.futureRevision }
-        if rev < compactedRevision { throw MVCCError.compacted }
+        if revision > 0 && rev <= compactedRevision { throw MVCCError.compacted }
+        // etcd's `kvindex.Keep(rev)`: for each key alive at `rev`, the
+        // revision a read there sees.
         var kept = Set<Revision>()
         if compactedRevision > 0 {
-            index.visit(.from([], to: nil), atRev: compactedRevision) { _, found in
+            index.visit(.from([], to: nil), atRev: rev) { _, found in
                 kept.insert(found.modified)
                 return true
             }
@@ -485,7 +488,7 @@ public final class Store {
         crc.update(Array("key".utf8))
         try backend.forEachRevision(from: Revision(main: 0)) { key, value in
             if key.revision.main > rev { return false }
-            if key.revision.main > compactedRevision || (!key.isTombstone && kept.contains(key.revision)) {
+            if key.revision.main > compactedRevision || kept.isEmpty || (!key.isTombstone && kept.contains(key.revision)) {
                 crc.update(key.bytes)
                 crc.update(value)
             }
