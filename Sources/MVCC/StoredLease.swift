@@ -14,7 +14,7 @@ public struct StoredLease: Equatable, Sendable {
 
     /// TTL and remaining TTL, 8 big-endian bytes each (our own table: no
     /// other program reads it).
-    var encoded: [UInt8] {
+    public var encoded: [UInt8] {
         bigEndianBytes(UInt64(bitPattern: ttl)) + bigEndianBytes(UInt64(bitPattern: remainingTTL))
     }
 

@@ -109,7 +109,84 @@ public enum SnapshotFile {
         for dir in [dataDir, dataDir + "/member", dataDir + "/member/snap", dataDir + "/member/wal"] {
             guard mkdir(dir, 0o700) == 0 else { throw Failure.write("mkdir \(dir): \(String(cString: strerror(errno)))") }
         }
-        try write(bytes, body, to: dataDir + "/member/snap/db")
+        if let bolt = try? BoltReader(bytes: bytes) {
+            try convert(bolt, to: dataDir + "/member/snap/db")
+        } else {
+            try write(bytes, body, to: dataDir + "/member/snap/db")
+        }
+    }
+
+    /// Writes a new backend holding what an etcd snapshot holds: every
+    /// revision of the `key` bucket (etcd's revision keys and
+    /// `mvccpb.KeyValue` values are ours too), the compaction revisions and
+    /// consistent index from `meta`, and the leases (etcd's `leasepb.Lease`)
+    /// with their TTLs. Membership comes from the restore's flags, as with
+    /// etcd's restore. (Users, roles and alarms are not carried yet.)
+    static func convert(_ bolt: BoltReader, to path: String) throws {
+        let backend = try LMDBBackend(path: path, mapSize: max(Int(bolt.pageCount) * bolt.pageSize * 2, 1 << 26), syncOnCommit: false)
+        defer { backend.close() }
+        do {
+            let buckets = Set(try bolt.bucketNames().map { String(decoding: $0, as: UTF8.self) })
+            guard buckets.contains("key") else { throw Failure.unreadable("an etcd snapshot without a key bucket") }
+            try bolt.forEach(inBucket: [Array("key".utf8)]) { k, entry in
+                guard case .value(let v) = entry, let key = RevisionKey(bytes: Array(k)) else {
+                    throw Failure.unreadable("the key bucket holds \(Array(k)), not a revision")
+                }
+                try backend.putRevision(key, value: Array(v))
+                if backend.uncommittedWrites >= 10_000 { try backend.commit() }
+            }
+            if buckets.contains("meta") {
+                try bolt.forEach(inBucket: [Array("meta".utf8)]) { k, entry in
+                    guard case .value(let v) = entry, v.count >= 8 else { return }
+                    // etcd keeps the compaction revisions as revision keys
+                    // (main first) and the consistent index as 8 bytes.
+                    let main = Int64(bitPattern: v.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
+                    switch String(decoding: k, as: UTF8.self) {
+                    case "consistent_index": try backend.setMetaInt64(.consistentIndex, main)
+                    case "scheduledCompactRev": try backend.setMetaInt64(.scheduledCompactRevision, main)
+                    case "finishedCompactRev": try backend.setMetaInt64(.finishedCompactRevision, main)
+                    default: break
+                    }
+                }
+            }
+            if buckets.contains("lease") {
+                try bolt.forEach(inBucket: [Array("lease".utf8)]) { k, entry in
+                    guard case .value(let v) = entry, let lease = etcdLease(Array(v)) else {
+                        throw Failure.unreadable("the lease bucket holds a value that is not a leasepb.Lease")
+                    }
+                    try backend.putLease(lease.id, lease.encoded)
+                }
+            }
+            try backend.commit()
+            try backend.syncer.sync()
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure.unreadable("\(error)")
+        }
+    }
+
+    /// etcd's `leasepb.Lease`: ID (1), TTL (2), RemainingTTL (3), varints.
+    static func etcdLease(_ b: [UInt8]) -> StoredLease? {
+        var fields: [UInt64: Int64] = [:]
+        var i = 0
+        func varint() -> UInt64? {
+            var v: UInt64 = 0
+            for shift in stride(from: 0, to: 64, by: 7) {
+                guard i < b.count else { return nil }
+                let byte = b[i]
+                i += 1
+                v |= UInt64(byte & 0x7F) << shift
+                if byte & 0x80 == 0 { return v }
+            }
+            return nil
+        }
+        while i < b.count {
+            guard let tag = varint(), tag & 7 == 0, let value = varint() else { return nil }
+            fields[tag >> 3] = Int64(bitPattern: value)
+        }
+        guard let id = fields[1] else { return nil }
+        return StoredLease(id: id, ttl: fields[2] ?? 0, remainingTTL: fields[3] ?? 0)
     }
 
     /// The first `count` bytes into a new file, synced.
