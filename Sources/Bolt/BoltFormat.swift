@@ -27,10 +27,6 @@ enum BoltFormat {
     static let freelistPage: UInt16 = 0x10
     /// A leaf element's flag for a nested bucket.
     static let bucketLeafFlag: UInt32 = 0x01
-    /// A freelist page's count when the real count is the first entry.
-    static let freelistCountOverflow: UInt16 = 0xFFFF
-    /// The meta's freelist page when no freelist is stored (etcd 3.5).
-    static let noFreelist: UInt64 = .max
 
     static func fnv1a64(_ bytes: some Collection<UInt8>) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
@@ -42,13 +38,16 @@ enum BoltFormat {
     }
 }
 
-extension Array where Element == UInt8 {
+extension RandomAccessCollection where Element == UInt8, Index == Int {
+    /// The little-endian integer `offset` bytes from the start.
     @inline(__always) func loadLE<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
         var v: T = 0
-        for i in 0..<MemoryLayout<T>.size { v |= T(self[offset + i]) << (8 * i) }
+        for i in 0..<MemoryLayout<T>.size { v |= T(self[startIndex + offset + i]) << (8 * i) }
         return v
     }
+}
 
+extension Array where Element == UInt8 {
     @inline(__always) mutating func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         for i in 0..<MemoryLayout<T>.size { self[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
     }

@@ -15,8 +15,6 @@ public struct BoltReader {
     public let txid: UInt64
     /// The meta's page count (the high-water mark).
     public let pageCount: UInt64
-    /// The freelist page (`BoltFormat.noFreelist` when none is stored).
-    public let freelistPage: UInt64
     let bytes: [UInt8]
     let rootPage: UInt64
 
@@ -45,14 +43,13 @@ public struct BoltReader {
         pageSize = meta.pageSize
         txid = meta.txid
         pageCount = meta.pageCount
-        freelistPage = meta.freelist
         rootPage = meta.root
         guard UInt64(bytes.count / pageSize) >= min(pageCount, UInt64(Int.max)) else {
             throw BoltError("invalid database: the meta counts \(pageCount) pages of \(pageSize) bytes, the file has \(bytes.count) bytes")
         }
     }
 
-    struct Meta { var pageSize: Int; var root: UInt64; var freelist: UInt64; var pageCount: UInt64; var txid: UInt64 }
+    struct Meta { var pageSize: Int; var root: UInt64; var pageCount: UInt64; var txid: UInt64 }
 
     static func meta(_ b: [UInt8], at page: Int) -> Result<Meta, BoltError> {
         let m = page + BoltFormat.pageHeaderSize
@@ -68,7 +65,7 @@ public struct BoltReader {
         guard pageSize >= 512, pageSize <= 1 << 20, pageSize & (pageSize - 1) == 0 else {
             return .failure(BoltError("invalid database: page size \(pageSize)"))
         }
-        return .success(Meta(pageSize: pageSize, root: b.loadLE(UInt64.self, at: m + 16), freelist: b.loadLE(UInt64.self, at: m + 32),
+        return .success(Meta(pageSize: pageSize, root: b.loadLE(UInt64.self, at: m + 16),
                              pageCount: b.loadLE(UInt64.self, at: m + 40), txid: b.loadLE(UInt64.self, at: m + 48)))
     }
 
@@ -101,8 +98,7 @@ public struct BoltReader {
 
     func nested(_ value: ArraySlice<UInt8>) throws(BoltError) -> BucketRef {
         guard value.count >= BoltFormat.bucketHeaderSize else { throw BoltError("invalid database: a bucket value of \(value.count) bytes") }
-        let v = Array(value)
-        let root = v.loadLE(UInt64.self, at: 0)
+        let root = value.loadLE(UInt64.self, at: 0)
         if root != 0 { return .page(root) }
         return .inline(value.dropFirst(BoltFormat.bucketHeaderSize))
     }
@@ -136,16 +132,14 @@ public struct BoltReader {
         guard depth < 64 else { throw BoltError("invalid database: branch pages nested more than 64 deep") }
         guard visited.insert(id).inserted else { throw BoltError("invalid database: page \(id) is reached twice") }
         let p = try page(id)
-        let flags = UInt16(p[p.startIndex + 8]) | UInt16(p[p.startIndex + 9]) << 8
-        if flags & BoltFormat.branchPage != 0 {
-            let count = Int(UInt16(p[p.startIndex + 10]) | UInt16(p[p.startIndex + 11]) << 8)
+        if p.loadLE(UInt16.self, at: 8) & BoltFormat.branchPage != 0 {
+            let count = Int(p.loadLE(UInt16.self, at: 10))
             guard BoltFormat.pageHeaderSize + count * BoltFormat.elementSize <= p.count else {
                 throw BoltError("invalid database: page \(id) has \(count) elements, more than fit")
             }
-            let base = Array(p)
             for i in 0..<count {
                 let e = BoltFormat.pageHeaderSize + i * BoltFormat.elementSize
-                try walkPage(base.loadLE(UInt64.self, at: e + 8), depth: depth + 1, &visited, body)
+                try walkPage(p.loadLE(UInt64.self, at: e + 8), depth: depth + 1, &visited, body)
             }
         } else {
             try walkPage(p, depth: depth, &visited, body)
@@ -158,13 +152,13 @@ public struct BoltReader {
                           _ body: (ArraySlice<UInt8>, ArraySlice<UInt8>, Bool) throws -> Void) throws {
         guard p.count >= BoltFormat.pageHeaderSize else { throw BoltError("invalid database: a page of \(p.count) bytes") }
         let s = p.startIndex
-        let flags = UInt16(p[s + 8]) | UInt16(p[s + 9]) << 8
+        let flags = p.loadLE(UInt16.self, at: 8)
         guard flags & BoltFormat.leafPage != 0 else { throw BoltError("invalid database: a bucket page with flags \(flags)") }
-        let count = Int(UInt16(p[s + 10]) | UInt16(p[s + 11]) << 8)
+        let count = Int(p.loadLE(UInt16.self, at: 10))
         guard BoltFormat.pageHeaderSize + count * BoltFormat.elementSize <= p.count else {
             throw BoltError("invalid database: a leaf page has \(count) elements, more than fit")
         }
-        func u32(_ o: Int) -> Int { Int(UInt32(p[s + o]) | UInt32(p[s + o + 1]) << 8 | UInt32(p[s + o + 2]) << 16 | UInt32(p[s + o + 3]) << 24) }
+        func u32(_ o: Int) -> Int { Int(p.loadLE(UInt32.self, at: o)) }
         for i in 0..<count {
             let e = BoltFormat.pageHeaderSize + i * BoltFormat.elementSize
             let (flags, pos, ksize, vsize) = (u32(e), u32(e + 4), u32(e + 8), u32(e + 12))

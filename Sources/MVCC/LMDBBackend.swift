@@ -370,25 +370,12 @@ public final class LMDBBackend: Backend {
             guard !key.isTombstone else { return nil }
             // Stored in parts, or not at all: one search for the first
             // part, then its neighbours.
-            return try Self.withPartKey(k) { setPart, partKey -> KeyValue? in
-                setPart(0)
-                var cursor: OpaquePointer?
-                try check(mdb_cursor_open(txn, keyTable, &cursor), "cursor_open")
-                defer { mdb_cursor_close(cursor) }
-                var mk = MDB_val(mv_size: partKey.count, mv_data: UnsafeMutableRawPointer(mutating: partKey.baseAddress))
-                var mv = MDB_val()
-                var rc = mdb_cursor_get(cursor, &mk, &mv, MDB_SET_KEY)
-                if rc == MDB_NOTFOUND { return nil }
-                var value: [UInt8] = []
-                while rc == MDB_SUCCESS {
-                    let key = UnsafeRawBufferPointer(start: mk.mv_data, count: mk.mv_size)
-                    guard RevisionLayout.isPartKey(key), key.prefix(RevisionKey.size).elementsEqual(k.prefix(RevisionKey.size)) else { break }
-                    value.append(contentsOf: UnsafeRawBufferPointer(start: mv.mv_data, count: mv.mv_size))
-                    rc = mdb_cursor_get(cursor, &mk, &mv, MDB_NEXT)
-                }
-                if rc != MDB_SUCCESS && rc != MDB_NOTFOUND { try check(rc, "cursor_get") }
-                return value.withUnsafeBytes { KeyValue(encoded: $0, skipValue: skipValue) }
+            var found: KeyValue?
+            try Self.walkRevisions(keyTable, in: txn, from: k) { revision, value in
+                if revision.elementsEqual(k) { found = KeyValue(encoded: value, skipValue: skipValue) }
+                return false
             }
+            return found
         }
     }
 

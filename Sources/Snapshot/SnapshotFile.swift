@@ -92,7 +92,7 @@ public enum SnapshotFile {
                 try bolt.forEach(inBucket: [name]) { k, entry in
                     crc.update(Array(k))
                     if case .value(let v) = entry { crc.update(Array(v)) }
-                    if isKeyBucket, k.count >= 8 { revision = Int64(bitPattern: k.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }) }
+                    if isKeyBucket, let main = bigEndianUInt64(k.prefix(8)) { revision = Int64(bitPattern: main) }
                     total += 1
                 }
             }
@@ -137,10 +137,10 @@ public enum SnapshotFile {
             }
             if buckets.contains("meta") {
                 try bolt.forEach(inBucket: [Array("meta".utf8)]) { k, entry in
-                    guard case .value(let v) = entry, v.count >= 8 else { return }
                     // etcd keeps the compaction revisions as revision keys
                     // (main first) and the consistent index as 8 bytes.
-                    let main = Int64(bitPattern: v.prefix(8).reduce(0) { $0 << 8 | UInt64($1) })
+                    guard case .value(let v) = entry, let first = bigEndianUInt64(v.prefix(8)) else { return }
+                    let main = Int64(bitPattern: first)
                     switch String(decoding: k, as: UTF8.self) {
                     case "consistent_index": try backend.setMetaInt64(.consistentIndex, main)
                     case "scheduledCompactRev": try backend.setMetaInt64(.scheduledCompactRevision, main)
