@@ -491,11 +491,6 @@ public final class LMDBBackend: Backend {
             try check(mdb_env_copy2(env, path, UInt32(MDB_CP_COMPACT)), "env_copy2 \(path)")
         }
 
-        /// Writes a compacted copy to a file descriptor (a pipe, say).
-        public func copy(toFileDescriptor fd: Int32) throws {
-            try check(mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT)), "env_copyfd2")
-        }
-
         /// Writes the committed state into a new database at `path` entry
         /// by entry, appending in key order, so that every page is filled
         /// (a page copy keeps each page as full as it was: a store written
