@@ -31,6 +31,9 @@ let package = Package(
             name: "COpenSSL", pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
         .systemLibrary(
+            name: "CCrypt", pkgConfig: "libxcrypt",
+            providers: [.apt(["libcrypt-dev"])]),
+        .systemLibrary(
             name: "CNghttp2", pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]),
         .systemLibrary(
@@ -56,7 +59,7 @@ let package = Package(
         .target(name: "Bolt", swiftSettings: serverSettings),
         .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"], swiftSettings: serverSettings),
         // Users, roles and key permissions, as a state machine; password hashes.
-        .target(name: "Auth", dependencies: ["EtcdStatus", "COpenSSL"], swiftSettings: serverSettings),
+        .target(name: "Auth", dependencies: ["EtcdStatus", "COpenSSL", "CCrypt"], swiftSettings: serverSettings),
         // The lessor: leases, their TTLs and keys, as a clockless state machine.
         .target(name: "Lease", dependencies: ["EtcdStatus"], swiftSettings: serverSettings),
         // Snapshot files: restore into a data dir, status (server and CLI).

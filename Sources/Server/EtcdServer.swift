@@ -135,7 +135,7 @@ public final class EtcdServer {
     /// jobs waiting for a thread.
     var passwordWork: (running: Int, waiting: [() -> Void]) = (0, [])
     private var tokenExpiryTimer: Transport.Timer?
-    let passwordHasher = PasswordHasher()
+    let passwordHasher: PasswordHasher
     var defragmentTask: DeferredTask!
     var defragmentRun = DefragmentRun()
     private var autoCompactor: AutoCompactor?
@@ -155,6 +155,7 @@ public final class EtcdServer {
         self.loop = loop
         self.logger = logger
         tokens = SimpleTokens(ttl: UInt64(config.authTokenTTL) * 1_000_000_000)
+        passwordHasher = PasswordHasher(cost: config.bcryptCost)
         for dir in [config.dataDir, config.dataDir + "/member", config.dataDir + "/member/snap", config.dataDir + "/member/wal"] {
             if mkdir(dir, 0o700) != 0 && errno != EEXIST {
                 throw ServerError.dataDir(dir, String(cString: strerror(errno)))

@@ -1,3 +1,4 @@
+import Auth
 import Logging
 
 /// The server's settings, from etcd's flags and their `ETCD_*` environment
@@ -16,6 +17,8 @@ public struct ServerConfig: Equatable, Sendable {
     public var maxTxnOps = 128
     public var logLevel = Logger.Level.info
     public var quotaBackendBytes: Int64 = 2 << 30
+    /// bcrypt's cost for the passwords users are given (etcd's default).
+    public var bcryptCost = 10
     /// Seconds between progress notifications to watchers that asked.
     public var watchProgressNotifyInterval: Double = 600
     /// Size of each preallocated WAL segment.
@@ -162,7 +165,7 @@ public struct ServerConfig: Equatable, Sendable {
     }
 
     static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-metrics-urls",
-                        "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes",
+                        "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes", "bcrypt-cost",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
@@ -236,6 +239,7 @@ public struct ServerConfig: Equatable, Sendable {
       --pre-vote              Raft's pre-vote, so a member cut off does not disrupt the
                               cluster when it returns (default true)
       --quota-backend-bytes   backend size that raises the NOSPACE alarm (default 2 GiB)
+      --bcrypt-cost           bcrypt's cost for passwords, 4 to 31 (default 10)
       --experimental-watch-progress-notify-interval
                               time between watch progress notifications, as Go durations
                               (10m, 5s, 250ms; default 10m)
@@ -349,6 +353,12 @@ public struct ServerConfig: Equatable, Sendable {
             case "max-request-bytes": config.maxRequestBytes = try positive()
             case "max-txn-ops": config.maxTxnOps = try positive()
             case "quota-backend-bytes": config.quotaBackendBytes = Int64(try positive())
+            case "bcrypt-cost":
+                let cost = try positive()
+                guard (PasswordHasher.minimumCost...PasswordHasher.maximumCost).contains(cost) else {
+                    throw bad("want a cost from \(PasswordHasher.minimumCost) to \(PasswordHasher.maximumCost)")
+                }
+                config.bcryptCost = cost
             case "experimental-watch-progress-notify-interval":
                 guard let seconds = parseGoDuration(value), seconds > 0 else { throw bad("want a duration such as 10m or 500ms") }
                 config.watchProgressNotifyInterval = seconds

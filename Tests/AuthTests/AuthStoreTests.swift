@@ -95,9 +95,10 @@ import TestSupport
     }
 
     @Test func passwordsAreSaltedAndChecked() throws {
-        let hasher = PasswordHasher(iterations: 1_000)
+        let hasher = PasswordHasher(cost: PasswordHasher.minimumCost)
         let a = hasher.hash("s3cret"), b = hasher.hash("s3cret")
-        #expect(a.salt != b.salt && a.hash != b.hash, "a fresh salt per hash")
+        #expect(a.bcrypt != nil && a.hash != b.hash, "bcrypt, with a fresh salt per hash")
+        #expect(a.bcrypt.map { String(decoding: $0, as: UTF8.self).hasPrefix("$2b$04$") } == true)
         #expect(hasher.verify("s3cret", against: a) && !hasher.verify("s3cret!", against: a))
         var store = AuthStore()
         try store.addUser("alice", password: a)
@@ -106,9 +107,16 @@ import TestSupport
         #expect(throws: AuthError.authFailed) { try store.authenticate("bob", password: "s3cret", hasher: hasher) }
         try store.addUser("cn-only", password: nil)
         #expect(throws: AuthError.authFailed) { try store.authenticate("cn-only", password: "", hasher: hasher) }
+        // A published bcrypt vector ($2a$, as Go's bcrypt in etcd writes).
+        let vector = PasswordHash(bcrypt: Array("$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW".utf8))
+        #expect(hasher.verify("U*U", against: vector) && !hasher.verify("U*V", against: vector))
+        #expect(!hasher.verify("x", against: PasswordHash(bcrypt: Array("$2a$05$short".utf8))), "a damaged hash checks nothing")
+        // A PBKDF2 hash from a store written before bcrypt still checks;
         // PBKDF2-HMAC-SHA256's published vector (RFC 7914 section 11).
-        let vector = PasswordHasher.derive("passwd", salt: Array("salt".utf8), iterations: 1)
-        #expect(vector.prefix(8) == [0x55, 0xac, 0x04, 0x6e, 0x56, 0xe3, 0x08, 0x9f])
+        let vector2 = PasswordHasher.pbkdf2("passwd", salt: Array("salt".utf8), iterations: 1)
+        #expect(vector2.prefix(8) == [0x55, 0xac, 0x04, 0x6e, 0x56, 0xe3, 0x08, 0x9f])
+        let old = PasswordHash(salt: [1, 2, 3], iterations: 1_000, hash: PasswordHasher.pbkdf2("old", salt: [1, 2, 3], iterations: 1_000))
+        #expect(hasher.verify("old", against: old) && !hasher.verify("new", against: old))
     }
 }
 

@@ -1,0 +1,2 @@
+// libxcrypt: bcrypt password hashes, as etcd keeps them.
+#include <crypt.h>
