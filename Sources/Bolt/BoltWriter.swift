@@ -1,14 +1,31 @@
-/// Builds a fresh, compact bbolt file in one pass: every bucket's pages
-/// bottom-up (nested buckets before the bucket that holds them, leaves
-/// before branches), then the two meta pages and an empty freelist in
-/// front. Buckets are never inline, pages are filled in key order, and a
-/// node too big for a page takes overflow pages, as bbolt's do.
+/// Builds a fresh, compact bbolt file: every bucket's pages bottom-up
+/// (nested buckets before the bucket that holds them, leaves before
+/// branches), then the two meta pages and an empty freelist in front.
+/// Buckets are never inline, pages are filled in key order, and a node too
+/// big for a page takes overflow pages, as bbolt's do.
+///
+/// A file is written in two passes over the same entries: the first only
+/// counts pages (the meta pages at the front name the root bucket's page
+/// and the page count), the second emits the pages in file order. So a
+/// bucket too big to hold in memory (`Entry.streamed`) is read twice and
+/// never held: only the node being filled and each level's first keys are.
 public struct BoltWriter {
     /// A bucket: its entries in strictly increasing key order.
     public struct Bucket: Equatable {
         public enum Entry: Equatable {
             case value([UInt8])
             case bucket(Bucket)
+            /// A bucket of values only, visited in key order by `Streamed`
+            /// (twice: once per pass), never held whole.
+            case streamed(Streamed)
+
+            public static func == (a: Entry, b: Entry) -> Bool {
+                switch (a, b) {
+                case (.value(let x), .value(let y)): return x == y
+                case (.bucket(let x), .bucket(let y)): return x == y
+                default: return false
+                }
+            }
         }
         public var entries: [(key: [UInt8], entry: Entry)]
         public init(_ entries: [(key: [UInt8], entry: Entry)] = []) { self.entries = entries }
@@ -16,6 +33,21 @@ public struct BoltWriter {
         public static func == (a: Bucket, b: Bucket) -> Bool {
             a.entries.count == b.entries.count && zip(a.entries, b.entries).allSatisfy { $0.key == $1.key && $0.entry == $1.entry }
         }
+    }
+
+    /// A bucket's values from a source read twice: `forEach` calls its
+    /// argument with each key and value in strictly increasing key order,
+    /// the same ones each time.
+    public struct Streamed {
+        public typealias Visit = (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void
+        public let forEach: (Visit) throws -> Void
+        public init(_ forEach: @escaping (Visit) throws -> Void) { self.forEach = forEach }
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        case changedBetweenPasses
+
+        public var description: String { "a streamed bucket changed between the writer's two passes" }
     }
 
     public let pageSize: Int
@@ -30,125 +62,199 @@ public struct BoltWriter {
 
     /// The file holding `root`'s entries as its top-level buckets (and
     /// values, which bbolt allows at the top but etcd never writes).
-    public func write(_ root: Bucket, txid: UInt64 = 1) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 3 * pageSize)  // two metas, the freelist
-        var next: UInt64 = 3
-        let rootPage = writeBucket(root, &out, &next)
-        writePageHeader(&out, id: 2, flags: BoltFormat.freelistPage, count: 0, overflow: 0)
-        for (i, id) in [UInt64(0), 1].enumerated() {
-            writePageHeader(&out, id: id, flags: BoltFormat.metaPage, count: 0, overflow: 0)
-            let m = Int(id) * pageSize + BoltFormat.pageHeaderSize
-            out.storeLE(BoltFormat.magic, at: m)
-            out.storeLE(BoltFormat.version, at: m + 4)
-            out.storeLE(UInt32(pageSize), at: m + 8)
-            out.storeLE(UInt32(0), at: m + 12)
-            out.storeLE(rootPage, at: m + 16)
-            out.storeLE(UInt64(0), at: m + 24)  // the root bucket's sequence
-            out.storeLE(UInt64(2), at: m + 32)  // the freelist page
-            out.storeLE(next, at: m + 40)
-            // bbolt writes meta (txid % 2): both valid, the second newer.
-            out.storeLE(txid &- 1 &+ UInt64(i), at: m + 48)
-            out.storeLE(BoltFormat.fnv1a64(out[m..<(m + BoltFormat.metaChecksumOffset)]), at: m + BoltFormat.metaChecksumOffset)
-        }
+    public func write(_ root: Bucket, txid: UInt64 = 1) throws -> [UInt8] {
+        var out: [UInt8] = []
+        try write(root, txid: txid) { out.append(contentsOf: $0) }
         return out
     }
 
-    private func writePageHeader(_ out: inout [UInt8], id: UInt64, flags: UInt16, count: Int, overflow: Int) {
-        let s = Int(id) * pageSize
-        out.storeLE(id, at: s)
-        out.storeLE(flags, at: s + 8)
-        out.storeLE(UInt16(count), at: s + 10)
-        out.storeLE(UInt32(overflow), at: s + 12)
+    /// Writes the file to `emit` in order, a page or a node at a time;
+    /// returns its size in bytes. `plan`, if given, hears the size before
+    /// the first byte is emitted.
+    @discardableResult
+    public func write(_ root: Bucket, txid: UInt64 = 1, plan: ((Int) throws -> Void)? = nil,
+                      to emit: ([UInt8]) throws -> Void) throws -> Int {
+        var counting = Pages(writer: self, emit: nil)
+        let rootPage = try counting.writeBucket(root)
+        let pageCount = counting.next
+        try plan?(Int(pageCount) * pageSize)
+        try emit(metaPage(0, root: rootPage, pageCount: pageCount, txid: txid))
+        try emit(metaPage(1, root: rootPage, pageCount: pageCount, txid: txid))
+        var freelist = [UInt8](repeating: 0, count: pageSize)
+        writePageHeader(&freelist, id: 2, flags: BoltFormat.freelistPage, count: 0, overflow: 0)
+        try emit(freelist)
+        try withoutActuallyEscaping(emit) { emit in
+            var writing = Pages(writer: self, emit: emit)
+            guard try writing.writeBucket(root) == rootPage, writing.next == pageCount, writing.elements == counting.elements,
+                  writing.payload == counting.payload else { throw Failure.changedBetweenPasses }
+        }
+        return Int(pageCount) * pageSize
     }
 
-    /// Writes a bucket's pages after every nested bucket's; returns its
-    /// root page.
-    private func writeBucket(_ bucket: Bucket, _ out: inout [UInt8], _ next: inout UInt64) -> UInt64 {
-        // Leaf elements: nested buckets are written first, for their roots.
-        var elements: [(key: [UInt8], value: [UInt8], isBucket: Bool)] = []
-        elements.reserveCapacity(bucket.entries.count)
-        for (key, entry) in bucket.entries {
-            switch entry {
-            case .value(let v): elements.append((key, v, false))
-            case .bucket(let b):
-                var header = [UInt8](repeating: 0, count: BoltFormat.bucketHeaderSize)
-                header.storeLE(writeBucket(b, &out, &next), at: 0)
-                elements.append((key, header, true))
+    private func metaPage(_ id: UInt64, root: UInt64, pageCount: UInt64, txid: UInt64) -> [UInt8] {
+        var page = [UInt8](repeating: 0, count: pageSize)
+        writePageHeader(&page, id: id, flags: BoltFormat.metaPage, count: 0, overflow: 0)
+        let m = BoltFormat.pageHeaderSize
+        page.storeLE(BoltFormat.magic, at: m)
+        page.storeLE(BoltFormat.version, at: m + 4)
+        page.storeLE(UInt32(pageSize), at: m + 8)
+        page.storeLE(UInt32(0), at: m + 12)
+        page.storeLE(root, at: m + 16)
+        page.storeLE(UInt64(0), at: m + 24)  // the root bucket's sequence
+        page.storeLE(UInt64(2), at: m + 32)  // the freelist page
+        page.storeLE(pageCount, at: m + 40)
+        // bbolt writes meta (txid % 2): both valid, the second newer.
+        page.storeLE(txid &- 1 &+ id, at: m + 48)
+        page.storeLE(BoltFormat.fnv1a64(page[m..<(m + BoltFormat.metaChecksumOffset)]), at: m + BoltFormat.metaChecksumOffset)
+        return page
+    }
+
+    fileprivate func writePageHeader(_ out: inout [UInt8], id: UInt64, flags: UInt16, count: Int, overflow: Int) {
+        out.storeLE(id, at: 0)
+        out.storeLE(flags, at: 8)
+        out.storeLE(UInt16(count), at: 10)
+        out.storeLE(UInt32(overflow), at: 12)
+    }
+
+    /// One pass: assigns page IDs from 3 on in file order and, when
+    /// `emit` is given, emits each node's pages.
+    private struct Pages {
+        let writer: BoltWriter
+        let emit: (([UInt8]) throws -> Void)?
+        var next: UInt64 = 3
+        /// Elements and their bytes written, for the passes to compare.
+        var elements = 0
+        var payload = 0
+
+        /// Writes a bucket's pages after every nested bucket's; returns its
+        /// root page.
+        mutating func writeBucket(_ bucket: Bucket) throws -> UInt64 {
+            var leaves = Level(leaf: true, limit: writer.limit)
+            for (key, entry) in bucket.entries {
+                switch entry {
+                case .value(let v): try add(key, v, 0, to: &leaves)
+                case .bucket(let b): try add(key, try bucketHeader(writeBucket(b)), BoltFormat.bucketLeafFlag, to: &leaves)
+                case .streamed(let s): try add(key, try bucketHeader(writeStreamed(s)), BoltFormat.bucketLeafFlag, to: &leaves)
+                }
             }
+            return try finish(&leaves)
         }
-        // Leaves, then branch levels until one page is left.
-        var level: [(firstKey: [UInt8], page: UInt64)] = []
-        for group in groups(elements.map { $0.key.count + $0.value.count }) {
-            let id = writeNode(elements[group].map { ($0.key, $0.value, $0.isBucket ? BoltFormat.bucketLeafFlag : 0) }, leaf: true, &out, &next)
-            level.append((elements[group].first?.key ?? [], id))
+
+        private mutating func writeStreamed(_ s: Streamed) throws -> UInt64 {
+            var leaves = Level(leaf: true, limit: writer.limit)
+            try s.forEach { k, v in try add(Array(k), Array(v), 0, to: &leaves) }
+            return try finish(&leaves)
         }
-        while level.count > 1 {
-            var parents: [(firstKey: [UInt8], page: UInt64)] = []
-            for group in groups(level.map { $0.firstKey.count }) {
-                let children = level[group]
-                let id = writeNode(children.map { child in
+
+        private func bucketHeader(_ root: UInt64) -> [UInt8] {
+            var header = [UInt8](repeating: 0, count: BoltFormat.bucketHeaderSize)
+            header.storeLE(root, at: 0)
+            return header
+        }
+
+        /// Adds an element to the level's current node, writing the node
+        /// first when the element would take it past the fill limit.
+        private mutating func add(_ key: [UInt8], _ value: [UInt8], _ flags: UInt32, to level: inout Level) throws {
+            if level.wouldOverflow(adding: key.count + value.count) { try flush(&level) }
+            level.append(key, value, flags)
+            elements += 1
+            payload += key.count + value.count
+        }
+
+        private mutating func flush(_ level: inout Level) throws {
+            level.written.append((level.items.first?.key ?? [], try writeNode(level.items, leaf: level.leaf)))
+            level.reset()
+        }
+
+        /// Writes the level's last node, then branch levels above until one
+        /// page is left; returns the root.
+        private mutating func finish(_ leaves: inout Level) throws -> UInt64 {
+            try flush(&leaves)  // an empty bucket is one empty leaf
+            var children = leaves.written
+            while children.count > 1 {
+                var branches = Level(leaf: false, limit: writer.limit)
+                for child in children {
                     var pageID = [UInt8](repeating: 0, count: 8)
                     pageID.storeLE(child.page, at: 0)
-                    return (child.firstKey, pageID, UInt32(0))
-                }, leaf: false, &out, &next)
-                parents.append((children.first!.firstKey, id))
+                    if branches.wouldOverflow(adding: child.firstKey.count) { try flush(&branches) }
+                    branches.append(child.firstKey, pageID, 0)
+                }
+                try flush(&branches)
+                children = branches.written
             }
-            level = parents
+            return children[0].page
         }
-        return level[0].page
+
+        /// Writes one node (a leaf's keys and values, or a branch's keys
+        /// and child pages) at the next page, with overflow pages as needed.
+        private mutating func writeNode(_ items: [(key: [UInt8], value: [UInt8], flags: UInt32)], leaf: Bool) throws -> UInt64 {
+            let size = Level.nodeSize(items, leaf: leaf)
+            let pages = (size + writer.pageSize - 1) / writer.pageSize
+            let id = next
+            next += UInt64(pages)
+            guard let emit else { return id }
+            var out = [UInt8](repeating: 0, count: pages * writer.pageSize)
+            writer.writePageHeader(&out, id: id, flags: leaf ? BoltFormat.leafPage : BoltFormat.branchPage, count: items.count,
+                                   overflow: pages - 1)
+            var data = BoltFormat.pageHeaderSize + items.count * BoltFormat.elementSize
+            for (i, item) in items.enumerated() {
+                let e = BoltFormat.pageHeaderSize + i * BoltFormat.elementSize
+                if leaf {
+                    out.storeLE(item.flags, at: e)
+                    out.storeLE(UInt32(data - e), at: e + 4)
+                    out.storeLE(UInt32(item.key.count), at: e + 8)
+                    out.storeLE(UInt32(item.value.count), at: e + 12)
+                } else {
+                    out.storeLE(UInt32(data - e), at: e)
+                    out.storeLE(UInt32(item.key.count), at: e + 4)
+                    out.replaceSubrange((e + 8)..<(e + 16), with: item.value)  // the child page
+                }
+                out.replaceSubrange(data..<(data + item.key.count), with: item.key)
+                data += item.key.count
+                if leaf {
+                    out.replaceSubrange(data..<(data + item.value.count), with: item.value)
+                    data += item.value.count
+                }
+            }
+            try emit(out)
+            return id
+        }
     }
 
-    /// Splits elements of the given payload sizes into pages: a page
-    /// takes elements while they fit `fillPercent` of it, and always at
-    /// least one (an empty bucket is one empty page).
-    private func groups(_ payloads: [Int]) -> [Range<Int>] {
-        let limit = Int(Double(pageSize) * fillPercent)
-        var out: [Range<Int>] = []
-        var start = 0, size = BoltFormat.pageHeaderSize
-        for (i, p) in payloads.enumerated() {
-            let element = BoltFormat.elementSize + p
-            if i > start && size + element > limit {
-                out.append(start..<i)
-                start = i
-                size = BoltFormat.pageHeaderSize
-            }
-            size += element
-        }
-        out.append(start..<payloads.count)
-        return out
-    }
+    fileprivate var limit: Int { Int(Double(pageSize) * fillPercent) }
 
-    /// Writes one node (a leaf's keys and values, or a branch's keys and
-    /// child pages) at the next page, with overflow pages as needed.
-    private func writeNode(_ items: [(key: [UInt8], value: [UInt8], flags: UInt32)], leaf: Bool,
-                           _ out: inout [UInt8], _ next: inout UInt64) -> UInt64 {
-        let size = BoltFormat.pageHeaderSize + items.reduce(0) { $0 + BoltFormat.elementSize + $1.key.count + (leaf ? $1.value.count : 0) }
-        let pages = (size + pageSize - 1) / pageSize
-        let id = next
-        next += UInt64(pages)
-        let start = Int(id) * pageSize
-        out.append(contentsOf: repeatElement(0, count: pages * pageSize))
-        writePageHeader(&out, id: id, flags: leaf ? BoltFormat.leafPage : BoltFormat.branchPage, count: items.count, overflow: pages - 1)
-        var data = start + BoltFormat.pageHeaderSize + items.count * BoltFormat.elementSize
-        for (i, item) in items.enumerated() {
-            let e = start + BoltFormat.pageHeaderSize + i * BoltFormat.elementSize
-            if leaf {
-                out.storeLE(item.flags, at: e)
-                out.storeLE(UInt32(data - e), at: e + 4)
-                out.storeLE(UInt32(item.key.count), at: e + 8)
-                out.storeLE(UInt32(item.value.count), at: e + 12)
-            } else {
-                out.storeLE(UInt32(data - e), at: e)
-                out.storeLE(UInt32(item.key.count), at: e + 4)
-                out.replaceSubrange((e + 8)..<(e + 16), with: item.value)  // the child page
-            }
-            out.replaceSubrange(data..<(data + item.key.count), with: item.key)
-            data += item.key.count
-            if leaf {
-                out.replaceSubrange(data..<(data + item.value.count), with: item.value)
-                data += item.value.count
-            }
+    /// A level of a bucket's tree being filled: the node in progress, and
+    /// the first key and page of each node written.
+    private struct Level {
+        let leaf: Bool
+        let limit: Int
+        var items: [(key: [UInt8], value: [UInt8], flags: UInt32)] = []
+        var size = BoltFormat.pageHeaderSize
+        var written: [(firstKey: [UInt8], page: UInt64)] = []
+
+        init(leaf: Bool, limit: Int) {
+            self.leaf = leaf
+            self.limit = limit
         }
-        return id
+
+        /// A node takes elements while they fit the limit, and always at
+        /// least one. (A branch element's payload is its key alone.)
+        func wouldOverflow(adding payload: Int) -> Bool {
+            !items.isEmpty && size + BoltFormat.elementSize + payload > limit
+        }
+
+        mutating func append(_ key: [UInt8], _ value: [UInt8], _ flags: UInt32) {
+            items.append((key, value, flags))
+            size += BoltFormat.elementSize + key.count + (leaf ? value.count : 0)
+        }
+
+        mutating func reset() {
+            items.removeAll(keepingCapacity: true)
+            size = BoltFormat.pageHeaderSize
+        }
+
+        static func nodeSize(_ items: [(key: [UInt8], value: [UInt8], flags: UInt32)], leaf: Bool) -> Int {
+            BoltFormat.pageHeaderSize + items.reduce(0) { $0 + BoltFormat.elementSize + $1.key.count + (leaf ? $1.value.count : 0) }
+        }
     }
 }

@@ -64,12 +64,54 @@ import TestSupport
             let root = Self.randomBucket(&rng, depth: 0, pageSize: pageSize)
             var writer = BoltWriter(pageSize: pageSize)
             writer.fillPercent = [1.0, 0.5, 0.9][round % 3]
-            let file = writer.write(root, txid: 7)
+            let file = try writer.write(root, txid: 7)
             let reader = try BoltReader(bytes: file)
             #expect(reader.pageSize == pageSize && reader.txid == 7, "seed \(seed) round \(round)")
             #expect(Int(reader.pageCount) * pageSize == file.count, "seed \(seed) round \(round)")
             #expect(try Self.readBack(reader, []) == root, "seed \(seed) round \(round)")
         }
+    }
+
+    /// A bucket given as a stream (read twice, never held) makes the same
+    /// file as the same bucket in memory, emitted in order with its size
+    /// told first; a stream that changes between the passes is refused.
+    @Test func streamedBucketsWriteTheSameFile() throws {
+        let seed = testSeed()
+        var rng = SeededRandom(seed: seed)
+        for round in 0..<6 {
+            let pageSize = [1024, 4096, 16384][round % 3]
+            let values = (0..<Int(rng.next() % 3000)).map { i -> (key: [UInt8], entry: BoltWriter.Bucket.Entry) in
+                let size = rng.next() % 8 == 0 ? Int(rng.next() % UInt64(3 * pageSize)) : Int(rng.next() % 200)
+                let start = Int(rng.next() % UInt64(Self.pool.count - size))
+                return ([UInt8(i >> 8), UInt8(i & 0xFF)] + [UInt8](repeating: 7, count: Int(rng.next() % 20)),
+                        .value(Array(Self.pool[start..<(start + size)])))
+            }
+            let small = Self.randomBucket(&rng, depth: 1, pageSize: pageSize)
+            let inMemory = BoltWriter.Bucket([(Array("a".utf8), .bucket(small)), (Array("key".utf8), .bucket(BoltWriter.Bucket(values)))])
+            let streamed = BoltWriter.Bucket([(Array("a".utf8), .bucket(small)), (Array("key".utf8), .streamed(BoltWriter.Streamed { visit in
+                for (k, e) in values {
+                    guard case .value(let v) = e else { continue }
+                    try k.withUnsafeBytes { k in try v.withUnsafeBytes { try visit(k, $0) } }
+                }
+            }))])
+            let writer = BoltWriter(pageSize: pageSize)
+            var planned = -1
+            var out: [UInt8] = []
+            let size = try writer.write(streamed, plan: { planned = $0 }) { page in
+                #expect(planned >= 0 && page.count % pageSize == 0)
+                out += page
+            }
+            #expect(out == (try writer.write(inMemory)) && size == out.count && planned == size, "seed \(seed) round \(round)")
+            #expect(try Self.readBack(try BoltReader(bytes: out), [Array("key".utf8)]) == BoltWriter.Bucket(values))
+        }
+        var passes = 0
+        let changing = BoltWriter.Bucket([(Array("key".utf8), .streamed(BoltWriter.Streamed { visit in
+            passes += 1
+            for i in 0..<(passes == 1 ? 500 : 501) {
+                try [UInt8(i >> 8), UInt8(i & 0xFF)].withUnsafeBytes { k in try [UInt8](repeating: 1, count: 30).withUnsafeBytes { try visit(k, $0) } }
+            }
+        }))])
+        #expect(throws: BoltWriter.Failure.self) { _ = try BoltWriter().write(changing) }
     }
 
     /// Truncated files and flipped bytes are refused or read as something,
@@ -80,7 +122,7 @@ import TestSupport
         var refused = 0
         for round in 0..<300 {
             let root = Self.randomBucket(&rng, depth: 1, pageSize: 1024)
-            var file = BoltWriter(pageSize: 1024).write(root)
+            var file = try BoltWriter(pageSize: 1024).write(root)
             if round % 2 == 0 {
                 file.removeLast(Int(rng.next() % UInt64(file.count)))
             } else {
@@ -100,7 +142,7 @@ import TestSupport
     }
 
     @Test func metaChecks() throws {
-        let file = BoltWriter(pageSize: 4096).write(BoltWriter.Bucket([(Array("key".utf8), .bucket(BoltWriter.Bucket()))]))
+        let file = try BoltWriter(pageSize: 4096).write(BoltWriter.Bucket([(Array("key".utf8), .bucket(BoltWriter.Bucket()))]))
         #expect(try BoltReader(bytes: file).bucketNames() == [Array("key".utf8)])
         var badMagic = file
         badMagic[16] ^= 1

@@ -54,7 +54,7 @@ import TestSupport
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("db").path
-        let bytes = BoltWriter(pageSize: 4096).write(root)
+        let bytes = try BoltWriter(pageSize: 4096).write(root)
         #expect(FileManager.default.createFile(atPath: file, contents: Data(bytes)))
         let out = dir.appendingPathComponent("out").path, err = dir.appendingPathComponent("err").path
         let p = try ChildProcess(etcdctl, ["snapshot", "status", file, "-w", "json"], environment: ["ETCDCTL_API": "3"],
