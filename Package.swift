@@ -63,7 +63,8 @@ let package = Package(
         // The lessor: leases, their TTLs and keys, as a clockless state machine.
         .target(name: "Lease", dependencies: ["EtcdStatus"], swiftSettings: serverSettings),
         // Snapshot files: restore into a data dir, status (server and CLI).
-        .target(name: "Snapshot", dependencies: ["MVCC", "Bolt", "Checksum", "COpenSSL"]),
+        .target(name: "Snapshot", dependencies: ["MVCC", "Bolt", "Auth", "EtcdProto", "Checksum", "COpenSSL",
+                                                .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // etcd's v2 keys store, as a state machine (served behind
         // --enable-v2).
         .target(name: "V2Store"),
@@ -88,7 +89,7 @@ let package = Package(
         // The services over the store, etcd's flags, metrics, logs.
         .target(
             name: "Server",
-            dependencies: ["Member", "Raft", "MVCC", "WAL", "Lease", "Auth", "V2Store", "Transport", "EtcdProto", "EtcdStatus",
+            dependencies: ["Member", "Raft", "MVCC", "WAL", "Lease", "Auth", "V2Store", "Snapshot", "Transport", "EtcdProto", "EtcdStatus",
                            "COpenSSL", .product(name: "Logging", package: "swift-log")], swiftSettings: serverSettings),
 
         // The Swift client: async calls over our own transport.

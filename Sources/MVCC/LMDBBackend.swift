@@ -48,7 +48,7 @@ public final class LMDBBackend: Backend {
     public private(set) var mapSize: Int
 
     /// The named tables, each an MDB_dbi of its environment.
-    private struct Tables {
+    fileprivate struct Tables {
         var key: MDB_dbi = 0
         var meta: MDB_dbi = 0
         var lease: MDB_dbi = 0
@@ -131,7 +131,7 @@ public final class LMDBBackend: Backend {
         self.env = nil
     }
 
-    private static func openTables(_ txn: OpaquePointer) throws -> Tables {
+    fileprivate static func openTables(_ txn: OpaquePointer) throws -> Tables {
         var t = Tables()
         var stat = MDB_stat()
         mdb_env_stat(mdb_txn_env(txn), &stat)
@@ -354,7 +354,7 @@ public final class LMDBBackend: Backend {
         return try key.withUnsafeBytes { try Self.get(txn, table, $0).map(body) }
     }
 
-    private static func get(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer) throws -> UnsafeRawBufferPointer? {
+    fileprivate static func get(_ txn: OpaquePointer, _ table: MDB_dbi, _ k: UnsafeRawBufferPointer) throws -> UnsafeRawBufferPointer? {
         var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
         var mv = MDB_val()
         let rc = mdb_get(txn, table, &mk, &mv)
@@ -398,7 +398,7 @@ public final class LMDBBackend: Backend {
 
     /// Visits the revisions of the `key` table in order, as `walk`, with
     /// each revision stored in parts put together: its key, its value.
-    private static func walkRevisions(_ table: MDB_dbi, in txn: OpaquePointer, from start: UnsafeRawBufferPointer? = nil,
+    fileprivate static func walkRevisions(_ table: MDB_dbi, in txn: OpaquePointer, from start: UnsafeRawBufferPointer? = nil,
                                       _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws {
         var partsKey: [UInt8] = []
         var partsValue: [UInt8] = []
@@ -428,7 +428,7 @@ public final class LMDBBackend: Backend {
 
     /// Visits the entries of `table` in key order, from the first key at or
     /// after `start` (or the first), until `body` returns false.
-    private static func walk(_ table: MDB_dbi, in txn: OpaquePointer, from start: UnsafeRawBufferPointer? = nil,
+    fileprivate static func walk(_ table: MDB_dbi, in txn: OpaquePointer, from start: UnsafeRawBufferPointer? = nil,
                              _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws {
         var cursor: OpaquePointer?
         try check(mdb_cursor_open(txn, table, &cursor), "cursor_open")
@@ -489,6 +489,16 @@ public final class LMDBBackend: Backend {
         /// Writes a compacted copy of the committed state to `path`.
         public func copy(to path: String) throws {
             try check(mdb_env_copy2(env, path, UInt32(MDB_CP_COMPACT)), "env_copy2 \(path)")
+        }
+
+        /// Calls `body` with the committed state as of now, read in one
+        /// transaction on the calling thread (any thread): what a snapshot
+        /// is built from while writes go on.
+        public func read<R>(_ body: (CommittedState) throws -> R) throws -> R {
+            var txn: OpaquePointer?
+            try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "txn_begin read")
+            defer { mdb_txn_abort(txn) }
+            return try body(CommittedState(txn: txn!, tables: try LMDBBackend.openTables(txn!)))
         }
 
         /// Writes the committed state into a new database at `path` entry
@@ -572,6 +582,47 @@ public final class LMDBBackend: Backend {
     }
 
     public var copier: Copier { Copier(env: env) }
+
+    /// The committed state in one read transaction (`Copier.read`).
+    public struct CommittedState {
+        fileprivate let txn: OpaquePointer
+        fileprivate let tables: Tables
+
+        /// Every revision in key order, each stored in parts put together:
+        /// its encoded revision key and its `KeyValue` bytes.
+        public func forEachRevision(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
+            try LMDBBackend.walkRevisions(tables.key, in: txn) { k, v in
+                try body(k, v)
+                return true
+            }
+        }
+
+        public func forEachLease(_ body: (Int64, [UInt8]) throws -> Void) throws {
+            try LMDBBackend.walk(tables.lease, in: txn) { k, v in
+                guard let id = leaseID(fromKey: k) else {
+                    throw LMDBError(code: MDB_CORRUPTED, operation: "lease key of \(k.count) bytes")
+                }
+                try body(id, Array(v))
+                return true
+            }
+        }
+
+        /// The v2 store's nodes: each backend key and encoded node.
+        public func forEachV2(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
+            try LMDBBackend.walk(tables.v2, in: txn) { k, v in
+                try body(k, v)
+                return true
+            }
+        }
+
+        public func meta(_ name: MetaKey) throws -> [UInt8]? {
+            try name.bytes.withUnsafeBytes { k in try LMDBBackend.get(txn, tables.meta, k).map { Array($0) } }
+        }
+
+        public func metaInt64(_ name: MetaKey) throws -> Int64? {
+            try meta(name).flatMap(bigEndianUInt64).map { Int64(bitPattern: $0) }
+        }
+    }
 
     /// A handle that fsyncs the committed state from another thread (the
     /// backend commits without fsync; a checkpoint makes it durable). Valid

@@ -18,7 +18,7 @@ public struct StoredLease: Equatable, Sendable {
         bigEndianBytes(UInt64(bitPattern: ttl)) + bigEndianBytes(UInt64(bitPattern: remainingTTL))
     }
 
-    init?(id: Int64, encoded b: [UInt8]) {
+    public init?(id: Int64, encoded b: [UInt8]) {
         guard b.count == 16, let ttl = bigEndianUInt64(b[0..<8]), let remaining = bigEndianUInt64(b[8..<16]) else { return nil }
         self.init(id: id, ttl: Int64(bitPattern: ttl), remainingTTL: Int64(bitPattern: remaining))
     }

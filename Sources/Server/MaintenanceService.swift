@@ -3,6 +3,8 @@ import EtcdProto
 import EtcdStatus
 import Foundation
 import MVCC
+import Snapshot
+import Synchronization
 import Transport
 #if canImport(Glibc)
 import Glibc
@@ -105,37 +107,70 @@ extension EtcdServer {
         }
     }
 
-    /// Copies the committed backend on a thread of its own, then streams the
-    /// copy in 32 KiB chunks as flow control allows, followed by its SHA-256
-    /// (as etcd does, so `etcdctl snapshot save` can verify it).
+    /// etcd's snapshot: a bbolt file with etcd's buckets, built on a thread
+    /// of its own from one read transaction of the committed backend
+    /// (writes go on meanwhile) into an unlinked file in the data dir, and
+    /// streamed to the call as it is written, in 32 KiB chunks as flow
+    /// control allows, followed by its SHA-256 (as etcd's, so `etcdctl
+    /// snapshot save` and `restore` verify it).
     private func startSnapshot(_ call: GRPCCall, _ key: Metrics.CallKey) {
         metrics.callStarted(key)
         guard passes(call, key, { try authorizeAdmin(call) }) else { return }
         do {
-            try store.commit()  // every acknowledged write is in the copy
+            try store.commit()  // every acknowledged write is in the snapshot
         } catch {
             finish(call, key, status: GRPCStatus(.internal, "snapshot: \(error)"))
             return
         }
-        snapshotsInProgress += 1
         let path = config.dataDir + "/member/snap/snapshot-\(UInt64.random(in: 0...UInt64.max)).tmp"
-        let header = self.header()
+        let writeFD = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        let readFD = writeFD >= 0 ? open(path, O_RDONLY) : -1
+        unlink(path)  // the descriptors keep it; nothing is left behind by a crash
+        guard writeFD >= 0, readFD >= 0 else {
+            if writeFD >= 0 { close(writeFD) }
+            finish(call, key, status: GRPCStatus(.internal, "snapshot: cannot create \(path): \(String(cString: strerror(errno)))"))
+            return
+        }
+        snapshotsInProgress += 1
+        let cluster = EtcdSnapshot.Cluster(
+            members: membership.sorted.map {
+                EtcdSnapshot.Member(id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: $0.clientURLs, isLearner: $0.isLearner)
+            },
+            removed: membership.removed.sorted(), version: ServerVersion.cluster, term: member.term)
+        let stream = SnapshotStream(fd: readFD, header: header(), call: call, server: self, key: key)
+        stream.start()
+        let bound = LoopBound((server: self, stream: stream))
+        let cancelled = stream.cancelled
         let copier = backend.copier
-        let bound = LoopBound((server: self, call: call, key: key))
         let loop = self.loop
         runOnNewThread {
-            unlink(path)
-            let result = Result { try copier.copy(to: path) }.mapError { "\($0)" }
-            loop.execute {
-                let (server, call, key) = bound.value
-                server.snapshotsInProgress -= 1
-                switch result {
-                case .success:
-                    SnapshotStream(path: path, header: header, call: call, server: server, key: key).start()
-                case .failure(let why):
-                    unlink(path)
-                    server.finish(call, key, status: GRPCStatus(.internal, "snapshot copy failed: \(why)"))
+            defer { close(writeFD) }
+            var buffer: [UInt8] = []
+            buffer.reserveCapacity(SnapshotStream.writeBytes)
+            var written = 0
+            func flush() throws {
+                let n = buffer.withUnsafeBytes { pwrite(writeFD, $0.baseAddress, $0.count, off_t(written)) }
+                guard n == buffer.count else { throw "write: \(String(cString: strerror(errno)))" }
+                written += n
+                buffer.removeAll(keepingCapacity: true)
+                let available = written
+                loop.execute { bound.value.stream.available(available) }
+                if cancelled.isSet { throw "the call ended" }
+            }
+            let result = Result {
+                _ = try copier.read { state in
+                    try EtcdSnapshot.write(state, cluster: cluster, plan: { total in
+                        loop.execute { bound.value.stream.planned(total) }
+                    }) { page in
+                        buffer += page
+                        if buffer.count >= SnapshotStream.writeBytes { try flush() }
+                    }
                 }
+                try flush()
+            }.mapError { "\($0)" }
+            loop.execute {
+                bound.value.server.snapshotsInProgress -= 1
+                bound.value.stream.written(result)
             }
         }
     }
@@ -149,21 +184,33 @@ extension Result where Failure == Error {
 
 extension String: @retroactive Error {}
 
-/// Streams one snapshot file to one call, pulled by the call's flow control.
+/// Streams a snapshot file to one call while it is being written: pulled
+/// by the call's flow control, it sends what the writer has made available
+/// and waits for more; the SHA-256 of the whole follows.
 final class SnapshotStream {
     static let chunkBytes = 32 * 1024
-    let path: String
+    /// How much the writer gathers before each write and notice.
+    static let writeBytes = 1 << 20
     let header: Etcdserverpb_ResponseHeader
     let call: GRPCCall
     unowned let server: EtcdServer
     let key: Metrics.CallKey
-    private var fd: Int32 = -1
-    private var total = 0
+    /// Set when the call ends first: the writer stops at its next write.
+    let cancelled = Cancellation()
+    private var fd: Int32
+    private var total: Int?
+    private var availableBytes = 0
+    private var writerResult: Result<Void, String>?
     private var sent = 0
     private var digest: OpaquePointer?
 
-    init(path: String, header: Etcdserverpb_ResponseHeader, call: GRPCCall, server: EtcdServer, key: Metrics.CallKey) {
-        self.path = path
+    final class Cancellation: Sendable {
+        let flag = Atomic<Bool>(false)
+        var isSet: Bool { flag.load(ordering: .relaxed) }
+    }
+
+    init(fd: Int32, header: Etcdserverpb_ResponseHeader, call: GRPCCall, server: EtcdServer, key: Metrics.CallKey) {
+        self.fd = fd
         self.header = header
         self.call = call
         self.server = server
@@ -171,41 +218,58 @@ final class SnapshotStream {
     }
 
     func start() {
-        fd = open(path, O_RDONLY)
-        var st = stat()
-        guard fd >= 0, fstat(fd, &st) == 0 else {
-            end(GRPCStatus(.internal, "snapshot: cannot open the copy"))
-            return
-        }
-        unlink(path)  // the open descriptor keeps it readable
-        total = Int(st.st_size)
         digest = EVP_MD_CTX_new()
         EVP_DigestInit_ex(digest, EVP_sha256(), nil)
         // The stream keeps itself alive through these closures until it ends.
         call.onWritable = { [self] in produce() }
         call.onClose = { [self] in release() }
+    }
+
+    /// The writer's notices, on the loop.
+    func planned(_ size: Int) { total = size }
+
+    func available(_ bytes: Int) {
+        availableBytes = bytes
+        produce()
+    }
+
+    func written(_ result: Result<Void, String>) {
+        writerResult = result
         produce()
     }
 
     private func produce() {
+        guard fd >= 0 else { return }
         var buffer = [UInt8](repeating: 0, count: Self.chunkBytes)
         while !call.isClosed && call.queuedBytes < GRPCCall.lowWaterBytes {
-            if sent == total {
+            if sent < availableBytes, let total {
+                let n = pread(fd, &buffer, min(Self.chunkBytes, availableBytes - sent), off_t(sent))
+                guard n > 0 else {
+                    end(GRPCStatus(.internal, "snapshot: read failed"))
+                    return
+                }
+                EVP_DigestUpdate(digest, buffer, n)
+                sent += n
+                send(blob: Array(buffer.prefix(n)), remaining: total - sent)
+                continue
+            }
+            switch writerResult {
+            case nil:
+                return  // more when the writer has written it
+            case .failure(let why):
+                end(GRPCStatus(.internal, "snapshot: \(why)"))
+            case .success:
+                guard sent == total else {
+                    end(GRPCStatus(.internal, "snapshot: wrote \(sent) bytes of \(total ?? 0)"))
+                    return
+                }
                 var sha = [UInt8](repeating: 0, count: 32)
                 var length: UInt32 = 0
                 EVP_DigestFinal_ex(digest, &sha, &length)
                 send(blob: Array(sha.prefix(Int(length))), remaining: 0)
                 end(.ok)
-                return
             }
-            let n = read(fd, &buffer, min(Self.chunkBytes, total - sent))
-            guard n > 0 else {
-                end(GRPCStatus(.internal, "snapshot: read failed"))
-                return
-            }
-            EVP_DigestUpdate(digest, buffer, n)
-            sent += n
-            send(blob: Array(buffer.prefix(n)), remaining: total - sent)
+            return
         }
     }
 
@@ -224,6 +288,7 @@ final class SnapshotStream {
     }
 
     private func release() {
+        cancelled.flag.store(true, ordering: .relaxed)
         if fd >= 0 { close(fd) }
         fd = -1
         if let digest { EVP_MD_CTX_free(digest) }

