@@ -40,8 +40,16 @@ public struct BoltWriter {
     /// the same ones each time.
     public struct Streamed {
         public typealias Visit = (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void
+        public typealias SizeVisit = (UnsafeRawBufferPointer, Int) throws -> Void
         public let forEach: (Visit) throws -> Void
-        public init(_ forEach: @escaping (Visit) throws -> Void) { self.forEach = forEach }
+        /// The same keys with their values' sizes only, if the source can
+        /// tell them more cheaply than the values (the first pass needs no
+        /// more).
+        public let sizes: ((SizeVisit) throws -> Void)?
+        public init(_ forEach: @escaping (Visit) throws -> Void, sizes: ((SizeVisit) throws -> Void)? = nil) {
+            self.forEach = forEach
+            self.sizes = sizes
+        }
     }
 
     public enum Failure: Error, CustomStringConvertible {
@@ -129,7 +137,7 @@ public struct BoltWriter {
         /// Writes a bucket's pages after every nested bucket's; returns its
         /// root page.
         mutating func writeBucket(_ bucket: Bucket) throws -> UInt64 {
-            var leaves = Level(leaf: true, limit: writer.limit)
+            var leaves = newLevel(leaf: true)
             for (key, entry) in bucket.entries {
                 switch entry {
                 case .value(let v): try add(key, v, 0, to: &leaves)
@@ -140,9 +148,20 @@ public struct BoltWriter {
             return try finish(&leaves)
         }
 
+        private func newLevel(leaf: Bool) -> Level { Level(leaf: leaf, limit: writer.limit, keepsItems: emit != nil) }
+
+        /// The first pass counts: it copies keys, never values.
         private mutating func writeStreamed(_ s: Streamed) throws -> UInt64 {
-            var leaves = Level(leaf: true, limit: writer.limit)
-            try s.forEach { k, v in try add(Array(k), Array(v), 0, to: &leaves) }
+            var leaves = newLevel(leaf: true)
+            if emit == nil {
+                if let sizes = s.sizes {
+                    try sizes { k, n in try add(Array(k), valueCount: n, 0, to: &leaves) }
+                } else {
+                    try s.forEach { k, v in try add(Array(k), valueCount: v.count, 0, to: &leaves) }
+                }
+            } else {
+                try s.forEach { k, v in try add(Array(k), Array(v), 0, to: &leaves) }
+            }
             return try finish(&leaves)
         }
 
@@ -155,14 +174,20 @@ public struct BoltWriter {
         /// Adds an element to the level's current node, writing the node
         /// first when the element would take it past the fill limit.
         private mutating func add(_ key: [UInt8], _ value: [UInt8], _ flags: UInt32, to level: inout Level) throws {
-            if level.wouldOverflow(adding: key.count + value.count) { try flush(&level) }
-            level.append(key, value, flags)
+            try add(key, valueCount: value.count, flags, to: &level, value)
+        }
+
+        /// `value` nil: counting, only its size is known.
+        private mutating func add(_ key: [UInt8], valueCount: Int, _ flags: UInt32, to level: inout Level,
+                                  _ value: [UInt8]? = nil) throws {
+            if level.wouldOverflow(adding: key.count + valueCount) { try flush(&level) }
+            level.append(key, value ?? [], valueCount: valueCount, flags)
             elements += 1
-            payload += key.count + value.count
+            payload += key.count + valueCount
         }
 
         private mutating func flush(_ level: inout Level) throws {
-            level.written.append((level.items.first?.key ?? [], try writeNode(level.items, leaf: level.leaf)))
+            level.written.append((level.firstKey ?? [], try writeNode(level)))
             level.reset()
         }
 
@@ -172,12 +197,12 @@ public struct BoltWriter {
             try flush(&leaves)  // an empty bucket is one empty leaf
             var children = leaves.written
             while children.count > 1 {
-                var branches = Level(leaf: false, limit: writer.limit)
+                var branches = newLevel(leaf: false)
                 for child in children {
                     var pageID = [UInt8](repeating: 0, count: 8)
                     pageID.storeLE(child.page, at: 0)
                     if branches.wouldOverflow(adding: child.firstKey.count) { try flush(&branches) }
-                    branches.append(child.firstKey, pageID, 0)
+                    branches.append(child.firstKey, pageID, valueCount: 0, 0)
                 }
                 try flush(&branches)
                 children = branches.written
@@ -187,12 +212,12 @@ public struct BoltWriter {
 
         /// Writes one node (a leaf's keys and values, or a branch's keys
         /// and child pages) at the next page, with overflow pages as needed.
-        private mutating func writeNode(_ items: [(key: [UInt8], value: [UInt8], flags: UInt32)], leaf: Bool) throws -> UInt64 {
-            let size = Level.nodeSize(items, leaf: leaf)
-            let pages = (size + writer.pageSize - 1) / writer.pageSize
+        private mutating func writeNode(_ level: Level) throws -> UInt64 {
+            let pages = (level.size + writer.pageSize - 1) / writer.pageSize
             let id = next
             next += UInt64(pages)
             guard let emit else { return id }
+            let (items, leaf) = (level.items, level.leaf)
             var out = [UInt8](repeating: 0, count: pages * writer.pageSize)
             writer.writePageHeader(&out, id: id, flags: leaf ? BoltFormat.leafPage : BoltFormat.branchPage, count: items.count,
                                    overflow: pages - 1)
@@ -223,38 +248,47 @@ public struct BoltWriter {
 
     fileprivate var limit: Int { Int(Double(pageSize) * fillPercent) }
 
-    /// A level of a bucket's tree being filled: the node in progress, and
-    /// the first key and page of each node written.
+    /// A level of a bucket's tree being filled: the node in progress (its
+    /// elements, when they are to be written), and the first key and page
+    /// of each node written.
     private struct Level {
+        /// bbolt's least elements in a node: two values of several pages
+        /// share their overflow pages (one alone would waste most of its
+        /// last page).
+        static let minimumElements = 2
         let leaf: Bool
         let limit: Int
+        let keepsItems: Bool
         var items: [(key: [UInt8], value: [UInt8], flags: UInt32)] = []
+        var count = 0
+        var firstKey: [UInt8]?
         var size = BoltFormat.pageHeaderSize
         var written: [(firstKey: [UInt8], page: UInt64)] = []
 
-        init(leaf: Bool, limit: Int) {
+        init(leaf: Bool, limit: Int, keepsItems: Bool) {
             self.leaf = leaf
             self.limit = limit
+            self.keepsItems = keepsItems
         }
 
         /// A node takes elements while they fit the limit, and always at
-        /// least one. (A branch element's payload is its key alone.)
+        /// least two. (A branch element's payload is its key alone.)
         func wouldOverflow(adding payload: Int) -> Bool {
-            !items.isEmpty && size + BoltFormat.elementSize + payload > limit
+            count >= Self.minimumElements && size + BoltFormat.elementSize + payload > limit
         }
 
-        mutating func append(_ key: [UInt8], _ value: [UInt8], _ flags: UInt32) {
-            items.append((key, value, flags))
-            size += BoltFormat.elementSize + key.count + (leaf ? value.count : 0)
+        mutating func append(_ key: [UInt8], _ value: [UInt8], valueCount: Int, _ flags: UInt32) {
+            if keepsItems { items.append((key, value, flags)) }
+            if count == 0 { firstKey = key }
+            count += 1
+            size += BoltFormat.elementSize + key.count + (leaf ? valueCount : 0)
         }
 
         mutating func reset() {
             items.removeAll(keepingCapacity: true)
+            count = 0
+            firstKey = nil
             size = BoltFormat.pageHeaderSize
-        }
-
-        static func nodeSize(_ items: [(key: [UInt8], value: [UInt8], flags: UInt32)], leaf: Bool) -> Int {
-            BoltFormat.pageHeaderSize + items.reduce(0) { $0 + BoltFormat.elementSize + $1.key.count + (leaf ? $1.value.count : 0) }
         }
     }
 }

@@ -607,6 +607,34 @@ public final class LMDBBackend: Backend {
             }
         }
 
+        /// The same revisions as `forEachRevision` with their values' sizes
+        /// only: a revision in parts is summed, not put together.
+        public func forEachRevisionSize(_ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws {
+            var parts: (key: [UInt8], size: Int)?
+            func visitParts() throws {
+                if let p = parts { try p.key.withUnsafeBytes { try body($0, p.size) } }
+                parts = nil
+            }
+            try LMDBBackend.walk(tables.key, in: txn) { k, v in
+                guard RevisionLayout.isPartKey(k) else {
+                    try visitParts()
+                    try body(k, v.count)
+                    return true
+                }
+                if k[RevisionKey.size] != 0, let p = parts, k.prefix(RevisionKey.size).elementsEqual(p.key) {
+                    parts!.size += v.count
+                    return true
+                }
+                try visitParts()
+                guard k[RevisionKey.size] == 0 else {
+                    throw LMDBError(code: MDB_CORRUPTED, operation: "part \(k[RevisionKey.size]) of a revision without its first part")
+                }
+                parts = (Array(k.prefix(RevisionKey.size)), v.count)
+                return true
+            }
+            try visitParts()
+        }
+
         /// The v2 store's nodes: each backend key and encoded node.
         public func forEachV2(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
             try LMDBBackend.walk(tables.v2, in: txn) { k, v in

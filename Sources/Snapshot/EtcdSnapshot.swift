@@ -88,7 +88,8 @@ public enum EtcdSnapshot {
         try state.forEachV2 { k, v in v2.entries.append((Array(k), .value(Array(v)))) }
         if let index = try state.meta(.v2Index) { v2.entries.append((EtcdBuckets.v2IndexKey, .value(index))) }
         v2.entries.sort { $0.key.lexicographicallyPrecedes($1.key) }
-        let revisions = BoltWriter.Streamed { visit in try state.forEachRevision(visit) }
+        let revisions = BoltWriter.Streamed({ visit in try state.forEachRevision(visit) },
+                                            sizes: { visit in try state.forEachRevisionSize(visit) })
         // Top-level buckets in byte order, as etcd's are.
         let root = BoltWriter.Bucket([
             bucket(names.alarm, BoltWriter.Bucket()),

@@ -71,6 +71,18 @@ import Testing
                 #expect(first == middle, "seed \(seed) \(label)")
             }
             backend.endRead()
+            guard backend.uncommittedWrites == 0 else { return }
+            // A committed read on another thread (what snapshots use): the
+            // same revisions, and their sizes without putting parts together.
+            let copier = backend.copier
+            let (read, sizes) = try copier.read { state in
+                var read: [(RevisionKey, [UInt8])] = [], sizes: [(RevisionKey, Int)] = []
+                try state.forEachRevision { k, v in read.append((RevisionKey(bytes: k)!, Array(v))) }
+                try state.forEachRevisionSize { k, n in sizes.append((RevisionKey(bytes: k)!, n)) }
+                return (read, sizes)
+            }
+            #expect(Dictionary(uniqueKeysWithValues: read) == model, "seed \(seed) \(label)")
+            #expect(sizes.map(\.0) == read.map(\.0) && sizes.map(\.1) == read.map(\.1.count), "seed \(seed) \(label)")
         }
         for step in 0..<600 {
             if step == 120 {
