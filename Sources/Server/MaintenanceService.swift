@@ -109,10 +109,11 @@ extension EtcdServer {
 
     /// etcd's snapshot: a bbolt file with etcd's buckets, built on a thread
     /// of its own from one read transaction of the committed backend
-    /// (writes go on meanwhile) into an unlinked file in the data dir, and
-    /// streamed to the call as it is written, in 32 KiB chunks as flow
-    /// control allows, followed by its SHA-256 (as etcd's, so `etcdctl
-    /// snapshot save` and `restore` verify it).
+    /// (writes go on meanwhile) and handed to the loop in 1 MiB chunks, at
+    /// most `SnapshotStream.bytesInFlight` ahead of what the call has sent
+    /// (the thread waits; nothing goes to disk), then streamed in 32 KiB
+    /// messages as flow control allows, followed by its SHA-256 (as etcd's,
+    /// so `etcdctl snapshot save` and `restore` verify it).
     private func startSnapshot(_ call: GRPCCall, _ key: Metrics.CallKey) {
         metrics.callStarted(key)
         guard passes(call, key, { try authorizeAdmin(call) }) else { return }
@@ -122,51 +123,44 @@ extension EtcdServer {
             finish(call, key, status: GRPCStatus(.internal, "snapshot: \(error)"))
             return
         }
-        let path = config.dataDir + "/member/snap/snapshot-\(UInt64.random(in: 0...UInt64.max)).tmp"
-        let writeFD = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        let readFD = writeFD >= 0 ? open(path, O_RDONLY) : -1
-        unlink(path)  // the descriptors keep it; nothing is left behind by a crash
-        guard writeFD >= 0, readFD >= 0 else {
-            if writeFD >= 0 { close(writeFD) }
-            finish(call, key, status: GRPCStatus(.internal, "snapshot: cannot create \(path): \(String(cString: strerror(errno)))"))
-            return
-        }
         snapshotsInProgress += 1
         let cluster = EtcdSnapshot.Cluster(
             members: membership.sorted.map {
                 EtcdSnapshot.Member(id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: $0.clientURLs, isLearner: $0.isLearner)
             },
             removed: membership.removed.sorted(), version: ServerVersion.cluster, term: member.term)
-        let stream = SnapshotStream(fd: readFD, header: header(), call: call, server: self, key: key)
+        let stream = SnapshotStream(header: header(), call: call, server: self, key: key)
         stream.start()
         let bound = LoopBound((server: self, stream: stream))
-        let cancelled = stream.cancelled
+        let shared = stream.shared
         let copier = backend.copier
         let loop = self.loop
         runOnNewThread {
-            defer { close(writeFD) }
-            var buffer: [UInt8] = []
-            buffer.reserveCapacity(SnapshotStream.writeBytes)
-            var written = 0
-            func flush() throws {
-                let n = buffer.withUnsafeBytes { pwrite(writeFD, $0.baseAddress, $0.count, off_t(written)) }
-                guard n == buffer.count else { throw "write: \(String(cString: strerror(errno)))" }
-                written += n
-                buffer.removeAll(keepingCapacity: true)
-                let available = written
-                loop.execute { bound.value.stream.available(available) }
-                if cancelled.isSet { throw "the call ended" }
+            var chunk: [UInt8] = []
+            chunk.reserveCapacity(SnapshotStream.chunkBytes * 32)
+            func handOver() throws {
+                // Waits (off the loop) while the call is that far behind.
+                while shared.inFlight.load(ordering: .acquiring) >= SnapshotStream.bytesInFlight {
+                    if shared.cancelled.load(ordering: .relaxed) { throw "the call ended" }
+                    usleep(500)
+                }
+                if shared.cancelled.load(ordering: .relaxed) { throw "the call ended" }
+                shared.inFlight.add(chunk.count, ordering: .releasing)
+                let bytes = LoopBound(chunk)
+                loop.execute { bound.value.stream.append(bytes.value) }
+                chunk = []
+                chunk.reserveCapacity(SnapshotStream.chunkBytes * 32)
             }
             let result = Result {
                 _ = try copier.read { state in
                     try EtcdSnapshot.write(state, cluster: cluster, plan: { total in
                         loop.execute { bound.value.stream.planned(total) }
                     }) { page in
-                        buffer += page
-                        if buffer.count >= SnapshotStream.writeBytes { try flush() }
+                        chunk += page
+                        if chunk.count >= SnapshotStream.chunkBytes * 32 { try handOver() }
                     }
                 }
-                try flush()
+                if !chunk.isEmpty { try handOver() }
             }.mapError { "\($0)" }
             loop.execute {
                 bound.value.server.snapshotsInProgress -= 1
@@ -184,33 +178,33 @@ extension Result where Failure == Error {
 
 extension String: @retroactive Error {}
 
-/// Streams a snapshot file to one call while it is being written: pulled
-/// by the call's flow control, it sends what the writer has made available
-/// and waits for more; the SHA-256 of the whole follows.
+/// Streams a snapshot to one call while it is being written: pulled by the
+/// call's flow control, it sends the chunks the writer has handed over and
+/// waits for more; the SHA-256 of the whole follows.
 final class SnapshotStream {
     static let chunkBytes = 32 * 1024
-    /// How much the writer gathers before each write and notice.
-    static let writeBytes = 1 << 20
+    /// The most the writer runs ahead of what the call has sent.
+    static let bytesInFlight = 8 << 20
     let header: Etcdserverpb_ResponseHeader
     let call: GRPCCall
     unowned let server: EtcdServer
     let key: Metrics.CallKey
-    /// Set when the call ends first: the writer stops at its next write.
-    let cancelled = Cancellation()
-    private var fd: Int32
+    /// What the writer's thread and the loop share: bytes handed over and
+    /// not yet sent, and whether the call ended first.
+    let shared = Shared()
+    private var chunks: [[UInt8]] = []
+    private var offset = 0  // into chunks[0]
     private var total: Int?
-    private var availableBytes = 0
     private var writerResult: Result<Void, String>?
     private var sent = 0
     private var digest: OpaquePointer?
 
-    final class Cancellation: Sendable {
-        let flag = Atomic<Bool>(false)
-        var isSet: Bool { flag.load(ordering: .relaxed) }
+    final class Shared: Sendable {
+        let inFlight = Atomic<Int>(0)
+        let cancelled = Atomic<Bool>(false)
     }
 
-    init(fd: Int32, header: Etcdserverpb_ResponseHeader, call: GRPCCall, server: EtcdServer, key: Metrics.CallKey) {
-        self.fd = fd
+    init(header: Etcdserverpb_ResponseHeader, call: GRPCCall, server: EtcdServer, key: Metrics.CallKey) {
         self.header = header
         self.call = call
         self.server = server
@@ -228,8 +222,9 @@ final class SnapshotStream {
     /// The writer's notices, on the loop.
     func planned(_ size: Int) { total = size }
 
-    func available(_ bytes: Int) {
-        availableBytes = bytes
+    func append(_ chunk: [UInt8]) {
+        guard digest != nil else { return }  // ended
+        chunks.append(chunk)
         produce()
     }
 
@@ -239,23 +234,25 @@ final class SnapshotStream {
     }
 
     private func produce() {
-        guard fd >= 0 else { return }
-        var buffer = [UInt8](repeating: 0, count: Self.chunkBytes)
+        guard digest != nil else { return }
         while !call.isClosed && call.queuedBytes < GRPCCall.lowWaterBytes {
-            if sent < availableBytes, let total {
-                let n = pread(fd, &buffer, min(Self.chunkBytes, availableBytes - sent), off_t(sent))
-                guard n > 0 else {
-                    end(GRPCStatus(.internal, "snapshot: read failed"))
-                    return
-                }
-                EVP_DigestUpdate(digest, buffer, n)
+            if let head = chunks.first, let total {
+                let n = min(Self.chunkBytes, head.count - offset)
+                let piece = Array(head[offset..<(offset + n)])
+                EVP_DigestUpdate(digest, piece, n)
                 sent += n
-                send(blob: Array(buffer.prefix(n)), remaining: total - sent)
+                offset += n
+                if offset == head.count {
+                    chunks.removeFirst()
+                    offset = 0
+                    shared.inFlight.subtract(head.count, ordering: .releasing)
+                }
+                send(blob: piece, remaining: total - sent)
                 continue
             }
             switch writerResult {
             case nil:
-                return  // more when the writer has written it
+                return  // more when the writer has handed it over
             case .failure(let why):
                 end(GRPCStatus(.internal, "snapshot: \(why)"))
             case .success:
@@ -288,9 +285,8 @@ final class SnapshotStream {
     }
 
     private func release() {
-        cancelled.flag.store(true, ordering: .relaxed)
-        if fd >= 0 { close(fd) }
-        fd = -1
+        shared.cancelled.store(true, ordering: .relaxed)
+        chunks = []
         if let digest { EVP_MD_CTX_free(digest) }
         digest = nil
         call.onWritable = nil
