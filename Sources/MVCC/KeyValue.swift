@@ -60,7 +60,9 @@ extension KeyValue {
         appendVarint(UInt64(bitPattern: v), &out)
     }
 
-    private static func appendVarint(_ value: UInt64, _ out: inout [UInt8]) {
+    /// Protobuf's base-128 varint (the snapshot code writes etcd's other
+    /// messages with it too).
+    public static func appendVarint(_ value: UInt64, _ out: inout [UInt8]) {
         var v = value
         while v >= 0x80 {
             out.append(UInt8(truncatingIfNeeded: v) | 0x80)

@@ -137,7 +137,7 @@ extension EtcdServer {
         let loop = self.loop
         runOnNewThread {
             var chunk: [UInt8] = []
-            chunk.reserveCapacity(SnapshotStream.chunkBytes * 32)
+            chunk.reserveCapacity(SnapshotStream.handOverBytes)
             func handOver() throws {
                 // Waits (off the loop) while the call is that far behind.
                 while shared.inFlight.load(ordering: .acquiring) >= SnapshotStream.bytesInFlight {
@@ -149,7 +149,7 @@ extension EtcdServer {
                 let bytes = LoopBound(chunk)
                 loop.execute { bound.value.stream.append(bytes.value) }
                 chunk = []
-                chunk.reserveCapacity(SnapshotStream.chunkBytes * 32)
+                chunk.reserveCapacity(SnapshotStream.handOverBytes)
             }
             let result = Result {
                 _ = try copier.read { state in
@@ -157,7 +157,7 @@ extension EtcdServer {
                         loop.execute { bound.value.stream.planned(total) }
                     }) { page in
                         chunk += page
-                        if chunk.count >= SnapshotStream.chunkBytes * 32 { try handOver() }
+                        if chunk.count >= SnapshotStream.handOverBytes { try handOver() }
                     }
                 }
                 if !chunk.isEmpty { try handOver() }
@@ -183,6 +183,8 @@ extension String: @retroactive Error {}
 /// waits for more; the SHA-256 of the whole follows.
 final class SnapshotStream {
     static let chunkBytes = 32 * 1024
+    /// What the writer's thread gathers before handing it to the loop.
+    static let handOverBytes = 1 << 20
     /// The most the writer runs ahead of what the call has sent.
     static let bytesInFlight = 8 << 20
     let header: Etcdserverpb_ResponseHeader
@@ -238,8 +240,8 @@ final class SnapshotStream {
         while !call.isClosed && call.queuedBytes < GRPCCall.lowWaterBytes {
             if let head = chunks.first, let total {
                 let n = min(Self.chunkBytes, head.count - offset)
-                let piece = Array(head[offset..<(offset + n)])
-                EVP_DigestUpdate(digest, piece, n)
+                let piece = Data(head[offset..<(offset + n)])
+                piece.withUnsafeBytes { _ = EVP_DigestUpdate(digest, $0.baseAddress, n) }
                 sent += n
                 offset += n
                 if offset == head.count {
@@ -263,18 +265,18 @@ final class SnapshotStream {
                 var sha = [UInt8](repeating: 0, count: 32)
                 var length: UInt32 = 0
                 EVP_DigestFinal_ex(digest, &sha, &length)
-                send(blob: Array(sha.prefix(Int(length))), remaining: 0)
+                send(blob: Data(sha.prefix(Int(length))), remaining: 0)
                 end(.ok)
             }
             return
         }
     }
 
-    private func send(blob: [UInt8], remaining: Int) {
+    private func send(blob: Data, remaining: Int) {
         var r = Etcdserverpb_SnapshotResponse()
         r.header = header
         r.remainingBytes = UInt64(remaining)
-        r.blob = Data(blob)
+        r.blob = blob
         r.version = ServerVersion.server
         if let bytes: [UInt8] = try? r.serializedBytes() { call.send(bytes) }
     }

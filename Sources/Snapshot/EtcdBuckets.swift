@@ -54,19 +54,10 @@ enum EtcdBuckets {
     static func encoded(_ lease: StoredLease) -> [UInt8] {
         var out: [UInt8] = []
         for (field, value) in [(UInt64(1), lease.id), (2, lease.ttl), (3, lease.remainingTTL)] where value != 0 {
-            appendVarint(field << 3, &out)
-            appendVarint(UInt64(bitPattern: value), &out)
+            KeyValue.appendVarint(field << 3, &out)
+            KeyValue.appendVarint(UInt64(bitPattern: value), &out)
         }
         return out
-    }
-
-    private static func appendVarint(_ v: UInt64, _ out: inout [UInt8]) {
-        var v = v
-        while v >= 0x80 {
-            out.append(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-        }
-        out.append(UInt8(v))
     }
 
     // MARK: auth, authUsers, authRoles
