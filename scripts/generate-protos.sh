@@ -29,6 +29,7 @@ protoc --plugin=protoc-gen-swift="$plugin" \
   --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores \
   --swift_out="$out_dir" \
   mvccpb/kv.proto authpb/auth.proto etcdserverpb/rpc.proto \
-  v3lockpb/v3lock.proto v3electionpb/v3election.proto raftpb/raft.proto
+  v3lockpb/v3lock.proto v3electionpb/v3election.proto raftpb/raft.proto \
+  etcdserverpb/raft_internal.proto walpb/record.proto
 ls "$out_dir"/*.pb.swift
 python3 "$root/scripts/generate-field-names.py"
