@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "MemberTests", dependencies: ["Member", "Raft", "WAL", "Transport", "TestSupport", "EtcdProto",
                                                         .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "V2StoreTests", dependencies: ["V2Store", "TestSupport"]),
-        .testTarget(name: "BoltTests", dependencies: ["Bolt", "Checksum", "TestSupport"]),
+        .testTarget(name: "BoltTests", dependencies: ["Bolt", "Checksum", "Snapshot", "EtcdProto", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Lease", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "EtcdStatus", "TestSupport"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Transport", "Raft", "Auth", "TestSupport"]),
