@@ -115,15 +115,45 @@ public enum SnapshotFile {
 
     public static func restore(file: String, dataDir: String) throws {
         let (bytes, body) = try verified(file)
-        var st = stat()
-        guard stat(dataDir, &st) != 0 else { throw Failure.dataDirExists(dataDir) }
-        for dir in [dataDir, dataDir + "/member", dataDir + "/member/snap", dataDir + "/member/wal"] {
-            guard mkdir(dir, 0o700) == 0 else { throw Failure.write("mkdir \(dir): \(String(cString: strerror(errno)))") }
-        }
+        try makeDataDir(dataDir)
         if let bolt = try? BoltReader(bytes: bytes) {
             try convert(bolt, to: dataDir + "/member/snap/db")
         } else {
             try write(bytes, body, to: dataDir + "/member/snap/db")
+        }
+    }
+
+    /// A new data dir whose backend holds what etcd's backend file (an
+    /// etcd data dir's `member/snap/db`) holds, as `restore` converts it.
+    /// Returns how many voting members etcd's `members` bucket lists.
+    @discardableResult
+    public static func restore(etcdBackend path: String, dataDir: String) throws -> Int {
+        let bolt: BoltReader
+        var voters = 0
+        do {
+            bolt = try BoltReader(bytes: try read(path))
+            if try bolt.bucketNames().contains(Array(EtcdBuckets.names.members.utf8)) {
+                try bolt.forEach(inBucket: [Array(EtcdBuckets.names.members.utf8)]) { _, entry in
+                    if case .value(let json) = entry, !String(decoding: json, as: UTF8.self).contains("\"isLearner\":true") { voters += 1 }
+                }
+            }
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure.unreadable("\(path): \(error)")
+        }
+        try makeDataDir(dataDir)
+        try convert(bolt, to: dataDir + "/member/snap/db")
+        return voters
+    }
+
+    /// A data dir's directories, made new (an existing data dir is
+    /// never written over).
+    static func makeDataDir(_ dataDir: String) throws {
+        var st = stat()
+        guard stat(dataDir, &st) != 0 else { throw Failure.dataDirExists(dataDir) }
+        for dir in [dataDir, dataDir + "/member", dataDir + "/member/snap", dataDir + "/member/wal"] {
+            guard mkdir(dir, 0o700) == 0 else { throw Failure.write("mkdir \(dir): \(String(cString: strerror(errno)))") }
         }
     }
 

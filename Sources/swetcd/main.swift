@@ -47,6 +47,39 @@ if arguments.first == "snapshot" {
     }
 }
 
+// `swetcd migrate --from-etcd-data-dir DIR [--data-dir NEW] [the restore's
+// cluster flags]`: a data dir from a stopped etcd's, its WAL's acknowledged
+// writes included.
+if arguments.first == "migrate" {
+    var flags = Array(arguments.dropFirst())
+    var from: String?
+    if let i = flags.firstIndex(where: { $0 == "--from-etcd-data-dir" || $0 == "-from-etcd-data-dir" }), i + 1 < flags.count {
+        from = flags[i + 1]
+        flags.removeSubrange(i...(i + 1))
+    } else if let i = flags.firstIndex(where: { $0.hasPrefix("--from-etcd-data-dir=") || $0.hasPrefix("-from-etcd-data-dir=") }) {
+        from = String(flags[i].split(separator: "=", maxSplits: 1)[1])
+        flags.remove(at: i)
+    }
+    guard let from else {
+        writeError("usage: swetcd migrate --from-etcd-data-dir DIR [--data-dir NEW] [--name NAME --initial-cluster NAME=URL,... --initial-cluster-token TOKEN --initial-advertise-peer-urls URL]")
+        exit(2)
+    }
+    do {
+        var target = try ServerConfig.parse(arguments: flags, environment: [:])
+        if !flags.contains(where: { $0.hasPrefix("--data-dir") || $0.hasPrefix("-data-dir") }) { target.dataDir = target.name + ".swetcd" }
+        let report = try EtcdMigration.migrate(from: from, config: target)
+        print("migrated \(from) into \(target.dataDir): backend at index \(report.backendIndex), "
+              + "\(report.replayed) writes from etcd's WAL to replay up to index \(report.commitIndex)")
+        if report.v2Writes > 0 {
+            writeError("swetcd: warning: etcd's WAL holds \(report.v2Writes) v2 store writes; the v2 store is not migrated")
+        }
+        exit(0)
+    } catch {
+        writeError("swetcd: \(error)")
+        exit(1)
+    }
+}
+
 var config: ServerConfig
 do {
     config = try ServerConfig.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: environment)

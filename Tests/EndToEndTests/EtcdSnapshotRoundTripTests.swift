@@ -25,23 +25,7 @@ import TestSupport
         let ctl = etcd.etcdctl
         let seed = testSeed()
         var rng = SeededRandom(seed: seed)
-        for i in 0..<120 {
-            let size = i % 12 == 0 ? 5_000 + Int(rng.next() % 20_000) : Int(rng.next() % 300)
-            let value = String((0..<size).map { _ in Character(UnicodeScalar(UInt8(97 + rng.next() % 26))) })
-            try expectOK(ctl.run("put", "k\(i % 40)", "--", value))
-            if i % 13 == 0 { try expectOK(ctl.run("del", "k\((i + 5) % 40)")) }
-        }
-        let compactAt = try Self.revision(ctl) - 30
-        try expectOK(ctl.run("compact", "\(compactAt)", "--physical"))
-        let granted = try ctl.run("lease", "grant", "600").stdout  // "lease 694d... granted with TTL(600s)"
-        let leaseID = try #require(granted.split(separator: " ").dropFirst().first.map(String.init), "\(granted)")
-        try expectOK(ctl.run("put", "/a/leased", "1", "--lease=\(leaseID)"))
-        try expectOK(ctl.run("put", "/c/leased", "2", "--lease=\(leaseID)"))
-        for command in [["user", "add", "root:rootpw"], ["user", "grant-role", "root", "root"], ["role", "add", "pods"],
-                        ["role", "grant-permission", "pods", "readwrite", "/a", "/b"], ["role", "grant-permission", "pods", "read", "k1"],
-                        ["user", "add", "bob:bobpw"], ["user", "grant-role", "bob", "pods"], ["auth", "enable"]] {
-            try expectOK(ctl.run(arguments: command))
-        }
+        let (compactAt, leaseID) = try Self.populate(ctl, &rng)
         let original = try State(of: ctl, compactAt: compactAt, leaseID: leaseID)
 
         // etcd → swetcd.
@@ -71,6 +55,32 @@ import TestSupport
         defer { back.stop() }
         let servedBack = try State(of: back.etcdctl, compactAt: compactAt, leaseID: leaseID)
         #expect(servedBack == original, "seed \(seed): \(release) from swetcd differs: \(servedBack.differences(from: original))")
+    }
+
+    /// Puts of up to several pages, deletes, a compaction, a lease with
+    /// two keys, users and roles, and auth on: what `State` then reads.
+    static func populate(_ ctl: Etcdctl, _ rng: inout SeededRandom) throws -> (compactAt: Int, leaseID: String) {
+        func expectOK(_ r: CommandResult, sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(r.status == 0, "\(r)", sourceLocation: sourceLocation)
+        }
+        for i in 0..<120 {
+            let size = i % 12 == 0 ? 5_000 + Int(rng.next() % 20_000) : Int(rng.next() % 300)
+            let value = String((0..<size).map { _ in Character(UnicodeScalar(UInt8(97 + rng.next() % 26))) })
+            try expectOK(ctl.run("put", "k\(i % 40)", "--", value))
+            if i % 13 == 0 { try expectOK(ctl.run("del", "k\((i + 5) % 40)")) }
+        }
+        let compactAt = try Self.revision(ctl) - 30
+        try expectOK(ctl.run("compact", "\(compactAt)", "--physical"))
+        let granted = try ctl.run("lease", "grant", "600").stdout  // "lease 694d... granted with TTL(600s)"
+        let leaseID = try #require(granted.split(separator: " ").dropFirst().first.map(String.init), "\(granted)")
+        try expectOK(ctl.run("put", "/a/leased", "1", "--lease=\(leaseID)"))
+        try expectOK(ctl.run("put", "/c/leased", "2", "--lease=\(leaseID)"))
+        for command in [["user", "add", "root:rootpw"], ["user", "grant-role", "root", "root"], ["role", "add", "pods"],
+                        ["role", "grant-permission", "pods", "readwrite", "/a", "/b"], ["role", "grant-permission", "pods", "read", "k1"],
+                        ["user", "add", "bob:bobpw"], ["user", "grant-role", "bob", "pods"], ["auth", "enable"]] {
+            try expectOK(ctl.run(arguments: command))
+        }
+        return (compactAt, leaseID)
     }
 
     private func expectOK(_ r: CommandResult, sourceLocation: SourceLocation = #_sourceLocation) {

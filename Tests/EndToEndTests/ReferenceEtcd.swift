@@ -11,6 +11,7 @@ final class ReferenceEtcd {
     private var child: ChildProcess!
     let dataDir: String
     let port: UInt16
+    let peerPort: UInt16
     let release: EtcdRelease
     var endpoint: String { "127.0.0.1:\(port)" }
     var etcdctl: Etcdctl { Etcdctl(endpoint: endpoint, binary: release.etcdctl) }
@@ -27,6 +28,7 @@ final class ReferenceEtcd {
         self.dataDir = dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("etcd-ref-\(UUID().uuidString)").path
         port = try Self.freePort()
         let peer = try peerPort ?? Self.freePort()
+        self.peerPort = peer
         child = try ChildProcess(etcd, ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
                                         "--advertise-client-urls", "http://127.0.0.1:\(port)",
                                         "--listen-peer-urls", "http://127.0.0.1:\(peer)",
@@ -64,6 +66,12 @@ final class ReferenceEtcd {
     func stop() {
         child.terminate()
         try? FileManager.default.removeItem(atPath: dataDir)
+    }
+
+    /// kill -9, leaving the data dir as the crash left it (until `stop`).
+    func kill() {
+        child.signal(SIGKILL)
+        _ = child.waitUntilExit()
     }
 
     deinit { stop() }
