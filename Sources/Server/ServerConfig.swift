@@ -277,9 +277,14 @@ public struct ServerConfig: Equatable, Sendable {
       --version               print the version and exit
       -h, --help              print this help
 
-    swetcd snapshot restore FILE --data-dir DIR
-      makes a new data dir from a file `etcdctl snapshot save` wrote from swetcd
-      (checked against its SHA-256); DIR must not exist.
+    swetcd snapshot restore FILE --data-dir DIR [--name --initial-cluster ...]
+      makes a new data dir from a snapshot `etcdctl snapshot save` wrote from
+      swetcd or from etcd 3.4/3.5 (checked against its SHA-256); DIR must not
+      exist.
+
+    swetcd migrate --from-etcd-data-dir ETCD_DIR --data-dir DIR [--name ...]
+      makes a new data dir from a stopped etcd's: its backend, and the writes
+      its WAL holds past it; ETCD_DIR is only read.
 
     Every flag may also come from its environment variable: ETCD_ and the flag's
     name in capitals with '-' as '_' (ETCD_DATA_DIR=...).
