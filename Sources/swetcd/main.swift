@@ -30,14 +30,16 @@ while let entry = envp.pointee {
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "snapshot" {
     guard arguments.count >= 3, arguments[1] == "restore", !arguments[2].hasPrefix("-") else {
-        writeError("usage: swetcd snapshot restore FILE [--data-dir DIR] [--name NAME --initial-cluster NAME=URL,... --initial-cluster-token TOKEN --initial-advertise-peer-urls URL]")
+        writeError("usage: swetcd snapshot restore FILE [--data-dir DIR] [--skip-hash-check] [--name NAME --initial-cluster NAME=URL,... --initial-cluster-token TOKEN --initial-advertise-peer-urls URL]")
         exit(2)
     }
-    let flags = Array(arguments[3...]).filter { !["--skip-hash-check", "--skip-hash-check=false"].contains($0) }
+    let skipFlags = ["--skip-hash-check", "-skip-hash-check", "--skip-hash-check=true", "-skip-hash-check=true"]
+    let skipHashCheck = arguments[3...].contains { skipFlags.contains($0) }
+    let flags = Array(arguments[3...]).filter { !(skipFlags + ["--skip-hash-check=false", "-skip-hash-check=false"]).contains($0) }
     do {
         var restore = try ServerConfig.parse(arguments: flags, environment: [:])
         if !flags.contains(where: { $0.hasPrefix("--data-dir") || $0.hasPrefix("-data-dir") }) { restore.dataDir = restore.name + ".swetcd" }
-        try SnapshotFile.restore(file: arguments[2], dataDir: restore.dataDir)
+        try SnapshotFile.restore(file: arguments[2], dataDir: restore.dataDir, skipHashCheck: skipHashCheck)
         try EtcdServer.restoreIdentity(dataDir: restore.dataDir, config: restore)
         print("restored snapshot \(arguments[2]) into \(restore.dataDir)")
         exit(0)

@@ -112,7 +112,7 @@ struct SnapshotRestore: CtlCommand {
         let directory = dataDir.isEmpty ? name + ".swetcd" : dataDir
         try goFileCheck("open", args[0])
         do {
-            try SnapshotFile.restore(file: args[0], dataDir: directory)
+            try SnapshotFile.restore(file: args[0], dataDir: directory, skipHashCheck: skipHashCheck)
         } catch {
             throw CtlError(.error, "\(error)")
         }
