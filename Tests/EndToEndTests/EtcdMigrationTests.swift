@@ -14,7 +14,9 @@ import TestSupport
 @Suite struct EtcdMigrationTests {
     actor Ledger {
         var acknowledged: [String: (value: String, revision: Int64)] = [:]
+        var firstError: String?
         func ack(_ key: String, _ value: String, _ revision: Int64) { acknowledged[key] = (value, revision) }
+        func failed(_ error: Error) { if firstError == nil { firstError = "\(error)" } }
     }
 
     @Test(arguments: zip([EtcdRelease.v3_4, EtcdRelease.v3_5], [false, true]))
@@ -51,18 +53,26 @@ import TestSupport
                             await ledger.ack(key, value, r.header.revision)
                         }
                     } catch {
+                        await ledger.failed(error)
                         return
                     }
                     n += 1
                 }
             }
         }
-        try await Task.sleep(nanoseconds: UInt64(500 + rng.next() % 1_000) * 1_000_000)
+        // The kill comes at a random moment once writes are flowing (the
+        // first login and connection can take seconds on a loaded machine).
+        let deadline = Date().addingTimeInterval(60)
+        while await ledger.acknowledged.count < 100 && Date() < deadline {
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        try await Task.sleep(nanoseconds: UInt64(rng.next() % 500) * 1_000_000)
         etcd.kill()
         for w in writers { await w.value }
         client.close()
         let acknowledged = await ledger.acknowledged
-        #expect(acknowledged.count > 50, "seed \(seed): writes were acknowledged before the kill: \(acknowledged.count)")
+        let writerError = await ledger.firstError ?? "nothing"
+        #expect(acknowledged.count > 50, "seed \(seed): \(acknowledged.count) writes acknowledged before the kill; a writer stopped on \(writerError)")
 
         try #require(runCommand("/bin/cp", ["-a", dir + "/etcd", dir + "/etcd-again"]).status == 0)
         // The backend file alone restores too, as etcd's, only with
