@@ -11,7 +11,7 @@ struct SwetcdBench: AsyncParsableCommand {
         commandName: "swetcd-bench",
         abstract: "Load an etcd-compatible server and report throughput and latency.",
         subcommands: [Put.self, Range.self, TxnPut.self, TxnMixed.self, LeaseKeepAlive.self, WatchBench.self, WatchLatency.self,
-                      Failover.self])
+                      Failover.self, K8sBench.self])
 }
 
 struct GlobalOptions: ParsableArguments {
