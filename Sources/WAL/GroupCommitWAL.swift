@@ -132,15 +132,23 @@ public final class GroupCommitWAL: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
+    /// Whether the next submission is expected within the spin: it was
+    /// the last time (a spin caught it, or it came that soon after a batch
+    /// while the writer slept). Writes spaced wider apart than the spin
+    /// (many clients each writing now and then) never spin for nothing.
+    private var spinPays = true
+    private var lastBatchDone = 0
+
+    private static func now() -> Int {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return t.tv_sec * 1_000_000_000 + t.tv_nsec
+    }
+
     private func spinForSubmission() {
-        func now() -> Int {
-            var t = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &t)
-            return t.tv_sec * 1_000_000_000 + t.tv_nsec
-        }
         let seen = submissions.load(ordering: .acquiring)
-        let until = now() + spinNanoseconds
-        while submissions.load(ordering: .acquiring) == seen && now() < until { sched_yield() }
+        let until = Self.now() + spinNanoseconds
+        while submissions.load(ordering: .acquiring) == seen && Self.now() < until { sched_yield() }
     }
 
     private func run() {
@@ -152,9 +160,16 @@ public final class GroupCommitWAL: @unchecked Sendable {
             var lastBatchEntries = 0
             for item in batch where item.record.type != .hardState { lastBatchEntries += 1 }
             batch.removeAll(keepingCapacity: true)
-            if spinNanoseconds > 0 && lastBatchEntries == 1 { spinForSubmission() }
+            if spinNanoseconds > 0 && lastBatchEntries == 1 && spinPays { spinForSubmission() }
             pthread_mutex_lock(&mutex)
-            while queued.isEmpty && pendingCheckpoint == nil && !stopping { pthread_cond_wait(&wakeup, &mutex) }
+            var slept = false
+            while queued.isEmpty && pendingCheckpoint == nil && !stopping {
+                slept = true
+                pthread_cond_wait(&wakeup, &mutex)
+            }
+            if spinNanoseconds > 0 && lastBatchEntries == 1 {
+                spinPays = !slept || Self.now() - lastBatchDone < spinNanoseconds
+            }
             swap(&batch, &queued)
             let covered = pendingCheckpoint
             pendingCheckpoint = nil
@@ -190,6 +205,7 @@ public final class GroupCommitWAL: @unchecked Sendable {
             if case .failure(let e) = result { failure = e }
             pthread_mutex_unlock(&mutex)
             for item in batch { item.done?(result) }
+            lastBatchDone = Self.now()
         }
         wal.close()
         pthread_mutex_lock(&mutex)
