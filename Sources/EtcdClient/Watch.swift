@@ -69,6 +69,31 @@ extension EtcdClient {
     /// stream): responses of all of them, told apart by `watchID` (assigned
     /// 0, 1, ... in the order given). Ends when every watcher is cancelled.
     public func watch(_ watchers: [(KeyRange, WatchOptions)]) -> AsyncThrowingStream<WatchResponse, Error> {
+        watchStream(watchers).responses
+    }
+
+    /// `watch`, with a way to ask for progress on the stream (etcd's
+    /// `RequestProgress`): the server answers with an empty response
+    /// (watch ID -1) at a revision up to which every event has been sent,
+    /// once all the stream's watchers are synced. Asking before the stream
+    /// is open does nothing.
+    public func watchStream(_ watchers: [(KeyRange, WatchOptions)])
+        -> (responses: AsyncThrowingStream<WatchResponse, Error>, requestProgress: @Sendable () -> Void) {
+        let state = LoopBound(WatchCall())
+        let pool = self.pool
+        var progress = Etcdserverpb_WatchRequest()
+        progress.requestUnion = .progressRequest(Etcdserverpb_WatchProgressRequest())
+        let progressBytes: [UInt8] = (try? progress.serializedBytes()) ?? []
+        let requestProgress: @Sendable () -> Void = {
+            pool.value.loop.execute {
+                let call = state.value
+                if !call.ended, let connection = call.connection, call.streamID > 0 { connection.send(progressBytes, on: call.streamID) }
+            }
+        }
+        return (watch(watchers, state: state), requestProgress)
+    }
+
+    private func watch(_ watchers: [(KeyRange, WatchOptions)], state: LoopBound<WatchCall>) -> AsyncThrowingStream<WatchResponse, Error> {
         let requests: [[UInt8]] = watchers.map { range, options in
             var create = Etcdserverpb_WatchCreateRequest()
             (create.key, create.rangeEnd) = range.wire
@@ -84,7 +109,6 @@ extension EtcdClient {
         }
         let pool = self.pool
         return AsyncThrowingStream { continuation in
-            let state = LoopBound(WatchCall())
             pool.value.loop.execute {
                 let call = state.value
                 var open = requests.count

@@ -215,6 +215,27 @@ final class SilentListener {
         #expect(second.events[0].prevKV?.valueString == "1")
     }
 
+    /// RequestProgress on the stream: after the events, a response with
+    /// watch ID -1 and no events at a revision no lower than the last
+    /// event's (etcd's promise that nothing at or below it is still to come).
+    @Test func requestedProgressComesAfterTheEventsItCovers() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let client = try EtcdClient(endpoints: [server.endpoint])
+        defer { client.close() }
+        let (stream, requestProgress) = client.watchStream([(.prefix("/pods/"), WatchOptions())])
+        var iterator = stream.makeAsyncIterator()
+        #expect(try await iterator.next()?.created == true)
+        let written = try await client.put("/pods/a", "1").header.revision
+        _ = try await client.put("/other", "x")
+        requestProgress()
+        let event = try #require(try await iterator.next())
+        #expect(event.events.map(\.kv.modRevision) == [written])
+        let progress = try #require(try await iterator.next())
+        #expect(progress.watchID == -1 && progress.isProgressNotification && progress.header.revision >= written + 1,
+                "\(progress)")
+    }
+
     @Test func historyFiltersAndCompactedStarts() async throws {
         let server = try ServerProcess()
         defer { server.stop() }
