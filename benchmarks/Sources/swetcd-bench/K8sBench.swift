@@ -30,12 +30,14 @@ struct K8sBench: AsyncParsableCommand {
     @Option(help: "Pod value size in bytes (kube objects are ~2-4 KiB).") var valSize = 3_000
     @Option(help: "Seconds of updates.") var seconds = 20.0
     @Option(help: "Seconds between compactions (kube-apiserver: 300).") var compactInterval = 10.0
+    @Option(help: "Seconds between each informer's RequestProgress (0: none).") var progressInterval = 2.0
     @Option(help: "PID of a local server: its CPU per update and event, and its RSS.") var serverPid: Int32?
 
     func run() async throws {
         let parameters = K8sLoad(objects: objects, namespaces: namespaces, informers: informers, listConcurrency: listConcurrency,
                                  updateRate: updateRate, updaters: updaters, eventRate: eventRate, valSize: valSize,
-                                 seconds: seconds, compactInterval: compactInterval, serverPid: serverPid)
+                                 seconds: seconds, compactInterval: compactInterval, progressInterval: progressInterval,
+                                 serverPid: serverPid)
         let client = try global.settings.client(global.endpointList, connections: max(global.conns, 4))
         defer { client.close() }
         let report = try await parameters.run(client)
@@ -65,6 +67,10 @@ struct K8sReport: Codable {
     var eventsDelivered: Int
     var eventsLost: Int
     var eventsOutOfOrder: Int
+    /// Answers to RequestProgress, and those at a revision below an event
+    /// already received (a broken promise; must be 0).
+    var progressAnswers: Int
+    var progressBehind: Int
     var serverCPUMicrosecondsPerUpdate: Double?
     var serverCPUMicrosecondsPerEvent: Double?
     var serverRSSBytes: Int?
@@ -80,6 +86,7 @@ struct K8sReport: Codable {
           List (ms):\t\(f(listMs))
           Delivery (ms):\t\(f(deliveryMs))
           Events:\t\(eventsDelivered) delivered, \(eventsLost) lost, \(eventsOutOfOrder) out of order
+          Progress:\t\(progressAnswers) answers to RequestProgress, \(progressBehind) behind an event received
         """
         if let u = serverCPUMicrosecondsPerUpdate, let e = serverCPUMicrosecondsPerEvent, let rss = serverRSSBytes {
             out += "\n  Server:\t\(String(format: "%.1f", u)) µs CPU per update, \(String(format: "%.2f", e)) µs per delivered event, RSS \(rss / 1_048_576) MiB"
@@ -102,13 +109,15 @@ struct InformerLog: Sendable {
     var listMicroseconds: Int64 = 0
     var arrivals: [(revision: Int64, at: ContinuousClock.Instant)] = []
     var outOfOrder = 0
+    var progressAnswers = 0
+    var progressBehind = 0
 }
 
 /// The run's parameters (K8sBench's options), and the run.
 struct K8sLoad: Sendable {
     var objects: Int, namespaces: Int, informers: Int, listConcurrency: Int
     var updateRate: Double, updaters: Int, eventRate: Double, valSize: Int
-    var seconds: Double, compactInterval: Double, serverPid: Int32?
+    var seconds: Double, compactInterval: Double, progressInterval: Double, serverPid: Int32?
     var prefix: String { "/registry/pods/" }
 
     func podKey(_ i: Int) -> [UInt8] { Array("\(prefix)ns-\(i % namespaces)/pod-\(i)".utf8) }
@@ -177,9 +186,23 @@ struct K8sLoad: Sendable {
                 var w = WatchOptions()
                 w.startRevision = log.listRevision + 1
                 w.prevKV = true
+                let (responses, requestProgress) = client.watchStream([(.prefix(prefix), w)])
+                // kube-apiserver asks for progress to serve consistent reads from its cache.
+                let asker = Task {
+                    while o.progressInterval > 0 && !Task.isCancelled {
+                        try? await Task.sleep(nanoseconds: UInt64(o.progressInterval * 1e9))
+                        requestProgress()
+                    }
+                }
+                defer { asker.cancel() }
                 do {
-                    for try await r in client.watch(.prefix(prefix), w) {
+                    for try await r in responses {
                         if r.created { watching.add(); continue }
+                        if r.watchID == -1 && r.isProgressNotification {
+                            log.progressAnswers += 1
+                            if let last = log.arrivals.last?.revision, r.header.revision < last { log.progressBehind += 1 }
+                            continue
+                        }
                         let now = ContinuousClock.now
                         var ended = false
                         for e in r.events {
@@ -311,8 +334,10 @@ struct K8sLoad: Sendable {
 
         var delivery = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         var lists = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
-        var lost = 0, outOfOrder = 0, delivered = 0
+        var lost = 0, outOfOrder = 0, delivered = 0, progressAnswers = 0, progressBehind = 0
         for log in logs {
+            progressAnswers += log.progressAnswers
+            progressBehind += log.progressBehind
             _ = lists.record(UInt64(max(log.listMicroseconds, 1)))
             outOfOrder += log.outOfOrder
             delivered += log.arrivals.count
@@ -335,7 +360,7 @@ struct K8sLoad: Sendable {
             pods: o.objects, informers: o.informers, seconds: elapsed, updates: updateCount,
             updatesPerSecond: Double(updateCount) / elapsed, conflicts: conflicts.value, errors: errors.counts,
             updateMs: ms(updates), listMs: ms(lists), deliveryMs: ms(delivery), eventsDelivered: delivered,
-            eventsLost: lost, eventsOutOfOrder: outOfOrder,
+            eventsLost: lost, eventsOutOfOrder: outOfOrder, progressAnswers: progressAnswers, progressBehind: progressBehind,
             serverCPUMicrosecondsPerUpdate: cpu.map { $0 * 1e6 / Double(max(updateCount, 1)) },
             serverCPUMicrosecondsPerEvent: cpu.map { $0 * 1e6 / Double(max(delivered, 1)) },
             serverRSSBytes: o.serverPid.map(residentBytes))
