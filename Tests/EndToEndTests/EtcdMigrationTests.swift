@@ -1,5 +1,7 @@
 import EtcdClient
+import EtcdProto
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 
@@ -12,14 +14,63 @@ import TestSupport
 /// backend (everything after the start comes from the WAL: puts, deletes,
 /// the compaction, the lease, auth changes and simple-token logins).
 @Suite struct EtcdMigrationTests {
-    actor Ledger {
-        var acknowledged: [String: (value: String, revision: Int64)] = [:]
-        var firstError: String?
-        /// Set at the kill: the writers stop.
-        var stopped = false
-        func stop() { stopped = true }
-        func ack(_ key: String, _ value: String, _ revision: Int64) { acknowledged[key] = (value, revision) }
-        func failed(_ error: Error) { if firstError == nil { firstError = "\(error)" } }
+    /// Four writers driven by callbacks on the client's own loop thread:
+    /// each call starts the next, so they keep writing even while the test
+    /// process's few cooperative threads are held by other tests' blocking
+    /// waits (as tasks here did not: under the full suite they were starved
+    /// for a minute).
+    final class Writers: @unchecked Sendable {
+        struct Ledger {
+            var acknowledged: [String: (value: String, revision: Int64)] = [:]
+            var firstError: String?
+            var stopped = false
+        }
+        let ledger = Mutex(Ledger())
+
+        func start(_ client: EtcdClient, count: Int) {
+            client.onLoop { for w in 0..<count { self.write(client, w, 0) } }
+        }
+
+        func stop() { ledger.withLock { $0.stopped = true } }
+
+        /// Puts to keys written again and again (the last acknowledged value
+        /// must win), and every fourth call a txn of two new keys.
+        private func write(_ client: EtcdClient, _ w: Int, _ n: Int) {
+            guard !ledger.withLock({ $0.stopped }) else { return }
+            let value = "w\(w)-\(n)"
+            let keys = n % 4 == 3 ? ["txn/\(value)/a", "txn/\(value)/b"] : ["put/\(w)/\(n % 50)"]
+            let path: String, request: [UInt8]
+            if keys.count == 2 {
+                var t = Etcdserverpb_TxnRequest()
+                t.success = keys.map { key in
+                    var put = Etcdserverpb_PutRequest()
+                    (put.key, put.value) = (Data(key.utf8), Data(value.utf8))
+                    var op = Etcdserverpb_RequestOp()
+                    op.requestPut = put
+                    return op
+                }
+                (path, request) = ("/etcdserverpb.KV/Txn", try! t.serializedBytes())
+            } else {
+                var put = Etcdserverpb_PutRequest()
+                (put.key, put.value) = (Data(keys[0].utf8), Data(value.utf8))
+                (path, request) = ("/etcdserverpb.KV/Put", try! put.serializedBytes())
+            }
+            client.startUnary(path, request) { result in
+                switch result {
+                case .success(let bytes):
+                    let revision = keys.count == 2 ? (try? Etcdserverpb_TxnResponse(serializedBytes: bytes))?.header.revision
+                        : (try? Etcdserverpb_PutResponse(serializedBytes: bytes))?.header.revision
+                    self.ledger.withLock { l in
+                        guard let revision else { return l.firstError = l.firstError ?? "an undecodable response" }
+                        for key in keys { l.acknowledged[key] = (value, revision) }
+                    }
+                case .failure(let error):
+                    // A loaded machine's call may time out: the writer goes on, as clients do.
+                    self.ledger.withLock { l in if l.firstError == nil { l.firstError = "\(error)" } }
+                }
+                self.write(client, w, n + 1)
+            }
+        }
     }
 
     @Test(arguments: zip([EtcdRelease.v3_4, EtcdRelease.v3_5], [false, true]))
@@ -35,49 +86,18 @@ import TestSupport
         defer { etcd.stop() }
         let (compactAt, leaseID) = try EtcdSnapshotRoundTripTests.populate(etcd.etcdctl, &rng)
 
-        let ledger = Ledger()
+        let writers = Writers()
         let client = try EtcdClient(endpoints: [etcd.endpoint], timeout: 5, user: "root", password: "rootpw")
-        let writers = (0..<4).map { w in
-            Task {
-                var n = 0
-                while await !ledger.stopped {
-                    let value = "w\(w)-\(n)"
-                    do {
-                        if n % 4 == 3 {
-                            let (a, b) = ("txn/\(value)/a", "txn/\(value)/b")
-                            let r = try await client.txn(compare: [], success: [.put(Array(a.utf8), Array(value.utf8)),
-                                                                               .put(Array(b.utf8), Array(value.utf8))])
-                            await ledger.ack(a, value, r.header.revision)
-                            await ledger.ack(b, value, r.header.revision)
-                        } else {
-                            // Keys written again and again: the last acknowledged value must win.
-                            let key = "put/\(w)/\(n % 50)"
-                            let r = try await client.put(key, value)
-                            await ledger.ack(key, value, r.header.revision)
-                        }
-                    } catch {
-                        // A loaded machine's client may time out or
-                        // reconnect: it tries again, as clients do.
-                        await ledger.failed(error)
-                        try? await Task.sleep(nanoseconds: 20_000_000)
-                    }
-                    n += 1
-                }
-            }
-        }
+        writers.start(client, count: 4)
         // The kill comes at a random moment once writes are flowing (the
         // first login and connection can take seconds on a loaded machine).
         let deadline = Date().addingTimeInterval(60)
-        while await ledger.acknowledged.count < 100 && Date() < deadline {
-            try await Task.sleep(nanoseconds: 20_000_000)
-        }
-        try await Task.sleep(nanoseconds: UInt64(rng.next() % 500) * 1_000_000)
-        await ledger.stop()
+        while writers.ledger.withLock({ $0.acknowledged.count }) < 100 && Date() < deadline { usleep(20_000) }
+        usleep(useconds_t(rng.next() % 500) * 1_000)
+        writers.stop()
         etcd.kill()
-        for w in writers { await w.value }
         client.close()
-        let acknowledged = await ledger.acknowledged
-        let writerError = await ledger.firstError ?? "nothing"
+        let (acknowledged, writerError) = writers.ledger.withLock { ($0.acknowledged, $0.firstError ?? "nothing") }
         #expect(acknowledged.count > 50, "seed \(seed): \(acknowledged.count) writes acknowledged before the kill; first client error: \(writerError)")
 
         try #require(runCommand("/bin/cp", ["-a", dir + "/etcd", dir + "/etcd-again"]).status == 0)
