@@ -22,6 +22,13 @@ enum AuthChange: Equatable {
     case grantPermission(role: String, AuthStore.Permission)
     case revokePermission(role: String, key: [UInt8], rangeEnd: [UInt8])
 
+    /// etcd's RoleGrantPermission request as a change (a client's, or one
+    /// in an etcd WAL being migrated).
+    static func grantPermission(_ r: Etcdserverpb_AuthRoleGrantPermissionRequest) -> AuthChange {
+        let access = AuthStore.Access(rawValue: r.perm.permType.rawValue) ?? .read
+        return .grantPermission(role: r.name, .init(access, key: [UInt8](r.perm.key), rangeEnd: [UInt8](r.perm.rangeEnd)))
+    }
+
     func apply(to store: inout AuthStore) throws(AuthError) {
         switch self {
         case .enable: try store.enable()

@@ -142,8 +142,7 @@ extension EtcdServer {
         }
         answeringLater(a, "RoleGrantPermission", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleGrantPermissionRequest, call, key) in
             guard r.hasPerm else { return finish(call, key, status: GRPCStatus(.invalidArgument, "etcdserver: permission not given")) }
-            let access = AuthStore.Access(rawValue: r.perm.permType.rawValue) ?? .read
-            proposeAuth(.grantPermission(role: r.name, .init(access, key: [UInt8](r.perm.key), rangeEnd: [UInt8](r.perm.rangeEnd))), call, key)
+            proposeAuth(.grantPermission(r), call, key)
         }
         answeringLater(a, "RoleRevokePermission", access: .admin) { [unowned self] (r: Etcdserverpb_AuthRoleRevokePermissionRequest, call, key) in
             proposeAuth(.revokePermission(role: r.role, key: [UInt8](r.key), rangeEnd: [UInt8](r.rangeEnd)), call, key)

@@ -135,11 +135,7 @@ public enum EtcdMigration {
         if r.hasAuthUserRevokeRole { return auth(.revokeRole(role: r.authUserRevokeRole.role, user: r.authUserRevokeRole.name)) }
         if r.hasAuthRoleAdd { return auth(.addRole(r.authRoleAdd.name)) }
         if r.hasAuthRoleDelete { return auth(.deleteRole(r.authRoleDelete.role)) }
-        if r.hasAuthRoleGrantPermission {
-            let g = r.authRoleGrantPermission
-            let access = AuthStore.Access(rawValue: g.perm.permType.rawValue) ?? .read
-            return auth(.grantPermission(role: g.name, .init(access, key: [UInt8](g.perm.key), rangeEnd: [UInt8](g.perm.rangeEnd))))
-        }
+        if r.hasAuthRoleGrantPermission { return auth(.grantPermission(r.authRoleGrantPermission)) }
         if r.hasAuthRoleRevokePermission {
             let p = r.authRoleRevokePermission
             return auth(.revokePermission(role: p.role, key: [UInt8](p.key), rangeEnd: [UInt8](p.rangeEnd)))

@@ -30,6 +30,10 @@ public enum SnapshotFile {
         }
     }
 
+    /// etcd's test for a snapshot's trailing SHA-256: the file is 32 bytes
+    /// past a multiple of 512 (a database file alone never is).
+    static func hasTrailingHash(_ bytes: [UInt8]) -> Bool { bytes.count % 512 == 32 }
+
     /// The file's bytes and the length of the database in it, once its
     /// SHA-256 checks out.
     static func verified(_ file: String) throws -> (bytes: [UInt8], body: Int) {
@@ -38,8 +42,7 @@ public enum SnapshotFile {
 
     static func verified(_ bytes: [UInt8]) throws -> (bytes: [UInt8], body: Int) {
         guard bytes.count > 32 else { throw Failure.integrity("\(bytes.count) bytes is too short") }
-        // etcd's test for a trailing hash: 32 bytes past a multiple of 512.
-        guard bytes.count % 512 == 32 else { throw Failure.integrity("snapshot missing hash but --skip-hash-check=false") }
+        guard hasTrailingHash(bytes) else { throw Failure.integrity("snapshot missing hash but --skip-hash-check=false") }
         let body = bytes.count - 32
         var digest = [UInt8](repeating: 0, count: 32)
         bytes.withUnsafeBufferPointer { _ = SHA256($0.baseAddress, body, &digest) }
@@ -60,10 +63,9 @@ public enum SnapshotFile {
     public static func status(file: String) throws -> Status {
         let whole = try read(file)
         if let bolt = try? BoltReader(bytes: whole) {
-            // A snapshot ends in its SHA-256 (its length is then 32 past a
-            // multiple of 512, the test etcd's restore uses); a data dir's
-            // `member/snap/db` does not. A damaged snapshot is refused.
-            if whole.count % 512 == 32 { _ = try verified(whole) }
+            // A snapshot ends in its SHA-256; a data dir's `member/snap/db`
+            // does not. A damaged snapshot is refused.
+            if hasTrailingHash(whole) { _ = try verified(whole) }
             return try boltStatus(bolt)
         }
         let (bytes, body) = try verified(whole)
@@ -122,8 +124,7 @@ public enum SnapshotFile {
         let bytes: [UInt8], body: Int
         if skipHashCheck {
             bytes = try read(file)
-            // etcd's test for a trailing hash: 32 bytes past a multiple of 512.
-            body = bytes.count % 512 == 32 ? bytes.count - 32 : bytes.count
+            body = hasTrailingHash(bytes) ? bytes.count - 32 : bytes.count
         } else {
             (bytes, body) = try verified(file)
         }

@@ -23,6 +23,14 @@ while let entry = envp.pointee {
     envp += 1
 }
 
+/// The member a restore or a migration makes a data dir for, from etcdctl's
+/// restore flags; its data dir is `<name>.swetcd` unless given.
+func newMemberConfig(_ flags: [String]) throws -> ServerConfig {
+    var config = try ServerConfig.parse(arguments: flags, environment: [:])
+    if !flags.contains(where: { $0.hasPrefix("--data-dir") || $0.hasPrefix("-data-dir") }) { config.dataDir = config.name + ".swetcd" }
+    return config
+}
+
 // `swetcd snapshot restore FILE [--data-dir DIR] [--name N --initial-cluster
 // ... --initial-cluster-token T --initial-advertise-peer-urls URL]`, as
 // etcdctl's: a data dir for one member of a new cluster (by default one of
@@ -37,8 +45,7 @@ if arguments.first == "snapshot" {
     let skipHashCheck = arguments[3...].contains { skipFlags.contains($0) }
     let flags = Array(arguments[3...]).filter { !(skipFlags + ["--skip-hash-check=false", "-skip-hash-check=false"]).contains($0) }
     do {
-        var restore = try ServerConfig.parse(arguments: flags, environment: [:])
-        if !flags.contains(where: { $0.hasPrefix("--data-dir") || $0.hasPrefix("-data-dir") }) { restore.dataDir = restore.name + ".swetcd" }
+        let restore = try newMemberConfig(flags)
         try SnapshotFile.restore(file: arguments[2], dataDir: restore.dataDir, skipHashCheck: skipHashCheck)
         try EtcdServer.restoreIdentity(dataDir: restore.dataDir, config: restore)
         print("restored snapshot \(arguments[2]) into \(restore.dataDir)")
@@ -67,8 +74,7 @@ if arguments.first == "migrate" {
         exit(2)
     }
     do {
-        var target = try ServerConfig.parse(arguments: flags, environment: [:])
-        if !flags.contains(where: { $0.hasPrefix("--data-dir") || $0.hasPrefix("-data-dir") }) { target.dataDir = target.name + ".swetcd" }
+        let target = try newMemberConfig(flags)
         let report = try EtcdMigration.migrate(from: from, config: target)
         print("migrated \(from) into \(target.dataDir): backend at index \(report.backendIndex), "
               + "\(report.replayed) writes from etcd's WAL to replay up to index \(report.commitIndex)")
