@@ -233,7 +233,7 @@ struct K8sLoad: Sendable {
         let startingRevisions = modRevisions
         let updaterTasks = (0..<max(o.updaters, 1)).map { t in
             Task { () -> Histogram<UInt64> in
-                var h = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+                var h = latencyHistogram()
                 let share = max(o.updaters, 1)
                 let mine = Array(stride(from: t, to: o.objects, by: share))
                 guard !mine.isEmpty else { return h }
@@ -312,7 +312,7 @@ struct K8sLoad: Sendable {
                 }
             }
         }
-        var updates = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        var updates = latencyHistogram()
         for t in updaterTasks { updates.add(await t.value) }
         await eventTask.value
         compactor.cancel()
@@ -332,8 +332,8 @@ struct K8sLoad: Sendable {
         let cpu = o.serverPid.map(processCPUSeconds).flatMap { after in cpuBefore.map { after - $0 } }
         await compactor.value
 
-        var delivery = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-        var lists = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+        var delivery = latencyHistogram()
+        var lists = latencyHistogram(maxMicroseconds: 600_000_000)
         var lost = 0, outOfOrder = 0, delivered = 0, progressAnswers = 0, progressBehind = 0
         for log in logs {
             progressAnswers += log.progressAnswers

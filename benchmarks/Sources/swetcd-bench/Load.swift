@@ -81,7 +81,7 @@ private final class CallbackLoad: @unchecked Sendable {
     let client: EtcdClient
     let budget: Budget
     let encode: @Sendable (Int) -> (path: String, bytes: [UInt8])
-    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    var histogram = latencyHistogram()
     var errors: [String: Int] = [:]
     private var active = 0
     private var finished: (() -> Void)?
@@ -127,6 +127,12 @@ private final class CallbackLoad: @unchecked Sendable {
 
 func microseconds(_ d: Duration) -> Int64 {
     d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000
+}
+
+/// A histogram of latencies in microseconds, up to `maxMicroseconds` (a
+/// minute unless given), three significant digits.
+func latencyHistogram(maxMicroseconds: UInt64 = 60_000_000) -> Histogram<UInt64> {
+    Histogram<UInt64>(highestTrackableValue: maxMicroseconds, numberOfSignificantValueDigits: .three)
 }
 
 /// User plus system CPU seconds of this process so far.

@@ -82,7 +82,7 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
     // Receivers: one task per stream, each with its own histogram.
     let receivers = (0..<streams).map { _ in
         Task { () throws -> (Histogram<UInt64>, Int) in
-            var h = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+            var h = latencyHistogram()
             var events = 0
             let want = putTotal * watchersPerStream
             let stream = client.watch(Array(repeating: (KeyRange.prefix(prefix), WatchOptions()), count: watchersPerStream))
@@ -118,7 +118,7 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
         sendTimes.set(i, ContinuousClock.now)
         do { try await writer.put(Array("\(prefix)pod-\(i)".utf8), value) } catch { errors["\(error)", default: 0] += 1 }
     }
-    var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    var merged = latencyHistogram()
     var events = 0
     for r in receivers {
         let (h, n) = try await withThrowingTaskGroup(of: (Histogram<UInt64>, Int)?.self) { group in
@@ -126,7 +126,7 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
             group.addTask { try await Task.sleep(nanoseconds: 60_000_000_000); r.cancel(); return nil }
             let first = try await group.next()!
             group.cancelAll()
-            return first ?? (Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three), 0)
+            return first ?? (latencyHistogram(), 0)
         }
         merged.add(h)
         events += n
