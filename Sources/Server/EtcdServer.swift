@@ -651,6 +651,9 @@ extension EtcdServer: GRPCRouter {
         }
     }
 
+    /// All methods are registered when the server is made.
+    public var methodKinds: [String: GRPCMethodKind]? { methods.mapValues(\.kind) }
+
     public func method(for path: String) -> Result<GRPCMethod, GRPCStatus> {
         if let m = methods[path] {
             guard servingClients else { return .success(waitingUntilServing(m)) }

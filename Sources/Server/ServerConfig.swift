@@ -1,5 +1,8 @@
 import Auth
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The server's settings, from etcd's flags and their `ETCD_*` environment
 /// variables (a flag wins over its variable).
@@ -32,6 +35,17 @@ public struct ServerConfig: Equatable, Sendable {
     /// How long the loop and the WAL's writer poll instead of sleeping
     /// around a lone write (0: never).
     public var loneWritePoll: Double = 0.000_150
+    /// Threads serving client connections (TLS, HTTP/2, gRPC framing,
+    /// watch delivery) beside the loop that owns the store; 0: that loop
+    /// serves them too (--experimental-io-threads).
+    public var ioThreads = ServerConfig.defaultIOThreads
+    /// One per core on machines of four cores or more; none below (on two
+    /// cores, the crossings between loops cost more than the second core
+    /// gives: docs/architecture.md).
+    public static var defaultIOThreads: Int {
+        let cores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        return cores >= 4 ? cores : 0
+    }
     /// Seconds between writes of each lease's remaining TTL to the backend,
     /// which a restart resumes from (0: never; a restart then restarts
     /// every lease's whole TTL).
@@ -168,7 +182,7 @@ public struct ServerConfig: Equatable, Sendable {
                         "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes", "bcrypt-cost",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
-                        "experimental-lone-write-poll", "experimental-lease-checkpoint-interval",
+                        "experimental-lone-write-poll", "experimental-lease-checkpoint-interval", "experimental-io-threads",
                         "auto-compaction-mode", "auto-compaction-retention",
                         "cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
                         "experimental-tls-handshake-timeout", "auth-token", "auth-token-ttl", "enable-v2",
@@ -255,6 +269,10 @@ public struct ServerConfig: Equatable, Sendable {
       --experimental-lone-write-poll
                               how long the loop and the WAL writer poll instead of sleeping
                               around a lone write, as a Go duration (default 150us; 0 never)
+      --experimental-io-threads
+                              threads serving client connections beside the one that owns the
+                              store (default: one per core with 4 cores or more, else 0;
+                              0: that one serves them too)
       --experimental-lease-checkpoint-interval
                               time between writes of every lease's remaining TTL, which a
                               restart resumes from, as a Go duration (default 10s; 0 never)
@@ -423,6 +441,9 @@ public struct ServerConfig: Equatable, Sendable {
             case "experimental-snapshot-catchup-entries": config.snapshotCatchUpEntries = UInt64(try positive())
             case "max-snapshots": config.maxSnapshots = try count()
             case "max-wals": config.maxWALs = try count()
+            case "experimental-io-threads":
+                guard let n = Int(value), n >= 0, n <= 1024 else { throw bad("want a number of threads from 0 to 1024") }
+                config.ioThreads = n
             case "pre-vote":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 config.preVote = b

@@ -11,6 +11,9 @@ import Glibc
 final class Connection {
     private var bev: OpaquePointer?
     private unowned let server: TransportServer
+    /// The loop this connection is served on (its thread is the only one
+    /// that touches it).
+    private let home: ConnectionHome
     let id: Int
 
     private enum Mode {
@@ -29,9 +32,10 @@ final class Connection {
 
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
-    init(bev: OpaquePointer, server: TransportServer, id: Int) {
+    init(bev: OpaquePointer, server: TransportServer, home: ConnectionHome, id: Int) {
         self.bev = bev
         self.server = server
+        self.home = home
         self.id = id
         let me = Unmanaged.passUnretained(self).toOpaque()
         bufferevent_setcb(bev, { _, arg in
@@ -45,7 +49,7 @@ final class Connection {
         // bound: time to produce more.
         bufferevent_setwatermark(bev, Int16(EV_WRITE), server.limits.outputBufferBytes / 4, 0)
         if bufferevent_openssl_get_ssl(bev) == nil {
-            output = DirectOutput(bev: bev, loop: server.loop) { [unowned self] in writable() }
+            output = DirectOutput(bev: bev, loop: home.loop) { [unowned self] in writable() }
             // (A new bufferevent has writing enabled.)
             bufferevent_disable(bev, Int16(EV_WRITE))
             bufferevent_enable(bev, Int16(EV_READ))
@@ -85,7 +89,8 @@ final class Connection {
             evbuffer_copyout(input, &first, peek)
             if first == Array(Self.preface.prefix(peek)) {
                 guard peek == Self.preface.count else { return }  // wait for the whole preface
-                mode = .http2(HTTP2ServerSession(connection: self, loop: server.loop, router: server.router, limits: server.limits))
+                mode = .http2(HTTP2ServerSession(connection: self, loop: home.loop, router: server.router, limits: server.limits,
+                                                crossing: home.crossing, methodKinds: server.methodKinds))
             } else if Self.looksLikeHTTP1(first) {
                 mode = .http1
             } else {
@@ -107,7 +112,7 @@ final class Connection {
                 evbuffer_drain(input, vec.iov_len)
             }
             if ok && output != nil && bufferedBytes >= DirectInput.bufferEventReadCap && !isClosed {
-                server.loop.directInput.read(from: bufferevent_getfd(bev)) { chunk in
+                home.loop.directInput.read(from: bufferevent_getfd(bev)) { chunk in
                     ok = session.receive(chunk)
                     return ok && !isClosed
                 }
@@ -146,9 +151,14 @@ final class Connection {
             case .request(let request, let consumed):
                 evbuffer_drain(input, consumed)
                 let current = HTTP1Exchange(connection: self, keepAlive: HTTP1Parser.wantsKeepAlive(request),
-                                            version: request.version)
+                                            version: request.version, crossing: home.crossing)
                 exchange = current
-                server.http1.handle(request, current)
+                if let crossing = home.crossing {
+                    let handler = server.http1
+                    crossing.toService.post { handler.handle(request, current) }
+                } else {
+                    server.http1.handle(request, current)
+                }
             }
         }
     }
@@ -159,6 +169,7 @@ final class Connection {
         guard exchange === finished, !isClosed else { return }
         bytes.withUnsafeBytes { write($0) }
         exchange = nil
+        finished.connectionWrote(bytes.count, outputBytes: outputBytes)
         if !finished.keepAlive {
             closeWhenFlushed()
         } else if let bev {
@@ -169,7 +180,7 @@ final class Connection {
     private func writable() {
         output?.drained()
         if case .http2(let session) = mode { session.flush() }
-        exchange?.onWritable?()
+        exchange?.deliverWritable(outputBytes: outputBytes)
         if closeAfterFlush && outputBytes == 0 { close() }
     }
 
@@ -209,8 +220,8 @@ final class Connection {
         }
         if let open = exchange {
             exchange = nil
-            open.onClose?()
+            open.deliverClose()
         }
-        server.connectionClosed(self)
+        home.connectionClosed(self)
     }
 }

@@ -260,3 +260,43 @@ public func monotonicNanoseconds() -> UInt64 {
     clock_gettime(CLOCK_MONOTONIC, &t)
     return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
 }
+
+/// Work handed from one loop's thread to another's, in order and in
+/// batches: whatever an iteration of the sending loop posts crosses with
+/// one lock and one wakeup of the receiving loop, after the sender's I/O.
+/// `post` is for the sending loop's thread only.
+final class LoopHandoff {
+    /// After a batch crosses, both loops poll this long instead of
+    /// sleeping: the answer (a reply, the next requests) usually comes
+    /// within it, and waking a sleeping thread costs tens of microseconds
+    /// (measured: range throughput with one I/O thread 0.66x of none
+    /// without the poll, 0.82x with it, on two shared cores).
+    static let pollSeconds = 0.000_05
+    private let sender: EventLoop
+    private let target: EventLoop
+    private var pending: [() -> Void] = []
+    private var flushTask: DeferredTask!
+
+    init(from sender: EventLoop, to target: EventLoop) {
+        self.sender = sender
+        self.target = target
+        flushTask = sender.makeDeferredTask { [unowned self] in flush() }
+    }
+
+    func post(_ work: @escaping () -> Void) {
+        pending.append(work)
+        flushTask.trigger()
+    }
+
+    private func flush() {
+        guard !pending.isEmpty else { return }
+        let batch = LoopBound(pending)
+        pending = []
+        let target = self.target
+        target.execute {
+            for work in batch.value { work() }
+            target.poll(for: LoopHandoff.pollSeconds)
+        }
+        sender.poll(for: LoopHandoff.pollSeconds)
+    }
+}

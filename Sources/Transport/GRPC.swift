@@ -42,6 +42,14 @@ public struct GRPCMethod {
 public protocol GRPCRouter: AnyObject {
     /// The method, or the status to refuse the call with (UNIMPLEMENTED).
     func method(for path: String) -> Result<GRPCMethod, GRPCStatus>
+    /// Every method's path and kind, fixed once serving starts (I/O loops
+    /// read it on their threads); nil: the router does not list them, and
+    /// its connections are served on its own loop.
+    var methodKinds: [String: GRPCMethodKind]? { get }
+}
+
+extension GRPCRouter {
+    public var methodKinds: [String: GRPCMethodKind]? { nil }
 }
 
 /// gRPC's length-prefixed messages: a compressed flag, a 4-byte big-endian

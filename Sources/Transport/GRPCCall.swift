@@ -1,6 +1,13 @@
-/// One gRPC call on an HTTP/2 stream, as the service sees it. All of it is
-/// used on the loop thread. Answering a call whose client has gone is
-/// harmless: it does nothing.
+import Synchronization
+
+/// One gRPC call on an HTTP/2 stream, as the service sees it. The service
+/// uses it on the service loop's thread. Answering a call whose client has
+/// gone is harmless: it does nothing.
+///
+/// When the connection is served by an I/O loop (`crossing` set), the
+/// stream lives on that loop: what the service does to the call is posted
+/// there, and what the stream reports (messages, end, close, room to
+/// write) is posted to the service loop, each direction in order.
 public final class GRPCCall {
     /// The request path, `/package.Service/Method`.
     public let path: String
@@ -28,12 +35,25 @@ public final class GRPCCall {
     /// Below this many queued response bytes, `onWritable` is called.
     public static let lowWaterBytes = 256 << 10
 
-    init(path: String, metadata: [(name: String, value: String)], timeout: Double?, peerCommonName: String?, stream: HTTP2Stream) {
+    /// The way to and from the I/O loop that serves the stream, if that is
+    /// not the service loop.
+    let crossing: LoopCrossing?
+    /// Service side of a crossing call: bytes sent, and whether it finished.
+    private var sentBytes = 0
+    private var finishedByService = false
+    /// I/O side of a crossing call: bytes taken by HTTP/2 flow control, and
+    /// whether the stream has closed.
+    let drainedBytes = Atomic<Int>(0)
+    private let streamClosed = Atomic<Bool>(false)
+
+    init(path: String, metadata: [(name: String, value: String)], timeout: Double?, peerCommonName: String?,
+         stream: HTTP2Stream, crossing: LoopCrossing?) {
         self.path = path
         self.metadata = metadata
         self.timeout = timeout
         self.peerCommonName = peerCommonName
         self.stream = stream
+        self.crossing = crossing
     }
 
     /// What an in-process call (the JSON gateway's) hears instead of a
@@ -55,6 +75,7 @@ public final class GRPCCall {
         timeout = nil
         peerCommonName = nil
         self.sink = sink
+        crossing = nil
     }
 
     /// An in-process call's caller went away (its onClose runs).
@@ -72,12 +93,14 @@ public final class GRPCCall {
     /// True once the call is finished or its stream is gone.
     public var isClosed: Bool {
         if sink != nil { return sinkFinished }
+        if crossing != nil { return finishedByService || streamClosed.load(ordering: .acquiring) }
         return stream?.isFinished ?? true
     }
 
     /// Response bytes queued and not yet taken by HTTP/2 flow control.
     public var queuedBytes: Int {
         if let queued = queuedBytesInProcess { return queued() }
+        if crossing != nil { return sentBytes - drainedBytes.load(ordering: .relaxed) }
         return stream?.outbound.count ?? 0
     }
 
@@ -89,6 +112,16 @@ public final class GRPCCall {
 
     /// Unary answer from a buffer with room for the prefix (no copy).
     public func respond(_ message: GRPCMessageBuffer) {
+        if let crossing, sink == nil {
+            // One crossing for both.
+            guard !finishedByService else { return }
+            finishedByService = true
+            crossing.toIO.post { [self] in
+                stream?.send(message)
+                stream?.finish(.ok)
+            }
+            return
+        }
         send(message)
         finish(.ok)
     }
@@ -99,11 +132,23 @@ public final class GRPCCall {
             if !sinkFinished { sink(.message(message)) }
             return
         }
+        if let crossing {
+            guard !finishedByService else { return }
+            sentBytes += GRPCFrame.headerSize + message.count
+            crossing.toIO.post { [self] in stream?.send(message) }
+            return
+        }
         stream?.send(message)
     }
 
     public func send(_ message: GRPCMessageBuffer) {
         if sink != nil { return send(message.message) }
+        if let crossing {
+            guard !finishedByService else { return }
+            sentBytes += message.storage.count
+            crossing.toIO.post { [self] in stream?.send(message) }
+            return
+        }
         stream?.send(message)
     }
 
@@ -116,6 +161,56 @@ public final class GRPCCall {
             self.sink = nil
             return
         }
+        if let crossing {
+            guard !finishedByService else { return }
+            finishedByService = true
+            crossing.toIO.post { [self] in stream?.finish(status) }
+            return
+        }
         stream?.finish(status)
+    }
+
+    // MARK: What the stream reports (called on the I/O loop)
+
+    // Each either runs now (no crossing) or is posted to the service loop;
+    // spelled out so that a call served on the service loop allocates no
+    // closure for it.
+
+    /// Hands the call to its method; across loops, the method is looked
+    /// up on the service loop (which may still refuse the call).
+    func start(_ method: GRPCMethod, _ message: [UInt8], router: GRPCRouter) {
+        guard let crossing else { return method.handler(self, message) }
+        crossing.toService.post { [self] in
+            switch router.method(for: path) {
+            case .success(let m): m.handler(self, message)
+            case .failure(let status): finish(status)
+            }
+        }
+    }
+
+    func deliverMessage(_ message: [UInt8]) {
+        guard let crossing else { return onMessage?(message) ?? () }
+        crossing.toService.post { [self] in onMessage?(message) }
+    }
+
+    func deliverRequestEnd() {
+        guard let crossing else { return onRequestEnd?() ?? () }
+        crossing.toService.post { [self] in onRequestEnd?() }
+    }
+
+    func deliverClose() {
+        guard let crossing else { return onClose?() ?? () }
+        streamClosed.store(true, ordering: .releasing)
+        crossing.toService.post { [self] in onClose?() }
+    }
+
+    func deliverWritable() {
+        guard let crossing else { return onWritable?() ?? () }
+        crossing.toService.post { [self] in if !isClosed { onWritable?() } }
+    }
+
+    /// The stream took `n` bytes of this call's response for sending.
+    func drained(_ n: Int) {
+        if crossing != nil { drainedBytes.add(n, ordering: .relaxed) }
     }
 }

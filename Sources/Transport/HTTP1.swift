@@ -1,3 +1,4 @@
+import Synchronization
 /// An HTTP/1.1 request, as the handler sees it.
 public struct HTTP1Request: Sendable {
     public var method: String
@@ -39,13 +40,16 @@ public protocol HTTP1Handler: AnyObject {
     func handle(_ request: HTTP1Request, _ exchange: HTTP1Exchange)
 }
 
-/// One request's answer, on the loop thread: a whole response (`respond`)
-/// or a chunked stream (`startStream`, `send`..., `end`). The connection
-/// reads no further request until this one is answered (HTTP/1.1 answers
-/// in order). Answering after the client left does nothing.
+/// One request's answer, on the service loop's thread: a whole response
+/// (`respond`) or a chunked stream (`startStream`, `send`..., `end`). The
+/// connection reads no further request until this one is answered
+/// (HTTP/1.1 answers in order). Answering after the client left does
+/// nothing. With the connection on an I/O loop (`crossing`), the bytes are
+/// posted there and what the connection reports is posted back.
 public final class HTTP1Exchange {
     let keepAlive: Bool
     let version: String
+    /// Used on the connection's loop only.
     weak var connection: Connection?
     private(set) var finished = false
     private var streaming = false
@@ -54,19 +58,30 @@ public final class HTTP1Exchange {
     /// The connection's output drained: room for more of a stream.
     public var onWritable: (() -> Void)?
 
-    init(connection: Connection, keepAlive: Bool, version: String) {
+    let crossing: LoopCrossing?
+    // A crossing exchange's view of the connection: whether it closed,
+    // bytes posted and written, and the output's length when last seen.
+    private let connectionClosed = Atomic<Bool>(false)
+    private var postedBytes = 0
+    private let writtenBytes = Atomic<Int>(0)
+    private let lastOutputBytes = Atomic<Int>(0)
+
+    init(connection: Connection, keepAlive: Bool, version: String, crossing: LoopCrossing?) {
         self.connection = connection
         self.keepAlive = keepAlive
         self.version = version
+        self.crossing = crossing
     }
 
-    public var isClosed: Bool { finished || connection == nil || connection!.isClosed }
+    public var isClosed: Bool {
+        if crossing != nil { return finished || connectionClosed.load(ordering: .acquiring) }
+        return finished || connection == nil || connection!.isClosed
+    }
 
     public func respond(_ response: HTTP1Response) {
         guard !finished, !streaming else { return }
         finished = true
-        let bytes = HTTP1Parser.serialize(response, keepAlive: keepAlive, version: version)
-        connection?.finishExchange(self, bytes)
+        write(HTTP1Parser.serialize(response, keepAlive: keepAlive, version: version), last: true)
     }
 
     /// Starts a chunked response (HTTP/1.1).
@@ -78,23 +93,62 @@ public final class HTTP1Exchange {
         head += "Content-Type: \(contentType)\r\nTransfer-Encoding: chunked\r\n"
         if !keepAlive { head += "Connection: close\r\n" }
         head += "\r\n"
-        Array(head.utf8).withUnsafeBytes { connection?.write($0) }
+        write(Array(head.utf8), last: false)
     }
 
     public func send(_ chunk: [UInt8]) {
         guard streaming, !finished, !chunk.isEmpty else { return }
-        let framed = Array((String(chunk.count, radix: 16) + "\r\n").utf8) + chunk + [13, 10]
-        framed.withUnsafeBytes { connection?.write($0) }
+        write(Array((String(chunk.count, radix: 16) + "\r\n").utf8) + chunk + [13, 10], last: false)
     }
 
     public func end() {
         guard streaming, !finished else { return }
         finished = true
-        connection?.finishExchange(self, Array("0\r\n\r\n".utf8))
+        write(Array("0\r\n\r\n".utf8), last: true)
     }
 
     /// Bytes queued on the connection and not yet written.
-    public var queuedBytes: Int { connection?.outputBytes ?? 0 }
+    public var queuedBytes: Int {
+        guard crossing != nil else { return connection?.outputBytes ?? 0 }
+        return postedBytes - writtenBytes.load(ordering: .relaxed) + lastOutputBytes.load(ordering: .relaxed)
+    }
+
+    /// Hands bytes to the connection (`last`: the answer's end).
+    private func write(_ bytes: [UInt8], last: Bool) {
+        guard let crossing else { return writeOnConnection(bytes, last: last) }
+        postedBytes += bytes.count
+        crossing.toIO.post { [self] in writeOnConnection(bytes, last: last) }
+    }
+
+    private func writeOnConnection(_ bytes: [UInt8], last: Bool) {
+        guard let connection else { return }
+        if last {
+            connection.finishExchange(self, bytes)
+        } else {
+            bytes.withUnsafeBytes { connection.write($0) }
+            connectionWrote(bytes.count, outputBytes: connection.outputBytes)
+        }
+    }
+
+    // MARK: What the connection reports (on its loop)
+
+    func connectionWrote(_ n: Int, outputBytes: Int) {
+        guard crossing != nil else { return }
+        writtenBytes.add(n, ordering: .relaxed)
+        lastOutputBytes.store(outputBytes, ordering: .relaxed)
+    }
+
+    func deliverWritable(outputBytes: Int) {
+        guard let crossing else { return onWritable?() ?? () }
+        lastOutputBytes.store(outputBytes, ordering: .relaxed)
+        crossing.toService.post { [self] in if !isClosed { onWritable?() } }
+    }
+
+    func deliverClose() {
+        guard let crossing else { return onClose?() ?? () }
+        connectionClosed.store(true, ordering: .releasing)
+        crossing.toService.post { [self] in onClose?() }
+    }
 }
 
 /// Parses HTTP/1.x requests off the front of a byte stream: request line,

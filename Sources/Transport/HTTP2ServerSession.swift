@@ -93,6 +93,9 @@ final class HTTP2ServerSession {
     private let loop: EventLoop
     private let router: GRPCRouter
     private let limits: TransportLimits
+    /// Set when the service runs on another loop: calls are routed there.
+    private let crossing: LoopCrossing?
+    private let methodKinds: [String: GRPCMethodKind]
     private var streams: [Int32: HTTP2Stream] = [:]
     private lazy var deadlineTimer = DeadlineTimer(loop: loop) { [unowned self] now in deadlinesPassed(now) }
 
@@ -107,11 +110,14 @@ final class HTTP2ServerSession {
     /// pass through nghttp2 per connection, not one per reply.
     private var flushTask: DeferredTask?
 
-    init(connection: Connection, loop: EventLoop, router: GRPCRouter, limits: TransportLimits) {
+    init(connection: Connection, loop: EventLoop, router: GRPCRouter, limits: TransportLimits,
+         crossing: LoopCrossing?, methodKinds: [String: GRPCMethodKind]) {
         self.connection = connection
         self.loop = loop
         self.router = router
         self.limits = limits
+        self.crossing = crossing
+        self.methodKinds = methodKinds
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         defer { nghttp2_session_callbacks_del(callbacks) }
@@ -204,7 +210,7 @@ final class HTTP2ServerSession {
             if due <= now {
                 stream.deadline = nil
                 stream.finish(GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
-                stream.call?.onClose?()
+                stream.call?.deliverClose()
             } else {
                 next = min(next ?? due, due)
             }
@@ -225,7 +231,7 @@ final class HTTP2ServerSession {
         deadlineTimer.cancel()
         let calls = closedCalls
         closedCalls.removeAll()
-        for c in calls { c.onClose?() }
+        for c in calls { c.deliverClose() }
     }
 
     var isDone: Bool {
@@ -309,11 +315,11 @@ final class HTTP2ServerSession {
                 refuse(stream, httpStatus: "415")
                 return
             }
-            switch router.method(for: stream.path) {
+            switch route(stream.path) {
             case .success(let m):
                 stream.grpcMethod = m
                 stream.call = GRPCCall(path: stream.path, metadata: stream.metadata, timeout: stream.timeout,
-                                       peerCommonName: connection.peerCommonName, stream: stream)
+                                       peerCommonName: connection.peerCommonName, stream: stream, crossing: crossing)
                 if let timeout = stream.timeout {
                     let due = deadline(after: timeout)
                     stream.deadline = due
@@ -322,6 +328,14 @@ final class HTTP2ServerSession {
             case .failure(let status):
                 stream.ignoresInput = true
                 stream.finish(status)
+                return
+            case nil:
+                // Not a method the service has: it says why, on its loop.
+                stream.ignoresInput = true
+                let call = GRPCCall(path: stream.path, metadata: stream.metadata, timeout: nil,
+                                    peerCommonName: nil, stream: stream, crossing: crossing)
+                stream.call = call
+                call.start(Self.routedOnServiceLoop(.unary), [], router: router)
                 return
             }
         }
@@ -332,7 +346,7 @@ final class HTTP2ServerSession {
             guard requestEnded, !stream.dispatched else { return }
             stream.dispatched = true
             switch GRPCFrame.next(from: &stream.inbound, maxMessageBytes: limits.maxReceiveMessageBytes) {
-            case .message(let m): method.handler(call, m)
+            case .message(let m): call.start(method, m, router: router)
             case .needMore: stream.finish(GRPCStatus(.internal, "grpc: request ended before a whole message"))
             case .compressed: stream.finish(GRPCStatus(.unimplemented, "grpc: compressed messages are not supported"))
             case .tooLarge(let n): refuseTooLarge(stream, n)
@@ -340,20 +354,44 @@ final class HTTP2ServerSession {
         case .bidirectionalStreaming:
             if !stream.dispatched {
                 stream.dispatched = true
-                method.handler(call, [])
+                call.start(method, [], router: router)
             }
             while !stream.isFinished {
                 switch GRPCFrame.next(from: &stream.inbound, maxMessageBytes: limits.maxReceiveMessageBytes) {
-                case .message(let m): call.onMessage?(m); continue
+                case .message(let m): call.deliverMessage(m); continue
                 case .needMore: break
                 case .compressed: stream.finish(GRPCStatus(.unimplemented, "grpc: compressed messages are not supported"))
                 case .tooLarge(let n): refuseTooLarge(stream, n)
                 }
                 break
             }
-            if requestEnded { call.onRequestEnd?() }
+            if requestEnded { call.deliverRequestEnd() }
         }
     }
+
+    /// The method for `path`. With the service on another loop, only its
+    /// kind is known here (from the table taken when listening began): the
+    /// call is routed on the service loop, which may still refuse it.
+    /// nil: the path is not in that table.
+    private func route(_ path: String) -> Result<GRPCMethod, GRPCStatus>? {
+        guard crossing != nil else { return router.method(for: path) }
+        guard let kind = methodKinds[path] else { return nil }
+        return .success(Self.routedOnServiceLoop(kind))
+    }
+
+    /// A method known here by its kind only (`GRPCCall.start` finds the
+    /// real one on the service loop). The three are shared by every I/O
+    /// loop: immutable, and their handlers are never called.
+    private static func routedOnServiceLoop(_ kind: GRPCMethodKind) -> GRPCMethod {
+        switch kind {
+        case .unary: return routedUnary
+        case .serverStreaming: return routedServerStreaming
+        case .bidirectionalStreaming: return routedBidirectional
+        }
+    }
+    nonisolated(unsafe) private static let routedUnary = GRPCMethod(.unary) { _, _ in }
+    nonisolated(unsafe) private static let routedServerStreaming = GRPCMethod(.serverStreaming) { _, _ in }
+    nonisolated(unsafe) private static let routedBidirectional = GRPCMethod(.bidirectionalStreaming) { _, _ in }
 
     private func refuseTooLarge(_ stream: HTTP2Stream, _ length: Int) {
         stream.ignoresInput = true
@@ -376,8 +414,8 @@ final class HTTP2ServerSession {
             let closed = closedCalls, writable = writableCalls
             closedCalls.removeAll()
             writableCalls.removeAll()
-            for c in closed { c.onClose?() }
-            for c in writable where !c.isClosed { c.onWritable?() }
+            for c in closed { c.deliverClose() }
+            for c in writable where !(c.stream?.isFinished ?? true) { c.deliverWritable() }
         }
     }
 
@@ -425,6 +463,7 @@ final class HTTP2ServerSession {
         guard let stream = streams[streamID] else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
         let before = stream.outbound.count
         let n = stream.outbound.copyOut(into: buffer, max: max)
+        stream.call?.drained(n)
         if stream.outbound.isEmpty, let status = stream.finalStatus {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
             submitTrailers(stream, status)

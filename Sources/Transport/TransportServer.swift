@@ -1,11 +1,17 @@
 import CLibevent
+import Dispatch
 import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Listens on client URLs and serves gRPC (HTTP/2) and HTTP/1.1 on each,
-/// on one event loop.
+/// Listens on client URLs and serves gRPC (HTTP/2) and HTTP/1.1 on each.
+///
+/// The router and the HTTP/1.1 handler run on `loop`, the service loop.
+/// Connections (TLS, HTTP/2, gRPC framing, the socket) are served either
+/// on that loop too, or, with `ioLoops` > 0, spread over that many I/O
+/// loops on threads of their own; their calls then cross to the service
+/// loop and back (`LoopCrossing`).
 public final class TransportServer {
     public let loop: EventLoop
     let router: GRPCRouter
@@ -25,23 +31,34 @@ public final class TransportServer {
             self.tls = tls
         }
     }
-    private var connections: [Int: Connection] = [:]
-    private var nextConnectionID = 0
+    /// Where connections are served: the service loop alone, or the I/O
+    /// loops, taken in turn.
+    private let homes: [ConnectionHome]
+    private var nextHome = 0
+    /// The router's methods and their kinds, for I/O loops (read only).
+    let methodKinds: [String: GRPCMethodKind]
 
+    /// `ioLoops` > 0 needs a router that lists its methods' kinds
+    /// (`methodKinds`); without them connections stay on the service loop.
     public init(loop: EventLoop, router: GRPCRouter, http1: HTTP1Handler,
-                limits: TransportLimits = TransportLimits(), logger: Logger) {
+                limits: TransportLimits = TransportLimits(), ioLoops: Int = 0, logger: Logger) {
         self.loop = loop
         self.router = router
         self.http1 = http1
         self.limits = limits
         self.logger = logger
+        let kinds = router.methodKinds
+        methodKinds = kinds ?? [:]
+        if ioLoops > 0 && kinds != nil {
+            homes = (0..<ioLoops).map { _ in ConnectionHome(serviceLoop: loop) }
+        } else {
+            homes = [ConnectionHome(loop: loop)]
+        }
     }
 
     deinit {
         closeAll()
     }
-
-    public var connectionCount: Int { connections.count }
 
     /// Starts listening on host:port (port 0: any free port), with TLS when
     /// `tls` is given, and returns the port bound.
@@ -78,27 +95,19 @@ public final class TransportServer {
     private func accept(_ fd: Int32, tls: TLSServerContext?) {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        let made = tls.map { $0.acceptingBufferevent(loop.base, fd) }
-            ?? bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
-        guard let bev = made else {
-            close(fd)
-            return
-        }
-        nextConnectionID += 1
-        let connection = Connection(bev: bev, server: self, id: nextConnectionID)
-        connections[nextConnectionID] = connection
-        if tls != nil { connection.limitHandshake(to: limits.tlsHandshakeSeconds) }
+        let home = homes[nextHome]
+        nextHome = (nextHome + 1) % homes.count
+        guard home.crossing != nil else { return home.adopt(fd, tls: tls, server: self) }
+        let server = LoopBound(self), tls = LoopBound(tls)
+        home.loop.execute { home.adopt(fd, tls: tls.value, server: server.value) }
     }
 
-    func connectionClosed(_ c: Connection) {
-        connections[c.id] = nil
-    }
-
-    /// Stops listening and closes every connection.
+    /// Stops listening and closes every connection; the I/O loops' threads
+    /// end. (Call on the service loop's thread, or once it has stopped.)
     public func closeAll() {
         for l in listeners { if let h = l.handle { evconnlistener_free(h) } }
         listeners.removeAll()
-        for c in Array(connections.values) { c.close() }
+        for home in homes { home.closeAll() }
     }
 
     func log(_ level: Logger.Level, _ message: Logger.Message) {
@@ -115,5 +124,86 @@ public enum TransportError: Error, CustomStringConvertible {
         case .badAddress(let h): return "not an IPv4 address: \(h)"
         case .cannotListen(let h, let p, let e): return "cannot listen on \(h):\(p): \(String(cString: strerror(e)))"
         }
+    }
+}
+
+/// The two ways between the service loop and an I/O loop (a class: calls
+/// hold it with one reference count, not two).
+final class LoopCrossing {
+    /// Posted on the service loop, run on the I/O loop.
+    let toIO: LoopHandoff
+    /// Posted on the I/O loop, run on the service loop.
+    let toService: LoopHandoff
+
+    init(toIO: LoopHandoff, toService: LoopHandoff) {
+        self.toIO = toIO
+        self.toService = toService
+    }
+}
+
+/// A loop that serves connections, and the connections it serves (touched
+/// on its thread only).
+final class ConnectionHome: @unchecked Sendable {
+    // @unchecked: `connections` is used on the loop's thread only; the
+    // service loop reaches it through `loop.execute`.
+    let loop: EventLoop
+    /// nil: this is the service loop itself.
+    let crossing: LoopCrossing?
+    private let thread: EventLoopThread?
+    private var connections: [Int: Connection] = [:]
+    private var nextConnectionID = 0
+    private var isShutDown = false
+
+    /// The service loop, serving its own connections.
+    init(loop: EventLoop) {
+        self.loop = loop
+        crossing = nil
+        thread = nil
+    }
+
+    /// An I/O loop on a new thread.
+    init(serviceLoop: EventLoop) {
+        let thread = EventLoopThread()
+        self.thread = thread
+        loop = thread.loop
+        crossing = LoopCrossing(toIO: LoopHandoff(from: serviceLoop, to: thread.loop),
+                                toService: LoopHandoff(from: thread.loop, to: serviceLoop))
+    }
+
+    func adopt(_ fd: Int32, tls: TLSServerContext?, server: TransportServer) {
+        let made = tls.map { $0.acceptingBufferevent(loop.base, fd) }
+            ?? bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        guard let bev = made else {
+            close(fd)
+            return
+        }
+        nextConnectionID += 1
+        let connection = Connection(bev: bev, server: server, home: self, id: nextConnectionID)
+        connections[nextConnectionID] = connection
+        if tls != nil { connection.limitHandshake(to: server.limits.tlsHandshakeSeconds) }
+    }
+
+    func connectionClosed(_ c: Connection) {
+        connections[c.id] = nil
+    }
+
+    /// Closes every connection (on the loop's thread, waiting for it), then
+    /// ends the loop's thread.
+    func closeAll() {
+        guard let thread else {
+            for c in Array(connections.values) { c.close() }
+            return
+        }
+        guard !isShutDown else { return }
+        isShutDown = true
+        let done = DispatchSemaphore(value: 0)
+        let me = LoopBound(self)
+        loop.execute {
+            for c in Array(me.value.connections.values) { c.close() }
+            done.signal()
+        }
+        done.wait()
+        thread.stop()
+        thread.waitUntilStopped(seconds: 5)
     }
 }

@@ -170,7 +170,8 @@ var transportLimits = TransportLimits()
 transportLimits.maxReceiveMessageBytes = config.maxRequestBytes + 512 * 1024
 transportLimits.maxHTTP1BodyBytes = config.maxRequestBytes + 512 * 1024
 transportLimits.tlsHandshakeSeconds = config.tlsHandshakeTimeout
-let transport = TransportServer(loop: loop, router: server, http1: server, limits: transportLimits, logger: logger)
+let transport = TransportServer(loop: loop, router: server, http1: server, limits: transportLimits,
+                                ioLoops: config.ioThreads, logger: logger)
 var tls: TLSServerContext?
 var certFile = config.certFile, keyFile = config.keyFile
 if config.listenClientURLs.contains(where: \.isTLS) && certFile == nil && config.autoTLS {

@@ -34,12 +34,27 @@ final class ServerProcess {
         self.dataDir = dataDir ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("swetcd-e2e-\(UUID().uuidString)").path
         logPath = self.dataDir + ".log"
+        var arguments = arguments
+        if !exactly && !arguments.contains("--experimental-io-threads") && Self.nextUsesIOThreads() {
+            arguments += ["--experimental-io-threads", "2"]
+        }
         child = try ChildProcess(Self.executable,
                                  (exactly ? [] : ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(requestedPort)"]) + arguments,
                                  stderr: .file(logPath))
         port = try waitForPort()
         Self.logsByEndpoint.withLock { $0[endpoint] = logPath }
     }
+
+    /// Every other server the tests start serves its connections on two I/O
+    /// threads (this machine's default is none), so the suite runs both
+    /// ways of serving.
+    static func nextUsesIOThreads() -> Bool {
+        startedCount.withLock { n in
+            n += 1
+            return ProcessInfo.processInfo.environment["SWETCD_TEST_IO_THREADS"] == "all" || n % 2 == 0
+        }
+    }
+    static let startedCount = Mutex(0)
 
     /// Reads the port from the "serving client traffic" log line.
     private func waitForPort() throws -> UInt16 {
