@@ -37,6 +37,18 @@ public final class WatchHub {
     }
 
     public private(set) var watchers: [ID: Watcher] = [:]
+    /// What a synced watcher filters on besides its range (which the
+    /// indexes below already match): plain values, so a dispatch reads them
+    /// without copying a `Watcher` and its range's arrays.
+    private struct Filter {
+        var next: Int64
+        var noPut: Bool
+        var noDelete: Bool
+        func wants(_ e: WatchEvent) -> Bool {
+            !(e.kind == .put && noPut || e.kind == .delete && noDelete) && e.revision >= next
+        }
+    }
+    private var syncedFilters: [ID: Filter] = [:]
     private var singleKey: [[UInt8]: Set<ID>] = [:]
     private var ranges = RangeIndex()
     private var unsynced = Set<ID>()
@@ -75,23 +87,29 @@ public final class WatchHub {
         // The common write changes one key: every interested watcher shares
         // the one events array, and nothing is keyed or sorted per watcher.
         if events.count == 1 {
-            let e = events[0]
             var out: [(ID, [WatchEvent])] = []
-            forEachCandidate(e.kv.key) { id in
-                if watchers[id]!.wants(e) { out.append((id, events)) }
-            }
+            forEachRecipient(of: events[0]) { id in out.append((id, events)) }
             return out
         }
         var byWatcher: [ID: [WatchEvent]] = [:]
         var order: [ID] = []
         for e in events {
             forEachCandidate(e.kv.key) { id in
-                guard watchers[id]!.wants(e) else { return }
+                guard syncedFilters[id]!.wants(e) else { return }
                 if byWatcher[id] == nil { order.append(id) }
                 byWatcher[id, default: []].append(e)
             }
         }
         return order.map { ($0, byWatcher[$0]!) }
+    }
+
+    /// Each synced watcher that wants `e` (a revision's only event), once:
+    /// the fan-out's common case, with no list built. `body` must not
+    /// change the hub.
+    public func forEachRecipient(of e: WatchEvent, _ body: (ID) -> Void) {
+        forEachCandidate(e.kv.key) { id in
+            if syncedFilters[id]!.wants(e) { body(id) }
+        }
     }
 
     /// Synced watchers whose key or range holds `key` (each once: a watcher
@@ -159,6 +177,7 @@ public final class WatchHub {
         unsynced.remove(id)
         w.isSynced = true
         watchers[id] = w
+        syncedFilters[id] = Filter(next: w.next, noPut: w.noPut, noDelete: w.noDelete)
         switch w.range {
         case .single(let key): singleKey[key, default: []].insert(id)
         case .from(let start, let end): ranges.insert(id, start: start, end: end)
@@ -166,6 +185,7 @@ public final class WatchHub {
     }
 
     private func unindex(_ w: Watcher) {
+        syncedFilters[w.id] = nil
         switch w.range {
         case .single(let key):
             singleKey[key]?.remove(w.id)

@@ -174,14 +174,46 @@ extension EtcdServer {
 
     private func dispatchWatchEvents(_ revision: Int64, _ events: [WatchEvent]) {
         let encoded = EncodedEvents()
+        if events.count == 1 {
+            // The common write changes one key: every recipient gets the
+            // same bytes but for its watch ID, and nothing is listed per
+            // watcher but those whose stream is backed up.
+            let head = encoded.header(revision, self)
+            var tails: (plain: [UInt8]?, withPrev: [UInt8]?) = (nil, nil)
+            var backedUp: [WatchHub.ID] = []
+            watchHub.forEachRecipient(of: events[0]) { id in
+                guard let i = servedWatches.index(forKey: id) else { return }
+                let call = servedWatches.values[i].stream.call
+                if call.queuedBytes >= WatchStream.highWaterBytes { return backedUp.append(id) }
+                if servedWatches.values[i].progressDue { servedWatches.values[i].progressDue = false }
+                let prevKV = servedWatches.values[i].prevKV
+                if servedWatches.values[i].fragment {
+                    return sendEvents(events, to: i, headerRevision: revision, encoded: encoded)
+                }
+                let tail: [UInt8]
+                if prevKV {
+                    tail = tails.withPrev ?? encoded.eventFields(events, prevKV: true, store: store)
+                    tails.withPrev = tail
+                } else {
+                    tail = tails.plain ?? encoded.eventFields(events, prevKV: false, store: store)
+                    tails.plain = tail
+                }
+                call.send(MessageParts(head: head, field: 2, value: UInt64(bitPattern: servedWatches.values[i].clientID),
+                                       tail: tail))
+            }
+            // The consumers are slow: they get these from history later.
+            for id in backedUp { watchHub.desync(id, from: revision) }
+            if watchHub.hasUnsynced { watchCatchUpTask.trigger() }
+            return
+        }
         for (id, evs) in watchHub.dispatch(revision: revision, events: events) {
-            guard let stream = servedWatches[id]?.stream else { continue }
-            if stream.isBackedUp {
+            guard let i = servedWatches.index(forKey: id) else { continue }
+            if servedWatches.values[i].stream.isBackedUp {
                 // The consumer is slow: it gets these from history later.
                 watchHub.desync(id, from: evs[0].revision)
                 continue
             }
-            sendEvents(evs, to: id, on: stream, headerRevision: revision, encoded: encoded)
+            sendEvents(evs, to: i, headerRevision: revision, encoded: encoded)
         }
         if watchHub.hasUnsynced { watchCatchUpTask.trigger() }
     }
@@ -205,8 +237,8 @@ extension EtcdServer {
             }
             let encoded = EncodedEvents()
             for (id, events) in result.deliveries {
-                guard let stream = servedWatches[id]?.stream else { continue }
-                sendEvents(events, to: id, on: stream, headerRevision: result.revision, encoded: encoded)
+                guard let i = servedWatches.index(forKey: id) else { continue }
+                sendEvents(events, to: i, headerRevision: result.revision, encoded: encoded)
             }
             for stream in watchStreams.values where stream.progressRequested { sendRequestedProgress(stream) }
             let progress = !result.deliveries.isEmpty || !result.compacted.isEmpty
@@ -216,11 +248,12 @@ extension EtcdServer {
         }
     }
 
-    private func sendEvents(_ events: [WatchEvent], to id: WatchHub.ID, on stream: WatchStream, headerRevision: Int64,
-                            encoded cache: EncodedEvents? = nil) {
-        guard let w = servedWatches[id] else { return }
-        if w.progressDue { servedWatches[id]!.progressDue = false }
-        let cache = cache ?? EncodedEvents()
+    /// Sends a watcher (at `i` in `servedWatches`: looked up once) its events.
+    private func sendEvents(_ events: [WatchEvent], to i: Dictionary<WatchHub.ID, ServedWatch>.Index, headerRevision: Int64,
+                            encoded cache: EncodedEvents) {
+        if servedWatches.values[i].progressDue { servedWatches.values[i].progressDue = false }
+        let w = servedWatches.values[i]
+        let stream = w.stream
         if w.fragment {
             var r = Etcdserverpb_WatchResponse()
             r.header = header(revision: headerRevision)
@@ -230,11 +263,11 @@ extension EtcdServer {
             return
         }
         // The common case by hand: a revision's events are encoded once and
-        // shared by every watcher that gets them; only the watch id differs.
-        var out = cache.header(headerRevision, self)
-        WireBytes.appendVarintField(2, UInt64(bitPattern: w.clientID), to: &out)
-        for e in events { WireBytes.appendBytesField(11, cache.bytes(of: e, prevKV: w.prevKV, store: store), to: &out) }
-        stream.call.send(out)
+        // shared by every watcher that gets them; only the watch id differs,
+        // and the response is put together where it is queued.
+        stream.call.send(MessageParts(head: cache.header(headerRevision, self), field: 2,
+                                      value: UInt64(bitPattern: w.clientID),
+                                      tail: cache.eventFields(events, prevKV: w.prevKV, store: store)))
     }
 
     /// etcd's fragmenting: responses at or over --max-request-bytes with two
@@ -315,6 +348,12 @@ final class EncodedEvents {
     }
     private var events: [Key: [UInt8]] = [:]
     private var headers: [Int64: [UInt8]] = [:]
+    /// Field 11 (events) of a WatchResponse, for these events.
+    func eventFields(_ evs: [WatchEvent], prevKV: Bool, store: Store) -> [UInt8] {
+        var out: [UInt8] = []
+        for e in evs { WireBytes.appendBytesField(11, bytes(of: e, prevKV: prevKV, store: store), to: &out) }
+        return out
+    }
 
     /// A put and a delete of one key can share a revision (etcd's overlap
     /// rule allows it across sibling nested txns), so the kind is part of

@@ -274,7 +274,13 @@ final class LoopHandoff {
     static let pollSeconds = 0.000_05
     private let sender: EventLoop
     private let target: EventLoop
-    private var pending: [() -> Void] = []
+    /// What crosses: work, or a message for a call (the fan-out's common
+    /// case, carried without a closure of its own).
+    private enum Item {
+        case work(() -> Void)
+        case send(MessageParts, GRPCCall)
+    }
+    private var pending: [Item] = []
     private var flushTask: DeferredTask!
 
     init(from sender: EventLoop, to target: EventLoop) {
@@ -284,7 +290,12 @@ final class LoopHandoff {
     }
 
     func post(_ work: @escaping () -> Void) {
-        pending.append(work)
+        pending.append(.work(work))
+        flushTask.trigger()
+    }
+
+    func postSend(_ message: MessageParts, on call: GRPCCall) {
+        pending.append(.send(message, call))
         flushTask.trigger()
     }
 
@@ -294,7 +305,12 @@ final class LoopHandoff {
         pending = []
         let target = self.target
         target.execute {
-            for work in batch.value { work() }
+            for item in batch.value {
+                switch item {
+                case .work(let work): work()
+                case .send(let message, let call): call.stream?.send(message)
+                }
+            }
             target.poll(for: LoopHandoff.pollSeconds)
         }
         sender.poll(for: LoopHandoff.pollSeconds)

@@ -76,6 +76,18 @@ enum GRPCFrame {
         out.append(adopting: framed)
     }
 
+    static func encode(_ parts: MessageParts, into out: inout ByteQueue) {
+        let n = parts.count
+        out.reserveIfEmpty(headerSize + n)
+        out.appendFrameHeader(UInt32(n))
+        out.append(parts.head)
+        if parts.field != 0 && parts.value != 0 {  // proto3 omits zero
+            out.appendVarint(parts.field << 3)
+            out.appendVarint(parts.value)
+        }
+        out.append(parts.tail)
+    }
+
     enum Parsed {
         case message([UInt8])
         case needMore
@@ -163,6 +175,15 @@ struct ByteQueue {
     }
     mutating func append(_ bytes: UnsafeRawBufferPointer) { storage.append(contentsOf: bytes) }
 
+    mutating func appendVarint(_ v: UInt64) {
+        var v = v
+        while v >= 0x80 {
+            storage.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        storage.append(UInt8(v))
+    }
+
     /// The byte `i` places from the front.
     subscript(i: Int) -> UInt8 { storage[head + i] }
 
@@ -202,6 +223,33 @@ struct ByteQueue {
         drop(n)
         return n
     }
+}
+
+/// A response message made of shared parts: `head`, then one varint field,
+/// then `tail`. Many calls' messages can share the head and tail arrays (a
+/// watch event's bytes, sent to every watcher of it, differ only in the
+/// watch ID): the message is put together where it is queued, with no
+/// array of its own.
+public struct MessageParts {
+    public var head: [UInt8]
+    /// The field number of the varint between head and tail (0: none).
+    public var field: UInt64
+    public var value: UInt64
+    public var tail: [UInt8]
+
+    public init(head: [UInt8], field: UInt64, value: UInt64, tail: [UInt8]) {
+        self.head = head
+        self.field = field
+        self.value = value
+        self.tail = tail
+    }
+
+    /// The message's length.
+    public var count: Int {
+        head.count + tail.count + (field == 0 || value == 0 ? 0 : Self.varintSize(field << 3) + Self.varintSize(value))
+    }
+
+    static func varintSize(_ v: UInt64) -> Int { v == 0 ? 1 : (64 - v.leadingZeroBitCount + 6) / 7 }
 }
 
 /// A response message with room in front for gRPC's 5-byte prefix, so it

@@ -141,6 +141,23 @@ public final class GRPCCall {
         stream?.send(message)
     }
 
+    /// Sends one response message put together from shared parts.
+    public func send(_ message: MessageParts) {
+        if sink != nil {
+            var bytes = ByteQueue()
+            GRPCFrame.encode(message, into: &bytes)
+            bytes.drop(GRPCFrame.headerSize)
+            return send(bytes.take(bytes.count))
+        }
+        if let crossing {
+            guard !finishedByService else { return }
+            sentBytes += GRPCFrame.headerSize + message.count
+            crossing.toIO.postSend(message, on: self)
+            return
+        }
+        stream?.send(message)
+    }
+
     public func send(_ message: GRPCMessageBuffer) {
         if sink != nil { return send(message.message) }
         if let crossing {

@@ -47,6 +47,13 @@ final class HTTP2Stream {
         resume()
     }
 
+    func send(_ message: MessageParts) {
+        guard !isFinished else { return }
+        GRPCFrame.encode(message, into: &outbound)
+        startResponseIfNeeded()
+        resume()
+    }
+
     func send(_ message: GRPCMessageBuffer) {
         guard !isFinished else { return }
         GRPCFrame.encode(message, into: &outbound)

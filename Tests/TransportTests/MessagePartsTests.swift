@@ -1,0 +1,40 @@
+import Testing
+import TestSupport
+@testable import Transport
+
+/// A message put together from parts is framed with its true length and
+/// holds head, the varint field (omitted when zero, as proto3 does) and
+/// tail, for values of every varint width.
+@Suite struct MessagePartsTests {
+    static func varint(_ v: UInt64) -> [UInt8] {
+        var v = v, out: [UInt8] = []
+        while v >= 0x80 {
+            out.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        return out + [UInt8(v)]
+    }
+
+    @Test func framedAsItsPartsSay() {
+        var rng = SeededRandom(seed: testSeed())
+        for _ in 0..<2_000 {
+            let head = (0..<Int.random(in: 0..<40, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let tail = (0..<Int.random(in: 0..<300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let field = UInt64.random(in: 0...3, using: &rng)
+            let value = Bool.random(using: &rng) ? UInt64.random(in: 0...300, using: &rng)
+                : UInt64.random(in: 0...UInt64.max, using: &rng) >> UInt64.random(in: 0...63, using: &rng)
+            let parts = MessageParts(head: head, field: field, value: value, tail: tail)
+            var queue = ByteQueue()
+            GRPCFrame.encode(parts, into: &queue)
+            let middle = field == 0 || value == 0 ? [] : Self.varint(field << 3) + Self.varint(value)
+            let message = head + middle + tail
+            #expect(parts.count == message.count)
+            guard case .message(let got) = GRPCFrame.next(from: &queue, maxMessageBytes: 1 << 20) else {
+                Issue.record("not one whole message")
+                return
+            }
+            #expect(got == message, "field \(field) value \(value)")
+            #expect(queue.isEmpty)
+        }
+    }
+}
