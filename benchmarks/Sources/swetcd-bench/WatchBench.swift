@@ -81,9 +81,11 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
 
     // Receivers: one task per stream, each with its own histogram.
     let receivers = (0..<streams).map { _ in
-        Task { () throws -> (Histogram<UInt64>, Int) in
+        Task { () throws -> (Histogram<UInt64>, Int, Int) in
             var h = latencyHistogram()
             var events = 0
+            // Each watcher's puts must come in the order they were made.
+            var lastPut = [Int](repeating: -1, count: watchersPerStream), outOfOrder = 0
             let want = putTotal * watchersPerStream
             let stream = client.watch(Array(repeating: (KeyRange.prefix(prefix), WatchOptions()), count: watchersPerStream))
             for try await r in stream {
@@ -91,13 +93,16 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
                 let now = ContinuousClock.now
                 for e in r.events {
                     events += 1
-                    if let n = Int(e.kv.keyString.split(separator: "-").last ?? ""), let sent = sendTimes.get(n) {
-                        _ = h.record(UInt64(max(microseconds(now - sent), 1)))
+                    guard let n = Int(e.kv.keyString.split(separator: "-").last ?? "") else { continue }
+                    if let sent = sendTimes.get(n) { _ = h.record(UInt64(max(microseconds(now - sent), 1))) }
+                    if r.watchID >= 0 && r.watchID < watchersPerStream {
+                        if n <= lastPut[Int(r.watchID)] { outOfOrder += 1 }
+                        lastPut[Int(r.watchID)] = n
                     }
                 }
                 if events >= want { break }
             }
-            return (h, events)
+            return (h, events, outOfOrder)
         }
     }
     let readyDeadline = ContinuousClock.now.advanced(by: .seconds(60))
@@ -121,15 +126,16 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
     var merged = latencyHistogram()
     var events = 0
     for r in receivers {
-        let (h, n) = try await withThrowingTaskGroup(of: (Histogram<UInt64>, Int)?.self) { group in
+        let (h, n, unordered) = try await withThrowingTaskGroup(of: (Histogram<UInt64>, Int, Int)?.self) { group in
             group.addTask { try await r.value }
             group.addTask { try await Task.sleep(nanoseconds: 60_000_000_000); r.cancel(); return nil }
             let first = try await group.next()!
             group.cancelAll()
-            return first ?? (latencyHistogram(), 0)
+            return first ?? (latencyHistogram(), 0, 0)
         }
         merged.add(h)
         events += n
+        if unordered > 0 { errors["events out of order", default: 0] += unordered }
     }
     let elapsed = Double(microseconds(ContinuousClock.now - start)) / 1e6
     let cpu = cpuSeconds() - cpuBefore
