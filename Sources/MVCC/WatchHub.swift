@@ -36,7 +36,9 @@ public final class WatchHub {
         }
     }
 
-    public private(set) var watchers: [ID: Watcher] = [:]
+    /// By ID: IDs are dense (the server reuses them), so slabs, not hash
+    /// tables, hold watchers (see `Slab`).
+    public private(set) var watchers = Slab<Watcher>()
     /// What a synced watcher filters on besides its range (which the
     /// indexes below already match): plain values, so a dispatch reads them
     /// without copying a `Watcher` and its range's arrays.
@@ -48,7 +50,7 @@ public final class WatchHub {
             !(e.kind == .put && noPut || e.kind == .delete && noDelete) && e.revision >= next
         }
     }
-    private var syncedFilters: [ID: Filter] = [:]
+    private var syncedFilters = Slab<Filter>()
     private var singleKey: [[UInt8]: Set<ID>] = [:]
     private var ranges = RangeIndex()
     private var unsynced = Set<ID>()

@@ -98,9 +98,12 @@ public final class EtcdServer {
 
     // Watch: the hub, every watcher's stream and options, and the streams.
     let watchHub = WatchHub()
-    var servedWatches: [WatchHub.ID: ServedWatch] = [:]
+    /// By watcher ID; IDs are reused (`freeWatcherIDs`) so that slabs, not
+    /// hash tables, can hold watchers here and in the hub.
+    var servedWatches = Slab<ServedWatch>()
     var watchStreams: [ObjectIdentifier: WatchStream] = [:]
     var nextWatcherID = 0
+    var freeWatcherIDs: [WatchHub.ID] = []
     /// Each distinct watched range once, with how many watchers use it.
     var watchRanges: [KeyRange: (range: KeyRange, users: Int)] = [:]
     /// Changes applied but not yet given to watchers, in order.

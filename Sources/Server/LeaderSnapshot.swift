@@ -225,7 +225,7 @@ extension EtcdServer {
         }
         let retired = backend.retiredFile
         runOnNewThread { unlink(retired) }
-        for id in servedWatches.keys { watchHub.desync(id, from: lastRevision + 1) }
+        for id in servedWatches.ids { watchHub.desync(id, from: lastRevision + 1) }
         watchCatchUpTask.trigger()
         if store.hasPendingCompaction { startCompaction() }
         logger.info("installed a snapshot", metadata: [

@@ -122,8 +122,13 @@ extension EtcdServer {
             send(created, on: stream)
             return
         }
-        nextWatcherID += 1
-        let id = nextWatcherID
+        let id: WatchHub.ID
+        if let free = freeWatcherIDs.popLast() {
+            id = free
+        } else {
+            id = nextWatcherID
+            nextWatcherID += 1
+        }
         servedWatches[id] = ServedWatch(stream: stream, clientID: clientID, prevKV: c.prevKv, fragment: c.fragment,
                                         progressNotify: c.progressNotify)
         stream.byClientID[clientID] = id
@@ -155,7 +160,10 @@ extension EtcdServer {
     private func removeWatch(_ id: WatchHub.ID, from stream: WatchStream) {
         if let range = watchHub.watchers[id]?.range { releaseRange(range) }
         watchHub.remove(id)
-        if let w = servedWatches.removeValue(forKey: id) { stream.byClientID[w.clientID] = nil }
+        if let w = servedWatches.removeValue(forKey: id) {
+            stream.byClientID[w.clientID] = nil
+            freeWatcherIDs.append(id)
+        }
     }
 
     private func closeWatchStream(_ stream: WatchStream) {
@@ -182,13 +190,12 @@ extension EtcdServer {
             var tails: (plain: [UInt8]?, withPrev: [UInt8]?) = (nil, nil)
             var backedUp: [WatchHub.ID] = []
             watchHub.forEachRecipient(of: events[0]) { id in
-                guard let i = servedWatches.index(forKey: id) else { return }
-                let call = servedWatches.values[i].stream.call
+                guard let call = servedWatches[id]?.stream.call else { return }
                 if call.queuedBytes >= WatchStream.highWaterBytes { return backedUp.append(id) }
-                if servedWatches.values[i].progressDue { servedWatches.values[i].progressDue = false }
-                let prevKV = servedWatches.values[i].prevKV
-                if servedWatches.values[i].fragment {
-                    return sendEvents(events, to: i, headerRevision: revision, encoded: encoded)
+                if servedWatches[id]!.progressDue { servedWatches[id]!.progressDue = false }
+                let prevKV = servedWatches[id]!.prevKV
+                if servedWatches[id]!.fragment {
+                    return sendEvents(events, to: id, headerRevision: revision, encoded: encoded)
                 }
                 let tail: [UInt8]
                 if prevKV {
@@ -198,7 +205,7 @@ extension EtcdServer {
                     tail = tails.plain ?? encoded.eventFields(events, prevKV: false, store: store)
                     tails.plain = tail
                 }
-                call.send(MessageParts(head: head, field: 2, value: UInt64(bitPattern: servedWatches.values[i].clientID),
+                call.send(MessageParts(head: head, field: 2, value: UInt64(bitPattern: servedWatches[id]!.clientID),
                                        tail: tail))
             }
             // The consumers are slow: they get these from history later.
@@ -207,13 +214,13 @@ extension EtcdServer {
             return
         }
         for (id, evs) in watchHub.dispatch(revision: revision, events: events) {
-            guard let i = servedWatches.index(forKey: id) else { continue }
-            if servedWatches.values[i].stream.isBackedUp {
+            guard let stream = servedWatches[id]?.stream else { continue }
+            if stream.isBackedUp {
                 // The consumer is slow: it gets these from history later.
                 watchHub.desync(id, from: evs[0].revision)
                 continue
             }
-            sendEvents(evs, to: i, headerRevision: revision, encoded: encoded)
+            sendEvents(evs, to: id, headerRevision: revision, encoded: encoded)
         }
         if watchHub.hasUnsynced { watchCatchUpTask.trigger() }
     }
@@ -233,12 +240,13 @@ extension EtcdServer {
                 r.canceled = true
                 send(r, on: stream)
                 servedWatches[id] = nil
+                freeWatcherIDs.append(id)
                 stream.byClientID[w.clientID] = nil
             }
             let encoded = EncodedEvents()
             for (id, events) in result.deliveries {
-                guard let i = servedWatches.index(forKey: id) else { continue }
-                sendEvents(events, to: i, headerRevision: result.revision, encoded: encoded)
+                guard servedWatches[id] != nil else { continue }
+                sendEvents(events, to: id, headerRevision: result.revision, encoded: encoded)
             }
             for stream in watchStreams.values where stream.progressRequested { sendRequestedProgress(stream) }
             let progress = !result.deliveries.isEmpty || !result.compacted.isEmpty
@@ -248,11 +256,11 @@ extension EtcdServer {
         }
     }
 
-    /// Sends a watcher (at `i` in `servedWatches`: looked up once) its events.
-    private func sendEvents(_ events: [WatchEvent], to i: Dictionary<WatchHub.ID, ServedWatch>.Index, headerRevision: Int64,
+    /// Sends a watcher (that is served) its events.
+    private func sendEvents(_ events: [WatchEvent], to id: WatchHub.ID, headerRevision: Int64,
                             encoded cache: EncodedEvents) {
-        if servedWatches.values[i].progressDue { servedWatches.values[i].progressDue = false }
-        let w = servedWatches.values[i]
+        if servedWatches[id]!.progressDue { servedWatches[id]!.progressDue = false }
+        let w = servedWatches[id]!
         let stream = w.stream
         if w.fragment {
             var r = Etcdserverpb_WatchResponse()
@@ -317,7 +325,9 @@ extension EtcdServer {
     /// The periodic notification of watchers that asked for it, skipped for
     /// a watcher that got events since the last tick or is not synced.
     func progressTick() {
-        for (id, w) in servedWatches where w.progressNotify {
+        for id in servedWatches.ids {
+            let w = servedWatches[id]!
+            guard w.progressNotify else { continue }
             if w.progressDue && watchHub.isSynced(id) && !w.stream.isBackedUp {
                 var r = Etcdserverpb_WatchResponse()
                 r.header = header()
