@@ -185,7 +185,10 @@ extension EtcdServer {
         if events.count == 1 {
             // The common write changes one key: every recipient gets the
             // same bytes but for its watch ID, and nothing is listed per
-            // watcher but those whose stream is backed up.
+            // watcher but those whose stream is backed up. (Spelled out
+            // beside `sendEvents`: routing it through that function, with
+            // its copy of the watcher's entry, cost 10-25% more server CPU
+            // per event in swetcd-bench watch-latency at 10,000 watchers.)
             let head = encoded.header(revision, self)
             var tails: (plain: [UInt8]?, withPrev: [UInt8]?) = (nil, nil)
             var backedUp: [WatchHub.ID] = []

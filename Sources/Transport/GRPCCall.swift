@@ -133,12 +133,19 @@ public final class GRPCCall {
             return
         }
         if let crossing {
-            guard !finishedByService else { return }
-            sentBytes += GRPCFrame.headerSize + message.count
+            guard counted(GRPCFrame.headerSize + message.count) else { return }
             crossing.toIO.post { [self] in stream?.send(message) }
             return
         }
         stream?.send(message)
+    }
+
+    /// A crossing call's message is counted as queued, unless the service
+    /// has finished the call (then it is not sent).
+    private func counted(_ framedBytes: Int) -> Bool {
+        guard !finishedByService else { return false }
+        sentBytes += framedBytes
+        return true
     }
 
     /// Sends one response message put together from shared parts.
@@ -150,8 +157,7 @@ public final class GRPCCall {
             return send(bytes.take(bytes.count))
         }
         if let crossing {
-            guard !finishedByService else { return }
-            sentBytes += GRPCFrame.headerSize + message.count
+            guard counted(GRPCFrame.headerSize + message.count) else { return }
             crossing.toIO.postSend(message, on: self)
             return
         }
@@ -161,8 +167,7 @@ public final class GRPCCall {
     public func send(_ message: GRPCMessageBuffer) {
         if sink != nil { return send(message.message) }
         if let crossing {
-            guard !finishedByService else { return }
-            sentBytes += message.storage.count
+            guard counted(message.storage.count) else { return }
             crossing.toIO.post { [self] in stream?.send(message) }
             return
         }

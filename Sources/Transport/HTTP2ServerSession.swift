@@ -43,20 +43,22 @@ final class HTTP2Stream {
     func send(_ message: [UInt8]) {
         guard !isFinished else { return }
         GRPCFrame.encode(message, into: &outbound)
-        startResponseIfNeeded()
-        resume()
+        messageQueued()
     }
 
     func send(_ message: MessageParts) {
         guard !isFinished else { return }
         GRPCFrame.encode(message, into: &outbound)
-        startResponseIfNeeded()
-        resume()
+        messageQueued()
     }
 
     func send(_ message: GRPCMessageBuffer) {
         guard !isFinished else { return }
         GRPCFrame.encode(message, into: &outbound)
+        messageQueued()
+    }
+
+    private func messageQueued() {
         startResponseIfNeeded()
         resume()
     }
