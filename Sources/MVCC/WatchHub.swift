@@ -21,14 +21,15 @@ public final class WatchHub {
     public typealias ID = Int
 
     public struct Watcher: Sendable {
-        public let id: ID
         public let range: KeyRange
         public let noPut: Bool
         public let noDelete: Bool
+        public fileprivate(set) var isSynced: Bool
         /// The first revision not yet sent (for synced watchers only
         /// meaningful while it is in the future: a start revision to wait for).
         public fileprivate(set) var next: Int64
-        public fileprivate(set) var isSynced: Bool
+        /// A synced watcher's place in its key's or range's member list.
+        fileprivate var place: Int32 = 0
 
         func wants(_ e: WatchEvent) -> Bool {
             if e.kind == .put && noPut || e.kind == .delete && noDelete { return false }
@@ -36,22 +37,11 @@ public final class WatchHub {
         }
     }
 
-    /// By ID: IDs are dense (the server reuses them), so slabs, not hash
-    /// tables, hold watchers (see `Slab`).
+    /// By ID: IDs are dense (the server reuses them), so a slab, not a hash
+    /// table, holds watchers (see `Slab`).
     public private(set) var watchers = Slab<Watcher>()
-    /// What a synced watcher filters on besides its range (which the
-    /// indexes below already match): plain values, so a dispatch reads them
-    /// without copying a `Watcher` and its range's arrays.
-    private struct Filter {
-        var next: Int64
-        var noPut: Bool
-        var noDelete: Bool
-        func wants(_ e: WatchEvent) -> Bool {
-            !(e.kind == .put && noPut || e.kind == .delete && noDelete) && e.revision >= next
-        }
-    }
-    private var syncedFilters = Slab<Filter>()
-    private var singleKey: [[UInt8]: Set<ID>] = [:]
+    /// Synced watchers by key, and by range.
+    private var singleKey: [[UInt8]: MemberList] = [:]
     private var ranges = RangeIndex()
     private var unsynced = Set<ID>()
 
@@ -72,8 +62,9 @@ public final class WatchHub {
     public func add(_ id: ID, range: KeyRange, startRevision: Int64, noPut: Bool = false, noDelete: Bool = false,
                     currentRevision: Int64) {
         precondition(watchers[id] == nil, "watcher \(id) exists")
+        precondition(id < Int(Int32.max), "watcher IDs are dense: one past Int32 is a leak")
         let next = startRevision <= 0 ? currentRevision + 1 : startRevision
-        watchers[id] = Watcher(id: id, range: range, noPut: noPut, noDelete: noDelete, next: next, isSynced: false)
+        watchers[id] = Watcher(range: range, noPut: noPut, noDelete: noDelete, isSynced: false, next: next)
         if next > currentRevision { sync(id) } else { unsynced.insert(id) }
     }
 
@@ -96,8 +87,9 @@ public final class WatchHub {
         var byWatcher: [ID: [WatchEvent]] = [:]
         var order: [ID] = []
         for e in events {
-            forEachCandidate(e.kv.key) { id in
-                guard syncedFilters[id]!.wants(e) else { return }
+            forEachCandidate(e.kv.key) { m in
+                guard m.wants(e) else { return }
+                let id = ID(m.id)
                 if byWatcher[id] == nil { order.append(id) }
                 byWatcher[id, default: []].append(e)
             }
@@ -109,16 +101,16 @@ public final class WatchHub {
     /// the fan-out's common case, with no list built. `body` must not
     /// change the hub.
     public func forEachRecipient(of e: WatchEvent, _ body: (ID) -> Void) {
-        forEachCandidate(e.kv.key) { id in
-            if syncedFilters[id]!.wants(e) { body(id) }
+        forEachCandidate(e.kv.key) { m in
+            if m.wants(e) { body(ID(m.id)) }
         }
     }
 
     /// Synced watchers whose key or range holds `key` (each once: a watcher
     /// is in the key map or in one range group).
-    private func forEachCandidate(_ key: [UInt8], _ body: (ID) -> Void) {
-        if let ids = singleKey[key] { for id in ids { body(id) } }
-        ranges.forEachContaining(key) { ids in for id in ids { body(id) } }
+    private func forEachCandidate(_ key: [UInt8], _ body: (Member) -> Void) {
+        if let list = singleKey[key] { for m in list.members { body(m) } }
+        ranges.forEachContaining(key) { members in for m in members { body(m) } }
     }
 
     /// The watcher could not take events from `revision` on (its stream is
@@ -178,23 +170,61 @@ public final class WatchHub {
         guard var w = watchers[id] else { return }
         unsynced.remove(id)
         w.isSynced = true
-        watchers[id] = w
-        syncedFilters[id] = Filter(next: w.next, noPut: w.noPut, noDelete: w.noDelete)
+        let m = Member(next: w.next, id: Int32(id), noPut: w.noPut, noDelete: w.noDelete)
         switch w.range {
-        case .single(let key): singleKey[key, default: []].insert(id)
-        case .from(let start, let end): ranges.insert(id, start: start, end: end)
+        case .single(let key): w.place = singleKey[key, default: MemberList()].append(m)
+        case .from(let start, let end): w.place = ranges.insert(m, start: start, end: end)
         }
+        watchers[id] = w
     }
 
     private func unindex(_ w: Watcher) {
-        syncedFilters[w.id] = nil
+        let moved: Int32?
         switch w.range {
         case .single(let key):
-            singleKey[key]?.remove(w.id)
-            if singleKey[key]?.isEmpty == true { singleKey[key] = nil }
+            moved = singleKey[key]?.remove(at: w.place)
+            if singleKey[key]?.members.isEmpty == true { singleKey[key] = nil }
         case .from(let start, let end):
-            ranges.remove(w.id, start: start, end: end)
+            moved = ranges.remove(at: w.place, start: start, end: end)
         }
+        if let moved { watchers[ID(moved)]!.place = w.place }
+    }
+}
+
+/// A synced watcher as the fan-out reads it: its filters besides the range
+/// (which the indexes match), kept inline in its key's or range's list so a
+/// dispatch walks contiguous memory and looks nothing up per watcher.
+struct Member {
+    var next: Int64
+    var id: Int32
+    var noPut: Bool
+    var noDelete: Bool
+
+    func wants(_ e: WatchEvent) -> Bool {
+        !(e.kind == .put && noPut || e.kind == .delete && noDelete) && e.revision >= next
+    }
+}
+
+/// The synced watchers of one key or one range, in no particular order.
+/// Each watcher's place is kept by the hub, so a removal moves the last
+/// member into the hole instead of searching.
+struct MemberList {
+    private(set) var members: [Member] = []
+
+    /// Adds `m`; returns its place.
+    mutating func append(_ m: Member) -> Int32 {
+        members.append(m)
+        return Int32(members.count - 1)
+    }
+
+    /// Removes the member at `place`; returns the ID of the one moved into
+    /// it (nil when it was the last).
+    mutating func remove(at place: Int32) -> Int32? {
+        let i = Int(place)
+        let last = members.removeLast()
+        guard i < members.count else { return nil }
+        members[i] = last
+        return last.id
     }
 }
 
@@ -207,7 +237,7 @@ struct RangeIndex {
     private struct Group {
         var start: [UInt8]
         var end: [UInt8]?  // nil: unbounded
-        var ids: Set<WatchHub.ID>
+        var list: MemberList
     }
     private var groups: [Group] = []
     /// maxEnd[i]: the largest end among groups[0...i] (nil: unbounded).
@@ -234,24 +264,27 @@ struct RangeIndex {
         }
     }
 
-    mutating func insert(_ id: WatchHub.ID, start: [UInt8], end: [UInt8]?) {
+    /// Adds `m` to the group of [start, end); returns its place there.
+    mutating func insert(_ m: Member, start: [UInt8], end: [UInt8]?) -> Int32 {
         let (i, found) = position(start, end)
-        if found {
-            groups[i].ids.insert(id)
-        } else {
-            groups.insert(Group(start: start, end: end, ids: [id]), at: i)
+        if !found {
+            groups.insert(Group(start: start, end: end, list: MemberList()), at: i)
             rebuildMaxEnd(from: i)
         }
+        return groups[i].list.append(m)
     }
 
-    mutating func remove(_ id: WatchHub.ID, start: [UInt8], end: [UInt8]?) {
+    /// Removes the member at `place` of the group of [start, end); returns
+    /// the ID of the member moved into that place, if any.
+    mutating func remove(at place: Int32, start: [UInt8], end: [UInt8]?) -> Int32? {
         let (i, found) = position(start, end)
-        guard found else { return }
-        groups[i].ids.remove(id)
-        if groups[i].ids.isEmpty {
+        guard found else { return nil }
+        let moved = groups[i].list.remove(at: place)
+        if groups[i].list.members.isEmpty {
             groups.remove(at: i)
             rebuildMaxEnd(from: i)
         }
+        return moved
     }
 
     private mutating func rebuildMaxEnd(from i: Int) {
@@ -267,7 +300,7 @@ struct RangeIndex {
         return compareBytes(a, b) >= 0 ? a : b
     }
 
-    func forEachContaining(_ key: [UInt8], _ body: (Set<WatchHub.ID>) -> Void) {
+    func forEachContaining(_ key: [UInt8], _ body: ([Member]) -> Void) {
         // Last group whose start <= key.
         var lo = 0, hi = groups.count
         while lo < hi {
@@ -277,7 +310,7 @@ struct RangeIndex {
         var i = lo - 1
         while i >= 0 {
             if let reach = maxEnd[i], compareBytes(reach, key) <= 0 { return }  // nothing earlier reaches key
-            if groups[i].end.map({ compareBytes(key, $0) < 0 }) ?? true { body(groups[i].ids) }
+            if groups[i].end.map({ compareBytes(key, $0) < 0 }) ?? true { body(groups[i].list.members) }
             i -= 1
         }
     }

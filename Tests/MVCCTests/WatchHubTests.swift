@@ -6,25 +6,34 @@ import Testing
     @Test func findsExactlyTheIntervalsContainingAKey() {
         var rng = SeededRandom(seed: testSeed())
         var index = RangeIndex()
-        var model: [(id: Int, start: [UInt8], end: [UInt8]?)] = []
+        var model: [(id: Int, start: [UInt8], end: [UInt8]?, place: Int32)] = []
         func key() -> [UInt8] { (0..<Int(rng.next() % 3 + 1)).map { _ in UInt8(rng.next() % 5) + 97 } }
         for step in 0..<3_000 {
             if rng.next() % 3 != 0 || model.isEmpty {
                 let s = key(), e: [UInt8]? = rng.next() % 4 == 0 ? nil : key()
-                index.insert(step, start: s, end: e)
-                model.append((step, s, e))
+                let place = index.insert(Member(next: 0, id: Int32(step), noPut: false, noDelete: false), start: s, end: e)
+                model.append((step, s, e, place))
             } else {
                 let victim = model.remove(at: Int(rng.next() % UInt64(model.count)))
-                index.remove(victim.id, start: victim.start, end: victim.end)
+                if let moved = index.remove(at: victim.place, start: victim.start, end: victim.end) {
+                    // The hub's bookkeeping: the moved member now has the victim's place.
+                    guard let i = model.firstIndex(where: { $0.id == Int(moved) }) else {
+                        Issue.record("step \(step): moved an unknown member \(moved)")
+                        return
+                    }
+                    #expect(model[i].start == victim.start && model[i].end == victim.end)
+                    model[i].place = victim.place
+                }
             }
             let probe = key()
-            var found = Set<Int>()
-            index.forEachContaining(probe) { found.formUnion($0) }
+            var found: [Int] = []
+            index.forEachContaining(probe) { found += $0.map { Int($0.id) } }
+            #expect(found.count == Set(found).count, "a member listed twice")
             let want = Set(model.filter {
                 compareBytes($0.start, probe) <= 0 && ($0.end.map { compareBytes(probe, $0) < 0 } ?? true)
             }.map(\.id))
-            #expect(found == want, "step \(step), key \(probe)")
-            if found != want { return }
+            #expect(Set(found) == want, "step \(step), key \(probe)")
+            if Set(found) != want { return }
         }
     }
 }
