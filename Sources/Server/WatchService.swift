@@ -21,7 +21,7 @@ struct ServedWatch {
 final class WatchStream {
     let call: GRPCCall
     /// This stream's watchers by the id the client knows them by.
-    var byClientID: [Int64: WatchHub.ID] = [:]
+    var byClientID = ClientWatchIDs()
     var nextClientID: Int64 = 0
     /// A progress request waits until every watcher of the stream is synced.
     var progressRequested = false
@@ -167,7 +167,7 @@ extension EtcdServer {
     }
 
     private func closeWatchStream(_ stream: WatchStream) {
-        for id in Array(stream.byClientID.values) { removeWatch(id, from: stream) }
+        for id in stream.byClientID.hubIDs { removeWatch(id, from: stream) }
         watchStreams[ObjectIdentifier(stream)] = nil
     }
 
@@ -317,7 +317,7 @@ extension EtcdServer {
     /// synced: one response with watch_id -1 at the current revision, which
     /// promises that no event at or below it is still to come (etcd #15220).
     private func sendRequestedProgress(_ stream: WatchStream) {
-        guard stream.byClientID.values.allSatisfy({ watchHub.isSynced($0) }) else { return }
+        guard stream.byClientID.hubIDs.allSatisfy({ watchHub.isSynced($0) }) else { return }
         stream.progressRequested = false
         var r = Etcdserverpb_WatchResponse()
         r.header = header()
