@@ -140,6 +140,14 @@ func parseGRPCTimeout(_ value: String) -> Double? {
 struct ByteQueue {
     private var storage: [UInt8] = []
     private var head = 0
+    /// How much the queue held in all before it last drained, so the next
+    /// burst reserves that at once instead of growing by copies.
+    private var lastBurst = 0
+    /// A drained queue keeps at most this much room. A long-lived stream
+    /// (a watch, a lease keep-alive) is mostly idle: 100 watchers' created
+    /// responses, or one revision's events for them, would otherwise stay
+    /// allocated per stream for its lifetime.
+    static let keptCapacity = 1024
 
     var count: Int { storage.count - head }
     var isEmpty: Bool { count == 0 }
@@ -161,7 +169,7 @@ struct ByteQueue {
     /// allocate once. (Not when it holds bytes: reserving exact sizes over
     /// and over would defeat the array's geometric growth.)
     mutating func reserveIfEmpty(_ n: Int) {
-        if storage.isEmpty { storage.reserveCapacity(n) }
+        if storage.isEmpty { storage.reserveCapacity(Swift.max(n, lastBurst)) }
     }
 
     /// gRPC's 5-byte message prefix (uncompressed, big-endian length),
@@ -190,7 +198,12 @@ struct ByteQueue {
     mutating func drop(_ n: Int) {
         head += n
         if head == storage.count {
-            storage.removeAll(keepingCapacity: storage.capacity <= 1 << 20)
+            lastBurst = storage.count > Self.keptCapacity ? Swift.min(storage.count, 1 << 20) : 0
+            if storage.capacity <= Self.keptCapacity {
+                storage.removeAll(keepingCapacity: true)
+            } else {
+                storage = []
+            }
             head = 0
         } else if head > 1 << 16 && head > storage.count / 2 {
             storage.removeSubrange(0..<head)
