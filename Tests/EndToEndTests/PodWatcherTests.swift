@@ -47,7 +47,8 @@ import TestSupport
 
     /// Puts and deletes pods until told to stop, retrying while the server
     /// is away.
-    static func write(_ client: EtcdClient, until stop: @escaping @Sendable () -> Bool) async {
+    static func write(_ client: EtcdClient, counting done: WriteCount? = nil,
+                      until stop: @escaping @Sendable () -> Bool) async {
         var rng = SystemRandomNumberGenerator()
         var n = 0
         while !stop() {
@@ -59,6 +60,7 @@ import TestSupport
                     try await client.put(pod, "v\(n)")
                 }
                 n += 1
+                done?.add()
             } catch {
                 try? await Task.sleep(nanoseconds: 50_000_000)
             }
@@ -97,14 +99,14 @@ import TestSupport
 
         let watcher = try Watcher(endpoint: server.endpoint)
         #expect(watcher.waitFor { $0.contains { $0.hasPrefix("list ") } }, "it lists")
-        let stop = StopFlag()
-        let writer = Task { await Self.write(client, until: { stop.isSet }) }
+        let stop = StopFlag(), written = WriteCount()
+        let writer = Task { await Self.write(client, counting: written, until: { stop.isSet }) }
         for _ in 0..<2 {
-            try await Task.sleep(nanoseconds: 700_000_000)
+            try await written.wait(forMore: 25)
             server.stop()
             server = try ServerProcess(dataDir: dataDir, port: port)
         }
-        try await Task.sleep(nanoseconds: 700_000_000)
+        try await written.wait(forMore: 25)
         stop.set()
         await writer.value
 
@@ -148,12 +150,12 @@ import TestSupport
         for i in 0..<250 { try await client.put("/registry/pods/p\(i)", "initial") }
         let watcher = try Watcher(endpoint: endpoints.joined(separator: ","))
         #expect(watcher.waitFor { $0.contains { $0.hasPrefix("list ") } }, "it lists")
-        let stop = StopFlag()
-        let writer = Task { await Self.write(client, until: { stop.isSet }) }
-        try await Task.sleep(nanoseconds: 700_000_000)
+        let stop = StopFlag(), written = WriteCount()
+        let writer = Task { await Self.write(client, counting: written, until: { stop.isSet }) }
+        try await written.wait(forMore: 25)
         cluster.members[0]!.kill()
         cluster.members[0] = nil
-        try await Task.sleep(nanoseconds: 3_000_000_000)
+        try await written.wait(forMore: 25)
         stop.set()
         await writer.value
 
@@ -201,4 +203,22 @@ final class StopFlag: @unchecked Sendable {
     private var value = false
     var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
     func set() { lock.lock(); value = true; lock.unlock() }
+}
+
+/// Writes done so far. The tests wait for a number of them rather than for
+/// a time: on a loaded machine (the whole suite on two cores) a fixed
+/// window saw as few as 20 writes.
+final class WriteCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    var count: Int { lock.lock(); defer { lock.unlock() }; return value }
+    func add() { lock.lock(); value += 1; lock.unlock() }
+
+    /// Until `n` more writes are done (at most 60 s: a writer that cannot
+    /// write then fails the test's later checks).
+    func wait(forMore n: Int) async throws {
+        let target = count + n
+        let deadline = ContinuousClock.now.advanced(by: .seconds(60))
+        while count < target && ContinuousClock.now < deadline { try await Task.sleep(nanoseconds: 20_000_000) }
+    }
 }
