@@ -2,14 +2,20 @@
 /// reuses), in one array of slots: a slot per ID, instead of a hash table's
 /// buckets at a load between 0.375 and 0.75 plus the table it outgrew.
 /// Reads and writes go through in place, without copying the value.
+/// Inlinable, so a slab used from another module (the server's served
+/// watches) is specialized there: unspecialized, every access looked up
+/// generic metadata and allocated its coroutine frame.
+@frozen
 public struct Slab<Value> {
-    private var slots: [Value?] = []
-    public private(set) var count = 0
+    @usableFromInline var slots: [Value?] = []
+    @usableFromInline var _count = 0
 
-    public init() {}
+    @inlinable public init() {}
 
-    public var isEmpty: Bool { count == 0 }
+    @inlinable public var count: Int { _count }
+    @inlinable public var isEmpty: Bool { _count == 0 }
 
+    @inlinable
     public subscript(id: Int) -> Value? {
         _read {
             if id >= 0 && id < slots.count { yield slots[id] } else { yield nil }
@@ -24,19 +30,19 @@ public struct Slab<Value> {
             }
             let had = slots[id] != nil
             yield &slots[id]
-            count += (slots[id] != nil ? 1 : 0) - (had ? 1 : 0)
+            _count += (slots[id] != nil ? 1 : 0) - (had ? 1 : 0)
         }
     }
 
     /// Removes and returns the value at `id`.
-    @discardableResult
+    @inlinable @discardableResult
     public mutating func removeValue(forKey id: Int) -> Value? {
         guard id >= 0 && id < slots.count, let v = slots[id] else { return nil }
         slots[id] = nil
-        count -= 1
+        _count -= 1
         return v
     }
 
     /// Every ID that holds a value, in order.
-    public var ids: [Int] { slots.indices.filter { slots[$0] != nil } }
+    @inlinable public var ids: [Int] { slots.indices.filter { slots[$0] != nil } }
 }
