@@ -61,6 +61,12 @@ public final class Member {
     /// After a lone entry is handed to the WAL, the loop polls instead of
     /// sleeping for this long (its fsync is about that far away).
     public var loneWritePoll: Double = 0
+    /// The lone entry last handed to the WAL and when; and whether the one
+    /// before became durable within the poll. When fsyncs take longer than
+    /// the poll (a slower disk), polling only burns the CPU: it stops until
+    /// a lone write is that fast again (every one is timed, polled or not).
+    private var loneWrite: (index: UInt64, started: UInt64)?
+    private var lonePollPays = true
 
     // Linearizable reads: reads waiting for an index to be applied, reads
     // waiting for the next ReadIndex round, and the round in flight.
@@ -344,7 +350,10 @@ public final class Member {
             inFlight.append((rd, sendNow ? [] : rd.messages))
             persist(rd, first: [], sync: sync)
             // A lone write: its answer is about one fsync away.
-            if rd.entries.count == 1 && loneWritePoll > 0 { loop.poll(for: loneWritePoll) }
+            if rd.entries.count == 1 && loneWritePoll > 0 {
+                loneWrite = (rd.entries[0].index, monotonicNanoseconds())
+                if lonePollPays { loop.poll(for: loneWritePoll) }
+            }
         }
         noteLeader()
         compactLog()
@@ -402,6 +411,10 @@ public final class Member {
         guard failure == nil, !inFlight.isEmpty else { return }
         let (rd, messages) = inFlight.removeFirst()
         if case .failure(let e) = result { return fail(e) }
+        if let lone = loneWrite, rd.entries.last?.index == lone.index {
+            lonePollPays = monotonicNanoseconds() - lone.started <= UInt64(loneWritePoll * 1e9)
+            loneWrite = nil
+        }
         stabilize(rd)
         raft.persisted(rd)
         send(messages)
