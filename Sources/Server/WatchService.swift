@@ -7,7 +7,11 @@ import Transport
 /// asked for. One map of these for all streams keeps the per-watcher cost
 /// to one entry here, one in the stream's `byClientID`, and the hub's.
 struct ServedWatch {
-    unowned let stream: WatchStream
+    /// Unowned and unchecked: `watchStreams` owns the stream, and a stream
+    /// ends only after its watchers are removed here (`closeWatchStream`).
+    /// A checked reference cost an atomic count on every copy and read of
+    /// the entry, several per delivered event.
+    unowned(unsafe) let stream: WatchStream
     var clientID: Int64
     var prevKV: Bool
     var fragment: Bool
