@@ -126,6 +126,11 @@ public final class WatchHub {
 
     public struct CatchUp {
         public var deliveries: [(ID, [WatchEvent])] = []
+        /// For each delivery, which events array it shares: watchers that
+        /// read history from the same revision with the same range and
+        /// filters get one array, and the same number here, so the server
+        /// encodes it once for all of them.
+        public var deliveryGroups: [Int] = []
         /// Watchers removed because history from their position is gone
         /// (with their range, which the hub no longer knows).
         public var compacted: [(ID, compactRevision: Int64, range: KeyRange)] = []
@@ -155,10 +160,29 @@ public final class WatchHub {
         }
         guard let from = active.map({ watchers[$0]!.next }).min() else { return result }
         let (events, end) = try store.events(from: from, through: current, maxEvents: catchUpMaxEvents, maxBytes: catchUpMaxBytes)
+        // Many watchers of one prefix fall behind together (a stream that
+        // backed up, a restart): their share of the history is picked once.
+        struct Selection: Hashable {
+            let next: Int64
+            let range: KeyRange
+            let noPut: Bool
+            let noDelete: Bool
+        }
+        var selections: [Selection: (group: Int, events: [WatchEvent])] = [:]
         for id in active {
             var w = watchers[id]!
-            let mine = events.filter { w.wants($0) && $0.revision < end }
-            if !mine.isEmpty { result.deliveries.append((id, mine)) }
+            let key = Selection(next: w.next, range: w.range, noPut: w.noPut, noDelete: w.noDelete)
+            let mine: (group: Int, events: [WatchEvent])
+            if let chosen = selections[key] {
+                mine = chosen
+            } else {
+                mine = (selections.count, events.filter { w.wants($0) && $0.revision < end })
+                selections[key] = mine
+            }
+            if !mine.events.isEmpty {
+                result.deliveries.append((id, mine.events))
+                result.deliveryGroups.append(mine.group)
+            }
             w.next = max(w.next, end)
             watchers[id] = w
             if w.next > current { sync(id) }

@@ -251,9 +251,10 @@ extension EtcdServer {
                 stream.byClientID[w.clientID] = nil
             }
             let encoded = EncodedEvents()
-            for (id, events) in result.deliveries {
+            for (i, (id, events)) in result.deliveries.enumerated() {
                 guard servedWatches[id] != nil else { continue }
-                sendEvents(events, to: id, headerRevision: result.revision, encoded: encoded)
+                sendEvents(events, to: id, headerRevision: result.revision, encoded: encoded,
+                           sharedAs: result.deliveryGroups[i])
             }
             for stream in watchStreams.values where stream.progressRequested { sendRequestedProgress(stream) }
             let progress = !result.deliveries.isEmpty || !result.compacted.isEmpty
@@ -264,8 +265,11 @@ extension EtcdServer {
     }
 
     /// Sends a watcher (that is served) its events.
+    /// `sharedAs` numbers `events` when other watchers of this pass get
+    /// the same array (a catch-up pass's delivery groups): its field is then
+    /// built once.
     private func sendEvents(_ events: [WatchEvent], to id: WatchHub.ID, headerRevision: Int64,
-                            encoded cache: EncodedEvents) {
+                            encoded cache: EncodedEvents, sharedAs group: Int? = nil) {
         if servedWatches[id]!.progressDue { servedWatches[id]!.progressDue = false }
         let w = servedWatches[id]!
         let stream = w.stream
@@ -282,7 +286,7 @@ extension EtcdServer {
         // and the response is put together where it is queued.
         stream.call.send(MessageParts(head: cache.header(headerRevision, self), field: 2,
                                       value: UInt64(bitPattern: w.clientID),
-                                      tail: cache.eventFields(events, prevKV: w.prevKV, store: store)))
+                                      tail: cache.eventFields(events, prevKV: w.prevKV, store: store, sharedAs: group)))
     }
 
     /// etcd's fragmenting: responses at or over --max-request-bytes with two
@@ -365,10 +369,15 @@ final class EncodedEvents {
     }
     private var events: [Key: [UInt8]] = [:]
     private var headers: [Int64: [UInt8]] = [:]
-    /// Field 11 (events) of a WatchResponse, for these events.
-    func eventFields(_ evs: [WatchEvent], prevKV: Bool, store: Store) -> [UInt8] {
+    private var fieldsOfGroups: [Int: [UInt8]] = [:]
+    /// Field 11 (events) of a WatchResponse, for these events; kept for the
+    /// next call with the same `sharedAs` number (and `prevKV`) when given.
+    func eventFields(_ evs: [WatchEvent], prevKV: Bool, store: Store, sharedAs group: Int? = nil) -> [UInt8] {
+        let key = group.map { $0 << 1 | (prevKV ? 1 : 0) }
+        if let key, let shared = fieldsOfGroups[key] { return shared }
         var out: [UInt8] = []
         for e in evs { WireBytes.appendBytesField(11, bytes(of: e, prevKV: prevKV, store: store), to: &out) }
+        if let key { fieldsOfGroups[key] = out }
         return out
     }
 

@@ -85,3 +85,38 @@ import Testing
         #expect(h.hub.watchers[1] == nil)
     }
 }
+
+@Suite struct WatchCatchUpSharingTests {
+    /// Watchers that read history alike (same start, range and filters)
+    /// share one events array in a catch-up pass, numbered alike; any
+    /// difference gives a group of its own, and every delivery is exactly
+    /// the watcher's own share of the history.
+    @Test func alikeWatchersShareTheirDeliveryGroup() throws {
+        let store = try Store(backend: MemoryBackend())
+        for k in ["/p/a", "/q/a", "/p/b", "/p/a"] {  // revisions 2...5
+            _ = try store.put(PutRequest(key: bytes(k), value: bytes("v")))
+        }
+        _ = try store.deleteRange(DeleteRangeRequest(key: bytes("/p/b")))  // 6
+        let hub = WatchHub()
+        let p = KeyRange(key: bytes("/p/"), rangeEnd: bytes("/p0")), q = KeyRange(key: bytes("/q/"), rangeEnd: bytes("/q0"))
+        let watchers: [(range: KeyRange, start: Int64, noPut: Bool)] = [
+            (p, 2, false), (p, 2, false), (p, 2, true), (q, 2, false), (p, 3, false), (p, 2, false),
+        ]
+        for (id, w) in watchers.enumerated() {
+            hub.add(id, range: w.range, startRevision: w.start, noPut: w.noPut, currentRevision: store.currentRevision)
+        }
+        let r = try hub.catchUp(store) { _ in true }
+        #expect(r.deliveries.count == r.deliveryGroups.count)
+        var group: [Int: Int] = [:]
+        for (i, (id, events)) in r.deliveries.enumerated() {
+            group[id] = r.deliveryGroups[i]
+            let w = watchers[id]
+            let want = try store.events(from: w.start, through: store.currentRevision, maxEvents: 100, maxBytes: 1 << 20).0
+                .filter { w.range.contains($0.kv.key) && !(w.noPut && $0.kind == .put) }
+            #expect(events.map(\.revision) == want.map(\.revision) && events.map(\.kind) == want.map(\.kind), "watcher \(id)")
+        }
+        #expect(Set(group.keys) == Set(0..<6))
+        #expect(group[0] == group[1] && group[1] == group[5], "alike watchers share: \(group)")
+        #expect(Set([group[0], group[2], group[3], group[4]]).count == 4, "different ones do not: \(group)")
+    }
+}
