@@ -21,29 +21,26 @@ struct ClientWatchIDs {
             return sparse.isEmpty ? nil : sparse[clientID]
         }
         set {
-            let had = self[clientID] != nil
-            count += (newValue != nil ? 1 : 0) - (had ? 1 : 0)
+            let inDense = clientID >= 0 && clientID < Int64(dense.count) && dense[Int(clientID)] >= 0
+            let inSparse = !inDense && !sparse.isEmpty && sparse[clientID] != nil
+            count += (newValue != nil ? 1 : 0) - (inDense || inSparse ? 1 : 0)
             if count == 0 {
                 dense = []
                 sparse = [:]
-                return
-            }
-            guard let id = newValue else {
-                if clientID >= 0 && clientID < Int64(dense.count) { dense[Int(clientID)] = -1 }
-                if !sparse.isEmpty { sparse[clientID] = nil }
-                return
-            }
-            // Dense while IDs stay near the count, so a few stray high IDs
-            // cannot make the array large. (An ID kept in `sparse` stays
-            // there: the getter looks in both.)
-            if clientID >= 0 && !had && (clientID < Int64(dense.count) || clientID < Int64(2 * count + 64)) {
-                let i = Int(clientID)
-                if i >= dense.count { dense.append(contentsOf: repeatElement(-1, count: i + 1 - dense.count)) }
-                dense[i] = Int32(id)
-            } else if had && clientID >= 0 && clientID < Int64(dense.count) && dense[Int(clientID)] >= 0 {
-                dense[Int(clientID)] = Int32(id)
-            } else {
-                sparse[clientID] = id
+            } else if inDense {
+                dense[Int(clientID)] = newValue.map { Int32($0) } ?? -1
+            } else if inSparse {
+                sparse[clientID] = newValue
+            } else if let id = newValue {
+                // Dense while IDs stay near the count, so a few stray high
+                // IDs cannot make the array large.
+                if clientID >= 0 && clientID < Int64(max(dense.count, 2 * count + 64)) {
+                    let i = Int(clientID)
+                    if i >= dense.count { dense.append(contentsOf: repeatElement(-1, count: i + 1 - dense.count)) }
+                    dense[i] = Int32(id)
+                } else {
+                    sparse[clientID] = id
+                }
             }
         }
     }

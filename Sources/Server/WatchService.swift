@@ -409,14 +409,7 @@ final class EncodedEvents {
 
 /// Protobuf field encoding by hand, for the few hot messages.
 enum WireBytes {
-    static func appendVarint(_ v: UInt64, to out: inout [UInt8]) {
-        var v = v
-        while v >= 0x80 {
-            out.append(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-        }
-        out.append(UInt8(v))
-    }
+    static func appendVarint(_ v: UInt64, to out: inout [UInt8]) { KeyValue.appendVarint(v, &out) }
 
     /// Reads a varint at `at`, moving past it; nil if the bytes end first.
     static func readVarint(_ bytes: [UInt8], at: inout Int) -> UInt64? {
