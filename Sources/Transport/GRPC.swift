@@ -151,6 +151,8 @@ struct ByteQueue {
 
     var count: Int { storage.count - head }
     var isEmpty: Bool { count == 0 }
+    /// Bytes of room it holds now.
+    var capacity: Int { storage.capacity }
 
     mutating func append(_ bytes: [UInt8]) { storage.append(contentsOf: bytes) }
 

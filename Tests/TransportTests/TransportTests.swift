@@ -12,6 +12,23 @@ import Testing
         #expect(a == [1, 2, 3] && b == [] && q.isEmpty)
     }
 
+    /// A drained queue lets a large buffer go (an idle stream must not hold
+    /// its largest burst) but keeps a small one, and the next burst
+    /// reserves the last one's size at once.
+    @Test func aDrainedQueueKeepsOnlyASmallBuffer() {
+        var q = ByteQueue()
+        q.append([UInt8](repeating: 7, count: 10_000))
+        q.drop(10_000)
+        #expect(q.isEmpty && q.capacity <= ByteQueue.keptCapacity, "kept \(q.capacity) bytes")
+        q.reserveIfEmpty(10)
+        #expect(q.capacity >= 10_000, "reserved \(q.capacity) for the next burst")
+        var small = ByteQueue()
+        small.append([UInt8](repeating: 1, count: 100))
+        let room = small.capacity
+        small.drop(100)
+        #expect(small.capacity == room && room > 0, "a small buffer stays for the next message")
+    }
+
     @Test func partialOversizedAndCompressedFrames() {
         var q = ByteQueue()
         q.append([0, 0, 0, 0, 4, 9, 9])
