@@ -142,6 +142,40 @@ public final class EtcdClient: Sendable {
         }
     }
 
+    /// Opens a streaming call (Watch, LeaseKeepAlive) with encoded
+    /// requests, from the client's loop thread (see `onLoop`): each encoded
+    /// response reaches `onMessage` there, and `done` runs there once when
+    /// the stream ends (nil when the server closed it cleanly or it was
+    /// cancelled). As `startUnary`, for a load generator that must cost less
+    /// than the server it measures; `cancel` on the handle, from the loop
+    /// thread, ends it.
+    public func startStream(_ path: String, _ requests: [[UInt8]], onMessage: @escaping ([UInt8]) -> Void,
+                            done: @escaping (EtcdError?) -> Void) -> StreamHandle {
+        let call = StreamHandle()
+        pool.value.openStream(path, first: requests.first ?? [], onMessage: { bytes in
+            if !call.ended { onMessage(bytes) }
+        }, completion: { result in
+            call.ended = true
+            switch result {
+            case .success: done(nil)
+            case .failure(let status) where status.code == .canceled: done(nil)
+            case .failure(let status): done(EtcdError(status))
+            }
+        }, opened: { result in
+            switch result {
+            case .success(let (connection, id)):
+                for more in requests.dropFirst() { connection.send(more, on: id) }
+                call.connection = connection
+                call.streamID = id
+                if call.ended { connection.cancel(id) }
+            case .failure(let status):
+                call.ended = true
+                done(EtcdError(status))
+            }
+        })
+        return call
+    }
+
     // MARK: KV
 
     /// Reads a key or a range of keys.

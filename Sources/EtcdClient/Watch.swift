@@ -41,18 +41,25 @@ public struct WatchResponse: Sendable {
     public var isProgressNotification: Bool { events.isEmpty && !created && !canceled }
 }
 
-/// The client side of one watch stream, on the client's loop thread.
-final class WatchCall {
+/// The client side of one stream, on the client's loop thread.
+public class StreamHandle {
     var connection: HTTP2ClientConnection?
     var streamID: Int32 = -1
-    var pendingFragments: [Mvccpb_Event] = []
     var ended = false
 
-    func cancel() {
+    init() {}
+
+    /// Ends the stream (RST_STREAM CANCEL); from the client's loop thread.
+    public func cancel() {
         guard !ended else { return }
         ended = true
         if let connection, streamID > 0 { connection.cancel(streamID) }
     }
+}
+
+/// A watch stream's handle, with the fragments of a response not yet whole.
+final class WatchCall: StreamHandle {
+    var pendingFragments: [Mvccpb_Event] = []
 }
 
 extension EtcdClient {
