@@ -79,30 +79,20 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
     let sendTimes = SendTimes(putTotal)
     let cpuBefore = cpuSeconds()
 
-    // Receivers: one task per stream, each with its own histogram.
+    // Receivers: one per stream, on the client's loop thread, reading
+    // only what they check from the encoded responses (no decoding into
+    // messages, no task per stream), so that the bench costs less than
+    // the servers it compares.
+    let want = putTotal * watchersPerStream
+    let create = watchCreateRequest(prefix: prefix)
+    let finished = Counter()
     let receivers = (0..<streams).map { _ in
-        Task { () throws -> (Histogram<UInt64>, Int, Int) in
-            var h = latencyHistogram()
-            var events = 0
-            // Each watcher's puts must come in the order they were made.
-            var lastPut = [Int](repeating: -1, count: watchersPerStream), outOfOrder = 0
-            let want = putTotal * watchersPerStream
-            let stream = client.watch(Array(repeating: (KeyRange.prefix(prefix), WatchOptions()), count: watchersPerStream))
-            for try await r in stream {
-                if r.created { ready.add(); continue }
-                let now = ContinuousClock.now
-                for e in r.events {
-                    events += 1
-                    guard let n = Int(e.kv.keyString.split(separator: "-").last ?? "") else { continue }
-                    if let sent = sendTimes.get(n) { _ = h.record(UInt64(max(microseconds(now - sent), 1))) }
-                    if r.watchID >= 0 && r.watchID < watchersPerStream {
-                        if n <= lastPut[Int(r.watchID)] { outOfOrder += 1 }
-                        lastPut[Int(r.watchID)] = n
-                    }
-                }
-                if events >= want { break }
-            }
-            return (h, events, outOfOrder)
+        StreamReceiver(watchers: watchersPerStream, want: want, sendTimes: sendTimes, ready: ready, finished: finished)
+    }
+    for r in receivers {
+        client.onLoop {
+            r.handle = client.startStream("/etcdserverpb.Watch/Watch", Array(repeating: create, count: watchersPerStream),
+                                          onMessage: { r.receive($0) }, done: { r.end($0) })
         }
     }
     let readyDeadline = ContinuousClock.now.advanced(by: .seconds(60))
@@ -123,20 +113,28 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
         sendTimes.set(i, ContinuousClock.now)
         do { try await writer.put(Array("\(prefix)pod-\(i)".utf8), value) } catch { errors["\(error)", default: 0] += 1 }
     }
-    var merged = latencyHistogram()
-    var events = 0
-    for r in receivers {
-        let (h, n, unordered) = try await withThrowingTaskGroup(of: (Histogram<UInt64>, Int, Int)?.self) { group in
-            group.addTask { try await r.value }
-            group.addTask { try await Task.sleep(nanoseconds: 60_000_000_000); r.cancel(); return nil }
-            let first = try await group.next()!
-            group.cancelAll()
-            return first ?? (latencyHistogram(), 0, 0)
-        }
-        merged.add(h)
-        events += n
-        if unordered > 0 { errors["events out of order", default: 0] += unordered }
+    let drainDeadline = ContinuousClock.now.advanced(by: .seconds(60))
+    while finished.value < streams && ContinuousClock.now < drainDeadline {
+        try await Task.sleep(nanoseconds: 10_000_000)
     }
+    // Stop every stream and read the receivers on the loop thread.
+    let (merged, events, unordered, failures) = await withCheckedContinuation { continuation in
+        client.onLoop {
+            var merged = latencyHistogram()
+            var events = 0, unordered = 0
+            var failures: [String: Int] = [:]
+            for r in receivers {
+                r.handle?.cancel()
+                merged.add(r.histogram)
+                events += r.events
+                unordered += r.outOfOrder
+                if let f = r.failure { failures[f, default: 0] += 1 }
+            }
+            continuation.resume(returning: (merged, events, unordered, failures))
+        }
+    }
+    if unordered > 0 { errors["events out of order", default: 0] += unordered }
+    errors.merge(failures, uniquingKeysWith: +)
     let elapsed = Double(microseconds(ContinuousClock.now - start)) / 1e6
     let cpu = cpuSeconds() - cpuBefore
     let missing = putTotal * watchers - events
@@ -154,6 +152,182 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
         report.serverBytesPerWatcher = Double(watching - before) / Double(watchers)
     }
     return report
+}
+
+/// A WatchRequest creating a watcher on `prefix`.
+func watchCreateRequest(prefix: String) -> [UInt8] {
+    var create = [UInt8]()
+    let key = Array(prefix.utf8)
+    var end = key
+    end[end.count - 1] += 1
+    for (field, bytes) in [(1, key), (2, end)] {
+        create.append(UInt8(field << 3 | 2))
+        appendVarint(&create, UInt64(bytes.count))
+        create += bytes
+    }
+    var request: [UInt8] = [1 << 3 | 2]  // create_request
+    appendVarint(&request, UInt64(create.count))
+    return request + create
+}
+
+func appendVarint(_ out: inout [UInt8], _ value: UInt64) {
+    var v = value
+    while v >= 0x80 {
+        out.append(UInt8(v & 0x7f) | 0x80)
+        v >>= 7
+    }
+    out.append(UInt8(v))
+}
+
+/// One watch stream's receiver, on the client's loop thread only: counts
+/// events, records each one's delay from its put's send, and checks each
+/// watcher's puts arrive in order.
+final class StreamReceiver: @unchecked Sendable {
+    // @unchecked: touched only on the client's loop thread.
+    let sendTimes: SendTimes
+    let ready: Counter
+    let finished: Counter
+    let want: Int
+    var handle: StreamHandle?
+    var histogram = latencyHistogram()
+    var events = 0
+    var outOfOrder = 0
+    var failure: String?
+    private var lastPut: [Int]
+    private var done = false
+    // The last put looked up: a put's events arrive together.
+    private var cachedPut = -1
+    private var cachedSent: ContinuousClock.Instant?
+
+    init(watchers: Int, want: Int, sendTimes: SendTimes, ready: Counter, finished: Counter) {
+        lastPut = [Int](repeating: -1, count: watchers)
+        self.want = want
+        self.sendTimes = sendTimes
+        self.ready = ready
+        self.finished = finished
+    }
+
+    func receive(_ bytes: [UInt8]) {
+        let now = ContinuousClock.now
+        var watchID = -1
+        var created = false, canceled = false
+        var puts: [Int] = []
+        let ok = bytes.withUnsafeBytes { buffer in
+            var reader = ProtoReader(buffer)
+            while let (field, wire) = reader.field() {
+                switch (field, wire) {
+                case (2, 0): watchID = Int(truncatingIfNeeded: reader.varint() ?? 0)
+                case (3, 0): created = reader.varint() == 1
+                case (4, 0): canceled = reader.varint() == 1
+                case (11, 2):
+                    guard let event = reader.bytes() else { return false }
+                    puts.append(Self.putNumber(event) ?? -1)
+                default:
+                    if !reader.skip(wire) { return false }
+                }
+            }
+            return reader.atEnd
+        }
+        guard ok else { return fail("undecodable response") }
+        if created { return ready.add() }
+        if canceled { return fail("watch canceled") }
+        for n in puts {
+            events += 1
+            guard n >= 0 else { continue }
+            if n != cachedPut { (cachedPut, cachedSent) = (n, sendTimes.get(n)) }
+            if let sent = cachedSent { _ = histogram.record(UInt64(max(microseconds(now - sent), 1))) }
+            if watchID >= 0 && watchID < lastPut.count {
+                if n <= lastPut[watchID] { outOfOrder += 1 }
+                lastPut[watchID] = n
+            }
+        }
+        if events >= want { finish() }
+    }
+
+    func end(_ error: EtcdError?) {
+        if let error { fail("\(error)") } else { finish() }
+    }
+
+    private func fail(_ reason: String) {
+        if failure == nil { failure = reason }
+        finish()
+    }
+
+    private func finish() {
+        guard !done else { return }
+        done = true
+        finished.add()
+    }
+
+    /// The number after the last "-" of the event's key (`<prefix>pod-N`).
+    static func putNumber(_ event: UnsafeRawBufferPointer) -> Int? {
+        var reader = ProtoReader(event)
+        while let (field, wire) = reader.field() {
+            guard field == 2, wire == 2, let kv = reader.bytes() else {
+                if !reader.skip(wire) { return nil }
+                continue
+            }
+            var kvReader = ProtoReader(kv)
+            while let (f, w) = kvReader.field() {
+                guard f == 1, w == 2, let key = kvReader.bytes() else {
+                    if !kvReader.skip(w) { return nil }
+                    continue
+                }
+                var first = key.count
+                while first > 0 && (48...57).contains(key[first - 1]) { first -= 1 }
+                guard first < key.count else { return nil }
+                return key[first...].reduce(0) { $0 * 10 + Int($1 - 48) }
+            }
+        }
+        return nil
+    }
+}
+
+/// Reads protobuf fields from encoded bytes without decoding a message.
+struct ProtoReader {
+    let buffer: UnsafeRawBufferPointer
+    var at = 0
+
+    init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+
+    var atEnd: Bool { at == buffer.count }
+
+    mutating func field() -> (Int, Int)? {
+        guard at < buffer.count, let tag = varint() else { return nil }
+        return (Int(tag >> 3), Int(tag & 7))
+    }
+
+    mutating func varint() -> UInt64? {
+        var value: UInt64 = 0
+        var shift: UInt64 = 0
+        while at < buffer.count && shift < 64 {
+            let byte = buffer[at]
+            at += 1
+            value |= UInt64(byte & 0x7f) << shift
+            if byte < 0x80 { return value }
+            shift += 7
+        }
+        return nil
+    }
+
+    mutating func bytes() -> UnsafeRawBufferPointer? {
+        guard let n = varint(), n <= UInt64(buffer.count - at) else { return nil }
+        defer { at += Int(n) }
+        return UnsafeRawBufferPointer(rebasing: buffer[at..<at + Int(n)])
+    }
+
+    mutating func skip(_ wire: Int) -> Bool {
+        switch wire {
+        case 0: return varint() != nil
+        case 1, 5:
+            let n = wire == 1 ? 8 : 4
+            guard buffer.count - at >= n else { return false }
+            at += n
+            return true
+        case 2: return bytes() != nil
+        default: return false
+        }
+    }
 }
 
 /// Resident memory of a local process, from /proc.
