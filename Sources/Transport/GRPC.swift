@@ -228,6 +228,11 @@ struct ByteQueue {
         return out
     }
 
+    /// The first `n` bytes (at most `count`), without dropping them.
+    func withFront<R>(_ n: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try storage.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[head..<head + Swift.min(n, count)])) }
+    }
+
     /// Copies up to `max` bytes into `dest` and drops them.
     mutating func copyOut(into dest: UnsafeMutablePointer<UInt8>, max: Int) -> Int {
         let n = min(max, count)

@@ -173,6 +173,11 @@ final class HTTP2ServerSession {
             }
             return 0
         }
+        nghttp2_session_callbacks_set_send_data_callback(callbacks) { _, frame, frameHeader, length, _, user in
+            guard let frame, let frameHeader, let user else { return Int32(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+            let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
+            return s.sendData(streamID: frame.pointee.hd.stream_id, frameHeader: frameHeader, length: length)
+        }
         let me = Unmanaged.passUnretained(self).toOpaque()
         // nghttp2's HTTP checks refuse an :authority with a scheme in it,
         // which etcd's own client sends (`http://host:port`, when etcdctl
@@ -466,14 +471,17 @@ final class HTTP2ServerSession {
         }
     }
 
-    /// nghttp2 pulls response bytes as flow control allows.
-    private func produceData(streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, max: Int,
+    /// nghttp2 asks how much of a stream's response goes in its next DATA
+    /// frame, as flow control allows. The bytes stay queued: nghttp2 hands
+    /// the frame to `sendData` (NO_COPY), which writes them from the queue
+    /// straight into the connection's output, instead of copying them into
+    /// nghttp2's frame buffer first.
+    private func produceData(streamID: Int32, into _: UnsafeMutablePointer<UInt8>, max: Int,
                              flags: UnsafeMutablePointer<UInt32>) -> Int {
         guard let stream = streams[streamID] else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
-        let before = stream.outbound.count
-        let n = stream.outbound.copyOut(into: buffer, max: max)
-        stream.call?.drained(n)
-        if stream.outbound.isEmpty, let status = stream.finalStatus {
+        let n = min(max, stream.outbound.count)
+        if n > 0 { flags.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue }
+        if n == stream.outbound.count, let status = stream.finalStatus {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
             submitTrailers(stream, status)
             return n
@@ -482,10 +490,27 @@ final class HTTP2ServerSession {
             stream.isDeferred = true
             return Int(NGHTTP2_ERR_DEFERRED.rawValue)
         }
+        return n
+    }
+
+    /// Writes a DATA frame that `produceData` sized: its 9-byte header,
+    /// then that many bytes off the front of the stream's queue. While the
+    /// connection's output is over its bound the frame waits (WOULDBLOCK:
+    /// nghttp2 offers it again on the next flush).
+    private func sendData(streamID: Int32, frameHeader: UnsafePointer<UInt8>, length: Int) -> Int32 {
+        guard let stream = streams[streamID], stream.outbound.count >= length else {
+            return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        if connection.outputBytes >= limits.outputBufferBytes { return Int32(NGHTTP2_ERR_WOULDBLOCK.rawValue) }
+        let before = stream.outbound.count
+        connection.write(UnsafeRawBufferPointer(start: frameHeader, count: 9))
+        stream.outbound.withFront(length) { connection.write($0) }
+        stream.outbound.drop(length)
+        stream.call?.drained(length)
         if before >= GRPCCall.lowWaterBytes && stream.outbound.count < GRPCCall.lowWaterBytes, let call = stream.call {
             writableCalls.append(call)
         }
-        return n
+        return 0
     }
 
     /// Flushes after the input being processed, or after the current
