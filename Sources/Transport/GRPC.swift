@@ -63,9 +63,15 @@ enum GRPCFrame {
         out.append(message)
     }
 
+    static func encode(_ message: [UInt8], into out: inout OutboundQueue) {
+        out.reserveIfEmpty(headerSize + (message.count < OutboundQueue.sharedMinBytes ? message.count : 0))
+        out.appendFrameHeader(UInt32(message.count))
+        out.append(message)
+    }
+
     /// Queues a message built with room for the prefix: when `out` is empty
     /// the buffer itself becomes the queue, with no copy.
-    static func encode(_ message: GRPCMessageBuffer, into out: inout ByteQueue) {
+    static func encode(_ message: GRPCMessageBuffer, into out: inout OutboundQueue) {
         var framed = message.storage
         let n = UInt32(framed.count - headerSize)
         framed[0] = 0
@@ -76,9 +82,11 @@ enum GRPCFrame {
         out.append(adopting: framed)
     }
 
-    static func encode(_ parts: MessageParts, into out: inout ByteQueue) {
+    /// The tail is queued by reference when it is long (shared by every
+    /// stream it goes to), else copied with the rest.
+    static func encode(_ parts: MessageParts, into out: inout OutboundQueue) {
         let n = parts.count
-        out.reserveIfEmpty(headerSize + n)
+        out.reserveIfEmpty(headerSize + (parts.tail.count < OutboundQueue.sharedMinBytes ? n : n - parts.tail.count))
         out.appendFrameHeader(UInt32(n))
         out.append(parts.head)
         if parts.field != 0 && parts.value != 0 {  // proto3 omits zero
@@ -262,6 +270,19 @@ public struct MessageParts {
         self.field = field
         self.value = value
         self.tail = tail
+    }
+
+    /// The message in one array.
+    public var bytes: [UInt8] {
+        var out = ByteQueue()
+        out.reserveIfEmpty(count)
+        out.append(head)
+        if field != 0 && value != 0 {
+            out.appendVarint(field << 3)
+            out.appendVarint(value)
+        }
+        out.append(tail)
+        return out.take(out.count)
     }
 
     /// The message's length.

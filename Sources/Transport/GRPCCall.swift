@@ -150,12 +150,7 @@ public final class GRPCCall {
 
     /// Sends one response message put together from shared parts.
     public func send(_ message: MessageParts) {
-        if sink != nil {
-            var bytes = ByteQueue()
-            GRPCFrame.encode(message, into: &bytes)
-            bytes.drop(GRPCFrame.headerSize)
-            return send(bytes.take(bytes.count))
-        }
+        if sink != nil { return send(message.bytes) }
         if let crossing {
             guard counted(GRPCFrame.headerSize + message.count) else { return }
             crossing.toIO.postSend(message, on: self)

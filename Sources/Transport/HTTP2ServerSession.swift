@@ -17,7 +17,7 @@ final class HTTP2Stream {
     var metadata: [(name: String, value: String)] = []
 
     var inbound = ByteQueue()
-    var outbound = ByteQueue()
+    var outbound = OutboundQueue()
     var call: GRPCCall?
     var grpcMethod: GRPCMethod?
     var dispatched = false
@@ -504,8 +504,7 @@ final class HTTP2ServerSession {
         if connection.outputBytes >= limits.outputBufferBytes { return Int32(NGHTTP2_ERR_WOULDBLOCK.rawValue) }
         let before = stream.outbound.count
         connection.write(UnsafeRawBufferPointer(start: frameHeader, count: 9))
-        stream.outbound.withFront(length) { connection.write($0) }
-        stream.outbound.drop(length)
+        stream.outbound.write(length) { connection.write($0) }
         stream.call?.drained(length)
         if before >= GRPCCall.lowWaterBytes && stream.outbound.count < GRPCCall.lowWaterBytes, let call = stream.call {
             writableCalls.append(call)

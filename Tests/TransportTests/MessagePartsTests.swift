@@ -19,16 +19,20 @@ import TestSupport
         var rng = SeededRandom(seed: testSeed())
         for _ in 0..<2_000 {
             let head = (0..<Int.random(in: 0..<40, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            let tail = (0..<Int.random(in: 0..<300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            // Tails long enough to be queued by reference, and short ones.
+            let tail = (0..<Int.random(in: 0..<(Bool.random(using: &rng) ? 300 : 3000), using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
             let field = UInt64.random(in: 0...3, using: &rng)
             let value = Bool.random(using: &rng) ? UInt64.random(in: 0...300, using: &rng)
                 : UInt64.random(in: 0...UInt64.max, using: &rng) >> UInt64.random(in: 0...63, using: &rng)
             let parts = MessageParts(head: head, field: field, value: value, tail: tail)
+            var outbound = OutboundQueue()
+            GRPCFrame.encode(parts, into: &outbound)
             var queue = ByteQueue()
-            GRPCFrame.encode(parts, into: &queue)
+            while !outbound.isEmpty { outbound.write(Int.random(in: 1...700, using: &rng)) { queue.append($0) } }
             let middle = field == 0 || value == 0 ? [] : Self.varint(field << 3) + Self.varint(value)
             let message = head + middle + tail
             #expect(parts.count == message.count)
+            #expect(parts.bytes == message)
             guard case .message(let got) = GRPCFrame.next(from: &queue, maxMessageBytes: 1 << 20) else {
                 Issue.record("not one whole message")
                 return
