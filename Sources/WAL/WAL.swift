@@ -40,6 +40,8 @@ public final class WAL {
     private(set) var lastTags: [UInt64: UInt64] = [:]
     /// Reads a record's tag (e.g. its log index), for segment removal.
     public var tagOf: (WALRecord) -> UInt64? = { _ in nil }
+    /// Zeros the segment being appended to ahead of the appends.
+    let zeroFiller = ZeroFiller()
 
     public static func segmentName(_ sequence: UInt64) -> String {
         let hex = String(sequence, radix: 16)
@@ -143,8 +145,10 @@ public final class WAL {
         if segments.isEmpty {
             try openSegment(0, seed: nil)
         } else {
-            fd = open(directory + "/" + Self.segmentName(sequence), O_WRONLY)
+            let path = directory + "/" + Self.segmentName(sequence)
+            fd = open(path, O_WRONLY)
             guard fd >= 0 else { throw WALError.io(operation: "open", path: Self.segmentName(sequence), errno: errno) }
+            zeroFiller.follow(path, segmentBytes: segmentBytes, offset: offset)
         }
         return records
     }
@@ -201,6 +205,7 @@ public final class WAL {
     }
 
     public func close() {
+        zeroFiller.stop()
         if fd >= 0 { Glibc.close(fd) }
         fd = -1
     }
@@ -211,6 +216,7 @@ public final class WAL {
 
     private func flushPending() throws {
         guard !pending.isEmpty else { return }
+        zeroFiller.willWrite(upTo: offset + pending.count)
         let n = pending.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
         guard n == pending.count else { throw WALError.io(operation: "write", path: Self.segmentName(sequence), errno: errno) }
         offset += n
@@ -226,11 +232,10 @@ public final class WAL {
         let temporary = path + ".tmp"
         fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw WALError.io(operation: "create", path: temporary, errno: errno) }
-        // Preallocated and zero-filled: appends need no metadata update, and
-        // zeros mark the end.
-        // (glibc writes the zeros itself where the filesystem cannot
-        // allocate; a failure here is a full disk: no sparse fallback, which
-        // would only fail later, mid-record.)
+        // Preallocated, reading as zeros (zeros mark the end): a full disk
+        // fails here, not later mid-record. (glibc writes the zeros itself
+        // where the filesystem cannot allocate; where it can, the blocks
+        // stay unwritten until `zeroFiller` writes them ahead of appends.)
         let rc = posix_fallocate(fd, 0, off_t(segmentBytes))
         if rc != 0 {
             Glibc.close(fd)
@@ -242,6 +247,7 @@ public final class WAL {
         try Self.syncDirectory(directory)
         sequence = seq
         offset = 0
+        zeroFiller.follow(path, segmentBytes: segmentBytes, offset: 0)
         if let seed {
             var bytes: [UInt8] = []
             for shift in stride(from: 0, to: 32, by: 8) { bytes.append(UInt8(truncatingIfNeeded: seed >> UInt32(shift))) }
