@@ -30,6 +30,13 @@ final class WatchStream {
     /// A progress request waits until every watcher of the stream is synced.
     var progressRequested = false
 
+    /// The client IDs of this stream's recipients of the event being
+    /// fanned out, without and with prev_kv: the stream's messages for it
+    /// differ only in the ID, and go out together once every recipient is
+    /// known (`listed` while the stream is in the fan-out's list;
+    /// `backedUp` as its queue was when listed).
+    var fanOut = (listed: false, backedUp: false, plain: [UInt64](), withPrev: [UInt64]())
+
     init(call: GRPCCall) { self.call = call }
 
     /// Stop sending to this stream past this many queued bytes: its
@@ -189,7 +196,7 @@ extension EtcdServer {
         if events.count == 1 {
             // The common write changes one key: every recipient gets the
             // same bytes but for its watch ID, and nothing is listed per
-            // watcher but those whose stream is backed up. (Spelled out
+            // watcher but its ID on its stream. (Spelled out
             // beside `sendEvents`: routing it through that function, which
             // builds the events' field per call, cost 10-25% more server
             // CPU per event in swetcd-bench watch-latency at 10,000
@@ -197,23 +204,43 @@ extension EtcdServer {
             let head = encoded.header(revision, self)
             var tails: (plain: [UInt8]?, withPrev: [UInt8]?) = (nil, nil)
             var backedUp: [WatchHub.ID] = []
+            // Recipients are gathered per stream (their watchers need not
+            // be adjacent here), then each stream gets its messages in one
+            // send.
+            var streams: [WatchStream] = []
             watchHub.forEachRecipient(of: events[0]) { id in
                 // One read of the entry (a plain copy: its stream reference
                 // is not counted).
                 guard let w = servedWatches[id] else { return }
-                let call = w.stream.call
-                if call.queuedBytes >= WatchStream.highWaterBytes { return backedUp.append(id) }
+                let stream = w.stream
+                if !stream.fanOut.listed {
+                    stream.fanOut.listed = true
+                    stream.fanOut.backedUp = stream.isBackedUp
+                    streams.append(stream)
+                }
+                if stream.fanOut.backedUp { return backedUp.append(id) }
                 if w.progressDue { servedWatches[id]!.progressDue = false }
                 if w.fragment { return sendEvents(events, to: id, headerRevision: revision, encoded: encoded) }
-                let tail: [UInt8]
                 if w.prevKV {
-                    tail = tails.withPrev ?? encoded.eventFields(events, prevKV: true, store: store)
-                    tails.withPrev = tail
+                    stream.fanOut.withPrev.append(UInt64(bitPattern: w.clientID))
                 } else {
-                    tail = tails.plain ?? encoded.eventFields(events, prevKV: false, store: store)
-                    tails.plain = tail
+                    stream.fanOut.plain.append(UInt64(bitPattern: w.clientID))
                 }
-                call.send(MessageParts(head: head, field: 2, value: UInt64(bitPattern: w.clientID), tail: tail))
+            }
+            for stream in streams {
+                stream.fanOut.listed = false
+                if !stream.fanOut.plain.isEmpty {
+                    tails.plain = tails.plain ?? encoded.eventFields(events, prevKV: false, store: store)
+                    stream.call.send(MessageParts(head: head, field: 2, value: 0, tail: tails.plain!),
+                                     withEachValue: stream.fanOut.plain)
+                    stream.fanOut.plain.removeAll(keepingCapacity: true)
+                }
+                if !stream.fanOut.withPrev.isEmpty {
+                    tails.withPrev = tails.withPrev ?? encoded.eventFields(events, prevKV: true, store: store)
+                    stream.call.send(MessageParts(head: head, field: 2, value: 0, tail: tails.withPrev!),
+                                     withEachValue: stream.fanOut.withPrev)
+                    stream.fanOut.withPrev.removeAll(keepingCapacity: true)
+                }
             }
             // The consumers are slow: they get these from history later.
             for id in backedUp { watchHub.desync(id, from: revision) }

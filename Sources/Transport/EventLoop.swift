@@ -279,6 +279,7 @@ final class LoopHandoff {
     private enum Item {
         case work(() -> Void)
         case send(MessageParts, GRPCCall)
+        case sendEach(MessageParts, [UInt64], GRPCCall)
     }
     private var pending: [Item] = []
     private var flushTask: DeferredTask!
@@ -299,6 +300,11 @@ final class LoopHandoff {
         flushTask.trigger()
     }
 
+    func postSend(_ message: MessageParts, withEachValue values: [UInt64], on call: GRPCCall) {
+        pending.append(.sendEach(message, values, call))
+        flushTask.trigger()
+    }
+
     private func flush() {
         guard !pending.isEmpty else { return }
         let batch = LoopBound(pending)
@@ -309,6 +315,7 @@ final class LoopHandoff {
                 switch item {
                 case .work(let work): work()
                 case .send(let message, let call): call.stream?.send(message)
+                case .sendEach(let message, let values, let call): call.stream?.send(message, withEachValue: values)
                 }
             }
             target.poll(for: LoopHandoff.pollSeconds)

@@ -159,6 +159,33 @@ public final class GRPCCall {
         stream?.send(message)
     }
 
+    /// Sends `message` once per value of its varint field, in order, as
+    /// that many `send(_:)` calls would: the watch fan-out's messages to a
+    /// stream's watchers of one event differ only in the watch ID, and the
+    /// stream is reached once for all of them.
+    public func send(_ message: MessageParts, withEachValue values: [UInt64]) {
+        if values.count == 1 || sink != nil {
+            var one = message
+            for value in values {
+                one.value = value
+                send(one)
+            }
+            return
+        }
+        if let crossing {
+            var bytes = 0
+            var one = message
+            for value in values {
+                one.value = value
+                bytes += GRPCFrame.headerSize + one.count
+            }
+            guard counted(bytes) else { return }
+            crossing.toIO.postSend(message, withEachValue: values, on: self)
+            return
+        }
+        stream?.send(message, withEachValue: values)
+    }
+
     public func send(_ message: GRPCMessageBuffer) {
         if sink != nil { return send(message.message) }
         if let crossing {

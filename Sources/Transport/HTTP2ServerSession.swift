@@ -6,7 +6,12 @@ import Glibc
 /// One request stream of an HTTP/2 connection, carrying one gRPC call.
 final class HTTP2Stream {
     let id: Int32
-    unowned let session: HTTP2ServerSession
+    /// Unchecked: a stream is reached only through its session or its
+    /// call, and the session clears every call's stream before it goes
+    /// (stream close, `connectionLost`). A checked reference cost an atomic
+    /// count per queued response (~7% of the server's samples at 10,000
+    /// watchers).
+    unowned(unsafe) let session: HTTP2ServerSession
     var method = ""
     var path = ""
     /// Listed for the session's next pass over its streams.
@@ -52,6 +57,17 @@ final class HTTP2Stream {
         messageQueued()
     }
 
+    /// The message once per value of its varint field, in order.
+    func send(_ message: MessageParts, withEachValue values: [UInt64]) {
+        guard !isFinished else { return }
+        var parts = message
+        for value in values {
+            parts.value = value
+            GRPCFrame.encode(parts, into: &outbound)
+        }
+        messageQueued()
+    }
+
     func send(_ message: GRPCMessageBuffer) {
         guard !isFinished else { return }
         GRPCFrame.encode(message, into: &outbound)
@@ -81,11 +97,15 @@ final class HTTP2Stream {
     }
 
     private func resume() {
-        if isDeferred {
-            isDeferred = false
-            nghttp2_session_resume_data(session.session, id)
+        // Borrowed, not retained: this runs for every queued response, and
+        // the count on the session cost more than the rest of the call.
+        Unmanaged.passUnretained(session)._withUnsafeGuaranteedRef { session in
+            if isDeferred {
+                isDeferred = false
+                nghttp2_session_resume_data(session.session, id)
+            }
+            session.scheduleFlush()
         }
-        session.scheduleFlush()
     }
 }
 
@@ -98,7 +118,9 @@ final class HTTP2Stream {
 /// onWritable) runs after nghttp2 has returned.
 final class HTTP2ServerSession {
     fileprivate(set) var session: OpaquePointer?
-    private unowned let connection: Connection
+    /// Unchecked, as `HTTP2Stream.session`: the connection drops its
+    /// session when it closes, while it still lives.
+    private unowned(unsafe) let connection: Connection
     private let loop: EventLoop
     private let router: GRPCRouter
     private let limits: TransportLimits
