@@ -96,6 +96,58 @@ enum GRPCFrame {
         out.append(parts.tail)
     }
 
+    /// Frames `parts` once per value of its varint field, in order. With a
+    /// short tail all of them are written in one pass into one new block
+    /// (no append per piece); a long tail stays shared, by reference.
+    static func encode(_ parts: MessageParts, withEachValue values: [UInt64], into out: inout OutboundQueue) {
+        var one = parts
+        guard parts.tail.count < OutboundQueue.sharedMinBytes else {
+            for value in values {
+                one.value = value
+                encode(one, into: &out)
+            }
+            return
+        }
+        var total = 0
+        for value in values {
+            one.value = value
+            total += headerSize + one.count
+        }
+        out.append(count: total) { block in
+            var at = block.baseAddress!
+            parts.head.withUnsafeBytes { head in
+                parts.tail.withUnsafeBytes { tail in
+                    for value in values {
+                        one.value = value
+                        let n = UInt32(one.count)
+                        at.storeBytes(of: 0, as: UInt8.self)
+                        at.storeBytes(of: n.bigEndian, toByteOffset: 1, as: UInt32.self)
+                        at += headerSize
+                        if !head.isEmpty { at.copyMemory(from: head.baseAddress!, byteCount: head.count) }
+                        at += head.count
+                        if parts.field != 0 && value != 0 {  // proto3 omits zero
+                            at = writeVarint(parts.field << 3, at)
+                            at = writeVarint(value, at)
+                        }
+                        if !tail.isEmpty { at.copyMemory(from: tail.baseAddress!, byteCount: tail.count) }
+                        at += tail.count
+                    }
+                }
+            }
+        }
+    }
+
+    private static func writeVarint(_ value: UInt64, _ at: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+        var v = value, p = at
+        while v >= 0x80 {
+            p.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, as: UInt8.self)
+            p += 1
+            v >>= 7
+        }
+        p.storeBytes(of: UInt8(v), as: UInt8.self)
+        return p + 1
+    }
+
     enum Parsed {
         case message([UInt8])
         case needMore

@@ -60,11 +60,7 @@ final class HTTP2Stream {
     /// The message once per value of its varint field, in order.
     func send(_ message: MessageParts, withEachValue values: [UInt64]) {
         guard !isFinished else { return }
-        var parts = message
-        for value in values {
-            parts.value = value
-            GRPCFrame.encode(parts, into: &outbound)
-        }
+        GRPCFrame.encode(message, withEachValue: values, into: &outbound)
         messageQueued()
     }
 

@@ -54,6 +54,17 @@ struct OutboundQueue {
         ownedAppended += bytes.count
     }
 
+    /// Appends `n` bytes that `write` fills in (all of them), copied with
+    /// the small pieces.
+    mutating func append(count n: Int, _ write: (UnsafeMutableRawBufferPointer) -> Void) {
+        guard n > 0 else { return }
+        let block = [UInt8](unsafeUninitializedCapacity: n) { buffer, initialized in
+            write(UnsafeMutableRawBufferPointer(buffer))
+            initialized = n
+        }
+        append(adopting: block)
+    }
+
     /// Hands the first `n` bytes (at most `count`) to `write` in the
     /// pieces they are held in, and drops them.
     mutating func write(_ n: Int, _ write: (UnsafeRawBufferPointer) -> Void) {

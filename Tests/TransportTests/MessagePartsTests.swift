@@ -41,4 +41,39 @@ import TestSupport
             #expect(queue.isEmpty)
         }
     }
+    /// Framing one message for many values of its field (a stream's
+    /// watchers of one event) gives the bytes of framing each in turn, for
+    /// short tails (written in one pass) and long ones (kept shared).
+    @Test func framedForEachValueAsOneByOne() {
+        var rng = SeededRandom(seed: testSeed())
+        func drain(_ q: inout OutboundQueue) -> [UInt8] {
+            var out: [UInt8] = []
+            q.write(q.count) { out.append(contentsOf: $0) }
+            return out
+        }
+        for _ in 0..<500 {
+            let head = (0..<Int.random(in: 0..<40, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let tail = (0..<Int.random(in: 0..<(Bool.random(using: &rng) ? 300 : 3000), using: &rng))
+                .map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let field = UInt64.random(in: 0...3, using: &rng)
+            let values = (0..<Int.random(in: 0..<20, using: &rng)).map { _ in
+                Bool.random(using: &rng) ? UInt64.random(in: 0...300, using: &rng) : UInt64.random(in: 0...UInt64.max, using: &rng)
+            }
+            let parts = MessageParts(head: head, field: field, value: 0, tail: tail)
+            var together = OutboundQueue(), oneByOne = OutboundQueue()
+            // Something queued before, so the block is appended, not adopted.
+            if Bool.random(using: &rng) {
+                together.append([1, 2, 3])
+                oneByOne.append([1, 2, 3])
+            }
+            GRPCFrame.encode(parts, withEachValue: values, into: &together)
+            for v in values {
+                var one = parts
+                one.value = v
+                GRPCFrame.encode(one, into: &oneByOne)
+            }
+            #expect(together.count == oneByOne.count)
+            #expect(drain(&together) == drain(&oneByOne))
+        }
+    }
 }
