@@ -152,6 +152,14 @@ public final class EtcdClient: Sendable {
     public func startStream(_ path: String, _ requests: [[UInt8]], onMessage: @escaping ([UInt8]) -> Void,
                             done: @escaping (EtcdError?) -> Void) -> StreamHandle {
         let call = StreamHandle()
+        startStream(path, requests, on: call, onMessage: onMessage, done: done)
+        return call
+    }
+
+    /// `startStream` on a handle of the caller's (a watch's keeps its
+    /// fragments too).
+    func startStream(_ path: String, _ requests: [[UInt8]], on call: StreamHandle,
+                     onMessage: @escaping ([UInt8]) -> Void, done: @escaping (EtcdError?) -> Void) {
         pool.value.openStream(path, first: requests.first ?? [], onMessage: { bytes in
             if !call.ended { onMessage(bytes) }
         }, completion: { result in
@@ -167,13 +175,12 @@ public final class EtcdClient: Sendable {
                 for more in requests.dropFirst() { connection.send(more, on: id) }
                 call.connection = connection
                 call.streamID = id
-                if call.ended { connection.cancel(id) }
+                if call.ended { connection.cancel(id) }  // dropped while authenticating
             case .failure(let status):
                 call.ended = true
                 done(EtcdError(status))
             }
         })
-        return call
     }
 
     // MARK: KV

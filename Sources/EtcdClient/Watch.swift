@@ -119,8 +119,8 @@ extension EtcdClient {
             pool.value.loop.execute {
                 let call = state.value
                 var open = requests.count
-                pool.value.openStream("/etcdserverpb.Watch/Watch", first: requests[0], onMessage: { bytes in
-                    guard !call.ended, let r = try? Etcdserverpb_WatchResponse(serializedBytes: bytes) else { return }
+                self.startStream("/etcdserverpb.Watch/Watch", requests, on: call, onMessage: { bytes in
+                    guard let r = try? Etcdserverpb_WatchResponse(serializedBytes: bytes) else { return }
                     if r.fragment {
                         call.pendingFragments += r.events
                         return
@@ -138,24 +138,8 @@ extension EtcdClient {
                             continuation.finish()
                         }
                     }
-                }, completion: { result in
-                    call.ended = true
-                    switch result {
-                    case .success: continuation.finish()
-                    case .failure(let status) where status.code == .canceled: continuation.finish()
-                    case .failure(let status): continuation.finish(throwing: EtcdError(status))
-                    }
-                }, opened: { result in
-                    switch result {
-                    case .success(let (connection, id)):
-                        for more in requests.dropFirst() { connection.send(more, on: id) }
-                        call.connection = connection
-                        call.streamID = id
-                        if call.ended { connection.cancel(id) }  // dropped while authenticating
-                    case .failure(let status):
-                        call.ended = true
-                        continuation.finish(throwing: EtcdError(status))
-                    }
+                }, done: { error in
+                    if let error { continuation.finish(throwing: error) } else { continuation.finish() }
                 })
             }
             continuation.onTermination = { _ in
