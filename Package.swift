@@ -114,7 +114,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["CSpawn"], path: "Tests/TestSupport"),
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus", "TestSupport", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "WALTests", dependencies: ["WAL", "TestSupport"]),
+        .testTarget(name: "WALTests", dependencies: ["WAL", "Checksum", "TestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"]),
         .testTarget(name: "MemberTests", dependencies: ["Member", "Raft", "WAL", "Transport", "TestSupport", "EtcdProto",
                                                         .product(name: "Logging", package: "swift-log")]),
