@@ -53,7 +53,9 @@ public enum KeyRange: Equatable, Sendable {
     public static func key(_ s: String) -> KeyRange { .key(Array(s.utf8)) }
     public static func prefix(_ s: String) -> KeyRange { .prefix(Array(s.utf8)) }
 
-    var wire: (key: Data, rangeEnd: Data) {
+    /// The range as etcd's requests carry it (`key`, `range_end`), for
+    /// callers that build requests themselves.
+    public var wire: (key: Data, rangeEnd: Data) {
         switch self {
         case .key(let k): return (Data(k), Data())
         case .prefix(let p): return (Data(p.isEmpty ? [0] : p), Data(Self.prefixEnd(p)))

@@ -227,20 +227,16 @@ extension EtcdServer {
                     stream.fanOut.plain.append(UInt64(bitPattern: w.clientID))
                 }
             }
+            func send(_ ids: inout [UInt64], on stream: WatchStream, prevKV: Bool, tail: inout [UInt8]?) {
+                guard !ids.isEmpty else { return }
+                tail = tail ?? encoded.eventFields(events, prevKV: prevKV, store: store)
+                stream.call.send(MessageParts(head: head, field: 2, value: 0, tail: tail!), withEachValue: ids)
+                ids.removeAll(keepingCapacity: true)
+            }
             for stream in streams {
                 stream.fanOut.listed = false
-                if !stream.fanOut.plain.isEmpty {
-                    tails.plain = tails.plain ?? encoded.eventFields(events, prevKV: false, store: store)
-                    stream.call.send(MessageParts(head: head, field: 2, value: 0, tail: tails.plain!),
-                                     withEachValue: stream.fanOut.plain)
-                    stream.fanOut.plain.removeAll(keepingCapacity: true)
-                }
-                if !stream.fanOut.withPrev.isEmpty {
-                    tails.withPrev = tails.withPrev ?? encoded.eventFields(events, prevKV: true, store: store)
-                    stream.call.send(MessageParts(head: head, field: 2, value: 0, tail: tails.withPrev!),
-                                     withEachValue: stream.fanOut.withPrev)
-                    stream.fanOut.withPrev.removeAll(keepingCapacity: true)
-                }
+                send(&stream.fanOut.plain, on: stream, prevKV: false, tail: &tails.plain)
+                send(&stream.fanOut.withPrev, on: stream, prevKV: true, tail: &tails.withPrev)
             }
             // The consumers are slow: they get these from history later.
             for id in backedUp { watchHub.desync(id, from: revision) }

@@ -108,12 +108,7 @@ enum GRPCFrame {
             }
             return
         }
-        var total = 0
-        for value in values {
-            one.value = value
-            total += headerSize + one.count
-        }
-        out.append(count: total) { block in
+        out.append(count: parts.framedBytes(withEachValue: values)) { block in
             var at = block.baseAddress!
             parts.head.withUnsafeBytes { head in
                 parts.tail.withUnsafeBytes { tail in
@@ -335,6 +330,17 @@ public struct MessageParts {
         }
         out.append(tail)
         return out.take(out.count)
+    }
+
+    /// The gRPC frames' length of the message once per value of its
+    /// varint field.
+    func framedBytes(withEachValue values: [UInt64]) -> Int {
+        var one = self, total = 0
+        for value in values {
+            one.value = value
+            total += GRPCFrame.headerSize + one.count
+        }
+        return total
     }
 
     /// The message's length.

@@ -173,13 +173,7 @@ public final class GRPCCall {
             return
         }
         if let crossing {
-            var bytes = 0
-            var one = message
-            for value in values {
-                one.value = value
-                bytes += GRPCFrame.headerSize + one.count
-            }
-            guard counted(bytes) else { return }
+            guard counted(message.framedBytes(withEachValue: values)) else { return }
             crossing.toIO.postSend(message, withEachValue: values, on: self)
             return
         }

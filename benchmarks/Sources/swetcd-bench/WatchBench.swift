@@ -1,5 +1,6 @@
 import ArgumentParser
 import EtcdClient
+import EtcdProto
 import Foundation
 import Histogram
 import Synchronization
@@ -156,27 +157,11 @@ func runWatchLoad(endpoints: [String], connections: Int, streams: Int, watchersP
 
 /// A WatchRequest creating a watcher on `prefix`.
 func watchCreateRequest(prefix: String) -> [UInt8] {
-    var create = [UInt8]()
-    let key = Array(prefix.utf8)
-    var end = key
-    end[end.count - 1] += 1
-    for (field, bytes) in [(1, key), (2, end)] {
-        create.append(UInt8(field << 3 | 2))
-        appendVarint(&create, UInt64(bytes.count))
-        create += bytes
-    }
-    var request: [UInt8] = [1 << 3 | 2]  // create_request
-    appendVarint(&request, UInt64(create.count))
-    return request + create
-}
-
-func appendVarint(_ out: inout [UInt8], _ value: UInt64) {
-    var v = value
-    while v >= 0x80 {
-        out.append(UInt8(v & 0x7f) | 0x80)
-        v >>= 7
-    }
-    out.append(UInt8(v))
+    var create = Etcdserverpb_WatchCreateRequest()
+    (create.key, create.rangeEnd) = KeyRange.prefix(prefix).wire
+    var request = Etcdserverpb_WatchRequest()
+    request.requestUnion = .createRequest(create)
+    return (try? request.serializedBytes()) ?? []
 }
 
 /// One watch stream's receiver, on the client's loop thread only: counts
