@@ -676,6 +676,12 @@ public struct RaftNode {
     }
 
     private mutating func handleAppend(_ m: Message) {
+        // Only a new commit index, for a log the leader knows matches its
+        // own: nothing to answer. (One that does not match is answered.)
+        if m.entries.isEmpty && m.context == Self.commitOnly && log.matchTerm(m.index, m.logTerm) {
+            log.commitTo(min(m.commit, m.index))
+            return
+        }
         var r = Message(type: .appendResponse, from: id, to: m.from, term: term)
         if m.index < log.committed {
             r.index = log.committed
@@ -723,6 +729,14 @@ public struct RaftNode {
 
     // MARK: Leader's sending
 
+    /// The context of an append that only moves the commit index of a
+    /// follower known to hold every entry (after each commit, to every
+    /// follower): it asks for no answer, which would tell the leader nothing
+    /// new and cost it a message and a wake-up per follower per commit.
+    /// Heartbeats keep telling it who is active. A member that does not
+    /// know the mark answers as before.
+    static let commitOnly: [UInt8] = [0x63]
+
     private mutating func sendAppend(to peer: NodeID) {
         guard var pr = progress[peer], !pr.isPaused(maxInflight: config.maxInflight) else { return }
         let previous = pr.next - 1
@@ -742,6 +756,7 @@ public struct RaftNode {
         m.logTerm = previousTerm
         m.entries = log.entries(from: pr.next, limit: config.maxEntriesPerMessage)
         m.commit = log.committed
+        if m.entries.isEmpty && pr.state == .replicate && pr.match == previous { m.context = Self.commitOnly }
         switch pr.state {
         case .replicate:
             if let last = m.entries.last {

@@ -450,3 +450,46 @@ struct Scenario {
         }
     }
 }
+
+/// Appends that only move a follower's commit index.
+@Suite struct CommitOnlyAppendTests {
+    /// After a commit the leader tells every follower; a follower it knows
+    /// holds every entry is not asked to answer (its answer would say what
+    /// the leader knows), one it does not know about is, and every member
+    /// ends at the same commit index.
+    @Test func aFollowerKnownToHoldEverythingDoesNotAnswer() throws {
+        var s = Scenario(members: 3)
+        s.campaign(1, among: [1, 2, 3])
+        s.deliver(among: [1, 2, 3])
+        s.propose(1, "x")
+        // One message at a time, in order: 2 answers the entry first, so
+        // the commit reaches 2 as known and 3 as not yet known.
+        var sent: [Message] = []
+        for _ in 0..<100 {
+            s.flush()
+            guard !s.mailbox.isEmpty else { break }
+            let m = s.mailbox.removeFirst()
+            sent.append(m)
+            s.nodes[m.to]!.step(m)
+        }
+        let last = s[1].lastIndex
+        #expect(s[1].commitIndex == last)
+        for id in s.ids { #expect(s[id].commitIndex == last, "member \(id)") }
+        let commitOnly = sent.filter { $0.type == .append && $0.entries.isEmpty && $0.commit == last }
+        let marked = commitOnly.filter { !$0.context.isEmpty }
+        #expect(marked.map(\.to) == [2])
+        #expect(commitOnly.filter { $0.context.isEmpty }.map(\.to) == [3])
+        let answers = { (from: NodeID) in sent.filter { $0.type == .appendResponse && $0.from == from && $0.index == last }.count }
+        #expect(answers(2) == 1, "only the entry is answered")
+        #expect(answers(3) == 2, "the entry and the unmarked commit")
+
+        // A marked append that does not match a follower's log is answered
+        // (rejected), so the leader finds where they differ.
+        var stray = try #require(marked.first)
+        stray.to = 3
+        stray.index = last + 5
+        s.nodes[3]!.step(stray)
+        s.flush()
+        #expect(s.mailbox.contains { $0.type == .appendResponse && $0.from == 3 && $0.reject })
+    }
+}
