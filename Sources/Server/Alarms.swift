@@ -118,12 +118,12 @@ extension EtcdServer {
         return nil
     }
 
-    private static func hasPut(_ t: Etcdserverpb_TxnRequest) -> Bool {
-        func has(_ ops: [Etcdserverpb_RequestOp]) -> Bool {
+    private static func hasPut(_ t: TxnRequest) -> Bool {
+        func has(_ ops: [RequestOp]) -> Bool {
             ops.contains {
-                switch $0.request {
-                case .requestPut: return true
-                case .requestTxn(let nested): return hasPut(nested)
+                switch $0 {
+                case .put: return true
+                case .txn(let nested): return hasPut(nested)
                 default: return false
                 }
             }

@@ -79,8 +79,7 @@ extension EtcdServer {
         switch write {
         case .put(let p): try authorize(user, put: p)
         case .deleteRange(let d): try authorize(user, delete: Wire.delete(d))
-        // One whose operations do not convert fails validation when applied.
-        case .txn(let t): if let t = try? Wire.txn(t) { try authorize(user, txn: t) }
+        case .txn(let t): try authorize(user, txn: t)
         case .compact, .leaseGrant: break
         // Revoking deletes the lease's keys: the caller must be able to.
         case .leaseRevoke(let r): try authorizeLeaseKeys(user, r.id, write: true)

@@ -45,7 +45,7 @@ extension EtcdServer {
                         finish(call, key, status: GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge))
                         return
                     }
-                    propose(.txn, bytes, .txn(t)) { [unowned self] outcome in reply(call, key, outcome) }
+                    propose(.txn, bytes, .txn(request)) { [unowned self] outcome in reply(call, key, outcome) }
                 } else {
                     // A txn that cannot write is served like a linearizable read.
                     linearizably { [unowned self] in

@@ -34,7 +34,8 @@ enum LogEntryKind: UInt8 {
 enum DecodedWrite {
     case put(PutRequest)
     case deleteRange(Etcdserverpb_DeleteRangeRequest)
-    case txn(Etcdserverpb_TxnRequest)
+    /// Converted once, when the request arrives (or its entry is read).
+    case txn(TxnRequest)
     case compact(Etcdserverpb_CompactionRequest)
     /// The ID is always set: the member picks one before proposing.
     case leaseGrant(Etcdserverpb_LeaseGrantRequest)
@@ -53,7 +54,7 @@ enum DecodedWrite {
             }
             self = .put(p)
         case .deleteRange: self = .deleteRange(try Etcdserverpb_DeleteRangeRequest(serializedBytes: bytes))
-        case .txn: self = .txn(try Etcdserverpb_TxnRequest(serializedBytes: bytes))
+        case .txn: self = .txn(try Wire.txn(Etcdserverpb_TxnRequest(serializedBytes: bytes)))
         case .compact: self = .compact(try Etcdserverpb_CompactionRequest(serializedBytes: bytes))
         case .leaseGrant: self = .leaseGrant(try Etcdserverpb_LeaseGrantRequest(serializedBytes: bytes))
         case .leaseRevoke: self = .leaseRevoke(try Etcdserverpb_LeaseRevokeRequest(serializedBytes: bytes))
@@ -272,7 +273,7 @@ extension EtcdServer {
                 let r = try store.deleteRange(Wire.delete(d))
                 return .success(try Wire.deleteResponse(r, header: header(revision: r.revision)).serializedBytes())
             case .txn(let t):
-                let r = try store.txn(Wire.txn(t))
+                let r = try store.txn(t)
                 return .success(try Wire.txnResponse(r, header: header(revision: r.revision)).serializedBytes())
             case .compact(let c):
                 try store.compact(c.revision)
