@@ -46,6 +46,7 @@ public struct EtcdWAL: Sendable {
     public private(set) var snapshot: (index: UInt64, term: UInt64)?
     public private(set) var memberID: UInt64 = 0
     public private(set) var clusterID: UInt64 = 0
+    private var sawMetadata = false
 
     /// Reads every `.wal` file of `directory` in name order.
     public init(directory: String) throws {
@@ -116,9 +117,22 @@ public struct EtcdWAL: Sendable {
         switch RecordType(rawValue: record.type) {
         case .metadata:
             let m = try Etcdserverpb_Metadata(serializedBytes: record.data)
+            // etcd refuses a WAL whose metadata records differ.
+            if sawMetadata && (m.nodeID, m.clusterID) != (memberID, clusterID) {
+                throw Failure.unreadable("metadata conflicts with the first")
+            }
             (memberID, clusterID) = (m.nodeID, m.clusterID)
+            sawMetadata = true
         case .entry:
             let e = try Raftpb_Entry(serializedBytes: record.data)
+            // What etcd never writes (a record's type is outside its CRC,
+            // so another record read as an entry looks like this).
+            guard e.index > 0 else { throw Failure.unreadable("an entry at index 0") }
+            switch e.type {
+            case .entryNormal: break
+            case .entryConfChange, .entryConfChangeV2:
+                guard !e.data.isEmpty else { throw Failure.unreadable("a membership entry without a change") }
+            }
             if let first = entries.first, e.index >= first.index {
                 let next = first.index + UInt64(entries.count)
                 guard e.index <= next else { throw Failure.unreadable("entry \(e.index) follows \(next - 1)") }
@@ -128,7 +142,13 @@ public struct EtcdWAL: Sendable {
             }
             entries.append(e)
         case .state:
-            hardState = try Raftpb_HardState(serializedBytes: record.data)
+            let h = try Raftpb_HardState(serializedBytes: record.data)
+            // Raft's term and commit index never go back, and nothing is
+            // committed before a term.
+            guard h.term >= hardState.term, h.commit >= hardState.commit, h.term > 0 || h.commit == 0 else {
+                throw Failure.unreadable("a hard state (term \(h.term), commit \(h.commit)) behind the one before (term \(hardState.term), commit \(hardState.commit))")
+            }
+            hardState = h
         case .snapshot:
             let s = try Walpb_Snapshot(serializedBytes: record.data)
             snapshot = (s.index, s.term)
