@@ -146,7 +146,7 @@ public struct EtcdWAL: Sendable {
             // Raft's term and commit index never go back, and nothing is
             // committed before a term.
             guard h.term >= hardState.term, h.commit >= hardState.commit, h.term > 0 || h.commit == 0 else {
-                throw Failure.unreadable("a hard state (term \(h.term), commit \(h.commit)) behind the one before (term \(hardState.term), commit \(hardState.commit))")
+                throw Failure.unreadable("a hard state (term \(h.term), commit \(h.commit)) that goes back or commits without a term, after term \(hardState.term), commit \(hardState.commit)")
             }
             hardState = h
         case .snapshot:
