@@ -107,7 +107,7 @@ extension EtcdServer {
         let grows: Bool
         switch write {
         case .put, .leaseGrant: grows = true
-        case .txn(let t): grows = Self.hasPut(t)
+        case .txn(let t): grows = t.containsOp { if case .put = $0 { true } else { false } }
         case .deleteRange, .compact, .leaseRevoke, .v2, .memberAttributes, .auth, .alarm, .leaseCheckpoint: grows = false  // etcd's quota does not cover v2
         }
         guard grows else { return nil }
@@ -116,19 +116,6 @@ extension EtcdServer {
         // and some overhead per key.
         if Int64(backend.highWaterMark + requestBytes + 256) >= config.quotaBackendBytes { return .exceeded }
         return nil
-    }
-
-    private static func hasPut(_ t: TxnRequest) -> Bool {
-        func has(_ ops: [RequestOp]) -> Bool {
-            ops.contains {
-                switch $0 {
-                case .put: return true
-                case .txn(let nested): return hasPut(nested)
-                default: return false
-                }
-            }
-        }
-        return has(t.success) || has(t.failure)
     }
 
     /// The Alarm RPC: GET lists (all, or one type) on this member; ACTIVATE

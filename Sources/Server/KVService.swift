@@ -37,8 +37,7 @@ extension EtcdServer {
             let key = txnKey
             metrics.callStarted(key)
             do {
-                let t = try Etcdserverpb_TxnRequest(serializedBytes: bytes)
-                let request = try Wire.txn(t)
+                let request = try Wire.txn(Etcdserverpb_TxnRequest(serializedBytes: bytes))
                 try authorize(call, txn: request)
                 if request.mayWrite {
                     guard bytes.count <= config.maxRequestBytes else {
@@ -103,15 +102,15 @@ extension EtcdServer {
 extension TxnRequest {
     /// Whether any branch holds a put or delete (etcd's !isTxnReadonly).
     var mayWrite: Bool {
-        func writes(_ ops: [RequestOp]) -> Bool {
-            ops.contains {
-                switch $0 {
-                case .put, .deleteRange: return true
-                case .range: return false
-                case .txn(let t): return t.mayWrite
-                }
-            }
+        containsOp { if case .range = $0 { false } else { true } }
+    }
+
+    /// Whether any branch, nested transactions' included, holds an
+    /// operation that `matches` (which never sees a nested txn itself).
+    func containsOp(_ matches: (RequestOp) -> Bool) -> Bool {
+        func has(_ op: RequestOp) -> Bool {
+            if case .txn(let nested) = op { nested.containsOp(matches) } else { matches(op) }
         }
-        return writes(success) || writes(failure)
+        return success.contains(where: has) || failure.contains(where: has)
     }
 }
