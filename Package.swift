@@ -56,6 +56,9 @@ let package = Package(
         // No sockets, threads or clocks of its own.
         .target(name: "EtcdStatus"),
         .target(name: "Checksum"),
+        // Counters and histograms counted from any thread without locks, and
+        // Prometheus's text format; the process_* series.
+        .target(name: "Metrics", swiftSettings: serverSettings),
         .target(name: "Bolt", swiftSettings: serverSettings),
         .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"], swiftSettings: serverSettings),
         // Users, roles and key permissions, as a state machine; password hashes.
@@ -114,6 +117,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["CSpawn"], path: "Tests/TestSupport"),
         .testTarget(name: "MVCCTests", dependencies: ["MVCC", "EtcdProto", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "EtcdStatus", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "MetricsTests", dependencies: ["Metrics", "TestSupport"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "Checksum", "TestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"]),
         .testTarget(name: "MemberTests", dependencies: ["Member", "Raft", "WAL", "Transport", "TestSupport", "EtcdProto",

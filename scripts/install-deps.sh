@@ -6,6 +6,7 @@ packages=(
   pkg-config libevent-dev libssl-dev libnghttp2-dev liblmdb-dev libmimalloc-dev libcrypt-dev  # C libraries (Package.swift)
   etcd-client etcd-server curl openssl                          # real clients, a real etcd to compare with, certificates for TLS tests
   iproute2                                                      # network namespaces for the cluster fault test
+  prometheus                                                    # promtool and a real Prometheus to scrape /metrics
 )
 # A python3 with pip from elsewhere (pyenv, ...) will do; else Debian's.
 if ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
