@@ -60,7 +60,7 @@ let package = Package(
         // Prometheus's text format; the process_* series.
         .target(name: "Metrics", swiftSettings: serverSettings),
         .target(name: "Bolt", swiftSettings: serverSettings),
-        .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum"], swiftSettings: serverSettings),
+        .target(name: "MVCC", dependencies: ["CLMDB", "EtcdStatus", "Checksum", "Metrics"], swiftSettings: serverSettings),
         // Users, roles and key permissions, as a state machine; password hashes.
         .target(name: "Auth", dependencies: ["EtcdStatus", "COpenSSL", "CCrypt"], swiftSettings: serverSettings),
         // The lessor: leases, their TTLs and keys, as a clockless state machine.
@@ -74,7 +74,7 @@ let package = Package(
         // Raft as a pure state machine: no I/O, clocks or threads.
         .target(name: "Raft", swiftSettings: serverSettings),
         // Write-ahead log: segments, chained CRC records, torn-tail recovery.
-        .target(name: "WAL", dependencies: ["Checksum"], swiftSettings: serverSettings),
+        .target(name: "WAL", dependencies: ["Checksum", "Metrics"], swiftSettings: serverSettings),
 
         // Event loop, connections, HTTP/2 via nghttp2, gRPC framing, HTTP/1.1.
         .target(
@@ -86,13 +86,13 @@ let package = Package(
         // state through the WAL, hands committed entries to the server.
         .target(
             name: "Member",
-            dependencies: ["Raft", "WAL", "Transport", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            dependencies: ["Raft", "WAL", "Metrics", "Transport", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                            .product(name: "Logging", package: "swift-log")], swiftSettings: serverSettings),
 
         // The services over the store, etcd's flags, metrics, logs.
         .target(
             name: "Server",
-            dependencies: ["Member", "Raft", "MVCC", "WAL", "Lease", "Auth", "V2Store", "Snapshot", "Transport", "EtcdProto", "EtcdStatus",
+            dependencies: ["Member", "Raft", "MVCC", "Metrics", "WAL", "Lease", "Auth", "V2Store", "Snapshot", "Transport", "EtcdProto", "EtcdStatus",
                            "COpenSSL", .product(name: "Logging", package: "swift-log")], swiftSettings: serverSettings),
 
         // The Swift client: async calls over our own transport.

@@ -34,6 +34,10 @@ public struct Lessor {
     }
 
     public var count: Int { leases.count }
+    /// Leases granted and revoked (expired ones too) since start (etcd's
+    /// `etcd_debugging_lease_granted_total` and `_revoked_total`).
+    public private(set) var grantedTotal = 0
+    public private(set) var revokedTotal = 0
     public var ids: [Int64] { leases.keys.sorted() }
     public func lease(_ id: Int64) -> Lease? { leases[id] }
     public func lease(attachedTo key: [UInt8]) -> Int64? { leaseOfKey[key] }
@@ -47,6 +51,7 @@ public struct Lessor {
         let lease = Lease(id: id, ttl: granted, expiry: Self.expiry(now, seconds: granted))
         leases[id] = lease
         expiries.push(lease.expiry, id)
+        grantedTotal += 1
         return lease
     }
 
@@ -54,6 +59,7 @@ public struct Lessor {
     /// delete in one revision.
     public mutating func revoke(_ id: Int64) throws(LeaseError) -> [[UInt8]] {
         guard let lease = leases.removeValue(forKey: id) else { throw .notFound }
+        revokedTotal += 1
         for key in lease.keys { leaseOfKey[key] = nil }
         return lease.keys.sorted { $0.lexicographicallyPrecedes($1) }
     }
@@ -66,6 +72,7 @@ public struct Lessor {
         lease.expiry = Self.expiry(now, seconds: lease.ttl)
         leases[id] = lease
         expiries.push(lease.expiry, id)
+        grantedTotal += 1
         return lease.ttl
     }
 

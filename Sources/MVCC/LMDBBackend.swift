@@ -1,4 +1,5 @@
 import CLMDB
+import Metrics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -173,10 +174,14 @@ public final class LMDBBackend: Backend {
         }
     }
 
+    /// etcd's `etcd_disk_backend_commit_duration_seconds`: each commit of
+    /// a batch of applied writes.
+    public let commitDurations = Histogram(bounds: Histogram.exponentialBuckets(start: 0.001, factor: 2, count: 14))
+
     public func commit() throws {
         guard let txn = writeTxn else { return }
         writeTxn = nil
-        let rc = mdb_txn_commit(txn)
+        let rc = commitDurations.time { mdb_txn_commit(txn) }
         if rc == MDB_MAP_FULL {
             try growAndReplay()
             return try commit()

@@ -31,6 +31,17 @@ public final class Store {
     /// (for the lessor's start); the owner may clear it once read.
     public var leasedKeysAtOpen: [[UInt8]: Int64] = [:]
 
+    /// etcd's mvcc counters, counted as etcd's transaction wrapper counts
+    /// them: every range, put and delete (inside transactions too, and
+    /// each key of a lease's revocation), and a transaction when it held
+    /// more than one of those.
+    public struct OperationCounts: Equatable, Sendable {
+        public var ranges = 0, puts = 0, deletes = 0, txns = 0
+        var total: Int { ranges + puts + deletes }
+        public init() {}
+    }
+    public private(set) var operations = OperationCounts()
+
     /// The backend part of the newest compaction, when not yet done.
     private var pendingCompaction: PendingCompaction?
     /// The consistent index to write with the next commit.
@@ -60,7 +71,10 @@ public final class Store {
         try restore()
     }
 
+    /// Keys in the index (deleted ones not yet compacted included).
     public var keyCount: Int { index.keyCount }
+    /// Keys that exist now (etcd's `etcd_debugging_mvcc_keys_total`).
+    public var liveKeyCount: Int { index.liveKeyCount }
     public var hasPendingCompaction: Bool { pendingCompaction != nil }
 
     // MARK: Reads
@@ -73,6 +87,7 @@ public final class Store {
 
     /// etcd's Range: fetch from the index, filter, sort, then cut at limit.
     private func range(_ r: RangeRequest, readRevision: Int64) throws -> RangeResult {
+        operations.ranges += 1
         let rev = r.revision <= 0 ? readRevision : r.revision
         if rev > readRevision { throw MVCCError.futureRevision }
         if rev < compactedRevision { throw MVCCError.compacted }
@@ -174,7 +189,9 @@ public final class Store {
     /// Deletes `keys` in one revision, skipping those that do not exist
     /// (a lease's revocation: no limit on the number of keys, unlike a txn).
     public func deleteKeys(_ keys: [[UInt8]]) -> DeleteRangeResult {
-        write { ctx in
+        let before = operations.total
+        defer { if operations.total - before > 1 { operations.txns += 1 } }
+        return write { ctx in
             var deleted: Int64 = 0
             for key in keys where !key.isEmpty {
                 deleted += try applyDelete(DeleteRangeRequest(key: key), &ctx).deleted
@@ -197,6 +214,8 @@ public final class Store {
         // so a txn either applies whole or not at all.
         let path = try evaluatePath(request, at: currentRevision)
         try check(request, path, at: currentRevision)
+        let before = operations.total
+        defer { if operations.total - before > 1 { operations.txns += 1 } }
         var result = write { try applyTxn(request, path, &$0) }
         result.revision = currentRevision
         return result
@@ -237,6 +256,7 @@ public final class Store {
     }
 
     private func applyPut(_ p: PutRequest, _ ctx: inout WriteContext) throws -> PutResult {
+        operations.puts += 1
         var prev: KeyValue?
         var created = ctx.begin + 1
         var version: Int64 = 1
@@ -258,6 +278,7 @@ public final class Store {
     }
 
     private func applyDelete(_ d: DeleteRangeRequest, _ ctx: inout WriteContext) throws -> DeleteRangeResult {
+        operations.deletes += 1
         let (entries, _) = index.range(KeyRange(key: d.key, rangeEnd: d.rangeEnd), atRev: ctx.readRevision)
         var prevKVs: [KeyValue] = []
         if d.prevKV {

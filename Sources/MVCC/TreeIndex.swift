@@ -4,7 +4,10 @@
 struct TreeIndex {
     private var keys = OrderedKeyMap<KeyIndex>()
 
+    /// Keys in the index, deleted ones not yet compacted away included.
     var keyCount: Int { keys.count }
+    /// Keys that exist now (not deleted).
+    private(set) var liveKeyCount = 0
 
     func get(_ key: [UInt8], atRev: Int64) -> KeyIndex.Found? {
         keys.value(for: key)?.get(atRev: atRev)
@@ -50,39 +53,57 @@ struct TreeIndex {
     }
 
     mutating func put(_ key: [UInt8], _ rev: Revision) {
-        keys.update(key, orInsert: { KeyIndex() }) { $0.put(rev) }
+        let revived = keys.update(key, orInsert: { KeyIndex() }) { index in
+            defer { index.put(rev) }
+            return !index.isLive
+        }
+        if revived { liveKeyCount += 1 }
     }
 
     /// Records a put of `key` at `rev` and returns what a read at `readRev`
     /// saw just before it: one search instead of a `get` and a `put`.
     mutating func put(_ key: [UInt8], _ rev: Revision, seenAt readRev: Int64) -> KeyIndex.Found? {
-        keys.update(key, orInsert: { KeyIndex() }) { index in
-            let seen = index.get(atRev: readRev)
+        let (seen, revived) = keys.update(key, orInsert: { KeyIndex() }) { index in
+            let seen = index.get(atRev: readRev), revived = !index.isLive
             index.put(rev)
-            return seen
+            return (seen, revived)
         }
+        if revived { liveKeyCount += 1 }
+        return seen
     }
 
     /// Records the delete of a live key.
     mutating func tombstone(_ key: [UInt8], _ rev: Revision) {
         let live = keys.modify(key) { $0.tombstone(rev) }
         precondition(live, "tombstone of a key that is not in the index")
+        liveKeyCount -= 1
     }
 
     /// Rebuilds a key's entry from the backend (see `KeyIndex.restore`).
     mutating func restore(_ kv: KeyValue, at rev: Revision, isTombstone: Bool) {
         if isTombstone {
             // A tombstone for a key we have not seen has nothing left to end.
-            keys.modify(kv.key) { if $0.isLive { $0.tombstone(rev) } }
+            var ended = false
+            keys.modify(kv.key) { index in
+                if index.isLive {
+                    index.tombstone(rev)
+                    ended = true
+                }
+            }
+            if ended { liveKeyCount -= 1 }
             return
         }
-        keys.update(kv.key, orInsert: { KeyIndex() }) { index in
-            if index.isEmpty {
-                index.restore(created: Revision(main: kv.createRevision), modified: rev, version: kv.version)
-            } else {
-                index.put(rev)
+        let revived = keys.update(kv.key, orInsert: { KeyIndex() }) { index in
+            defer {
+                if index.isEmpty {
+                    index.restore(created: Revision(main: kv.createRevision), modified: rev, version: kv.version)
+                } else {
+                    index.put(rev)
+                }
             }
+            return !index.isLive
         }
+        if revived { liveKeyCount += 1 }
     }
 
     /// Compacts every key at `atRev` and returns the revisions the backend

@@ -56,6 +56,8 @@ public final class WatchHub {
     public init() {}
 
     public var hasUnsynced: Bool { !unsynced.isEmpty }
+    /// Watchers behind the store, catching up from history.
+    public var unsyncedCount: Int { unsynced.count }
     public func isSynced(_ id: ID) -> Bool { watchers[id]?.isSynced ?? false }
 
     /// Adds a watcher. `startRevision` 0 means "from the next write".

@@ -289,6 +289,10 @@ public final class Member {
         readyTask.trigger()
     }
 
+    /// Read index rounds that timed out and were asked again (etcd's
+    /// `etcd_server_slow_read_indexes_total`).
+    public private(set) var slowReadIndexes = 0
+
     private func readIndexArrived(_ state: ReadState) {
         guard let round = readRound, round.context == state.context else { return }
         readRound = nil
@@ -304,6 +308,7 @@ public final class Member {
             if round.ticks >= readRetryTicks {
                 // Lost (no leader then, or a message dropped): ask again.
                 round.ticks = 0
+                slowReadIndexes += 1
                 raft.readIndex(round.context)
             }
             readRound = round

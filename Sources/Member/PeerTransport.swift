@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import Raft
 import Transport
 
@@ -44,12 +45,14 @@ public final class PeerTransport: GRPCRouter {
     public var receive: ((Message) -> Void)?
     public private(set) var sentBytes: [NodeID: Int] = [:]
     public private(set) var receivedBytes: [NodeID: Int] = [:]
-    public private(set) var dropped = 0
-    /// Round trips of a probe to each peer (etcd's prober): counts per
-    /// bucket of `roundTripBuckets` (the last: larger), and their sum.
-    public private(set) var roundTrips: [NodeID: (counts: [Int], sum: Double)] = [:]
+    /// Messages to each peer dropped unsent (etcd's `peer_sent_failures_total`).
+    public private(set) var sendFailures: [NodeID: Int] = [:]
+    /// Heartbeats among those (etcd's `heartbeat_send_failures_total`).
+    public private(set) var heartbeatSendFailures = 0
+    /// Round trips of a probe to each peer (etcd's prober).
+    public private(set) var roundTrips: [NodeID: Histogram] = [:]
     /// etcd's buckets: 0.1 ms doubling 16 times.
-    public static let roundTripBuckets = (0..<16).map { 0.0001 * Double(1 << $0) }
+    public static let roundTripBuckets = Histogram.exponentialBuckets(start: 0.0001, factor: 2, count: 16)
     public static let probePath = "/swetcd.Raft/Probe"
     private var probeTimer: Timer?
     private var streamTimer: Timer?
@@ -84,10 +87,9 @@ public final class PeerTransport: GRPCRouter {
             call(Self.probePath, to: id, request: [], timeout: 5) { [weak self] result in
                 guard let self, case .success = result else { return }
                 let seconds = Double(monotonicNanoseconds() - started) / 1e9
-                var r = roundTrips[id] ?? (Array(repeating: 0, count: Self.roundTripBuckets.count + 1), 0)
-                r.counts[Self.roundTripBuckets.firstIndex { seconds <= $0 } ?? Self.roundTripBuckets.count] += 1
-                r.sum += seconds
-                roundTrips[id] = r
+                let h = roundTrips[id] ?? Histogram(bounds: Self.roundTripBuckets)
+                roundTrips[id] = h
+                h.observe(seconds: seconds)
             }
         }
     }
@@ -98,7 +100,7 @@ public final class PeerTransport: GRPCRouter {
     @discardableResult
     public func send(_ m: Message) -> Bool {
         guard let peer = peers[m.to], let bytes = try? RaftWire.encode(m) else {
-            dropped += 1
+            sendFailed(m)
             return false
         }
         if let connection = peer.connection, peer.stream > 0, !connection.isClosed {
@@ -107,7 +109,14 @@ public final class PeerTransport: GRPCRouter {
             connection.send(bytes, on: peer.stream)
             return true
         }
-        return open(peer, first: bytes)
+        if open(peer, first: bytes) { return true }
+        sendFailed(m)
+        return false
+    }
+
+    private func sendFailed(_ m: Message) {
+        sendFailures[m.to, default: 0] += 1
+        if m.type == .heartbeat { heartbeatSendFailures += 1 }
     }
 
     private func becameActive(_ peer: Peer) {
@@ -131,10 +140,7 @@ public final class PeerTransport: GRPCRouter {
 
     private func open(_ peer: Peer, first: [UInt8]) -> Bool {
         let now = monotonicNanoseconds()
-        guard now >= peer.nextAttempt else {
-            if !first.isEmpty { dropped += 1 }
-            return false
-        }
+        guard now >= peer.nextAttempt else { return false }
         peer.nextAttempt = now + peer.backoff
         peer.backoff = min(peer.backoff * 2, 1_000_000_000)
         peer.connection?.close()

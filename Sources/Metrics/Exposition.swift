@@ -42,7 +42,7 @@ public struct Exposition {
 
     /// A histogram's `_bucket` (cumulative, with `le`), `_sum` and `_count`
     /// samples, under the family already started.
-    public mutating func histogram(_ name: String, _ labels: [(String, String)] = [], _ h: Histogram.Snapshot) {
+    public mutating func histogram(_ name: String, labels: [(String, String)] = [], _ h: Histogram.Snapshot) {
         for (i, bound) in h.bounds.enumerated() {
             sample(name + "_bucket", labels + [("le", Self.number(bound))], h.cumulativeCounts[i])
         }

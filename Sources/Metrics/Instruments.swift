@@ -1,4 +1,7 @@
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A count that only goes up, added to from any thread without a lock
 /// (one relaxed atomic add) and read at scrape time.
@@ -42,7 +45,18 @@ public final class Histogram: @unchecked Sendable {
         sumNanoseconds.wrappingAdd(Int((max(seconds, 0) * 1e9).rounded()), ordering: .relaxed)
     }
 
-    public func observe(nanoseconds: UInt64) { observe(seconds: Double(nanoseconds) / 1e9) }
+    /// Runs `body` and observes how long it took (monotonic clock).
+    public func time<R>(_ body: () throws -> R) rethrows -> R {
+        let start = Self.monotonicSeconds()
+        defer { observe(seconds: Self.monotonicSeconds() - start) }
+        return try body()
+    }
+
+    static func monotonicSeconds() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
 
     /// What a scrape reads: cumulative counts per bound (the last is +Inf's,
     /// the total), and the sum in seconds.

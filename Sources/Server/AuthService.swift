@@ -35,7 +35,7 @@ extension EtcdServer {
     }
 
     /// Proposes `change`; the call is answered once it is applied here.
-    private func proposeAuth(_ change: AuthChange, _ call: GRPCCall, _ key: Metrics.CallKey) {
+    private func proposeAuth(_ change: AuthChange, _ call: GRPCCall, _ key: ServerMetrics.CallKey) {
         propose(.auth, change.encoded, .auth(change)) { [unowned self] outcome in reply(call, key, outcome) }
     }
 
@@ -151,7 +151,7 @@ extension EtcdServer {
 
     /// Hashes `password` off the loop (nil: no password) and hands the
     /// result to `body` on the loop.
-    private func withPasswordHash(_ password: String?, _ call: GRPCCall, _ key: Metrics.CallKey,
+    private func withPasswordHash(_ password: String?, _ call: GRPCCall, _ key: ServerMetrics.CallKey,
                                   _ body: @escaping (PasswordHash?) -> Void) {
         guard let password else { body(nil); return }
         let hasher = passwordHasher
@@ -163,7 +163,7 @@ extension EtcdServer {
     /// their turn; `done` gets the result on the loop. Past
     /// `passwordQueueLimit` waiting, the call is refused as etcd refuses
     /// when overloaded.
-    private func offLoop<T: Sendable>(_ call: GRPCCall, _ key: Metrics.CallKey,
+    private func offLoop<T: Sendable>(_ call: GRPCCall, _ key: ServerMetrics.CallKey,
                                       _ work: @escaping @Sendable () -> T, _ done: @escaping (T) -> Void) {
         guard passwordWork.waiting.count < Self.passwordQueueLimit else {
             finish(call, key, status: GRPCStatus(.resourceExhausted, "etcdserver: too many requests"))

@@ -23,7 +23,7 @@ extension EtcdServer {
 
     /// Runs `check`; when it refuses, finishes the call with its error and
     /// returns false.
-    func passes(_ call: GRPCCall, _ key: Metrics.CallKey, _ check: () throws -> Void) -> Bool {
+    func passes(_ call: GRPCCall, _ key: ServerMetrics.CallKey, _ check: () throws -> Void) -> Bool {
         do {
             try check()
             return true

@@ -93,7 +93,7 @@ extension EtcdServer {
         return h
     }
 
-    private func answer<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: Metrics.CallKey,
+    private func answer<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: ServerMetrics.CallKey,
                                                          _ result: Result<[Etcdserverpb_Member], GRPCStatus>,
                                                          _ response: ([Etcdserverpb_Member]) -> Response) {
         switch result {

@@ -15,7 +15,7 @@ import Glibc
 /// The progress of the defragmentation that runs, and the calls waiting
 /// for it.
 struct DefragmentRun {
-    var waiters: [(GRPCCall, Metrics.CallKey)] = []
+    var waiters: [(GRPCCall, ServerMetrics.CallKey)] = []
     var startSize = 0
     /// Journaled writes replayed into the copy, in all and since the last
     /// sync of the copy began.
@@ -23,6 +23,7 @@ struct DefragmentRun {
     var replayedSinceSync = 0
     var copySyncing = false
     var copySynced = false
+    let started = monotonicNanoseconds()
 }
 
 extension EtcdServer {
@@ -31,7 +32,7 @@ extension EtcdServer {
     /// Swap once at most this many are left (writes wait for these).
     static let defragmentSwapBacklog = 2_000
 
-    func defragment(_ call: GRPCCall, _ key: Metrics.CallKey) {
+    func defragment(_ call: GRPCCall, _ key: ServerMetrics.CallKey) {
         defragmentRun.waiters.append((call, key))
         guard !backend.isDefragmenting else { return }
         let copier: LMDBBackend.Copier
@@ -122,6 +123,9 @@ extension EtcdServer {
     private func endDefragment(_ failure: GRPCStatus?) {
         let waiters = defragmentRun.waiters
         defragmentRun.waiters.removeAll()
+        if failure == nil {
+            metrics.defragDurations.observe(seconds: Double(monotonicNanoseconds() - defragmentRun.started) / 1e9)
+        }
         for (call, key) in waiters {
             if let failure {
                 finish(call, key, status: failure)

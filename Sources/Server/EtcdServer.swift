@@ -4,6 +4,7 @@ import EtcdStatus
 import Lease
 import Logging
 import Member
+import Metrics
 import MVCC
 import Raft
 import SwiftProtobuf
@@ -83,7 +84,7 @@ public final class EtcdServer {
     private var proposalTimeoutTimer: Transport.Timer?
     var nextProposalID: UInt64
     var proposalsFailed = 0
-    let metrics = Metrics()
+    let metrics = ServerMetrics()
 
     private var methods: [String: GRPCMethod] = [:]
     private var services = Set<String>()
@@ -564,7 +565,6 @@ public final class EtcdServer {
     ) {
         let key = metrics.key(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
-            metrics.callStarted(key)
             guard passes(call, key, { try authorize(call, access) }) else { return }
             let request: Request
             do {
@@ -595,11 +595,10 @@ public final class EtcdServer {
     /// decoded first, and one that does not decode is refused.
     func answeringLater<Request: SwiftProtobuf.Message>(
         _ service: String, _ method: String, access: Access,
-        _ body: @escaping (Request, GRPCCall, Metrics.CallKey) -> Void
+        _ body: @escaping (Request, GRPCCall, ServerMetrics.CallKey) -> Void
     ) {
         let key = metrics.key(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
-            metrics.callStarted(key)
             guard passes(call, key, { try authorize(call, access) }) else { return }
             guard let request = try? Request(serializedBytes: bytes) else {
                 finish(call, key, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))
@@ -609,10 +608,16 @@ public final class EtcdServer {
         }
     }
 
+    /// Registers a method; every call of it is counted (started, its
+    /// messages) before `handler` sees it.
     func register(_ service: String, _ method: String, _ kind: GRPCMethodKind,
                   _ handler: @escaping (GRPCCall, [UInt8]) -> Void) {
         services.insert(service)
-        methods["/\(service)/\(method)"] = GRPCMethod(kind, handler)
+        let key = metrics.key(type: ServerMetrics.grpcType(kind), service: service, method: method)
+        methods["/\(service)/\(method)"] = GRPCMethod(kind) { [unowned self] call, bytes in
+            metrics.callStarted(key, call, request: kind == .bidirectionalStreaming ? nil : bytes)
+            handler(call, bytes)
+        }
     }
 
     /// Registers methods that answer UNIMPLEMENTED, naming what they need.
@@ -620,13 +625,12 @@ public final class EtcdServer {
         for method in names {
             let key = metrics.key(type: "unary", service: service, method: method)
             register(service, method, .unary) { [unowned self] call, _ in
-                metrics.callStarted(key)
                 finish(call, key, status: GRPCStatus(.unimplemented, "swetcd: \(method) needs \(needs), which is not built yet"))
             }
         }
     }
 
-    func respond<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: Metrics.CallKey, _ response: Response) {
+    func respond<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: ServerMetrics.CallKey, _ response: Response) {
         do {
             call.respond(try response.serializedBytes() as GRPCMessageBuffer)
             metrics.callHandled(key, code: 0)
@@ -635,7 +639,7 @@ public final class EtcdServer {
         }
     }
 
-    func finish(_ call: GRPCCall, _ key: Metrics.CallKey, status: GRPCStatus) {
+    func finish(_ call: GRPCCall, _ key: ServerMetrics.CallKey, status: GRPCStatus) {
         call.finish(status)
         metrics.callHandled(key, code: status.code.rawValue)
     }
@@ -715,52 +719,111 @@ extension EtcdServer: HTTP1Handler {
     /// `/health` over HTTP/1.1, as etcd's metrics listener; nothing else.
     public var metricsEndpoint: MetricsEndpoint { MetricsEndpoint(server: self) }
 
+    /// etcd's metrics, with its names, types, help and buckets; except that
+    /// the seven etcd declares gauges though named `_total` are declared
+    /// counters here, which `promtool check metrics` requires
+    /// (docs/architecture.md, "Metrics").
     func metricsText() -> String {
-        let wal = walWriter.stats
-        return metrics.render(gauges: [
-            ("etcd_disk_wal_fsync_duration_seconds_count", "Fsyncs of the WAL (one per group-committed batch).", Double(wal.syncs)),
-            ("etcd_disk_wal_fsync_duration_seconds_sum", "Seconds spent writing and fsyncing WAL batches.", wal.seconds),
-            ("swetcd_wal_entries_total", "Entries written to the WAL.", Double(wal.records)),
-            ("swetcd_wal_segments_removed_total", "WAL segments deleted after checkpoints.", Double(walWriter.segmentsRemoved)),
-            ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", member.leader == 0 ? 0 : 1),
-            ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", member.isLeader ? 1 : 0),
-            ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", Double(member.leaderChanges)),
-            ("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", Double(backend.fileSize)),
-            ("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", Double(backend.sizeInUse)),
-            ("etcd_debugging_mvcc_keys_total", "Total number of keys.", Double(store.keyCount)),
-            ("etcd_debugging_mvcc_current_revision", "The current revision of store.", Double(store.currentRevision)),
-            ("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", Double(store.compactedRevision)),
-            ("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", Double(config.quotaBackendBytes)),
-            ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", Double(member.commitIndex)),
-            ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", Double(appliedIndex)),
-            ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", Double(pendingProposals.count)),
-            ("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", Double(proposalsFailed)),
-        ]) + peerMetricsText()
+        var out = Exposition()
+        let transport = member.transport
+        // Server.
+        out.single("etcd_server_has_leader", .gauge, help: "Whether or not a leader exists. 1 is existence, 0 is not.",
+                   member.leader == 0 ? 0 : 1)
+        out.single("etcd_server_is_leader", .gauge, help: "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+                   member.isLeader ? 1 : 0)
+        out.single("etcd_server_leader_changes_seen_total", .counter, help: "The number of leader changes seen.",
+                   Double(member.leaderChanges))
+        out.single("etcd_server_heartbeat_send_failures_total", .counter,
+                   help: "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
+                   Double(transport?.heartbeatSendFailures ?? 0))
+        out.single("etcd_server_slow_apply_total", .counter,
+                   help: "The total number of slow apply requests (likely overloaded from slow disk).", Double(metrics.slowApplies))
+        out.single("etcd_server_proposals_committed_total", .counter, help: "The total number of consensus proposals committed.",
+                   Double(member.commitIndex))
+        out.single("etcd_server_proposals_applied_total", .counter, help: "The total number of consensus proposals applied.",
+                   Double(appliedIndex))
+        out.single("etcd_server_proposals_pending", .gauge, help: "The current number of pending proposals to commit.",
+                   Double(pendingProposals.count))
+        out.single("etcd_server_proposals_failed_total", .counter, help: "The total number of failed proposals seen.",
+                   Double(proposalsFailed))
+        out.single("etcd_server_slow_read_indexes_total", .counter,
+                   help: "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
+                   Double(member.slowReadIndexes))
+        out.single("etcd_server_quota_backend_bytes", .gauge, help: "Current backend storage quota size in bytes.",
+                   Double(config.quotaBackendBytes))
+        out.single("etcd_server_version", .gauge, help: "Which version is running. 1 for 'server_version' label with current version.",
+                   labels: [("server_version", ServerVersion.server)], 1)
+        out.single("etcd_cluster_version", .gauge,
+                   help: "Which version is running. 1 for 'cluster_version' label with current cluster version",
+                   labels: [("cluster_version", ServerVersion.cluster)], 1)
+        out.single("etcd_server_id", .gauge, help: "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+                   labels: [("server_id", hex(memberID))], 1)
+        // Disk.
+        out.family("etcd_disk_wal_fsync_duration_seconds", .histogram, help: "The latency distributions of fsync called by WAL.")
+        out.histogram("etcd_disk_wal_fsync_duration_seconds", walWriter.fsyncDurations.snapshot)
+        out.single("etcd_disk_wal_write_bytes_total", .counter, help: "Total number of bytes written in WAL.",
+                   Double(walWriter.bytesWritten.count))
+        out.family("etcd_disk_backend_commit_duration_seconds", .histogram, help: "The latency distributions of commit called by backend.")
+        out.histogram("etcd_disk_backend_commit_duration_seconds", backend.commitDurations.snapshot)
+        out.family("etcd_disk_backend_defrag_duration_seconds", .histogram, help: "The latency distribution of backend defragmentation.")
+        out.histogram("etcd_disk_backend_defrag_duration_seconds", metrics.defragDurations.snapshot)
+        out.family("etcd_disk_backend_snapshot_duration_seconds", .histogram, help: "The latency distribution of backend snapshots.")
+        out.histogram("etcd_disk_backend_snapshot_duration_seconds", metrics.snapshotDurations.snapshot)
+        // MVCC.
+        out.single("etcd_mvcc_db_total_size_in_bytes", .gauge,
+                   help: "Total size of the underlying database physically allocated in bytes.", Double(backend.fileSize))
+        out.single("etcd_mvcc_db_total_size_in_use_in_bytes", .gauge,
+                   help: "Total size of the underlying database logically in use in bytes.", Double(backend.sizeInUse))
+        let ops = store.operations
+        out.single("etcd_mvcc_range_total", .counter, help: "Total number of ranges seen by this member.", Double(ops.ranges))
+        out.single("etcd_mvcc_put_total", .counter, help: "Total number of puts seen by this member.", Double(ops.puts))
+        out.single("etcd_mvcc_delete_total", .counter, help: "Total number of deletes seen by this member.", Double(ops.deletes))
+        out.single("etcd_mvcc_txn_total", .counter, help: "Total number of txns seen by this member.", Double(ops.txns))
+        out.single("etcd_debugging_mvcc_keys_total", .counter, help: "Total number of keys.", Double(store.liveKeyCount))
+        out.single("etcd_debugging_mvcc_watch_stream_total", .counter, help: "Total number of watch streams.",
+                   Double(watchStreams.count))
+        out.single("etcd_debugging_mvcc_watcher_total", .counter, help: "Total number of watchers.", Double(watchHub.watchers.count))
+        out.single("etcd_debugging_mvcc_slow_watcher_total", .counter, help: "Total number of unsynced slow watchers.",
+                   Double(watchHub.unsyncedCount))
+        out.single("etcd_debugging_mvcc_events_total", .counter, help: "Total number of events sent by this member.",
+                   Double(metrics.eventsSent))
+        out.single("etcd_debugging_mvcc_current_revision", .gauge, help: "The current revision of store.", Double(store.currentRevision))
+        out.single("etcd_debugging_mvcc_compact_revision", .gauge, help: "The revision of the last compaction in store.",
+                   Double(store.compactedRevision))
+        // Leases.
+        out.single("etcd_debugging_lease_granted_total", .counter, help: "The total number of granted leases.",
+                   Double(lessor.grantedTotal))
+        out.single("etcd_debugging_lease_revoked_total", .counter, help: "The total number of revoked leases.",
+                   Double(lessor.revokedTotal))
+        // Network and gRPC.
+        metrics.writeGRPC(to: &out)
+        if let transport { Self.writePeerMetrics(transport, to: &out) }
+        // This process; and swetcd's own.
+        if let process = ProcessMetrics.read() { ProcessMetrics.write(process, to: &out) }
+        out.single("swetcd_wal_entries_total", .counter, help: "Records written to the WAL.", Double(walWriter.stats.records))
+        out.single("swetcd_wal_segments_removed_total", .counter, help: "WAL segments deleted after checkpoints.",
+                   Double(walWriter.segmentsRemoved))
+        return out.text
     }
 
     /// etcd's peer metrics, labelled by the other member's ID.
-    private func peerMetricsText() -> String {
-        guard let t = member.transport else { return "" }
-        var out = "# HELP etcd_network_peer_sent_bytes_total The total number of bytes sent to peers.\n"
-        out += "# TYPE etcd_network_peer_sent_bytes_total counter\n"
-        for (id, n) in t.sentBytes.sorted(by: { $0.key < $1.key }) { out += "etcd_network_peer_sent_bytes_total{To=\"\(hex(id))\"} \(n)\n" }
-        out += "# HELP etcd_network_peer_received_bytes_total The total number of bytes received from peers.\n"
-        out += "# TYPE etcd_network_peer_received_bytes_total counter\n"
-        for (id, n) in t.receivedBytes.sorted(by: { $0.key < $1.key }) { out += "etcd_network_peer_received_bytes_total{From=\"\(hex(id))\"} \(n)\n" }
-        out += "# HELP etcd_network_peer_round_trip_time_seconds Round-Trip-Time histogram between peers\n"
-        out += "# TYPE etcd_network_peer_round_trip_time_seconds histogram\n"
-        for (id, r) in t.roundTrips.sorted(by: { $0.key < $1.key }) {
-            var cumulative = 0
-            for (i, bound) in PeerTransport.roundTripBuckets.enumerated() {
-                cumulative += r.counts[i]
-                out += "etcd_network_peer_round_trip_time_seconds_bucket{To=\"\(hex(id))\",le=\"\(bound)\"} \(cumulative)\n"
-            }
-            cumulative += r.counts.last!
-            out += "etcd_network_peer_round_trip_time_seconds_bucket{To=\"\(hex(id))\",le=\"+Inf\"} \(cumulative)\n"
-            out += "etcd_network_peer_round_trip_time_seconds_sum{To=\"\(hex(id))\"} \(r.sum)\n"
-            out += "etcd_network_peer_round_trip_time_seconds_count{To=\"\(hex(id))\"} \(cumulative)\n"
+    private static func writePeerMetrics(_ t: PeerTransport, to out: inout Exposition) {
+        out.family("etcd_network_peer_sent_bytes_total", .counter, help: "The total number of bytes sent to peers.")
+        for (id, n) in t.sentBytes.sorted(by: { $0.key < $1.key }) {
+            out.sample("etcd_network_peer_sent_bytes_total", [("To", hex(id))], n)
         }
-        return out
+        out.family("etcd_network_peer_received_bytes_total", .counter, help: "The total number of bytes received from peers.")
+        for (id, n) in t.receivedBytes.sorted(by: { $0.key < $1.key }) {
+            out.sample("etcd_network_peer_received_bytes_total", [("From", hex(id))], n)
+        }
+        out.family("etcd_network_peer_sent_failures_total", .counter, help: "The total number of send failures from peers.")
+        for (id, n) in t.sendFailures.sorted(by: { $0.key < $1.key }) {
+            out.sample("etcd_network_peer_sent_failures_total", [("To", hex(id))], n)
+        }
+        out.family("etcd_network_peer_round_trip_time_seconds", .histogram, help: "Round-Trip-Time histogram between peers")
+        for (id, h) in t.roundTrips.sorted(by: { $0.key < $1.key }) {
+            out.histogram("etcd_network_peer_round_trip_time_seconds", labels: [("To", hex(id))], h.snapshot)
+        }
     }
 }
 

@@ -35,7 +35,6 @@ extension EtcdServer {
         let txnKey = metrics.key(type: "unary", service: kv, method: "Txn")
         register(kv, "Txn", .unary) { [unowned self] call, bytes in
             let key = txnKey
-            metrics.callStarted(key)
             do {
                 let request = try Wire.txn(Etcdserverpb_TxnRequest(serializedBytes: bytes))
                 try authorize(call, txn: request)
@@ -71,7 +70,6 @@ extension EtcdServer {
     func proposing(_ service: String, _ method: String, _ kind: LogEntryKind) {
         let key = metrics.key(type: "unary", service: service, method: method)
         register(service, method, .unary) { [unowned self] call, bytes in
-            metrics.callStarted(key)
             guard bytes.count <= config.maxRequestBytes else {
                 finish(call, key, status: GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge))
                 return
@@ -88,7 +86,7 @@ extension EtcdServer {
         }
     }
 
-    func reply(_ call: GRPCCall, _ key: Metrics.CallKey, _ outcome: Result<GRPCMessageBuffer, GRPCStatus>) {
+    func reply(_ call: GRPCCall, _ key: ServerMetrics.CallKey, _ outcome: Result<GRPCMessageBuffer, GRPCStatus>) {
         switch outcome {
         case .success(let bytes):
             call.respond(bytes)

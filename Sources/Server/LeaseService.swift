@@ -57,7 +57,6 @@ extension EtcdServer {
 
         let keepAliveKey = metrics.key(type: "bidi_stream", service: service, method: "LeaseKeepAlive")
         register(service, "LeaseKeepAlive", .bidirectionalStreaming) { [unowned self] call, _ in
-            metrics.callStarted(keepAliveKey)
             call.onMessage = { [unowned self] bytes in
                 guard let request = try? Etcdserverpb_LeaseKeepAliveRequest(serializedBytes: bytes) else {
                     finish(call, keepAliveKey, status: GRPCStatus(.internal, "grpc: error unmarshalling request"))

@@ -54,7 +54,6 @@ extension EtcdServer {
         }
         let defragmentKey = metrics.key(type: "unary", service: m, method: "Defragment")
         register(m, "Defragment", .unary) { [unowned self] call, _ in
-            metrics.callStarted(defragmentKey)
             guard passes(call, defragmentKey, { try authorizeAdmin(call) }) else { return }
             defragment(call, defragmentKey)
         }
@@ -73,7 +72,7 @@ extension EtcdServer {
     /// does), or refused when the call's deadline ends the wait (or, with no
     /// deadline, after two election timeouts, as Raft drops the transfer
     /// after one).
-    private func moveLeader(to target: UInt64, _ call: GRPCCall, _ key: Metrics.CallKey) {
+    private func moveLeader(to target: UInt64, _ call: GRPCCall, _ key: ServerMetrics.CallKey) {
         guard member.isLeader else {
             return finish(call, key, status: GRPCStatus(.failedPrecondition, EtcdMessage.notLeader))
         }
@@ -114,8 +113,7 @@ extension EtcdServer {
     /// (the thread waits; nothing goes to disk), then streamed in 32 KiB
     /// messages as flow control allows, followed by its SHA-256 (as etcd's,
     /// so `etcdctl snapshot save` and `restore` verify it).
-    private func startSnapshot(_ call: GRPCCall, _ key: Metrics.CallKey) {
-        metrics.callStarted(key)
+    private func startSnapshot(_ call: GRPCCall, _ key: ServerMetrics.CallKey) {
         guard passes(call, key, { try authorizeAdmin(call) }) else { return }
         do {
             try store.commit()  // every acknowledged write is in the snapshot
@@ -190,7 +188,7 @@ final class SnapshotStream {
     let header: Etcdserverpb_ResponseHeader
     let call: GRPCCall
     unowned let server: EtcdServer
-    let key: Metrics.CallKey
+    let key: ServerMetrics.CallKey
     /// What the writer's thread and the loop share: bytes handed over and
     /// not yet sent, and whether the call ended first.
     let shared = Shared()
@@ -200,13 +198,14 @@ final class SnapshotStream {
     private var writerResult: Result<Void, String>?
     private var sent = 0
     private var digest: OpaquePointer?
+    private let started = monotonicNanoseconds()
 
     final class Shared: Sendable {
         let inFlight = Atomic<Int>(0)
         let cancelled = Atomic<Bool>(false)
     }
 
-    init(header: Etcdserverpb_ResponseHeader, call: GRPCCall, server: EtcdServer, key: Metrics.CallKey) {
+    init(header: Etcdserverpb_ResponseHeader, call: GRPCCall, server: EtcdServer, key: ServerMetrics.CallKey) {
         self.header = header
         self.call = call
         self.server = server
@@ -266,6 +265,7 @@ final class SnapshotStream {
                 var length: UInt32 = 0
                 EVP_DigestFinal_ex(digest, &sha, &length)
                 send(blob: Data(sha.prefix(Int(length))), remaining: 0)
+                server.metrics.snapshotDurations.observe(seconds: Double(monotonicNanoseconds() - started) / 1e9)
                 end(.ok)
             }
             return

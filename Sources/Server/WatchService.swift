@@ -58,7 +58,6 @@ extension EtcdServer {
         }
         let key = metrics.key(type: "bidi_stream", service: "etcdserverpb.Watch", method: "Watch")
         register("etcdserverpb.Watch", "Watch", .bidirectionalStreaming) { [unowned self] call, _ in
-            metrics.callStarted(key)
             let stream = WatchStream(call: call)
             watchStreams[ObjectIdentifier(stream)] = stream
             call.onMessage = { [unowned self, unowned stream] bytes in
@@ -230,6 +229,7 @@ extension EtcdServer {
             func send(_ ids: inout [UInt64], on stream: WatchStream, prevKV: Bool, tail: inout [UInt8]?) {
                 guard !ids.isEmpty else { return }
                 tail = tail ?? encoded.eventFields(events, prevKV: prevKV, store: store)
+                metrics.eventsSent += ids.count
                 stream.call.send(MessageParts(head: head, field: 2, value: 0, tail: tail!), withEachValue: ids)
                 ids.removeAll(keepingCapacity: true)
             }
@@ -293,6 +293,7 @@ extension EtcdServer {
     /// built once.
     private func sendEvents(_ events: [WatchEvent], to id: WatchHub.ID, headerRevision: Int64,
                             encoded cache: EncodedEvents, sharedAs group: Int? = nil) {
+        metrics.eventsSent += events.count
         if servedWatches[id]!.progressDue { servedWatches[id]!.progressDue = false }
         let w = servedWatches[id]!
         let stream = w.stream

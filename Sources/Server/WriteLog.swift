@@ -237,7 +237,9 @@ extension EtcdServer {
                 appliedIndex = entry.index
                 continue
             }
+            let started = monotonicNanoseconds()
             let outcome = apply(decoded)
+            noteApplyDuration(since: started)
             appliedIndex = entry.index
             guard let reply = waiting?.reply else { continue }
             if case .compact(let c) = decoded, c.physical, case .success = outcome {
@@ -248,6 +250,16 @@ extension EtcdServer {
         }
         dispatchAppliedChanges()
         for (reply, outcome) in replies { reply(outcome) }
+    }
+
+    /// etcd's slow-apply warning and count: an apply of one request over
+    /// 100 ms (a slow disk, or a huge range delete).
+    private func noteApplyDuration(since started: UInt64) {
+        let took = monotonicNanoseconds() - started
+        guard took > ServerMetrics.slowApplyNanoseconds else { return }
+        metrics.slowApplies += 1
+        logger.warning("apply request took too long",
+                       metadata: ["took": "\(Double(took) / 1e6)ms", "expected-duration": "100ms"])
     }
 
     /// The WAL failed: nothing more is made durable, so nothing waiting

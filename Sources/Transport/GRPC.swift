@@ -38,6 +38,26 @@ public struct GRPCMethod {
     }
 }
 
+/// Messages of the calls of one method, and their bytes (grpc-go's
+/// `grpc_server_msg_*_total`, etcd's `client_grpc_*_bytes_total`),
+/// counted on the service loop.
+public final class GRPCMessageCounts {
+    public private(set) var received = 0, receivedBytes = 0
+    public private(set) var sent = 0, sentBytes = 0
+
+    public init() {}
+
+    public func received(bytes: Int) {
+        received += 1
+        receivedBytes += bytes
+    }
+
+    public func sent(_ messages: Int, bytes: Int) {
+        sent += messages
+        sentBytes += bytes
+    }
+}
+
 /// Finds the method for a request path such as `/etcdserverpb.KV/Range`.
 public protocol GRPCRouter: AnyObject {
     /// The method, or the status to refuse the call with (UNIMPLEMENTED).

@@ -32,6 +32,10 @@ public final class GRPCCall {
     /// Queued response bytes fell below `lowWaterBytes`: room for more.
     public var onWritable: (() -> Void)?
 
+    /// Where this call's messages are counted (the service sets it when the
+    /// call starts; service loop only).
+    public var messageCounts: GRPCMessageCounts?
+
     /// Below this many queued response bytes, `onWritable` is called.
     public static let lowWaterBytes = 256 << 10
 
@@ -116,6 +120,7 @@ public final class GRPCCall {
             // One crossing for both.
             guard !finishedByService else { return }
             finishedByService = true
+            messageCounts?.sent(1, bytes: message.storage.count - GRPCFrame.headerSize)
             crossing.toIO.post { [self] in
                 stream?.send(message)
                 stream?.finish(.ok)
@@ -128,6 +133,7 @@ public final class GRPCCall {
 
     /// Sends one response message (streams: any number of times).
     public func send(_ message: [UInt8]) {
+        messageCounts?.sent(1, bytes: message.count)
         if let sink {
             if !sinkFinished { sink(.message(message)) }
             return
@@ -151,6 +157,7 @@ public final class GRPCCall {
     /// Sends one response message put together from shared parts.
     public func send(_ message: MessageParts) {
         if sink != nil { return send(message.bytes) }
+        messageCounts?.sent(1, bytes: message.count)
         if let crossing {
             guard counted(GRPCFrame.headerSize + message.count) else { return }
             crossing.toIO.postSend(message, on: self)
@@ -172,8 +179,10 @@ public final class GRPCCall {
             }
             return
         }
+        let framed = message.framedBytes(withEachValue: values)
+        messageCounts?.sent(values.count, bytes: framed - values.count * GRPCFrame.headerSize)
         if let crossing {
-            guard counted(message.framedBytes(withEachValue: values)) else { return }
+            guard counted(framed) else { return }
             crossing.toIO.postSend(message, withEachValue: values, on: self)
             return
         }
@@ -182,6 +191,7 @@ public final class GRPCCall {
 
     public func send(_ message: GRPCMessageBuffer) {
         if sink != nil { return send(message.message) }
+        messageCounts?.sent(1, bytes: message.storage.count - GRPCFrame.headerSize)
         if let crossing {
             guard counted(message.storage.count) else { return }
             crossing.toIO.post { [self] in stream?.send(message) }
@@ -227,8 +237,13 @@ public final class GRPCCall {
     }
 
     func deliverMessage(_ message: [UInt8]) {
-        guard let crossing else { return onMessage?(message) ?? () }
-        crossing.toService.post { [self] in onMessage?(message) }
+        guard let crossing else { return delivered(message) }
+        crossing.toService.post { [self] in delivered(message) }
+    }
+
+    private func delivered(_ message: [UInt8]) {
+        messageCounts?.received(bytes: message.count)
+        onMessage?(message)
     }
 
     func deliverRequestEnd() {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Metrics
 import Synchronization
 
 /// A WAL with a writer thread of its own: whatever has been submitted by
@@ -122,6 +123,10 @@ public final class GroupCommitWAL: @unchecked Sendable {
         defer { pthread_mutex_unlock(&mutex) }
         return (syncCount, recordCount, syncSeconds)
     }
+
+    /// The log's fsync durations and bytes written (etcd's WAL metrics).
+    public var fsyncDurations: Histogram { wal.fsyncDurations }
+    public var bytesWritten: Counter { wal.bytesWritten }
 
     /// Writes what is queued, then stops the writer and closes the log.
     public func stop() {

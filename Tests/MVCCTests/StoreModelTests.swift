@@ -42,6 +42,10 @@ import Testing
                 fail(step, "revisions: store \(store.currentRevision)/\(store.compactedRevision), model \(model.current)/\(model.compacted)")
                 return
             }
+            if store.liveKeyCount != model.states[model.current]!.count {
+                fail(step, "live keys: store \(store.liveKeyCount), model \(model.states[model.current]!.count)")
+                return
+            }
             // Let background compaction interleave with writes.
             if rng.next() % 4 == 0 { try store.compactionStep() }
         }
@@ -56,6 +60,7 @@ import Testing
             store.leaseExists = { [100, 200].contains($0) }
             #expect(store.currentRevision == model.current, "seed \(seed)")
             #expect(store.compactedRevision == model.compacted, "seed \(seed)")
+            #expect(store.liveKeyCount == model.states[model.current]!.count, "seed \(seed): live keys after reopen")
             for rev in max(model.compacted, 1)...model.current {
                 var everything = RangeRequest(key: [0], rangeEnd: [0])
                 everything.revision = rev
