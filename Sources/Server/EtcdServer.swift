@@ -84,7 +84,7 @@ public final class EtcdServer {
     private var proposalTimeoutTimer: Transport.Timer?
     var nextProposalID: UInt64
     var proposalsFailed = 0
-    let metrics = ServerMetrics()
+    let metrics: ServerMetrics
 
     private var methods: [String: GRPCMethod] = [:]
     private var services = Set<String>()
@@ -156,6 +156,7 @@ public final class EtcdServer {
 
     public init(config: ServerConfig, loop: EventLoop, logger: Logger) throws {
         self.config = config
+        metrics = ServerMetrics(extensive: config.extensiveMetrics)
         self.loop = loop
         self.logger = logger
         tokens = SimpleTokens(ttl: UInt64(config.authTokenTTL) * 1_000_000_000)
@@ -633,7 +634,7 @@ public final class EtcdServer {
     func respond<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: ServerMetrics.CallKey, _ response: Response) {
         do {
             call.respond(try response.serializedBytes() as GRPCMessageBuffer)
-            metrics.callHandled(key, code: 0)
+            metrics.callHandled(key, call, code: 0)
         } catch {
             finish(call, key, status: GRPCStatus(.internal, "grpc: error marshalling response: \(error)"))
         }
@@ -641,7 +642,7 @@ public final class EtcdServer {
 
     func finish(_ call: GRPCCall, _ key: ServerMetrics.CallKey, status: GRPCStatus) {
         call.finish(status)
-        metrics.callHandled(key, code: status.code.rawValue)
+        metrics.callHandled(key, call, code: status.code.rawValue)
     }
 }
 

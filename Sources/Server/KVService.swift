@@ -90,7 +90,7 @@ extension EtcdServer {
         switch outcome {
         case .success(let bytes):
             call.respond(bytes)
-            metrics.callHandled(key, code: 0)
+            metrics.callHandled(key, call, code: 0)
         case .failure(let status):
             finish(call, key, status: status)
         }

@@ -15,16 +15,23 @@ final class ServerMetrics {
         fileprivate(set) var started = 0
         fileprivate(set) var handled = [Int](repeating: 0, count: ServerMetrics.codeNames.count)
         let messages = GRPCMessageCounts()
+        /// grpc-go's `grpc_server_handling_seconds` (--metrics extensive).
+        let handlingSeconds: Histogram?
 
-        fileprivate init(type: String, service: String, method: String) {
+        fileprivate init(type: String, service: String, method: String, timed: Bool) {
             self.type = type
             self.service = service
             self.method = method
+            handlingSeconds = timed ? Histogram(bounds: Histogram.defaultBuckets) : nil
         }
 
         var labels: [(String, String)] { [("grpc_method", method), ("grpc_service", service), ("grpc_type", type)] }
     }
     private var keys: [String: CallKey] = [:]
+    /// --metrics extensive: calls are timed.
+    let extensive: Bool
+
+    init(extensive: Bool) { self.extensive = extensive }
 
     /// etcd's `etcd_server_slow_apply_total` (applies over 100 ms).
     var slowApplies = 0
@@ -38,7 +45,7 @@ final class ServerMetrics {
     func key(type: String, service: String, method: String) -> CallKey {
         let name = "\(type) \(service) \(method)"
         if let k = keys[name] { return k }
-        let k = CallKey(type: type, service: service, method: method)
+        let k = CallKey(type: type, service: service, method: method, timed: extensive)
         keys[name] = k
         return k
     }
@@ -48,11 +55,15 @@ final class ServerMetrics {
     func callStarted(_ key: CallKey, _ call: GRPCCall, request: [UInt8]?) {
         key.started += 1
         call.messageCounts = key.messages
+        if key.handlingSeconds != nil { call.startedNanoseconds = monotonicNanoseconds() }
         if let request { key.messages.received(bytes: request.count) }
     }
 
-    func callHandled(_ key: CallKey, code: Int) {
+    func callHandled(_ key: CallKey, _ call: GRPCCall, code: Int) {
         if code >= 0 && code < key.handled.count { key.handled[code] += 1 }
+        if let h = key.handlingSeconds, call.startedNanoseconds > 0 {
+            h.observe(seconds: Double(monotonicNanoseconds() - call.startedNanoseconds) / 1e9)
+        }
     }
 
     /// grpc-go's `grpc_type` label.
@@ -88,6 +99,11 @@ final class ServerMetrics {
         for k in sorted { out.sample("grpc_server_msg_received_total", k.labels, k.messages.received) }
         out.family("grpc_server_msg_sent_total", .counter, help: "Total number of gRPC stream messages sent by the server.")
         for k in sorted { out.sample("grpc_server_msg_sent_total", k.labels, k.messages.sent) }
+        if extensive {
+            out.family("grpc_server_handling_seconds", .histogram,
+                       help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.")
+            for k in sorted { if let h = k.handlingSeconds { out.histogram("grpc_server_handling_seconds", labels: k.labels, h.snapshot) } }
+        }
         out.single("etcd_network_client_grpc_received_bytes_total", .counter,
                    help: "The total number of bytes received from grpc clients.",
                    Double(sorted.reduce(0) { $0 + $1.messages.receivedBytes }))

@@ -15,6 +15,9 @@ public struct ServerConfig: Equatable, Sendable {
     /// Where `/metrics` and `/health` are also served, alone (etcd's
     /// --listen-metrics-urls; https ones with the client certificate).
     public var listenMetricsURLs: [ClientURL] = []
+    /// etcd's --metrics: `extensive` adds grpc-go's handling-time histogram
+    /// per method (`grpc_server_handling_seconds`).
+    public var extensiveMetrics = false
     public var advertiseClientURLs: [ClientURL]?
     public var maxRequestBytes = 1_572_864
     public var maxTxnOps = 128
@@ -178,7 +181,7 @@ public struct ServerConfig: Equatable, Sendable {
         }
     }
 
-    static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-metrics-urls",
+    static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-metrics-urls", "metrics",
                         "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes", "bcrypt-cost",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
@@ -206,6 +209,8 @@ public struct ServerConfig: Equatable, Sendable {
       --advertise-client-urls comma-separated client URLs to tell clients (default: the listen URLs)
       --listen-metrics-urls   comma-separated URLs to serve only /metrics and /health on (default none;
                               https ones use --cert-file and --key-file)
+      --metrics               basic, or extensive to add per-method gRPC handling-time histograms
+                              (default basic)
       --max-request-bytes     largest client request accepted, in bytes (default 1572864)
       --max-txn-ops           most operations in one transaction (default 128)
       --log-level             debug, info, warn, error, panic or fatal (default info)
@@ -476,6 +481,9 @@ public struct ServerConfig: Equatable, Sendable {
             case "client-cert-auth", "auto-tls":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 if flag == "auto-tls" { config.autoTLS = b } else { config.clientCertAuth = b }
+            case "metrics":
+                guard value == "basic" || value == "extensive" else { throw bad("want basic or extensive") }
+                config.extensiveMetrics = value == "extensive"
             case "log-level":
                 let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning,
                                                       "error": .error, "panic": .critical, "fatal": .critical]

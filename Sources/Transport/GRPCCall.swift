@@ -35,6 +35,9 @@ public final class GRPCCall {
     /// Where this call's messages are counted (the service sets it when the
     /// call starts; service loop only).
     public var messageCounts: GRPCMessageCounts?
+    /// When the service started the call (set only when something times
+    /// calls: --metrics extensive).
+    public var startedNanoseconds: UInt64 = 0
 
     /// Below this many queued response bytes, `onWritable` is called.
     public static let lowWaterBytes = 256 << 10

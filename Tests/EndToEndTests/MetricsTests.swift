@@ -108,6 +108,30 @@ import Testing
         let check = try runCommand(promtool, ["check", "metrics"], input: text)
         #expect(check.status == 0, "promtool: \(check.stdout)\(check.stderr)")
     }
+
+    /// --metrics extensive: grpc-go's handling-time histogram per method,
+    /// with client_golang's default buckets; basic has none.
+    @Test func extensiveMetricsTimeEachCall() throws {
+        let curl = try #require(which("curl"))
+        for extensive in [false, true] {
+            let server = try ServerProcess(arguments: extensive ? ["--metrics=extensive"] : [])
+            defer { server.stop() }
+            try Etcdctl(endpoint: server.endpoint).run("put", "k", "v")
+            let text = try runCommand(curl, ["-s", "http://\(server.endpoint)/metrics"]).stdout
+            let scrape = Scrape(text)
+            let put = ["grpc_method": "Put", "grpc_service": "etcdserverpb.KV", "grpc_type": "unary"]
+            if extensive {
+                #expect(scrape.types["grpc_server_handling_seconds"] == "histogram")
+                #expect(scrape.value("grpc_server_handling_seconds_count", put) == 1)
+                #expect(scrape.samples.filter { $0.name == "grpc_server_handling_seconds_bucket" && $0.labels["grpc_method"] == "Put" }
+                            .compactMap { $0.labels["le"] } == ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"])
+                let check = try runCommand("/usr/bin/promtool", ["check", "metrics"], input: text)
+                #expect(check.status == 0, "promtool: \(check.stdout)\(check.stderr)")
+            } else {
+                #expect(scrape.types["grpc_server_handling_seconds"] == nil)
+            }
+        }
+    }
 }
 
 /// One scrape, parsed: each family's type and each sample.

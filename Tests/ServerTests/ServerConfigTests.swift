@@ -32,6 +32,10 @@ import Testing
     /// variables; https peer URLs without a certificate and key are
     /// refused, as is a peer-client-cert-auth that is not a boolean.
     @Test func peerTLSAndMetricsFlags() throws {
+        #expect(try ServerConfig.parse(arguments: ["--metrics", "extensive"], environment: [:]).extensiveMetrics)
+        #expect(try !ServerConfig.parse(arguments: [], environment: ["ETCD_METRICS": "basic"]).extensiveMetrics)
+        #expect(try ServerConfig.parse(arguments: [], environment: ["ETCD_METRICS": "extensive"]).extensiveMetrics)
+        #expect(try !ServerConfig.parse(arguments: [], environment: [:]).extensiveMetrics)
         let c = try ServerConfig.parse(arguments: [
             "--listen-peer-urls=https://127.0.0.1:2380", "--initial-advertise-peer-urls=https://127.0.0.1:2380",
             "--peer-cert-file=p.crt", "--peer-key-file=p.key", "--peer-trusted-ca-file=ca.crt", "--peer-client-cert-auth=true",
@@ -104,6 +108,9 @@ import Testing
         }
         #expect(throws: ServerConfig.ParseError.self) {
             try ServerConfig.parse(arguments: ["--log-level=loud"], environment: [:])
+        }
+        #expect(throws: ServerConfig.ParseError.self) {
+            try ServerConfig.parse(arguments: ["--metrics=everything"], environment: [:])
         }
         #expect(throws: ServerConfig.ParseError.self) {
             try ServerConfig.parse(arguments: ["--backend-batch-interval=soon"], environment: [:])
