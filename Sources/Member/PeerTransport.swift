@@ -45,7 +45,8 @@ public final class PeerTransport: GRPCRouter {
     public var receive: ((Message) -> Void)?
     public private(set) var sentBytes: [NodeID: Int] = [:]
     public private(set) var receivedBytes: [NodeID: Int] = [:]
-    /// Messages to each peer dropped unsent (etcd's `peer_sent_failures_total`).
+    /// Messages to each peer dropped unsent (etcd's `peer_sent_failures_total`),
+    /// from 0 for every peer so that the series exists before a failure.
     public private(set) var sendFailures: [NodeID: Int] = [:]
     /// Heartbeats among those (etcd's `heartbeat_send_failures_total`).
     public private(set) var heartbeatSendFailures = 0
@@ -70,6 +71,7 @@ public final class PeerTransport: GRPCRouter {
         self.clusterID = clusterID
         for (id, address) in peers where id != localID {
             self.peers[id] = Peer(id: id, host: address.host, port: address.port)
+            sendFailures[id] = 0
         }
         services[Self.probePath] = GRPCMethod(.unary) { call, _ in call.respond([UInt8]()) }
         streamTimer = loop.schedule(every: 0.1) { [unowned self] in keepStreamsOpen() }
@@ -236,6 +238,7 @@ public final class PeerTransport: GRPCRouter {
     public func addPeer(_ id: NodeID, host: String, port: UInt16) {
         guard id != localID, peers[id] == nil else { return }
         peers[id] = Peer(id: id, host: host, port: port)
+        if sendFailures[id] == nil { sendFailures[id] = 0 }
     }
 
     /// Stops talking to a member removed from the cluster: its streams
