@@ -508,13 +508,16 @@ public final class Member {
             onLeadership?(wasLeader)
         }
         guard raft.leader != lastLeader else { return }
+        let previous = lastLeader
         lastLeader = raft.leader
         proposeWaiting()
+        // etcd's raft words, which operators grep for.
+        let me = String(id, radix: 16)
         if raft.leader == noNode {
-            logger.warning("no leader", metadata: ["term": "\(raft.term)"])
+            logger.info("raft.node: \(me) lost leader \(String(previous, radix: 16)) at term \(raft.term)")
         } else {
             leaderChanges += 1
-            logger.info("leader elected", metadata: ["leader": "\(String(raft.leader, radix: 16))", "term": "\(raft.term)"])
+            logger.info("raft.node: \(me) elected leader \(String(raft.leader, radix: 16)) at term \(raft.term)")
             onLeaderKnown?()
         }
     }

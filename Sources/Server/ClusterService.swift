@@ -1,4 +1,5 @@
 import EtcdProto
+import Logging
 import EtcdStatus
 import Member
 import Raft
@@ -278,6 +279,28 @@ extension EtcdServer {
     /// Applies a membership entry (in log order, on every member): checks
     /// it against the membership as etcd does, and if it holds, changes
     /// the membership, Raft's, and whom the transport talks to.
+    /// etcd's words for an applied change, which operators grep for.
+    private func logMembershipChange(_ change: Membership.Change) {
+        var fields: Logger.Metadata = ["cluster-id": "\(hex(clusterID))", "local-member-id": "\(hex(memberID))"]
+        switch change {
+        case .add(let m):
+            fields["added-peer-id"] = "\(hex(m.id))"
+            fields["added-peer-peer-urls"] = .array(m.peerURLs.map { "\($0)" })
+            fields["added-peer-is-learner"] = "\(m.isLearner)"
+            logger.info("added member", metadata: fields)
+        case .promote(let id):
+            fields["promoted-member-id"] = "\(hex(id))"
+            logger.info("promote member", metadata: fields)
+        case .remove(let id):
+            fields["removed-remote-peer-id"] = "\(hex(id))"
+            logger.info("removed member", metadata: fields)
+        case .update(let id, let urls):
+            fields["updated-remote-peer-id"] = "\(hex(id))"
+            fields["updated-remote-peer-urls"] = .array(urls.map { "\($0)" })
+            logger.info("updated member", metadata: fields)
+        }
+    }
+
     func applyMembershipEntry(_ entry: Entry) {
         guard var applied = MembershipEntry(encoded: entry.data) else {
             logger.warning("skipped an undecodable membership entry", metadata: ["index": "\(entry.index)"])
@@ -318,9 +341,7 @@ extension EtcdServer {
         case .promote:
             break
         }
-        if applied.requestID != 0 {
-            logger.info("applied a membership change", metadata: ["index": "\(entry.index)", "change": "\(applied.change)"])
-        }
+        logMembershipChange(applied.change)
         waiting?.reply(.success(listedMembers()))
         if case .remove(let id) = applied.change, id == memberID {
             // Answer first (the change may have been asked of this member).

@@ -44,6 +44,8 @@ extension EtcdServer {
             return
         }
         defragmentRun = DefragmentRun(waiters: defragmentRun.waiters, startSize: backend.fileSize)
+        logger.info("defragmenting", metadata: ["path": "\(backend.path)", "current-db-size-bytes": "\(backend.fileSize)",
+                                                "current-db-size-in-use-bytes": "\(backend.sizeInUse)"])
         let target = backend.defragmentTarget
         let me = LoopBound(self)
         let loop = self.loop
@@ -110,9 +112,11 @@ extension EtcdServer {
             let pause = Double(monotonicNanoseconds() - pauseStart) / 1e6
             let retired = backend.retiredFile
             runOnNewThread { unlink(retired) }  // frees the old file's blocks off the loop
-            logger.info("defragmented", metadata: ["size-before": "\(defragmentRun.startSize)", "size-after": "\(backend.fileSize)",
-                                                   "replayed-writes": "\(defragmentRun.replayed + left)",
-                                                   "swap-pause-ms": "\(Int(pause.rounded()))"])
+            logger.info("finished defragmenting directory", metadata: [
+                "path": "\(backend.path)", "current-db-size-bytes-diff": "\(backend.fileSize - defragmentRun.startSize)",
+                "current-db-size-bytes": "\(backend.fileSize)", "current-db-size-in-use-bytes": "\(backend.sizeInUse)",
+                "took": Self.took(since: defragmentRun.started),
+                "replayed-writes": "\(defragmentRun.replayed + left)", "swap-pause-ms": "\(Int(pause.rounded()))"])
             endDefragment(nil)
         } catch {
             backend.abortDefragment()

@@ -102,6 +102,8 @@ public final class EtcdServer {
     /// By watcher ID; IDs are reused (`freeWatcherIDs`) so that slabs, not
     /// hash tables, can hold watchers here and in the hub.
     var servedWatches = Slab<ServedWatch>()
+    /// When the compaction being done began (for its finished log line).
+    var compactionStartedAt: UInt64?
     var watchStreams: [ObjectIdentifier: WatchStream] = [:]
     var nextWatcherID = 0
     var freeWatcherIDs: [WatchHub.ID] = []
@@ -247,6 +249,10 @@ public final class EtcdServer {
             try Self.forceNewCluster(removing: others, storage: raftLog.storage, wal: wal)
             logger.warning("forcing a new cluster of one: the other members are removed", metadata: [
                 "removed": "\(others.map(hex))", "commit-index": "\(raftLog.storage.hardState.commit)"])
+        }
+        let walLogger = logger
+        wal.onSlowSync = { took in
+            walLogger.warning("slow fdatasync", metadata: ["took": "\(took)s", "expected-duration": "1s"])
         }
         // etcd's --max-wals counts the open segment too; 0 keeps every one.
         walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll,
@@ -512,6 +518,14 @@ public final class EtcdServer {
 
     func startCompaction() { compactionTask.trigger() }
 
+    /// A duration as zap writes Go's time.Duration ("1.234567ms").
+    static func took(since started: UInt64) -> Logger.MetadataValue {
+        let ns = monotonicNanoseconds() - started
+        if ns >= 1_000_000_000 { return "\(Double(ns) / 1e9)s" }
+        if ns >= 1_000_000 { return "\(Double(ns) / 1e6)ms" }
+        return "\(Double(ns) / 1e3)µs"
+    }
+
     /// One bounded batch of compaction per loop iteration, so writes and
     /// reads go on between batches.
     private func compactionBatch() {
@@ -519,6 +533,11 @@ public final class EtcdServer {
             let done = try store.compactionStep()
             try store.commit()
             if done {
+                if let started = compactionStartedAt {
+                    compactionStartedAt = nil
+                    logger.info("finished scheduled compaction", metadata: [
+                        "compact-revision": "\(store.compactedRevision)", "took": Self.took(since: started)])
+                }
                 let waiting = awaitingCompaction
                 awaitingCompaction.removeAll()
                 for w in waiting { w() }

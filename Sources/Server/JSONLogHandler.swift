@@ -4,16 +4,35 @@ import Logging
 import Glibc
 #endif
 
-/// Logs one JSON object per line on standard error, shaped like etcd's:
+/// Logs one JSON object per line to its outputs (standard error unless
+/// --log-outputs says otherwise), shaped like etcd's:
 /// `{"level":"info","ts":"2026-11-26T08:43:42.123Z","logger":"swetcd","msg":"...","key":"value"}`.
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level
     private let label: String
+    /// File descriptors each line is written to, whole (one write each).
+    private let outputs: [Int32]
 
-    public init(label: String, level: Logger.Level) {
+    public init(label: String, level: Logger.Level, outputs: [Int32] = [2]) {
         self.label = label
         self.logLevel = level
+        self.outputs = outputs
+    }
+
+    /// The descriptors for --log-outputs: standard error or output, or
+    /// files opened to append. Throws naming a file that cannot be opened.
+    public static func open(outputs: [String]) throws -> [Int32] {
+        try outputs.map { output in
+            switch output {
+            case "default", "stderr": return 2
+            case "stdout": return 1
+            default:
+                let fd = Glibc.open(output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+                guard fd >= 0 else { throw ServerError.unsupported("cannot open log output \(output): \(String(cString: strerror(errno)))") }
+                return fd
+            }
+        }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -30,7 +49,7 @@ public struct JSONLogHandler: LogHandler {
         }
         out += "}\n"
         var bytes = Array(out.utf8)
-        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+        for fd in outputs { _ = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) } }
     }
 
     static func name(_ level: Logger.Level) -> String {

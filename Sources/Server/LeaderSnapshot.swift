@@ -47,7 +47,7 @@ extension EtcdServer {
         let path = config.dataDir + "/member/snap/send-\(String(m.to, radix: 16)).tmp"
         let copier = backend.copier
         let me = LoopBound(self), loop = self.loop
-        logger.info("sending a snapshot", metadata: ["to": "\(hex(m.to))", "index": "\(m.snapshot?.index ?? 0)"])
+        logger.info("sending database snapshot", metadata: ["remote-peer-id": "\(hex(m.to))", "snapshot-index": "\(m.snapshot?.index ?? 0)"])
         runOnNewThread {
             unlink(path)
             let copied = Result { () throws -> (size: UInt64, crc: UInt32) in
@@ -98,12 +98,12 @@ extension EtcdServer {
             snapshotTransfers.remove(m.to)
             switch result {
             case .success:
-                logger.info("sent a snapshot", metadata: [
-                    "to": "\(hex(m.to))", "bytes": "\(size)",
-                    "seconds": "\(Double(monotonicNanoseconds() - started) / 1e9)",
+                logger.info("sent database snapshot", metadata: [
+                    "remote-peer-id": "\(hex(m.to))", "snapshot-index": "\(m.snapshot?.index ?? 0)", "bytes": "\(size)",
+                    "took": Self.took(since: started),
                 ])
             case .failure(let status):
-                logger.warning("sending a snapshot failed", metadata: ["to": "\(hex(m.to))", "error": "\(status.message)"])
+                logger.warning("failed to send database snapshot", metadata: ["remote-peer-id": "\(hex(m.to))", "error": "\(status.message)"])
             }
         })
     }
@@ -158,6 +158,8 @@ extension EtcdServer {
             return call.finish(GRPCStatus(.internal, "cannot write \(temporary): \(String(cString: strerror(errno)))"))
         }
         receivingSnapshot = true
+        logger.info("receiving database snapshot", metadata: [
+            "snapshot-index": "\(snapshot.index)", "remote-snapshot-sender-id": "\(hex(m.from))", "snapshot-size": "\(size)"])
         var received: UInt64 = 0, sum = CRC32C(), done = false
         let end: (GRPCStatus?) -> Void = { [unowned self] failure in
             guard !done else { return }
@@ -166,7 +168,7 @@ extension EtcdServer {
             close(fd)
             if let failure {
                 unlink(temporary)
-                logger.warning("receiving a snapshot failed", metadata: ["error": "\(failure.message)"])
+                logger.warning("failed to receive database snapshot", metadata: ["error": "\(failure.message)"])
                 call.finish(failure)
             }
         }
@@ -186,7 +188,8 @@ extension EtcdServer {
             guard rename(temporary, path) == 0 else { return end(GRPCStatus(.internal, "cannot rename: \(String(cString: strerror(errno)))")) }
             syncDirectory(config.dataDir + "/member/snap")
             end(nil)
-            logger.info("received a snapshot", metadata: ["index": "\(snapshot.index)", "bytes": "\(size)"])
+            logger.info("received and saved database snapshot", metadata: [
+                "snapshot-index": "\(snapshot.index)", "remote-snapshot-sender-id": "\(hex(m.from))", "snapshot-size": "\(size)"])
             // Durable now: Raft may act on it (it answers the leader once
             // the snapshot is installed and its marker written).
             member.step(m)

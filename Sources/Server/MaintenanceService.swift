@@ -221,7 +221,10 @@ final class SnapshotStream {
     }
 
     /// The writer's notices, on the loop.
-    func planned(_ size: Int) { total = size }
+    func planned(_ size: Int) {
+        total = size
+        server.logger.info("sending database snapshot to client", metadata: ["total-bytes": "\(size)"])
+    }
 
     func append(_ chunk: [UInt8]) {
         guard digest != nil else { return }  // ended
@@ -266,6 +269,8 @@ final class SnapshotStream {
                 EVP_DigestFinal_ex(digest, &sha, &length)
                 send(blob: Data(sha.prefix(Int(length))), remaining: 0)
                 server.metrics.snapshotDurations.observe(seconds: Double(monotonicNanoseconds() - started) / 1e9)
+                server.logger.info("sent database snapshot to client", metadata: [
+                    "bytes": "\(sent)", "took": EtcdServer.took(since: started)])
                 end(.ok)
             }
             return

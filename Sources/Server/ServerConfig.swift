@@ -22,6 +22,9 @@ public struct ServerConfig: Equatable, Sendable {
     public var maxRequestBytes = 1_572_864
     public var maxTxnOps = 128
     public var logLevel = Logger.Level.info
+    /// etcd's --log-outputs: "default" or "stderr" (standard error),
+    /// "stdout", or files to append to.
+    public var logOutputs = ["default"]
     public var quotaBackendBytes: Int64 = 2 << 30
     /// bcrypt's cost for the passwords users are given (etcd's default).
     public var bcryptCost = 10
@@ -182,7 +185,7 @@ public struct ServerConfig: Equatable, Sendable {
     }
 
     static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-metrics-urls", "metrics",
-                        "max-request-bytes", "max-txn-ops", "log-level", "quota-backend-bytes", "bcrypt-cost",
+                        "max-request-bytes", "max-txn-ops", "log-level", "logger", "log-outputs", "quota-backend-bytes", "bcrypt-cost",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval", "experimental-io-threads",
@@ -214,6 +217,9 @@ public struct ServerConfig: Equatable, Sendable {
       --max-request-bytes     largest client request accepted, in bytes (default 1572864)
       --max-txn-ops           most operations in one transaction (default 128)
       --log-level             debug, info, warn, error, panic or fatal (default info)
+      --logger                zap: JSON lines with etcd's fields (the only logger; default zap)
+      --log-outputs           comma-separated: default or stderr, stdout, or file paths to append to
+                              (default "default")
       --initial-advertise-peer-urls
                               this member's peer URLs, told to the cluster at bootstrap
                               (default "http://localhost:2380")
@@ -481,6 +487,16 @@ public struct ServerConfig: Equatable, Sendable {
             case "client-cert-auth", "auto-tls":
                 guard let b = Bool(value) else { throw bad("want true or false") }
                 if flag == "auto-tls" { config.autoTLS = b } else { config.clientCertAuth = b }
+            case "logger":
+                guard value == "zap" else { throw bad("swetcd logs as etcd's zap logger does; want zap") }
+            case "log-outputs":
+                let outputs = value.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) }
+                guard !outputs.isEmpty, !outputs.contains("") else { throw bad("want default, stderr, stdout or file paths") }
+                // etcd's rule and words.
+                guard outputs.count == 1 || !outputs.contains("default") else {
+                    throw bad("multi logoutput for \"default\" is not supported yet")
+                }
+                config.logOutputs = outputs
             case "metrics":
                 guard value == "basic" || value == "extensive" else { throw bad("want basic or extensive") }
                 config.extensiveMetrics = value == "extensive"

@@ -289,7 +289,8 @@ extension EtcdServer {
                 return .success(try Wire.txnResponse(r, header: header(revision: r.revision)).serializedBytes())
             case .compact(let c):
                 try store.compact(c.revision)
-                logger.info("compaction scheduled", metadata: ["revision": "\(c.revision)"])
+                logger.info("compact tree index", metadata: ["revision": "\(c.revision)"])
+                compactionStartedAt = compactionStartedAt ?? monotonicNanoseconds()
                 startCompaction()
                 var response = Etcdserverpb_CompactionResponse()
                 response.header = header()

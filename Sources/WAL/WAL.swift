@@ -44,6 +44,10 @@ public final class WAL {
     /// etcd's `etcd_disk_wal_fsync_duration_seconds`: each fdatasync after
     /// appends, alone (not the write before it).
     public let fsyncDurations = Histogram(bounds: Histogram.exponentialBuckets(start: 0.001, factor: 2, count: 14))
+    /// Called (on the writing thread) with the seconds an fdatasync took
+    /// when that was over `slowSyncSeconds` (etcd's "slow fdatasync").
+    public var onSlowSync: (@Sendable (Double) -> Void)?
+    public static let slowSyncSeconds = 1.0
     /// etcd's `etcd_disk_wal_write_bytes_total`: record bytes written.
     public let bytesWritten = Counter()
     /// Zeros the segment being appended to ahead of the appends.
@@ -184,9 +188,11 @@ public final class WAL {
     /// records survive a crash of the process or the machine.
     public func sync() throws {
         try flushPending()
-        guard fsyncDurations.time({ fdatasync(fd) }) == 0 else {
-            throw WALError.io(operation: "fdatasync", path: Self.segmentName(sequence), errno: errno)
-        }
+        let started = Histogram.monotonicSeconds()
+        guard fdatasync(fd) == 0 else { throw WALError.io(operation: "fdatasync", path: Self.segmentName(sequence), errno: errno) }
+        let took = Histogram.monotonicSeconds() - started
+        fsyncDurations.observe(seconds: took)
+        if took > Self.slowSyncSeconds { onSlowSync?(took) }
     }
 
     /// Deletes closed segments whose every tag is at most `tag` (their

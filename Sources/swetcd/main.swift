@@ -103,7 +103,14 @@ do {
 }
 
 let level = config.logLevel
-LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+let logOutputs: [Int32]
+do {
+    logOutputs = try JSONLogHandler.open(outputs: config.logOutputs)
+} catch {
+    writeError("swetcd: \(error)\n")
+    exit(1)
+}
+LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level, outputs: logOutputs) }
 let logger = Logger(label: "swetcd")
 signal(SIGPIPE, SIG_IGN)
 // A parent may have started us with signals blocked (the mask is inherited);

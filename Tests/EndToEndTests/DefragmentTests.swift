@@ -54,7 +54,7 @@ import Testing
         for w in writers { w.cancel() }
         for w in writers { _ = try? await w.value }
         #expect(defrag.stdout.contains("Finished defragmenting"), "\(defrag)")
-        #expect(server.log.contains("\"msg\":\"defragmented\""))
+        #expect(server.log.contains("\"msg\":\"finished defragmenting directory\""))
 
         let sizeAfter = try await client.status().dbSize
         #expect(sizeAfter < sizeBefore / 2, "\(sizeBefore) -> \(sizeAfter)")

@@ -166,6 +166,10 @@ import TestSupport
             c.members[name] = nil
         }
         #expect(try c.etcdctl("m1").run("put", "after", "shrink").stdout == "OK\n")
+        // etcd's log lines for each change, which operators grep for.
+        let m1Log = c.members["m1"]!.log
+        #expect(m1Log.contains("\"msg\":\"removed member\"") && m1Log.contains("\"removed-remote-peer-id\":\"\(dead)\""), "\(m1Log.suffix(3000))")
+        #expect(m1Log.contains("\"msg\":\"added member\"") && m1Log.contains("\"added-peer-is-learner\":\"false\""))
         for name in ["m1", "m2", "m3"] {
             try c.waitServes(name, "after", "shrink")
             let list = try c.etcdctl(name).run("member", "list").lines

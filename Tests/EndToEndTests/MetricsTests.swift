@@ -178,3 +178,51 @@ struct Scrape {
 
     func labels(_ name: String) -> [[String: String]] { samples.filter { $0.name == name }.map(\.labels) }
 }
+
+/// The log lines operators grep etcd's logs for, with etcd's messages and
+/// fields, written to every --log-outputs target.
+@Suite struct OperatorLogTests {
+    @Test func etcdsMessagesGoToEveryOutput() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("swetcd-log-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let server = try ServerProcess(arguments: ["--log-outputs=stderr,\(file)", "--logger=zap"])
+        defer { server.stop() }
+        let etcdctl = Etcdctl(endpoint: server.endpoint)
+        for i in 0..<3 { try etcdctl.run("put", "k", "v\(i)") }
+        #expect(try etcdctl.run("compact", "3", "--physical").status == 0)
+        #expect(try etcdctl.run("defrag").status == 0)
+        let snapshot = file + ".db"
+        defer { try? FileManager.default.removeItem(atPath: snapshot) }
+        #expect(try etcdctl.run("snapshot", "save", snapshot).status == 0)
+        var lines: [[String: String]] = []
+        for _ in 0..<50 {
+            let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+            lines = text.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String]
+            }
+            if lines.contains(where: { $0["msg"] == "sent database snapshot to client" }) { break }
+            usleep(100_000)
+        }
+        func line(_ msg: String) -> [String: String]? { lines.first { $0["msg"] == msg } }
+        #expect(lines.allSatisfy { $0["level"] != nil && $0["ts"] != nil }, "every line is etcd's JSON")
+        #expect(lines.contains { ($0["msg"] ?? "").range(of: #"^raft\.node: [0-9a-f]+ elected leader [0-9a-f]+ at term [0-9]+$"#, options: .regularExpression) != nil })
+        #expect(line("compact tree index")?["revision"] == "3")
+        #expect(line("finished scheduled compaction")?["compact-revision"] == "3")
+        #expect(line("finished scheduled compaction")?["took"] != nil)
+        #expect(line("defragmenting")?["current-db-size-bytes"] != nil)
+        #expect(line("finished defragmenting directory")?["took"] != nil)
+        #expect(line("sending database snapshot to client")?["total-bytes"] != nil)
+        #expect(line("sent database snapshot to client")?["bytes"] == line("sending database snapshot to client")?["total-bytes"])
+        // The same lines on standard error (what ServerProcess keeps).
+        let stderrLines = server.log.split(separator: "\n").filter { $0.hasPrefix("{") }
+        #expect(stderrLines.count >= lines.count && lines.count > 5)
+    }
+
+    @Test func badLogFlagsAreRefused() throws {
+        let swetcd = ServerProcess.executable
+        for flags in [["--logger=capnslog"], ["--log-outputs=default,stdout"], ["--log-outputs=/nonexistent-dir/x.log"]] {
+            let r = try runCommand(swetcd, flags + ["--data-dir", "/tmp/swetcd-unused-\(UUID().uuidString)"], timeout: 20)
+            #expect(r.status != 0, "\(flags): \(r)")
+        }
+    }
+}

@@ -122,6 +122,11 @@ import TestSupport
             #expect(try !prometheus.query("\(name){job=\"etcd\"}").isEmpty, "no series \(name)")
         }
 
+        // etcd's round-trip buckets (ExponentialBuckets(0.0001, 2, 16)), as
+        // Prometheus stored them.
+        let rtt = try prometheus.query("etcd_network_peer_round_trip_time_seconds_bucket{job=\"etcd\"}")
+        let bounds = Set(rtt.compactMap { ($0["metric"] as? [String: String])?["le"] })
+        #expect(bounds == Set((0..<16).map { String(format: "%g", 0.0001 * Double(1 << $0)) } + ["+Inf"]), "\(bounds.sorted())")
         // Every rule evaluates without error; the healthy cluster's fsync
         // and commit alerts are not pending or firing.
         var rules: [[String: Any]] = []

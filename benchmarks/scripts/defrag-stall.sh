@@ -4,7 +4,7 @@
 # one client puts 256 B values for the next 15 s (the first checkpoints
 # after the burst), then again for SECONDS while a defragment starts 2 s
 # in. Prints each client's longest put and p99, the defragment's time, and
-# the server's "defragmented" log line (swap pause). Needs release
+# the server's "finished defragmenting directory" log line (swap pause). Needs release
 # builds (benchmarks/compare builds both) and etcdctl (Debian etcd-client).
 # Usage: benchmarks/scripts/defrag-stall.sh GIB [SECONDS]   (default 40)
 set -euo pipefail
@@ -36,4 +36,4 @@ ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$port" --command-timeout=600s defra
 echo "defragment of $gib GiB took $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s"
 wait "$writer"
 python3 -c "import json; r = json.load(open('$work/writer.json'))['latencyMs']; print(f\"during the defragment: longest put {r['max']:.1f} ms, p99 {r['p99']:.2f} ms\")"
-grep '"defragmented"' "$work/log" || true
+grep '"finished defragmenting directory"' "$work/log" || true
