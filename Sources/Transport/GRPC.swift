@@ -119,16 +119,21 @@ enum GRPCFrame {
     /// Frames `parts` once per value of its varint field, in order. With a
     /// short tail all of them are written in one pass into one new block
     /// (no append per piece); a long tail stays shared, by reference.
-    static func encode(_ parts: MessageParts, withEachValue values: [UInt64], into out: inout OutboundQueue) {
+    /// Returns the bytes framed.
+    @discardableResult
+    static func encode(_ parts: MessageParts, withEachValue values: [UInt64], into out: inout OutboundQueue) -> Int {
         var one = parts
         guard parts.tail.count < OutboundQueue.sharedMinBytes else {
+            var framed = 0
             for value in values {
                 one.value = value
+                framed += headerSize + one.count
                 encode(one, into: &out)
             }
-            return
+            return framed
         }
-        out.append(count: parts.framedBytes(withEachValue: values)) { block in
+        let framed = parts.framedBytes(withEachValue: values)
+        out.append(count: framed) { block in
             var at = block.baseAddress!
             parts.head.withUnsafeBytes { head in
                 parts.tail.withUnsafeBytes { tail in
@@ -150,6 +155,7 @@ enum GRPCFrame {
                 }
             }
         }
+        return framed
     }
 
     private static func writeVarint(_ value: UInt64, _ at: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {

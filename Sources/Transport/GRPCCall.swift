@@ -182,14 +182,17 @@ public final class GRPCCall {
             }
             return
         }
-        let framed = message.framedBytes(withEachValue: values)
-        messageCounts?.sent(values.count, bytes: framed - values.count * GRPCFrame.headerSize)
+        // The frames' size, known once they are sized anyway: on the I/O
+        // loop's side here, by framing them otherwise.
         if let crossing {
+            let framed = message.framedBytes(withEachValue: values)
+            messageCounts?.sent(values.count, bytes: framed - values.count * GRPCFrame.headerSize)
             guard counted(framed) else { return }
             crossing.toIO.postSend(message, withEachValue: values, on: self)
             return
         }
-        stream?.send(message, withEachValue: values)
+        let framed = stream?.send(message, withEachValue: values) ?? 0
+        if framed > 0 { messageCounts?.sent(values.count, bytes: framed - values.count * GRPCFrame.headerSize) }
     }
 
     public func send(_ message: GRPCMessageBuffer) {

@@ -57,10 +57,13 @@ final class HTTP2Stream {
     }
 
     /// The message once per value of its varint field, in order.
-    func send(_ message: MessageParts, withEachValue values: [UInt64]) {
-        guard !isFinished else { return }
-        GRPCFrame.encode(message, withEachValue: values, into: &outbound)
+    /// Returns the bytes framed (0: the stream had finished).
+    @discardableResult
+    func send(_ message: MessageParts, withEachValue values: [UInt64]) -> Int {
+        guard !isFinished else { return 0 }
+        let framed = GRPCFrame.encode(message, withEachValue: values, into: &outbound)
         messageQueued()
+        return framed
     }
 
     func send(_ message: GRPCMessageBuffer) {

@@ -122,6 +122,12 @@ import TestSupport
             #expect(try !prometheus.query("\(name){job=\"etcd\"}").isEmpty, "no series \(name)")
         }
 
+        // A cluster member's scrape (peer series included) passes
+        // Prometheus's own checker.
+        let scrape = try runCommand(prometheus.curl, ["-s", "http://\(targets[1])/metrics"]).stdout
+        #expect(scrape.contains("etcd_network_peer_round_trip_time_seconds_bucket{To="))
+        let check = try runCommand("/usr/bin/promtool", ["check", "metrics"], input: scrape)
+        #expect(check.status == 0, "promtool: \(check.stdout)\(check.stderr)")
         // etcd's round-trip buckets (ExponentialBuckets(0.0001, 2, 16)), as
         // Prometheus stored them.
         let rtt = try prometheus.query("etcd_network_peer_round_trip_time_seconds_bucket{job=\"etcd\"}")

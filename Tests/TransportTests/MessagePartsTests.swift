@@ -43,7 +43,8 @@ import TestSupport
     }
     /// Framing one message for many values of its field (a stream's
     /// watchers of one event) gives the bytes of framing each in turn, for
-    /// short tails (written in one pass) and long ones (kept shared).
+    /// short tails (written in one pass) and long ones (kept shared), and
+    /// says how many bytes it framed.
     @Test func framedForEachValueAsOneByOne() {
         var rng = SeededRandom(seed: testSeed())
         func drain(_ q: inout OutboundQueue) -> [UInt8] {
@@ -66,7 +67,9 @@ import TestSupport
                 together.append([1, 2, 3])
                 oneByOne.append([1, 2, 3])
             }
-            GRPCFrame.encode(parts, withEachValue: values, into: &together)
+            let before = together.count
+            let framed = GRPCFrame.encode(parts, withEachValue: values, into: &together)
+            #expect(framed == together.count - before && framed == parts.framedBytes(withEachValue: values))
             for v in values {
                 var one = parts
                 one.value = v
