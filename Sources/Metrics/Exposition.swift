@@ -61,25 +61,17 @@ public struct Exposition {
         return String(v)
     }
 
-    static func escapeHelp(_ s: String) -> String {
-        var out = ""
-        for c in s {
-            switch c {
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: out.append(c)
-            }
-        }
-        return out
-    }
+    /// HELP text escapes backslashes and newlines; label values quotes too.
+    static func escapeHelp(_ s: String) -> String { escape(s, quotes: false) }
+    static func escapeLabelValue(_ s: String) -> String { escape(s, quotes: true) }
 
-    static func escapeLabelValue(_ s: String) -> String {
+    private static func escape(_ s: String, quotes: Bool) -> String {
         var out = ""
         for c in s {
             switch c {
             case "\\": out += "\\\\"
-            case "\"": out += "\\\""
             case "\n": out += "\\n"
+            case "\"" where quotes: out += "\\\""
             default: out.append(c)
             }
         }

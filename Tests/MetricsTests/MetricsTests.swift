@@ -65,8 +65,8 @@ import TestSupport
         #expect(Exposition.number(-.infinity) == "-Inf")
         #expect(Exposition.number(.nan) == "NaN")
         var e = Exposition()
-        e.single("a_total", .counter, help: "back\\slash and\nnewline", labels: [("l", "q\"b\\n\nx")], 2)
-        #expect(e.text == "# HELP a_total back\\\\slash and\\nnewline\n# TYPE a_total counter\na_total{l=\"q\\\"b\\\\n\\nx\"} 2\n")
+        e.single("a_total", .counter, help: "back\\slash and\nnewline, \"quoted\"", labels: [("l", "q\"b\\n\nx")], 2)
+        #expect(e.text == "# HELP a_total back\\\\slash and\\nnewline, \"quoted\"\n# TYPE a_total counter\na_total{l=\"q\\\"b\\\\n\\nx\"} 2\n")
     }
 
     /// A written exposition with every kind of family is what Prometheus's
