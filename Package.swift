@@ -16,6 +16,13 @@ let package = Package(
         .library(name: "EtcdProto", targets: ["EtcdProto"]),
         .library(name: "EtcdClient", targets: ["EtcdClient"]),
         .library(name: "Raft", targets: ["Raft"]),
+        // For the fuzz package (fuzz/), which reaches the decoders inside.
+        .library(name: "Transport", targets: ["Transport"]),
+        .library(name: "WAL", targets: ["WAL"]),
+        .library(name: "Member", targets: ["Member"]),
+        .library(name: "Server", targets: ["Server"]),
+        .library(name: "Bolt", targets: ["Bolt"]),
+        .library(name: "Auth", targets: ["Auth"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
