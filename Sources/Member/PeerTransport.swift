@@ -88,10 +88,10 @@ public final class PeerTransport: GRPCRouter {
             let started = monotonicNanoseconds()
             call(Self.probePath, to: id, request: [], timeout: 5) { [weak self] result in
                 guard let self, case .success = result else { return }
-                let seconds = Double(monotonicNanoseconds() - started) / 1e9
+                let took = monotonicNanoseconds() - started
                 let h = roundTrips[id] ?? Histogram(bounds: Self.roundTripBuckets)
                 roundTrips[id] = h
-                h.observe(seconds: seconds)
+                h.observe(nanoseconds: took)
             }
         }
     }

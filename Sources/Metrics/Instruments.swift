@@ -45,6 +45,9 @@ public final class Histogram: @unchecked Sendable {
         sumNanoseconds.wrappingAdd(Int((max(seconds, 0) * 1e9).rounded()), ordering: .relaxed)
     }
 
+    /// A duration measured on a nanosecond clock.
+    public func observe(nanoseconds: UInt64) { observe(seconds: Double(nanoseconds) / 1e9) }
+
     /// Runs `body` and observes how long it took (monotonic clock).
     public func time<R>(_ body: () throws -> R) rethrows -> R {
         let start = Self.monotonicSeconds()

@@ -128,7 +128,7 @@ extension EtcdServer {
         let waiters = defragmentRun.waiters
         defragmentRun.waiters.removeAll()
         if failure == nil {
-            metrics.defragDurations.observe(seconds: Double(monotonicNanoseconds() - defragmentRun.started) / 1e9)
+            metrics.defragDurations.observe(nanoseconds: monotonicNanoseconds() - defragmentRun.started)
         }
         for (call, key) in waiters {
             if let failure {

@@ -252,7 +252,8 @@ public final class EtcdServer {
         }
         let walLogger = logger
         wal.onSlowSync = { took in
-            walLogger.warning("slow fdatasync", metadata: ["took": "\(took)s", "expected-duration": "1s"])
+            walLogger.warning("slow fdatasync", metadata: [
+                "took": EtcdServer.duration(nanoseconds: UInt64(took * 1e9)), "expected-duration": "1s"])
         }
         // etcd's --max-wals counts the open segment too; 0 keeps every one.
         walWriter = GroupCommitWAL(wal, spinAfterSingleRecord: config.loneWritePoll,
@@ -518,12 +519,20 @@ public final class EtcdServer {
 
     func startCompaction() { compactionTask.trigger() }
 
-    /// A duration as zap writes Go's time.Duration ("1.234567ms").
     static func took(since started: UInt64) -> Logger.MetadataValue {
-        let ns = monotonicNanoseconds() - started
-        if ns >= 1_000_000_000 { return "\(Double(ns) / 1e9)s" }
-        if ns >= 1_000_000 { return "\(Double(ns) / 1e6)ms" }
-        return "\(Double(ns) / 1e3)µs"
+        duration(nanoseconds: monotonicNanoseconds() - started)
+    }
+
+    /// A duration as zap writes Go's time.Duration ("1.234567ms", "2s").
+    static func duration(nanoseconds ns: UInt64) -> Logger.MetadataValue {
+        func go(_ amount: Double, _ unit: String) -> Logger.MetadataValue {
+            let text = "\(amount)"
+            return "\(text.hasSuffix(".0") ? String(text.dropLast(2)) : text)\(unit)"
+        }
+        if ns >= 1_000_000_000 { return go(Double(ns) / 1e9, "s") }
+        if ns >= 1_000_000 { return go(Double(ns) / 1e6, "ms") }
+        if ns >= 1_000 { return go(Double(ns) / 1e3, "µs") }
+        return "\(ns)ns"
     }
 
     /// One bounded batch of compaction per loop iteration, so writes and

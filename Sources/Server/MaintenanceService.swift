@@ -268,7 +268,7 @@ final class SnapshotStream {
                 var length: UInt32 = 0
                 EVP_DigestFinal_ex(digest, &sha, &length)
                 send(blob: Data(sha.prefix(Int(length))), remaining: 0)
-                server.metrics.snapshotDurations.observe(seconds: Double(monotonicNanoseconds() - started) / 1e9)
+                server.metrics.snapshotDurations.observe(nanoseconds: monotonicNanoseconds() - started)
                 server.logger.info("sent database snapshot to client", metadata: [
                     "bytes": "\(sent)", "took": EtcdServer.took(since: started)])
                 end(.ok)

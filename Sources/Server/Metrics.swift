@@ -62,7 +62,7 @@ final class ServerMetrics {
     func callHandled(_ key: CallKey, _ call: GRPCCall, code: Int) {
         if code >= 0 && code < key.handled.count { key.handled[code] += 1 }
         if let h = key.handlingSeconds, call.startedNanoseconds > 0 {
-            h.observe(seconds: Double(monotonicNanoseconds() - call.startedNanoseconds) / 1e9)
+            h.observe(nanoseconds: monotonicNanoseconds() - call.startedNanoseconds)
         }
     }
 

@@ -259,7 +259,7 @@ extension EtcdServer {
         guard took > ServerMetrics.slowApplyNanoseconds else { return }
         metrics.slowApplies += 1
         logger.warning("apply request took too long",
-                       metadata: ["took": "\(Double(took) / 1e6)ms", "expected-duration": "100ms"])
+                       metadata: ["took": EtcdServer.duration(nanoseconds: took), "expected-duration": "100ms"])
     }
 
     /// The WAL failed: nothing more is made durable, so nothing waiting
