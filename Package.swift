@@ -23,6 +23,8 @@ let package = Package(
         .library(name: "Server", targets: ["Server"]),
         .library(name: "Bolt", targets: ["Bolt"]),
         .library(name: "Auth", targets: ["Auth"]),
+        .library(name: "Snapshot", targets: ["Snapshot"]),
+        .library(name: "V2Store", targets: ["V2Store"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),

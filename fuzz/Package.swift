@@ -19,6 +19,7 @@ let package = Package(
                 .product(name: "Raft", package: "swetcd"), .product(name: "Member", package: "swetcd"),
                 .product(name: "Server", package: "swetcd"), .product(name: "WAL", package: "swetcd"),
                 .product(name: "Bolt", package: "swetcd"), .product(name: "Auth", package: "swetcd"),
+                .product(name: "Snapshot", package: "swetcd"), .product(name: "V2Store", package: "swetcd"),
                 .product(name: "EtcdProto", package: "swetcd"),
             ]),
     ],

@@ -11,13 +11,16 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 scratch=$root/.build-fuzz
+# ASan reports a crash; Swift's backtracer on top of it only takes minutes.
+export SWIFT_BACKTRACE=enable=no
 bin=$scratch/debug/swetcd-fuzz
 
 build() {
   # ld.gold warns about ASan's local symbols on every link; nothing else is hidden.
+  local status
   swift build --package-path "$root/fuzz" -Xswiftc -sanitize=fuzzer,address --scratch-path "$scratch" 2>&1 \
-    | grep -v "Cannot export local symbol" || true
-  [ -x "$bin" ] || { echo "fuzz build failed" >&2; exit 1; }
+    | grep -v "Cannot export local symbol"; status=${PIPESTATUS[0]}
+  [ "$status" -eq 0 ] && [ -x "$bin" ] || { echo "fuzz build failed" >&2; exit 1; }
 }
 
 run() {
@@ -44,7 +47,7 @@ run() {
 }
 
 case "${1:-}" in
-  --list) build > /dev/null; FUZZ_LIST=1 "$bin" ;;
+  --list) build > /dev/null || exit 1; FUZZ_LIST=1 "$bin" ;;
   --smoke)
     build
     mapfile -t targets < <(FUZZ_LIST=1 "$bin")

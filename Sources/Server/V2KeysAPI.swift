@@ -425,9 +425,9 @@ struct V2Answer: Equatable {
     }
 
     init?(encoded b: [UInt8]) {
-        guard b.count >= 24, let status = bigEndianUInt64(b[0..<8]), let etcdIndex = bigEndianUInt64(b[8..<16]),
-              let raftIndex = bigEndianUInt64(b[16..<24]) else { return nil }
-        self.init(status: Int(status), etcdIndex: etcdIndex, raftIndex: raftIndex, body: Array(b[24...]))
+        guard b.count >= 24, let status = bigEndianUInt64(b[0..<8]).flatMap({ Int(exactly: $0) }),
+              let etcdIndex = bigEndianUInt64(b[8..<16]), let raftIndex = bigEndianUInt64(b[16..<24]) else { return nil }
+        self.init(status: status, etcdIndex: etcdIndex, raftIndex: raftIndex, body: Array(b[24...]))
     }
 }
 

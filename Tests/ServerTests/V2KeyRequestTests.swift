@@ -19,4 +19,13 @@ import Testing
         #expect(throws: (any Error).self) { try V2KeyRequest.unescape("x%zz", plusIsSpace: true) }
         #expect(throws: (any Error).self) { try V2KeyRequest.unescape("x%2", plusIsSpace: true) }
     }
+
+    /// Found by the v2-request fuzz target: a status past Int.max trapped.
+    @Test func anAnswerWithAnImpossibleStatusIsRefused() {
+        let answer = V2Answer(status: 201, etcdIndex: 3, raftIndex: 4, body: Array("{}".utf8))
+        #expect(V2Answer(encoded: answer.encoded()) == answer)
+        var bytes = answer.encoded()
+        bytes[0] = 0x80
+        #expect(V2Answer(encoded: bytes) == nil)
+    }
 }

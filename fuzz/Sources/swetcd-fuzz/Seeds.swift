@@ -6,6 +6,7 @@ import Foundation
 @testable import MVCC
 import Raft
 @testable import Server
+@testable import V2Store
 @testable import WAL
 #if canImport(Glibc)
 import Glibc
@@ -56,7 +57,39 @@ func seeds() throws -> [String: [[UInt8]]] {
     var membership = Membership()
     membership.apply(.add(Membership.Member(id: 0x8e9e05c52164694d, name: "m1", peerURLs: ["http://127.0.0.1:2380"])))
 
+    var v2Set = V2Request(method: .put, path: "/dir/a")
+    v2Set.value = "b c"
+    v2Set.expiresAt = 1_700_000_000
+    v2Set.prevExist = false
+    let v2Node = V2Store.Node(key: "/dir/a", value: "v", isDir: false, createdIndex: 4, modifiedIndex: 9, expiresAt: nil)
+
+    var metadata = Etcdserverpb_Metadata()
+    metadata.nodeID = 0x8e9e05c52164694d
+    metadata.clusterID = 0xcdf818194e3a8c32
+    var etcdEntry = Raftpb_Entry()
+    etcdEntry.term = 2
+    etcdEntry.index = 1
+    etcdEntry.data = Data(putBytes)
+    var etcdState = Raftpb_HardState()
+    etcdState.term = 2
+    etcdState.commit = 1
+    var etcdWAL: [UInt8] = [0, 3, 0]  // mode 0, a CRC record with no data
+    for (type, record) in [(UInt8(0), try metadata.serializedBytes() as [UInt8]), (1, try etcdEntry.serializedBytes()),
+                           (2, try etcdState.serializedBytes())] {
+        etcdWAL += [type, UInt8(record.count)] + record
+    }
+
     return [
+        "gateway": [
+            Array(#"{"key":"Zm9v","range_end":"Zm9w","limit":"10","serializable":true}"#.utf8),
+            Array(#"{"compare":[{"key":"Zm9v","target":"MOD","mod_revision":"5"}],"success":[{"request_put":{"key":"Zm9v","value":"YmFy"}}]}"#.utf8),
+            Array(#"{"create_request":{"key":"Zm9v","range_end":"AA==","start_revision":"1"}} {"cancel_request":{"watch_id":"3"}}"#.utf8),
+            Array(#"{"key":"Zm9v\nYmFy","value":"eA=="}"#.utf8),
+        ],
+        "v2-request": [v2Set.encoded(), V2Request(method: .delete, path: "/dir").encoded(), v2Node.encoded(),
+                       V2Answer(status: 201, etcdIndex: 9, raftIndex: 12, body: Array("{}".utf8)).encoded()],
+        "etcd-wal": [etcdWAL],
+        "snapshot": [bolt],
         "http1": [
             Array("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8),
             Array("PUT /v2/keys/dir/a?ttl=5&prevExist=false HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 13\r\n\r\nvalue=b%20c+d".utf8),
