@@ -122,8 +122,9 @@ enum AuthChange: Equatable {
             guard at < d.count else { return nil }
             at += 1
             if d[at - 1] == 0 { return .some(nil) }
-            guard let iterations = WireBytes.readVarint(d, at: &at), let salt = bytes(), let h = bytes() else { return nil }
-            return .some(PasswordHash(salt: salt, iterations: Int(iterations), hash: h))
+            guard let iterations = WireBytes.readVarint(d, at: &at).flatMap({ Int(exactly: $0) }), let salt = bytes(),
+                  let h = bytes() else { return nil }
+            return .some(PasswordHash(salt: salt, iterations: iterations, hash: h))
         }
         switch op {
         case 1: self = .enable

@@ -34,6 +34,8 @@ final class ZeroFiller: @unchecked Sendable {
     private var stopping = false
     private var running = false
     private var chunks = 0
+    /// The thread, joined by `stop`.
+    private var thread: pthread_t?
 
     init() {
         pthread_mutex_init(&mutex, nil)
@@ -60,13 +62,15 @@ final class ZeroFiller: @unchecked Sendable {
         pthread_cond_signal(&wakeup)
         guard start else { return }
         let me = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { arg in
+        var created = pthread_t()
+        pthread_create(&created, nil, { arg in
             let filler = Unmanaged<ZeroFiller>.fromOpaque(arg!).takeRetainedValue()
             filler.run()
             return nil
         }, me)
-        pthread_detach(thread)
+        pthread_mutex_lock(&mutex)
+        thread = created
+        pthread_mutex_unlock(&mutex)
     }
 
     /// The writer is about to write the current segment up to `end`.
@@ -93,14 +97,16 @@ final class ZeroFiller: @unchecked Sendable {
         return start < target && (target - start >= Self.chunkBytes || target == segmentBytes)
     }
 
-    /// Stops the thread and waits until it has (nothing is written after
-    /// this returns).
+    /// Stops the thread and joins it: nothing is written, and nothing of
+    /// the thread's is left, after this returns.
     func stop() {
         pthread_mutex_lock(&mutex)
         stopping = true
         pthread_cond_broadcast(&wakeup)
-        while running { pthread_cond_wait(&wakeup, &mutex) }
+        let joining = thread
+        thread = nil
         pthread_mutex_unlock(&mutex)
+        if let joining { pthread_join(joining, nil) }
     }
 
     private func run() {

@@ -63,4 +63,14 @@ import TestSupport
             #expect(AuthChange(encoded: encoded + [0]) == nil, "seed \(seed): trailing byte")
         }
     }
+
+    /// Found by the log-entry fuzz target: an iteration count past Int.max trapped.
+    @Test func aPasswordHashWithImpossibleIterationsIsRefused() {
+        var d: [UInt8] = [3, 1, UInt8(ascii: "u"), 1]  // addUser "u" with a hash
+        WireBytes.appendVarint(UInt64.max, to: &d)
+        d += [0, 0]  // empty salt and hash
+        #expect(AuthChange(encoded: d) == nil)
+        let fine = AuthChange.addUser("u", PasswordHash(salt: [], iterations: 5, hash: []))
+        #expect(fine.encoded == [3, 1, UInt8(ascii: "u"), 1, 5, 0, 0] && AuthChange(encoded: fine.encoded) == fine)
+    }
 }
