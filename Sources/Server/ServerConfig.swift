@@ -21,6 +21,9 @@ public struct ServerConfig: Equatable, Sendable {
     public var advertiseClientURLs: [ClientURL]?
     public var maxRequestBytes = 1_572_864
     public var maxTxnOps = 128
+    /// Streams one client connection may have open at once (etcd's flag;
+    /// its default is unbounded, ours 4096: a client past it waits).
+    public var maxConcurrentStreams: UInt32 = 4096
     public var logLevel = Logger.Level.info
     /// etcd's --log-outputs: "default" or "stderr" (standard error),
     /// "stdout", or files to append to.
@@ -185,7 +188,7 @@ public struct ServerConfig: Equatable, Sendable {
     }
 
     static let flags = ["name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-metrics-urls", "metrics",
-                        "max-request-bytes", "max-txn-ops", "log-level", "logger", "log-outputs", "quota-backend-bytes", "bcrypt-cost",
+                        "max-request-bytes", "max-txn-ops", "max-concurrent-streams", "log-level", "logger", "log-outputs", "quota-backend-bytes", "bcrypt-cost",
                         "experimental-watch-progress-notify-interval", "experimental-wal-segment-bytes",
                         "experimental-checkpoint-interval", "backend-batch-interval", "backend-batch-limit",
                         "experimental-lone-write-poll", "experimental-lease-checkpoint-interval", "experimental-io-threads",
@@ -216,6 +219,7 @@ public struct ServerConfig: Equatable, Sendable {
                               (default basic)
       --max-request-bytes     largest client request accepted, in bytes (default 1572864)
       --max-txn-ops           most operations in one transaction (default 128)
+      --max-concurrent-streams most streams open at once on one client connection (default 4096)
       --log-level             debug, info, warn, error, panic or fatal (default info)
       --logger                zap: JSON lines with etcd's fields (the only logger; default zap)
       --log-outputs           comma-separated: default or stderr, stdout, or file paths to append to
@@ -386,6 +390,9 @@ public struct ServerConfig: Equatable, Sendable {
             case "advertise-client-urls": config.advertiseClientURLs = try urls()
             case "max-request-bytes": config.maxRequestBytes = try positive()
             case "max-txn-ops": config.maxTxnOps = try positive()
+            case "max-concurrent-streams":
+                guard let n = UInt32(value), n > 0 else { throw bad("want a positive 32-bit integer") }
+                config.maxConcurrentStreams = n
             case "quota-backend-bytes": config.quotaBackendBytes = Int64(try positive())
             case "bcrypt-cost":
                 let cost = try positive()

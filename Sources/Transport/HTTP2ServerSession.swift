@@ -35,6 +35,10 @@ final class HTTP2Stream {
     var isFinished = false
     /// Request data is discarded (the call was refused mid-request).
     var ignoresInput = false
+    /// The request's header list so far, as HTTP/2 sizes it.
+    var headerListBytes = 0
+    /// Reset for a malformed or oversized request: never dispatched.
+    var isRefused = false
     /// When the call's grpc-timeout passes (CLOCK_MONOTONIC nanoseconds;
     /// the session's deadline timer then ends it with DEADLINE_EXCEEDED).
     var deadline: UInt64?
@@ -162,7 +166,20 @@ final class HTTP2ServerSession {
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
             guard let frame, let user, let name, let value else { return 0 }
             let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
-            guard let stream = s.streams[frame.pointee.hd.stream_id] else { return 0 }
+            guard let stream = s.streams[frame.pointee.hd.stream_id], !stream.isRefused else { return 0 }
+            stream.headerListBytes += nameLength + valueLength + 32
+            if stream.headerListBytes > Int(s.limits.maxHeaderListBytes) {
+                // grpc-go's answer to a header list past its limit.
+                s.refuse(stream, NGHTTP2_FRAME_SIZE_ERROR)
+                return 0
+            }
+            // nghttp2's HTTP checks are off (see below), so RFC 9113's rules
+            // for a field are applied here: a malformed request is a stream error.
+            if !HTTP2ServerSession.isWellFormed(name: UnsafeRawBufferPointer(start: name, count: nameLength),
+                                                value: UnsafeRawBufferPointer(start: value, count: valueLength)) {
+                s.refuse(stream, NGHTTP2_PROTOCOL_ERROR)
+                return 0
+            }
             s.header(UnsafeRawBufferPointer(start: name, count: nameLength),
                      UnsafeRawBufferPointer(start: value, count: valueLength), of: stream)
             return 0
@@ -213,6 +230,8 @@ final class HTTP2ServerSession {
                                    value: limits.maxConcurrentStreams),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
                                    value: limits.streamWindowBytes),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                                   value: limits.maxHeaderListBytes),
         ]
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
@@ -276,6 +295,7 @@ final class HTTP2ServerSession {
     private func frameReceived(type: UInt8, flags: UInt8, streamID: Int32) {
         guard let stream = streams[streamID] else { return }
         let endStream = flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        if stream.isRefused { return }
         if type == UInt8(NGHTTP2_HEADERS.rawValue) && !stream.dispatched && stream.grpcMethod == nil {
             enqueue(stream)  // route it once its headers are complete
         }
@@ -283,6 +303,36 @@ final class HTTP2ServerSession {
         if type == UInt8(NGHTTP2_DATA.rawValue) && !endStream && stream.grpcMethod?.kind == .bidirectionalStreaming {
             enqueue(stream)
         }
+    }
+
+    /// Resets a stream whose request the server will not serve; the rest
+    /// of its header block is still decoded (HPACK's table depends on it).
+    private func refuse(_ stream: HTTP2Stream, _ code: nghttp2_error_code) {
+        stream.isRefused = true
+        stream.ignoresInput = true
+        stream.metadata = []
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code.rawValue)
+        scheduleFlush()
+    }
+
+    /// RFC 9113 8.2: a lowercase token name (or a known pseudo-header), no
+    /// connection-specific field, `te` only as "trailers", and a value
+    /// without NUL, CR, LF or surrounding whitespace.
+    static func isWellFormed(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
+        guard let first = name.first else { return false }
+        let n = name.bindMemory(to: UInt8.self), v = value.bindMemory(to: UInt8.self)
+        guard nghttp2_check_header_value_rfc9113(v.baseAddress, v.count) != 0 else { return false }
+        func equal(_ a: UnsafeRawBufferPointer, _ b: StaticString) -> Bool {
+            a.count == b.utf8CodeUnitCount && memcmp(a.baseAddress!, b.utf8Start, a.count) == 0
+        }
+        if first == UInt8(ascii: ":") {
+            return equal(name, ":method") || equal(name, ":scheme") || equal(name, ":path")
+                || equal(name, ":authority") || equal(name, ":protocol")
+        }
+        guard nghttp2_check_header_name(n.baseAddress, n.count) != 0 else { return false }
+        if equal(name, "te") { return equal(value, "trailers") }
+        return !(equal(name, "connection") || equal(name, "keep-alive") || equal(name, "proxy-connection")
+                 || equal(name, "transfer-encoding") || equal(name, "upgrade"))
     }
 
     /// One request header. The headers every call sends are matched as

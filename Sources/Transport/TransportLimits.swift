@@ -11,6 +11,10 @@ public struct TransportLimits: Sendable {
     /// stops producing more for it.
     public var outputBufferBytes = 1 << 20
     public var maxConcurrentStreams: UInt32 = 4096
+    /// Largest request header list (names, values and 32 bytes each, as
+    /// HTTP/2 counts it); a larger one resets its stream. Advertised in
+    /// SETTINGS, so a conforming client refuses to send one.
+    public var maxHeaderListBytes: UInt32 = 64 * 1024
     /// HTTP/2 flow-control windows the server grants its clients.
     public var streamWindowBytes: UInt32 = 1 << 20
     public var connectionWindowBytes: Int32 = 1 << 24

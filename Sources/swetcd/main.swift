@@ -184,6 +184,7 @@ var transportLimits = TransportLimits()
 transportLimits.maxReceiveMessageBytes = config.maxRequestBytes + 512 * 1024
 transportLimits.maxHTTP1BodyBytes = config.maxRequestBytes + 512 * 1024
 transportLimits.tlsHandshakeSeconds = config.tlsHandshakeTimeout
+transportLimits.maxConcurrentStreams = config.maxConcurrentStreams
 let transport = TransportServer(loop: loop, router: server, http1: server, limits: transportLimits,
                                 ioLoops: config.ioThreads, logger: logger)
 var tls: TLSServerContext?

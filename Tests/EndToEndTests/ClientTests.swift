@@ -4,13 +4,13 @@ import TestSupport
 
 /// Python's etcd3 client, and clients that misbehave: after each, the
 /// server must still serve a put and a get from another client.
-@Suite struct ClientTests {
-    func stillServes(_ server: ServerProcess, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let etcdctl = Etcdctl(endpoint: server.endpoint)
-        #expect(try etcdctl.run("put", "after", "ok").stdout == "OK\n", sourceLocation: sourceLocation)
-        #expect(try etcdctl.run("get", "after", "--print-value-only").lines == ["ok"], sourceLocation: sourceLocation)
-    }
+func stillServes(_ server: ServerProcess, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let etcdctl = Etcdctl(endpoint: server.endpoint)
+    #expect(try etcdctl.run("put", "after", "ok").stdout == "OK\n", sourceLocation: sourceLocation)
+    #expect(try etcdctl.run("get", "after", "--print-value-only").lines == ["ok"], sourceLocation: sourceLocation)
+}
 
+@Suite struct ClientTests {
     @Test func pythonEtcd3Client() throws {
         let server = try ServerProcess()
         defer { server.stop() }

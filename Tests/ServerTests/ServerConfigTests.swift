@@ -27,6 +27,19 @@ import Testing
         #expect(c.leaseCheckpointInterval == 120)
     }
 
+    @Test func maxConcurrentStreams() throws {
+        #expect(try ServerConfig.parse(arguments: [], environment: [:]).maxConcurrentStreams == 4096)
+        #expect(try ServerConfig.parse(arguments: ["--max-concurrent-streams=10"], environment: [:]).maxConcurrentStreams == 10)
+        #expect(try ServerConfig.parse(arguments: [], environment: ["ETCD_MAX_CONCURRENT_STREAMS": "4294967295"])
+            .maxConcurrentStreams == UInt32.max)
+        for bad in ["0", "-1", "4294967296", "x"] {
+            #expect(throws: ServerConfig.ParseError.badValue(flag: "max-concurrent-streams", value: bad,
+                                                            why: "want a positive 32-bit integer")) {
+                try ServerConfig.parse(arguments: ["--max-concurrent-streams", bad], environment: [:])
+            }
+        }
+    }
+
     /// Raft's snapshot and pre-vote flags, by flag and by ETCD_* variable.
     /// Peer TLS and metrics listener flags, from flags and ETCD_*
     /// variables; https peer URLs without a certificate and key are
