@@ -76,7 +76,14 @@ import TestSupport
                     }
                 }
             }
-            try await Task.sleep(nanoseconds: UInt64(10 + generator.next() % 80) * 1_000_000)
+            // The kill comes once this round's writes are under way (however
+            // slow the build), then at a random moment.
+            let started = await ledger.acknowledged.count
+            for _ in 0..<1_000 {
+                if await ledger.acknowledged.count >= started + 5 { break }
+                try await Task.sleep(nanoseconds: 10_000_000)
+            }
+            try await Task.sleep(nanoseconds: UInt64(generator.next() % 80) * 1_000_000)
             server.kill()
             for w in writers { await w.value }
             client.close()
@@ -91,7 +98,7 @@ import TestSupport
             let kv = stored[key]
             #expect(kv?.valueString == value && kv?.modRevision == revision, "seed \(seed), after the last round: \(key)")
         }
-        #expect(acknowledged.count > rounds * 10, "writes were acknowledged in the rounds: \(acknowledged.count)")
+        #expect(acknowledged.count >= rounds * 5, "writes were acknowledged in every round: \(acknowledged.count)")
     }
 }
 
