@@ -315,6 +315,16 @@ final class HTTP2ServerSession {
         scheduleFlush()
     }
 
+    /// Header bytes against a literal, without making Strings.
+    private static func starts(_ a: UnsafeRawBufferPointer, with b: StaticString) -> Bool {
+        a.count >= b.utf8CodeUnitCount
+            && (b.utf8CodeUnitCount == 0 || memcmp(a.baseAddress!, b.utf8Start, b.utf8CodeUnitCount) == 0)
+    }
+
+    private static func equal(_ a: UnsafeRawBufferPointer, _ b: StaticString) -> Bool {
+        a.count == b.utf8CodeUnitCount && starts(a, with: b)
+    }
+
     /// RFC 9113 8.2: a lowercase token name (or a known pseudo-header), no
     /// connection-specific field, `te` only as "trailers", and a value
     /// without NUL, CR, LF or surrounding whitespace.
@@ -322,9 +332,6 @@ final class HTTP2ServerSession {
         guard let first = name.first else { return false }
         let n = name.bindMemory(to: UInt8.self), v = value.bindMemory(to: UInt8.self)
         guard nghttp2_check_header_value_rfc9113(v.baseAddress, v.count) != 0 else { return false }
-        func equal(_ a: UnsafeRawBufferPointer, _ b: StaticString) -> Bool {
-            a.count == b.utf8CodeUnitCount && memcmp(a.baseAddress!, b.utf8Start, a.count) == 0
-        }
         if first == UInt8(ascii: ":") {
             return equal(name, ":method") || equal(name, ":scheme") || equal(name, ":path")
                 || equal(name, ":authority") || equal(name, ":protocol")
@@ -340,25 +347,18 @@ final class HTTP2ServerSession {
     /// allocates no String for them.
     private func header(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, of stream: HTTP2Stream) {
         func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
-        func starts(_ a: UnsafeRawBufferPointer, with b: StaticString) -> Bool {
-            a.count >= b.utf8CodeUnitCount
-                && (b.utf8CodeUnitCount == 0 || memcmp(a.baseAddress!, b.utf8Start, b.utf8CodeUnitCount) == 0)
-        }
-        func equal(_ a: UnsafeRawBufferPointer, _ b: StaticString) -> Bool {
-            a.count == b.utf8CodeUnitCount && starts(a, with: b)
-        }
-        if equal(name, ":path") {
+        if Self.equal(name, ":path") {
             let same = value.count == lastPath.bytes.count && (value.isEmpty
                 || lastPath.bytes.withUnsafeBytes { memcmp($0.baseAddress!, value.baseAddress!, value.count) == 0 })
             if !same { lastPath = (Array(value), string(value)) }
             stream.path = lastPath.string
-        } else if equal(name, ":method") {
+        } else if Self.equal(name, ":method") {
             stream.method = string(value)
-        } else if equal(name, "content-type") {
-            stream.isGRPC = starts(value, with: "application/grpc")
-        } else if equal(name, "grpc-timeout") {
+        } else if Self.equal(name, "content-type") {
+            stream.isGRPC = Self.starts(value, with: "application/grpc")
+        } else if Self.equal(name, "grpc-timeout") {
             stream.timeout = parseGRPCTimeout(string(value))
-        } else if equal(name, "te") {
+        } else if Self.equal(name, "te") {
             // HTTP/2's own; not the call's metadata.
         } else if name.first != UInt8(ascii: ":") {
             stream.metadata.append((string(name), string(value)))
