@@ -176,10 +176,16 @@ enum GRPCFrame {
         case tooLarge(Int)
     }
 
+    /// The length the message at the front of `buffer` declares, once its
+    /// prefix is there.
+    static func declaredLength(of buffer: ByteQueue) -> Int? {
+        guard buffer.count >= headerSize else { return nil }
+        return Int(buffer[1]) << 24 | Int(buffer[2]) << 16 | Int(buffer[3]) << 8 | Int(buffer[4])
+    }
+
     /// Takes the next complete message off the front of `buffer`.
     static func next(from buffer: inout ByteQueue, maxMessageBytes: Int) -> Parsed {
-        guard buffer.count >= headerSize else { return .needMore }
-        let length = Int(buffer[1]) << 24 | Int(buffer[2]) << 16 | Int(buffer[3]) << 8 | Int(buffer[4])
+        guard let length = declaredLength(of: buffer) else { return .needMore }
         if length > maxMessageBytes { return .tooLarge(length) }
         if buffer[0] != 0 { return .compressed }
         guard buffer.count >= headerSize + length else { return .needMore }

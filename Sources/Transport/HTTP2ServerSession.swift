@@ -369,6 +369,23 @@ final class HTTP2ServerSession {
     private func dataReceived(streamID: Int32, _ bytes: UnsafeRawBufferPointer) {
         guard let stream = streams[streamID], !stream.ignoresInput else { return }
         stream.inbound.append(bytes)
+        // A unary or server-streaming request is one message: more than the
+        // largest allowed is refused as it arrives, not when the request
+        // ends (a client that never ends it could fill the memory). Before
+        // the stream is routed its kind is unknown, so a streaming call's
+        // first messages get twice the room; a routed streaming call hands
+        // over its messages as they complete (`process`).
+        let oneMessage = GRPCFrame.headerSize + limits.maxReceiveMessageBytes
+        let room: Int
+        switch stream.grpcMethod?.kind {
+        case .bidirectionalStreaming?: return
+        case nil: room = 2 * oneMessage
+        default: room = oneMessage
+        }
+        if stream.inbound.count > room {
+            let declared = GRPCFrame.declaredLength(of: stream.inbound) ?? 0
+            refuseTooLarge(stream, max(declared, stream.inbound.count - GRPCFrame.headerSize))
+        }
     }
 
     /// Routes new streams, hands over complete messages, ends requests.

@@ -26,6 +26,9 @@ import Testing
             ("window-overflow-connection", ["GOAWAY FLOW_CONTROL_ERROR"]),
             // Past SETTINGS_MAX_HEADER_LIST_SIZE, in CONTINUATION frames.
             ("header-list-too-large", ["RST_STREAM FRAME_SIZE_ERROR", "grpc-status 0"]),
+            // Ours: a unary request is one message, refused once past the
+            // largest (RESOURCE_EXHAUSTED), even if it never ends.
+            ("endless-request", ["grpc-status 8", "grpc-status 0"]),
         ]
         for (violation, answers) in expected {
             let r = try runPython("h2_violations.py", [violation, server.endpoint])

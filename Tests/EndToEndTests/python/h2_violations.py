@@ -155,5 +155,15 @@ elif cmd == "header-list-too-large":
         c.send(frame(CONTINUATION, END_HEADERS if i == len(chunks) - 2 else 0, 1, chunk))
     print(c.outcome(1))
     print(answered_after(c, 3))
+elif cmd == "endless-request":
+    # A unary request that declares 1 MiB and goes on past any message the
+    # server takes, never ending: refused as it arrives, nothing kept.
+    c = Conn()
+    c.headers(1, grpc_headers(path="/etcdserverpb.KV/Put"), end_stream=False)
+    c.send(frame(DATA, 0, 1, b"\0" + struct.pack(">I", 1 << 20) + b"\0" * 15995))
+    for _ in range(320):  # 5 MiB
+        c.send(frame(DATA, 0, 1, b"\0" * 16000))
+    print(c.outcome(1))
+    print(answered_after(c, 3))
 else:
     sys.exit(f"unknown case {cmd}")
