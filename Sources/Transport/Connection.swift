@@ -214,6 +214,7 @@ final class Connection {
         output?.detach()
         if let bev { bufferevent_free(bev) }
         bev = nil
+        server.openConnections.subtract(1, ordering: .relaxed)
         if case .http2(let session) = mode {
             mode = .http1  // drop the session after telling its calls
             session.connectionLost()

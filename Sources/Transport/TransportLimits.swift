@@ -21,6 +21,16 @@ public struct TransportLimits: Sendable {
     /// Seconds a TLS client has to finish its handshake; then the
     /// connection is closed (a half-done handshake would hold it forever).
     public var tlsHandshakeSeconds: Double = 10
+    /// Connections open at once; past it accepting pauses. Set below the
+    /// descriptor limit, so that the store (WAL segments, snapshots) and
+    /// peers still find descriptors when clients hold all they may.
+    public var maxConnections = Int.max
+
+    /// The connections a process whose descriptor limit is `openFiles` may
+    /// hold: all but 128 kept for the rest, and at least half of them.
+    public static func connections(forOpenFiles openFiles: Int) -> Int {
+        max(openFiles - min(128, openFiles / 2), 1)
+    }
 
     public init() {}
 }

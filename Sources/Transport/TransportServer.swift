@@ -1,6 +1,7 @@
 import CLibevent
 import Dispatch
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,6 +20,8 @@ public final class TransportServer {
     let limits: TransportLimits
     let logger: Logger
     private var listeners: [Listener] = []
+    /// Connections open now, on every loop.
+    let openConnections = Atomic<Int>(0)
 
     /// One listening socket, and the TLS its connections start with (nil:
     /// plaintext).
@@ -26,6 +29,10 @@ public final class TransportServer {
         unowned let server: TransportServer
         let tls: TLSServerContext?
         var handle: OpaquePointer?
+        /// How long accepting pauses after it fails for want of a file
+        /// descriptor or memory; doubles while it keeps failing.
+        var pause = AcceptPause()
+        var resume: Timer?
         init(server: TransportServer, tls: TLSServerContext?) {
             self.server = server
             self.tls = tls
@@ -76,13 +83,19 @@ public final class TransportServer {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                 evconnlistener_new_bind(loop.base, { _, fd, _, _, arg in
                     let entry = Unmanaged<Listener>.fromOpaque(arg!).takeUnretainedValue()
+                    entry.pause.reset()
                     entry.server.accept(fd, tls: entry.tls)
+                    entry.server.pauseIfFull(entry)
                 }, me, UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE), 1024, sa,
                 Int32(MemoryLayout<sockaddr_in>.size))
             }
         }
         guard let listener else { throw TransportError.cannotListen(host, port, errno) }
         entry.handle = listener
+        evconnlistener_set_error_cb(listener) { _, arg in
+            let entry = Unmanaged<Listener>.fromOpaque(arg!).takeUnretainedValue()
+            entry.server.acceptFailed(entry, errno)
+        }
         listeners.append(entry)
         var bound = sockaddr_in()
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -92,7 +105,43 @@ public final class TransportServer {
         return UInt16(bigEndian: bound.sin_port)
     }
 
+    /// accept() failed. With no descriptor or memory left the listening
+    /// socket stays readable, and libevent would call again at once, for
+    /// ever; so, as Go's http.Server does, stop accepting for a while (5 ms,
+    /// doubling to 1 s) and say so. Open connections are served meanwhile,
+    /// and new ones wait in the listen queue.
+    private func acceptFailed(_ entry: Listener, _ error: Int32) {
+        guard AcceptPause.isResourceShortage(error) else {
+            log(.warning, "accept failed: \(String(cString: strerror(error)))")
+            return
+        }
+        pause(entry, "accept error: \(String(cString: strerror(error)))")
+    }
+
+    /// Stops accepting while `maxConnections` are open (checked again after
+    /// each pause).
+    private func pauseIfFull(_ entry: Listener) {
+        let open = openConnections.load(ordering: .relaxed)
+        if open >= limits.maxConnections {
+            pause(entry, "\(open) client connections open, as many as the descriptor limit leaves room for")
+        }
+    }
+
+    private func pause(_ entry: Listener, _ why: String) {
+        guard let handle = entry.handle else { return }
+        let seconds = entry.pause.next()
+        log(.warning, "\(why); retrying in \(Int(seconds * 1000))ms")
+        evconnlistener_disable(handle)
+        entry.resume = loop.schedule(every: seconds, repeats: false) { [unowned self, unowned entry] in
+            entry.resume = nil
+            guard let h = entry.handle else { return }
+            evconnlistener_enable(h)
+            pauseIfFull(entry)
+        }
+    }
+
     private func accept(_ fd: Int32, tls: TLSServerContext?) {
+        openConnections.add(1, ordering: .relaxed)
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         let home = homes[nextHome]
@@ -105,7 +154,11 @@ public final class TransportServer {
     /// Stops listening and closes every connection; the I/O loops' threads
     /// end. (Call on the service loop's thread, or once it has stopped.)
     public func closeAll() {
-        for l in listeners { if let h = l.handle { evconnlistener_free(h) } }
+        for l in listeners {
+            l.resume?.cancel()
+            if let h = l.handle { evconnlistener_free(h) }
+            l.handle = nil
+        }
         listeners.removeAll()
         for home in homes { home.closeAll() }
     }
@@ -113,6 +166,25 @@ public final class TransportServer {
     func log(_ level: Logger.Level, _ message: Logger.Message) {
         logger.log(level: level, message)
     }
+}
+
+/// The back-off of accepting after a shortage: 5 ms, doubling to 1 s, back
+/// to 5 ms once a connection is accepted.
+struct AcceptPause {
+    static let first = 0.005, longest = 1.0
+    private(set) var last: Double?
+
+    static func isResourceShortage(_ error: Int32) -> Bool {
+        error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM
+    }
+
+    mutating func next() -> Double {
+        let seconds = last.map { min($0 * 2, Self.longest) } ?? Self.first
+        last = seconds
+        return seconds
+    }
+
+    mutating func reset() { last = nil }
 }
 
 public enum TransportError: Error, CustomStringConvertible {
@@ -175,6 +247,7 @@ final class ConnectionHome: @unchecked Sendable {
             ?? bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
         guard let bev = made else {
             close(fd)
+            server.openConnections.subtract(1, ordering: .relaxed)
             return
         }
         nextConnectionID += 1

@@ -120,6 +120,13 @@ sigemptyset(&shutdownSignals)
 sigaddset(&shutdownSignals, SIGINT)
 sigaddset(&shutdownSignals, SIGTERM)
 pthread_sigmask(SIG_UNBLOCK, &shutdownSignals, nil)
+// Every client connection is a descriptor: take all the kernel allows this
+// process (the hard limit), as Go's runtime does for etcd at start.
+var openFiles = rlimit()
+if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &openFiles) == 0 && openFiles.rlim_cur < openFiles.rlim_max {
+    openFiles.rlim_cur = openFiles.rlim_max
+    _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &openFiles)
+}
 
 // mimalloc replaces malloc for the whole process when it is linked ahead of
 // libc; say so, or warn that the build fell back to glibc's.
@@ -185,6 +192,9 @@ transportLimits.maxReceiveMessageBytes = config.maxRequestBytes + 512 * 1024
 transportLimits.maxHTTP1BodyBytes = config.maxRequestBytes + 512 * 1024
 transportLimits.tlsHandshakeSeconds = config.tlsHandshakeTimeout
 transportLimits.maxConcurrentStreams = config.maxConcurrentStreams
+if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &openFiles) == 0 && openFiles.rlim_cur < rlim_t(Int.max) {
+    transportLimits.maxConnections = TransportLimits.connections(forOpenFiles: Int(openFiles.rlim_cur))
+}
 let transport = TransportServer(loop: loop, router: server, http1: server, limits: transportLimits,
                                 ioLoops: config.ioThreads, logger: logger)
 var tls: TLSServerContext?
