@@ -39,6 +39,11 @@ final class HTTP2Stream {
     var headerListBytes = 0
     /// Reset for a malformed or oversized request: never dispatched.
     var isRefused = false
+    /// A unary call: its answer counts toward the session's
+    /// `unaryAnswerBytes` until written.
+    var isUnary = false
+    /// Waiting in the session's `held` list to be dispatched.
+    var isHeld = false
     /// When the call's grpc-timeout passes (CLOCK_MONOTONIC nanoseconds;
     /// the session's deadline timer then ends it with DEADLINE_EXCEEDED).
     var deadline: UInt64?
@@ -50,14 +55,16 @@ final class HTTP2Stream {
 
     func send(_ message: [UInt8]) {
         guard !isFinished else { return }
+        let before = outbound.count
         GRPCFrame.encode(message, into: &outbound)
-        messageQueued()
+        messageQueued(before)
     }
 
     func send(_ message: MessageParts) {
         guard !isFinished else { return }
+        let before = outbound.count
         GRPCFrame.encode(message, into: &outbound)
-        messageQueued()
+        messageQueued(before)
     }
 
     /// The message once per value of its varint field, in order.
@@ -65,18 +72,21 @@ final class HTTP2Stream {
     @discardableResult
     func send(_ message: MessageParts, withEachValue values: [UInt64]) -> Int {
         guard !isFinished else { return 0 }
+        let before = outbound.count
         let framed = GRPCFrame.encode(message, withEachValue: values, into: &outbound)
-        messageQueued()
+        messageQueued(before)
         return framed
     }
 
     func send(_ message: GRPCMessageBuffer) {
         guard !isFinished else { return }
+        let before = outbound.count
         GRPCFrame.encode(message, into: &outbound)
-        messageQueued()
+        messageQueued(before)
     }
 
-    private func messageQueued() {
+    private func messageQueued(_ before: Int) {
+        if isUnary { session.unaryAnswerBytes += outbound.count - before }
         startResponseIfNeeded()
         resume()
     }
@@ -129,6 +139,14 @@ final class HTTP2ServerSession {
     private let crossing: LoopCrossing?
     private let methodKinds: [String: GRPCMethodKind]
     private var streams: [Int32: HTTP2Stream] = [:]
+    /// Bytes of unary answers queued and not yet written to the socket.
+    fileprivate(set) var unaryAnswerBytes = 0
+    /// Unary calls whose requests are complete, waiting (in order) while
+    /// `unaryAnswerBytes` is at its bound: a client that sends requests and
+    /// does not read the answers gets no more answers made for it.
+    private var held: [HTTP2Stream] = []
+    private var heldHead = 0
+    private var isReleasing = false
     private lazy var deadlineTimer = DeadlineTimer(loop: loop) { [unowned self] now in deadlinesPassed(now) }
 
     // Work collected during nghttp2 callbacks, run after they return.
@@ -202,6 +220,7 @@ final class HTTP2ServerSession {
             let s = Unmanaged<HTTP2ServerSession>.fromOpaque(user).takeUnretainedValue()
             if let stream = s.streams.removeValue(forKey: streamID) {
                 stream.isFinished = true
+                if stream.isUnary { s.unaryAnswerBytes -= stream.outbound.count }
                 if let call = stream.call {
                     call.stream = nil
                     s.closedCalls.append(call)
@@ -280,6 +299,9 @@ final class HTTP2ServerSession {
             }
         }
         streams.removeAll()
+        held.removeAll()
+        heldHead = 0
+        unaryAnswerBytes = 0
         deadlineTimer.cancel()
         let calls = closedCalls
         closedCalls.removeAll()
@@ -443,7 +465,15 @@ final class HTTP2ServerSession {
         let requestEnded = nghttp2_session_get_stream_remote_close(session, stream.id) != 0
         switch method.kind {
         case .unary, .serverStreaming:
-            guard requestEnded, !stream.dispatched else { return }
+            guard requestEnded, !stream.dispatched, !stream.isHeld else { return }
+            if method.kind == .unary {
+                if !isReleasing && (unaryAnswerBytes >= limits.unaryAnswerBytesPerConnection || heldHead < held.count) {
+                    stream.isHeld = true
+                    held.append(stream)
+                    return
+                }
+                stream.isUnary = true
+            }
             stream.dispatched = true
             switch GRPCFrame.next(from: &stream.inbound, maxMessageBytes: limits.maxReceiveMessageBytes) {
             case .message(let m): call.start(method, m, router: router)
@@ -591,6 +621,7 @@ final class HTTP2ServerSession {
         let before = stream.outbound.count
         connection.write(UnsafeRawBufferPointer(start: frameHeader, count: 9))
         stream.outbound.write(length) { connection.write($0) }
+        if stream.isUnary { unaryAnswerBytes -= length }
         stream.call?.drained(length)
         if before >= GRPCCall.lowWaterBytes && stream.outbound.count < GRPCCall.lowWaterBytes, let call = stream.call {
             writableCalls.append(call)
@@ -616,6 +647,30 @@ final class HTTP2ServerSession {
             connection.write(UnsafeRawBufferPointer(start: data, count: n))
         }
         notifyClosedAndWritable()
+        if heldHead < held.count && unaryAnswerBytes < limits.unaryAnswerBytesPerConnection {
+            releaseHeld()
+            return
+        }
         if connection.outputBytes == 0 && isDone { connection.closeWhenFlushed() }
+    }
+
+    /// Dispatches held calls, oldest first, while the answers waiting stay
+    /// under their bound; then flushes what they answered.
+    private func releaseHeld() {
+        isReleasing = true
+        while heldHead < held.count && unaryAnswerBytes < limits.unaryAnswerBytesPerConnection {
+            let stream = held[heldHead]
+            heldHead += 1
+            stream.isHeld = false
+            // A stream reset, or past its deadline, while it waited is done.
+            if streams[stream.id] === stream && !stream.isFinished { process(stream) }
+        }
+        isReleasing = false
+        if heldHead == held.count {
+            held.removeAll(keepingCapacity: held.count <= 64)
+            heldHead = 0
+        }
+        notifyClosedAndWritable()
+        scheduleFlush()
     }
 }

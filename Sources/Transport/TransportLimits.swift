@@ -11,6 +11,11 @@ public struct TransportLimits: Sendable {
     /// stops producing more for it.
     public var outputBufferBytes = 1 << 20
     public var maxConcurrentStreams: UInt32 = 4096
+    /// Bytes of unary answers an HTTP/2 connection may have waiting for its
+    /// client to read them; past it, further complete requests wait
+    /// undispatched (one answer may go past it: a Range larger than this
+    /// is still served).
+    public var unaryAnswerBytesPerConnection = 4 << 20
     /// Largest request header list (names, values and 32 bytes each, as
     /// HTTP/2 counts it); a larger one resets its stream. Advertised in
     /// SETTINGS, so a conforming client refuses to send one.
