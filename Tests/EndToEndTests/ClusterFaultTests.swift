@@ -212,9 +212,9 @@ final class FaultCluster {
                 try await Task.sleep(for: .seconds(faultAt))
                 // Off the cooperative threads: faults run etcdctl and wait
                 // for processes, and the clients must keep running.
-                let applied = try await Self.blocking { try Self.apply(fault, to: target, c) }
+                let applied = try await offThePool { try Self.apply(fault, to: target, c) }
                 try await Task.sleep(for: .seconds(hold))
-                try await Self.blocking { try Self.heal(applied, target, c) }
+                try await offThePool { try Self.heal(applied, target, c) }
                 try await group.waitForAll()
             }
             let context = "round \(round) (seed \(seed)): \(fault) member \(target)\(target == leader ? " (the leader)" : "")"
@@ -259,15 +259,6 @@ final class FaultCluster {
     }
 
     enum Applied { case killed, paused, cut, replaced }
-
-    /// Runs blocking work on a thread of its own.
-    static func blocking<T>(_ body: @escaping () throws -> T) async throws -> T {
-        let work = UncheckedSendable(body)
-        let result = try await withCheckedThrowingContinuation { (done: CheckedContinuation<UncheckedSendable<T>, Error>) in
-            Thread { done.resume(with: Result { UncheckedSendable(try work.value()) }) }.start()
-        }
-        return result.value
-    }
 
     static func apply(_ fault: Fault, to i: Int, _ c: FaultCluster) throws -> Applied {
         switch fault {

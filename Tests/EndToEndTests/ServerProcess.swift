@@ -29,7 +29,10 @@ final class ServerProcess {
     ///   - port: 0 picks a free one (a restart may ask for the same).
     ///   - exactly: the arguments are the whole command line (they name
     ///     the data dir, `dataDir`, and the client URLs themselves).
-    init(arguments: [String] = [], dataDir: String? = nil, port requestedPort: UInt16 = 0, exactly: Bool = false) throws {
+    ///   - launcher: a command that runs swetcd, given its command line
+    ///     (`prlimit --nofile=...`).
+    init(arguments: [String] = [], dataDir: String? = nil, port requestedPort: UInt16 = 0, exactly: Bool = false,
+         launcher: [String] = []) throws {
         ownsDataDir = dataDir == nil
         self.dataDir = dataDir ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("swetcd-e2e-\(UUID().uuidString)").path
@@ -38,9 +41,10 @@ final class ServerProcess {
         if !exactly && !arguments.contains("--experimental-io-threads") && Self.nextUsesIOThreads() {
             arguments += ["--experimental-io-threads", "2"]
         }
-        child = try ChildProcess(Self.executable,
-                                 (exactly ? [] : ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(requestedPort)"]) + arguments,
-                                 stderr: .file(logPath))
+        let commandLine = [Self.executable]
+            + (exactly ? [] : ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(requestedPort)"]) + arguments
+        let whole = launcher + commandLine
+        child = try ChildProcess(whole[0], Array(whole.dropFirst()), stderr: .file(logPath))
         port = try waitForPort()
         Self.logsByEndpoint.withLock { $0[endpoint] = logPath }
     }
@@ -106,6 +110,17 @@ final class ServerProcess {
         kill()
         if ownsDataDir { removeDataDir() }
     }
+}
+
+/// Runs blocking work (waiting for a process) on a thread of its own, so
+/// that it does not hold one of the process's few cooperative threads,
+/// which other tests' tasks need.
+func offThePool<T>(_ body: @escaping () throws -> T) async throws -> T {
+    let work = UncheckedSendable(body)
+    let result = try await withCheckedThrowingContinuation { (done: CheckedContinuation<UncheckedSendable<T>, Error>) in
+        Thread { done.resume(with: Result { UncheckedSendable(try work.value()) }) }.start()
+    }
+    return result.value
 }
 
 struct E2EError: Error, CustomStringConvertible {

@@ -56,10 +56,11 @@ struct TestCertificates {
 
     /// swetcd on https with these certificates, requiring client
     /// certificates from the CA.
-    func mutualTLSServer(_ extra: [String] = []) throws -> ServerProcess {
+    func mutualTLSServer(_ extra: [String] = [], launcher: [String] = []) throws -> ServerProcess {
         let port = try ReferenceEtcd.freePort()
         return try ServerProcess(arguments: ["--listen-client-urls", "https://127.0.0.1:\(port)", "--cert-file", cert,
-                                             "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"] + extra)
+                                             "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"] + extra,
+                                 launcher: launcher)
     }
 }
 
