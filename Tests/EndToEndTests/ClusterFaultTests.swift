@@ -368,7 +368,13 @@ final class FaultCluster {
         let deadline = monotonicSeconds() + 30
         var previous: Int64?
         var seen = ""
-        while monotonicSeconds() < deadline {
+        // At least 60 looks, however long they take: while other tests'
+        // blocking waits hold the process's few cooperative threads, this
+        // task may not run for many seconds, and the deadline alone would
+        // pass without a fair look.
+        var looks = 0
+        while monotonicSeconds() < deadline || looks < 60 {
+            looks += 1
             var revisions: [Int64] = []
             for client in clients {
                 guard let s = try? await client.status(), s.leader != 0 else { break }
