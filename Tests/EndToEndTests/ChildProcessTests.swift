@@ -12,8 +12,8 @@ import TestSupport
     /// same moment exited): an etcdctl call "ran longer than 60 s".
     @Test func aShortChildEndsWhileLongOnesStartBesideIt() throws {
         let threads = 8, perThread = 100
-        let long = Mutex([ChildProcess]())
-        let late = Mutex([String]())
+        let long = Locked([ChildProcess]())
+        let late = Locked([String]())
         let done = DispatchGroup()
         for t in 0..<threads {
             done.enter()

@@ -423,7 +423,7 @@ final class FaultCluster {
 
 /// What the clients of one round record, shared between their tasks.
 final class SharedHistory: Sendable {
-    let value = Mutex(ClusterHistory())
+    let value = Locked(ClusterHistory())
 }
 
 func monotonicSeconds() -> Double {

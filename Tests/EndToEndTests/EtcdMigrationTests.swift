@@ -25,7 +25,7 @@ import TestSupport
             var firstError: String?
             var stopped = false
         }
-        let ledger = Mutex(Ledger())
+        let ledger = Locked(Ledger())
 
         func start(_ client: EtcdClient, count: Int) {
             client.onLoop { for w in 0..<count { self.write(client, w, 0) } }

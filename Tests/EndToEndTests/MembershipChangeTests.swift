@@ -411,7 +411,7 @@ final class EtcdMemberProcess: MemberProcess {
         // Writes before the snapshot, then more while it is taken and
         // until two members die.
         for i in 0..<50 { _ = try await client.put("load/\(i)", "v\(i)") }
-        let written = Mutex(50)
+        let written = Locked(50)
         let writer = Task { () -> [String] in
             var acknowledged = (0..<50).map { "load/\($0)" }
             for i in 50..<1_000_000 {

@@ -61,7 +61,7 @@ final class ReferenceEtcd {
     }
 
     private static let portRange: Range<UInt16> = 20_000..<32_768
-    private static let nextPort = Mutex(UInt16.random(in: portRange))
+    private static let nextPort = Locked(UInt16.random(in: portRange))
 
     func stop() {
         child.terminate()

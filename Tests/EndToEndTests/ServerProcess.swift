@@ -23,7 +23,7 @@ final class ServerProcess {
 
     /// Each running server's log by endpoint, so a command that times out
     /// against one can say what the server was doing.
-    static let logsByEndpoint = Mutex([String: String]())
+    static let logsByEndpoint = Locked([String: String]())
 
     /// - Parameters:
     ///   - port: 0 picks a free one (a restart may ask for the same).
@@ -53,15 +53,13 @@ final class ServerProcess {
     /// threads (this machine's default is none), so the suite runs both
     /// ways of serving.
     static func nextUsesIOThreads() -> Bool {
-        startedLock.lock()
-        defer { startedLock.unlock() }
-        startedCount += 1
-        return ProcessInfo.processInfo.environment["SWETCD_TEST_IO_THREADS"] == "all" || startedCount % 2 == 0
+        let count = startedCount.withLock { n in
+            n += 1
+            return n
+        }
+        return ProcessInfo.processInfo.environment["SWETCD_TEST_IO_THREADS"] == "all" || count % 2 == 0
     }
-    // An NSLock (pthread), which ThreadSanitizer sees; it does not see
-    // Synchronization.Mutex's futex.
-    nonisolated(unsafe) static var startedCount = 0
-    static let startedLock = NSLock()
+    static let startedCount = Locked(0)
 
     /// Reads the port from the "serving client traffic" log line.
     private func waitForPort() throws -> UInt16 {

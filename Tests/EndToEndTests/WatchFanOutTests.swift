@@ -46,7 +46,7 @@ import TestSupport
             var events: [Int64: [Event]] = [:]
             var failure: String?
         }
-        let state = Mutex(State())
+        let state = Locked(State())
     }
 
     static let prefixes = ["/fan/a/", "/fan/b/", "/fan/c/", "/fan/d/"]
