@@ -20,6 +20,8 @@ swift build --package-path "$root" --build-tests --sanitize="$kind" --scratch-pa
 export ASAN_OPTIONS="detect_leaks=0:quarantine_size_mb=16:log_path=$logs/asan"
 export TSAN_OPTIONS="log_path=$logs/tsan"
 export SWIFT_BACKTRACE=enable=no
+# Tests that bound speed or memory allow for a sanitized build (floods.py).
+export SWETCD_SANITIZER=$kind
 status=0
 swift test --package-path "$root" --skip-build --sanitize="$kind" --scratch-path "$scratch" || status=$?
 if compgen -G "$logs/*" > /dev/null; then

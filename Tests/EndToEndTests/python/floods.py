@@ -34,6 +34,13 @@ tls_files = sys.argv[4:7] if case != "descriptors" else []
 host, port = target.rsplit(":", 1)
 port = int(port)
 MiB = 1 << 20
+# Under a sanitizer (scripts/sanitize.sh sets this) the server runs several
+# times slower and its allocator keeps freed memory in quarantine: the
+# bounds are for what the run looks for there (memory errors, races), not
+# for speed.
+SANITIZED = os.environ.get("SWETCD_SANITIZER")
+LATENCY_LIMIT = 10.0 if SANITIZED else 1.0
+MEMORY_SLACK = (64 if SANITIZED else 8) * MiB
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -126,7 +133,7 @@ def settle(before, seconds=10):
     """The server's least memory over the next `seconds`, or as soon as
     it is within 8 MiB of `before`."""
     deadline, least = time.time() + seconds, rss()
-    while time.time() < deadline and least > before + 8 * MiB:
+    while time.time() < deadline and least > before + MEMORY_SLACK:
         time.sleep(0.25)
         least = min(least, rss())
     return least
@@ -324,7 +331,7 @@ def descriptors():
     slowest = max(probe.slowest.values())
     print(f"well-behaved client: {probe.calls} calls meanwhile, slowest "
           + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in probe.slowest.items() if k != "new-connection"))
-    if slowest > 1.0:
+    if slowest > LATENCY_LIMIT:
         fail(f"a call took {slowest:.2f} s")
     print("descriptors ok")
     sys.exit(0)
@@ -368,7 +375,7 @@ def round_of(flood):
     if probe.calls < 20:
         fail("the well-behaved client made too few calls")
     slowest = max(probe.slowest.values())
-    if slowest > 1.0:
+    if slowest > LATENCY_LIMIT:
         fail(f"a call took {slowest:.2f} s")
     return before, after
 
@@ -378,6 +385,6 @@ def round_of(flood):
 # whether memory comes back.
 round_of(floods[case])
 before, after = round_of(floods[case])
-if after > before + 8 * MiB:
+if after > before + MEMORY_SLACK:
     fail("memory did not come back")
 print("flood ok")
