@@ -23,12 +23,15 @@ import Testing
         #expect(r.status == 0 && r.lines.last == "flood ok", "\(r)", sourceLocation: sourceLocation)
     }
 
-    @Test func tenThousandIdleConnections() async throws {
+    /// A plaintext server flooded, then still serving etcdctl.
+    private func flood(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let server = try ServerProcess(launcher: Self.freedAtOnce)
         defer { server.stop() }
-        try await flood("idle", on: server)
-        try stillServes(server)
+        try await flood(name, on: server, sourceLocation: sourceLocation)
+        try stillServes(server, sourceLocation: sourceLocation)
     }
+
+    @Test func tenThousandIdleConnections() async throws { try await flood("idle") }
 
     @Test func aThousandHalfDoneTLSHandshakes() async throws {
         let certs = try TestCertificates()
@@ -41,22 +44,12 @@ import Testing
     /// Streams opened and reset at once (CVE-2023-44487): nghttp2's limit
     /// on resets (1,000, then 33 a second) ends such a connection with a
     /// GOAWAY.
-    @Test func rapidReset() async throws {
-        let server = try ServerProcess(launcher: Self.freedAtOnce)
-        defer { server.stop() }
-        try await flood("rapid-reset", on: server)
-        try stillServes(server)
-    }
+    @Test func rapidReset() async throws { try await flood("rapid-reset") }
 
     /// Range answers of 1 MiB asked for on four connections that never read
     /// (and watches whose events they never read): each connection gets at
     /// most 4 MiB of answers made for it; its later requests wait.
-    @Test func streamsNeverRead() async throws {
-        let server = try ServerProcess(launcher: Self.freedAtOnce)
-        defer { server.stop() }
-        try await flood("unread", on: server)
-        try stillServes(server)
-    }
+    @Test func streamsNeverRead() async throws { try await flood("unread") }
 
     /// Started with 256 descriptors, the server keeps 128 connections at
     /// most; with its limit then cut under it, accept() fails. Either way
