@@ -41,7 +41,7 @@ final class HTTP2Stream {
     var isRefused = false
     /// A unary call: its answer counts toward the session's
     /// `unaryAnswerBytes` until written.
-    var isUnary = false
+    var isUnary: Bool { grpcMethod?.kind == .unary }
     /// Waiting in the session's `held` list to be dispatched.
     var isHeld = false
     /// When the call's grpc-timeout passes (CLOCK_MONOTONIC nanoseconds;
@@ -146,7 +146,6 @@ final class HTTP2ServerSession {
     /// does not read the answers gets no more answers made for it.
     private var held: [HTTP2Stream] = []
     private var heldHead = 0
-    private var isReleasing = false
     private lazy var deadlineTimer = DeadlineTimer(loop: loop) { [unowned self] now in deadlinesPassed(now) }
 
     // Work collected during nghttp2 callbacks, run after they return.
@@ -466,21 +465,12 @@ final class HTTP2ServerSession {
         switch method.kind {
         case .unary, .serverStreaming:
             guard requestEnded, !stream.dispatched, !stream.isHeld else { return }
-            if method.kind == .unary {
-                if !isReleasing && (unaryAnswerBytes >= limits.unaryAnswerBytesPerConnection || heldHead < held.count) {
-                    stream.isHeld = true
-                    held.append(stream)
-                    return
-                }
-                stream.isUnary = true
+            if method.kind == .unary && (unaryAnswerBytes >= limits.unaryAnswerBytesPerConnection || heldHead < held.count) {
+                stream.isHeld = true
+                held.append(stream)
+                return
             }
-            stream.dispatched = true
-            switch GRPCFrame.next(from: &stream.inbound, maxMessageBytes: limits.maxReceiveMessageBytes) {
-            case .message(let m): call.start(method, m, router: router)
-            case .needMore: stream.finish(GRPCStatus(.internal, "grpc: request ended before a whole message"))
-            case .compressed: stream.finish(GRPCStatus(.unimplemented, "grpc: compressed messages are not supported"))
-            case .tooLarge(let n): refuseTooLarge(stream, n)
-            }
+            dispatch(stream, method, call)
         case .bidirectionalStreaming:
             if !stream.dispatched {
                 stream.dispatched = true
@@ -496,6 +486,17 @@ final class HTTP2ServerSession {
                 break
             }
             if requestEnded { call.deliverRequestEnd() }
+        }
+    }
+
+    /// Hands a complete request (one message) to its call.
+    private func dispatch(_ stream: HTTP2Stream, _ method: GRPCMethod, _ call: GRPCCall) {
+        stream.dispatched = true
+        switch GRPCFrame.next(from: &stream.inbound, maxMessageBytes: limits.maxReceiveMessageBytes) {
+        case .message(let m): call.start(method, m, router: router)
+        case .needMore: stream.finish(GRPCStatus(.internal, "grpc: request ended before a whole message"))
+        case .compressed: stream.finish(GRPCStatus(.unimplemented, "grpc: compressed messages are not supported"))
+        case .tooLarge(let n): refuseTooLarge(stream, n)
         }
     }
 
@@ -657,15 +658,15 @@ final class HTTP2ServerSession {
     /// Dispatches held calls, oldest first, while the answers waiting stay
     /// under their bound; then flushes what they answered.
     private func releaseHeld() {
-        isReleasing = true
         while heldHead < held.count && unaryAnswerBytes < limits.unaryAnswerBytesPerConnection {
             let stream = held[heldHead]
             heldHead += 1
             stream.isHeld = false
             // A stream reset, or past its deadline, while it waited is done.
-            if streams[stream.id] === stream && !stream.isFinished { process(stream) }
+            if streams[stream.id] === stream, !stream.isFinished, let method = stream.grpcMethod, let call = stream.call {
+                dispatch(stream, method, call)
+            }
         }
-        isReleasing = false
         if heldHead == held.count {
             held.removeAll(keepingCapacity: held.count <= 64)
             heldHead = 0
