@@ -29,6 +29,8 @@ import time
 import grpc
 import hpack
 
+from h2wire import DATA, END_HEADERS, END_STREAM, ERRORS, GOAWAY, HEADERS, PREFACE, RST_STREAM, SETTINGS, frame, grpc_headers, grpc_message
+
 case, target, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tls_files = sys.argv[4:7] if case != "descriptors" else []
 host, port = target.rsplit(":", 1)
@@ -128,6 +130,20 @@ class Probe(threading.Thread):
         if self.error:
             fail(f"the well-behaved client failed: {self.error}")
 
+    def finish(self):
+        """Stops it, says how it did, and fails if a call failed or was slow."""
+        self.stop = True
+        self.join(15)
+        self.check()
+        kinds = [k for k in self.slowest if self.fresh or k != "new-connection"]
+        print(f"well-behaved client: {self.calls} calls during the flood, slowest "
+              + ", ".join(f"{k} {self.slowest[k] * 1000:.0f} ms" for k in kinds))
+        if self.calls < 20:
+            fail("the well-behaved client made too few calls")
+        slowest = max(self.slowest.values())
+        if slowest > LATENCY_LIMIT:
+            fail(f"a call took {slowest:.2f} s")
+
 
 def settle(before, seconds=10):
     """The server's least memory over the next `seconds`, or as soon as
@@ -167,25 +183,6 @@ def tls_handshakes(probe):
     return socks
 
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY = 0, 1, 3, 4, 7
-END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
-ERRORS = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 11: "ENHANCE_YOUR_CALM"}
-
-
-def frame(kind, flags, stream, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-
-
-def request_headers(path):
-    return [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", target),
-            ("content-type", "application/grpc"), ("te", "trailers")]
-
-
-def grpc_message(body):
-    return b"\0" + struct.pack(">I", len(body)) + body
-
-
 def goaway_code(sock):
     """The error code of a GOAWAY among what the server sent, if any."""
     data = b""
@@ -207,16 +204,13 @@ def goaway_code(sock):
 
 
 def rapid_reset(probe):
-    encoder = hpack.Encoder()
-    block = encoder.encode(request_headers("/etcdserverpb.KV/Range"))
-    body = frame(DATA, END_STREAM, 0, grpc_message(field(1, b"probe")))
-    sent, connections, refused, codes = 0, 0, 0, {}
+    message = grpc_message(field(1, b"probe"))
+    sent, connections, codes = 0, 0, {}
     deadline = time.time() + 5
     while time.time() < deadline:
         try:
             s = socket.create_connection((host, port), timeout=5)
         except OSError:
-            refused += 1
             continue
         connections += 1
         # A fresh encoder per connection: the first block carries the
@@ -228,9 +222,9 @@ def rapid_reset(probe):
             while time.time() < deadline and stream < 2 ** 31 - 200:
                 burst = b""
                 for _ in range(100):
-                    block = encoder.encode(request_headers("/etcdserverpb.KV/Range"))
+                    block = encoder.encode(grpc_headers(target, "/etcdserverpb.KV/Range"))
                     burst += frame(HEADERS, END_HEADERS, stream, block)
-                    burst += body[:5] + struct.pack(">I", stream) + body[9:]
+                    burst += frame(DATA, END_STREAM, stream, message)
                     burst += frame(RST_STREAM, 0, stream, struct.pack(">I", 8))  # CANCEL
                     stream += 2
                 s.sendall(burst)
@@ -267,7 +261,7 @@ def unread(probe):
         # A watch of ev/ that never reads the events the writes below make.
         watch = field(1, field(1, b"ev/") + field(2, b"ev0"))
         s.sendall(PREFACE + frame(SETTINGS, 0, 0)
-                  + frame(HEADERS, END_HEADERS, 1, encoder.encode(request_headers("/etcdserverpb.Watch/Watch")))
+                  + frame(HEADERS, END_HEADERS, 1, encoder.encode(grpc_headers(target, "/etcdserverpb.Watch/Watch")))
                   + frame(DATA, 0, 1, grpc_message(watch)))
         socks.append(s)
         encoders.append(encoder)
@@ -275,7 +269,7 @@ def unread(probe):
     for n in range(64):
         stream = 3 + 2 * n
         for s, encoder in zip(socks, encoders):
-            s.sendall(frame(HEADERS, END_HEADERS, stream, encoder.encode(request_headers("/etcdserverpb.KV/Range")))
+            s.sendall(frame(HEADERS, END_HEADERS, stream, encoder.encode(grpc_headers(target, "/etcdserverpb.KV/Range")))
                       + frame(DATA, END_STREAM, stream, grpc_message(everything)))
         time.sleep(0.01)
     with channel() as c:
@@ -325,14 +319,7 @@ def descriptors():
         with channel() as c:
             c.unary_unary("/etcdserverpb.KV/Range")(field(1, b"probe"), timeout=10)
         print(f"then a new connection is served in {(time.monotonic() - start) * 1000:.0f} ms")
-    probe.stop = True
-    probe.join(15)
-    probe.check()
-    slowest = max(probe.slowest.values())
-    print(f"well-behaved client: {probe.calls} calls meanwhile, slowest "
-          + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in probe.slowest.items() if k != "new-connection"))
-    if slowest > LATENCY_LIMIT:
-        fail(f"a call took {slowest:.2f} s")
+    probe.finish()
     print("descriptors ok")
     sys.exit(0)
 
@@ -366,17 +353,8 @@ def round_of(flood):
     # The client goes on while the server settles: mimalloc hands freed
     # pages back to the kernel from the threads that allocate.
     after = settle(before)
-    probe.stop = True
-    probe.join(15)
-    probe.check()
-    print(f"well-behaved client: {probe.calls} calls during the flood, slowest "
-          + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in probe.slowest.items()))
+    probe.finish()
     print(f"server memory: before {before / MiB:.1f} MiB, during {during / MiB:.1f} MiB, after {after / MiB:.1f} MiB")
-    if probe.calls < 20:
-        fail("the well-behaved client made too few calls")
-    slowest = max(probe.slowest.values())
-    if slowest > LATENCY_LIMIT:
-        fail(f"a call took {slowest:.2f} s")
     return before, after
 
 

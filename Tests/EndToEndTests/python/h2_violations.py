@@ -11,22 +11,11 @@ import time
 import h2.settings  # noqa: F401  (h2 brings hpack; imported to fail loudly without it)
 import hpack
 
+from h2wire import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ERRORS, GOAWAY, HEADERS, PREFACE, RST_STREAM,
+                    SETTINGS, WINDOW_UPDATE, frame, grpc_headers)
+
 cmd, target = sys.argv[1], sys.argv[2]
 host, port = target.rsplit(":", 1)
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
-END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
-ERRORS = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 3: "FLOW_CONTROL_ERROR", 5: "STREAM_CLOSED",
-          6: "FRAME_SIZE_ERROR", 7: "REFUSED_STREAM", 8: "CANCEL", 9: "COMPRESSION_ERROR", 11: "ENHANCE_YOUR_CALM"}
-
-
-def frame(kind, flags, stream, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-
-
-def grpc_headers(path="/etcdserverpb.Maintenance/Status", extra=()):
-    return [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", target),
-            ("content-type", "application/grpc"), ("te", "trailers")] + list(extra)
 
 
 class Conn:
@@ -101,7 +90,7 @@ def settings():
 
 def answered_after(c, stream):
     """Whether the connection still serves a call after a stream's error."""
-    c.headers(stream, grpc_headers(), end_stream=False)
+    c.headers(stream, grpc_headers(target), end_stream=False)
     c.send(frame(DATA, END_STREAM, stream, b"\0\0\0\0\0"))
     return c.outcome(stream)
 
@@ -112,7 +101,7 @@ elif cmd == "bad-preface":
     print(Conn(preface=b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n").outcome())
 elif cmd == "frame-too-large":
     c = Conn()
-    c.headers(1, grpc_headers(), end_stream=False)
+    c.headers(1, grpc_headers(target), end_stream=False)
     c.send(frame(DATA, 0, 1, b"\0" * 20000))  # SETTINGS_MAX_FRAME_SIZE is 16,384 until raised
     print(c.outcome())
 elif cmd == "data-on-closed-stream":
@@ -123,21 +112,21 @@ elif cmd == "data-on-closed-stream":
 elif cmd == "even-stream":
     # A client's streams are odd.
     c = Conn()
-    c.headers(2, grpc_headers())
+    c.headers(2, grpc_headers(target))
     print(c.outcome())
 elif cmd == "uppercase-header":
     c = Conn()
-    c.headers(1, grpc_headers(extra=[("X-Upper", "v")]))
+    c.headers(1, grpc_headers(target, extra=[("X-Upper", "v")]))
     print(c.outcome(1))
     print(answered_after(c, 3))
 elif cmd == "connection-header":
     c = Conn()
-    c.headers(1, grpc_headers(extra=[("connection", "keep-alive")]))
+    c.headers(1, grpc_headers(target, extra=[("connection", "keep-alive")]))
     print(c.outcome(1))
     print(answered_after(c, 3))
 elif cmd == "window-overflow-stream":
     c = Conn()
-    c.headers(1, grpc_headers(), end_stream=False)
+    c.headers(1, grpc_headers(target), end_stream=False)
     c.send(frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 0x7FFFFFFF)))
     print(c.outcome(1))
     print(answered_after(c, 3))
@@ -148,7 +137,7 @@ elif cmd == "window-overflow-connection":
 elif cmd == "header-list-too-large":
     c = Conn()
     big = [(f"x-pad-{i}", "v" * 4000) for i in range(40)]  # ~160 KiB, in CONTINUATIONs
-    block = c.encoder.encode(grpc_headers(extra=big))
+    block = c.encoder.encode(grpc_headers(target, extra=big))
     chunks = [block[i:i + 16000] for i in range(0, len(block), 16000)]
     c.send(frame(HEADERS, END_STREAM if len(chunks) > 1 else END_STREAM | END_HEADERS, 1, chunks[0]))
     for i, chunk in enumerate(chunks[1:]):
@@ -159,7 +148,7 @@ elif cmd == "endless-request":
     # A unary request that declares 1 MiB and goes on past any message the
     # server takes, never ending: refused as it arrives, nothing kept.
     c = Conn()
-    c.headers(1, grpc_headers(path="/etcdserverpb.KV/Put"), end_stream=False)
+    c.headers(1, grpc_headers(target, path="/etcdserverpb.KV/Put"), end_stream=False)
     c.send(frame(DATA, 0, 1, b"\0" + struct.pack(">I", 1 << 20) + b"\0" * 15995))
     for _ in range(320):  # 5 MiB
         c.send(frame(DATA, 0, 1, b"\0" * 16000))
