@@ -142,6 +142,21 @@ public final class EtcdClient: Sendable {
         }
     }
 
+    /// Starts a server-streaming call (Election's Observe) with an encoded
+    /// request, from the client's loop thread (see `onLoop`): each encoded
+    /// response reaches `onMessage` there, and `done` runs there once when
+    /// the stream ends (nil when the server ended it with OK). No deadline
+    /// unless `timeout` is given; closing the client ends it.
+    public func startServerStream(_ path: String, _ request: [UInt8], timeout: Double? = nil,
+                                  onMessage: @escaping ([UInt8]) -> Void, done: @escaping (EtcdError?) -> Void) {
+        pool.value.call(path, request: request, timeout: timeout, onMessage: onMessage) { result in
+            switch result {
+            case .success: done(nil)
+            case .failure(let status): done(EtcdError(status))
+            }
+        }
+    }
+
     /// Opens a streaming call (Watch, LeaseKeepAlive) with encoded
     /// requests, from the client's loop thread (see `onLoop`): each encoded
     /// response reaches `onMessage` there, and `done` runs there once when

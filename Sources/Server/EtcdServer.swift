@@ -112,6 +112,11 @@ public final class EtcdServer {
     /// Changes applied but not yet given to watchers, in order.
     var undispatchedChanges: [(Int64, [WatchEvent])] = []
     var watchCatchUpTask: DeferredTask!
+    // Lock and Election calls waiting on keys; and the changes applied
+    // but not yet given to them, in order.
+    var keyWaits = KeyWaits()
+    var keyWaiters: [KeyWaits.ID: KeyWaiter] = [:]
+    var keyChanges: [(Int64, [WatchEvent])] = []
     private var progressTimer: Transport.Timer?
     /// MoveLeader calls waiting for their member to lead, by a number of
     /// their own.
@@ -321,6 +326,8 @@ public final class EtcdServer {
         registerWatch()
         registerMaintenance()
         registerCluster()
+        registerLock()
+        registerElection()
         if store.hasPendingCompaction { compactionTask.trigger() }
         startAutoCompaction()
         if config.enableV2 {

@@ -230,6 +230,7 @@ extension EtcdServer {
         runOnNewThread { unlink(retired) }
         for id in servedWatches.ids { watchHub.desync(id, from: lastRevision + 1) }
         watchCatchUpTask.trigger()
+        recheckKeyWaiters()
         if store.hasPendingCompaction { startCompaction() }
         logger.info("installed a snapshot", metadata: [
             "index": "\(snapshot.index)", "applied-index": "\(appliedIndex)", "revision": "\(store.currentRevision)",

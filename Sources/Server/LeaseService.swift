@@ -338,7 +338,7 @@ extension EtcdServer {
     }
 
     /// A random positive ID no lease has.
-    private func newLeaseID() -> Int64 {
+    func newLeaseID() -> Int64 {
         while true {
             let id = Int64.random(in: 1...Int64.max)
             if lessor.lease(id) == nil { return id }

@@ -53,8 +53,8 @@ extension EtcdServer {
         store.onChange = { [unowned self] revision, events in
             // With no watcher, nobody needs them: a watcher created later
             // either starts after them or reads them from history.
-            guard !servedWatches.isEmpty else { return }
-            undispatchedChanges.append((revision, events))
+            if !servedWatches.isEmpty { undispatchedChanges.append((revision, events)) }
+            if !keyWaits.isEmpty { keyChanges.append((revision, events)) }
         }
         let key = metrics.key(type: "bidi_stream", service: "etcdserverpb.Watch", method: "Watch")
         register("etcdserverpb.Watch", "Watch", .bidirectionalStreaming) { [unowned self] call, _ in

@@ -214,7 +214,7 @@ extension EtcdServer {
     func applyCommitted(_ entries: [Entry]) {
         var replies: [(reply: (Result<GRPCMessageBuffer, GRPCStatus>) -> Void, outcome: Result<GRPCMessageBuffer, GRPCStatus>)] = []
         // Watchers present now are the only ones these changes can be for.
-        store.recordsChanges = !servedWatches.isEmpty
+        store.recordsChanges = !servedWatches.isEmpty || !keyWaits.isEmpty
         for entry in entries where entry.index > appliedIndex {
             store.setConsistentIndex(entry.index)
             if entry.kind == .confChange {
@@ -249,6 +249,7 @@ extension EtcdServer {
             }
         }
         dispatchAppliedChanges()
+        deliverKeyChanges()
         for (reply, outcome) in replies { reply(outcome) }
     }
 
