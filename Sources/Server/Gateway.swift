@@ -40,7 +40,14 @@ extension EtcdServer {
         typealias R = GatewayRoute
         let kv = "/etcdserverpb.KV/", lease = "/etcdserverpb.Lease/", cluster = "/etcdserverpb.Cluster/"
         let maintenance = "/etcdserverpb.Maintenance/", auth = "/etcdserverpb.Auth/"
+        let lock = "/v3lockpb.Lock/", election = "/v3electionpb.Election/"
         return [
+            "lock/lock": R(lock + "Lock", V3lockpb_LockRequest.self, V3lockpb_LockResponse.self),
+            "lock/unlock": R(lock + "Unlock", V3lockpb_UnlockRequest.self, V3lockpb_UnlockResponse.self),
+            "election/campaign": R(election + "Campaign", V3electionpb_CampaignRequest.self, V3electionpb_CampaignResponse.self),
+            "election/proclaim": R(election + "Proclaim", V3electionpb_ProclaimRequest.self, V3electionpb_ProclaimResponse.self),
+            "election/leader": R(election + "Leader", V3electionpb_LeaderRequest.self, V3electionpb_LeaderResponse.self),
+            "election/resign": R(election + "Resign", V3electionpb_ResignRequest.self, V3electionpb_ResignResponse.self),
             "kv/range": R(kv + "Range", Etcdserverpb_RangeRequest.self, Etcdserverpb_RangeResponse.self),
             "kv/put": R(kv + "Put", Etcdserverpb_PutRequest.self, Etcdserverpb_PutResponse.self),
             "kv/deleterange": R(kv + "DeleteRange", Etcdserverpb_DeleteRangeRequest.self, Etcdserverpb_DeleteRangeResponse.self),
@@ -106,6 +113,8 @@ extension EtcdServer {
         "watch": GatewayRoute("/etcdserverpb.Watch/Watch", Etcdserverpb_WatchRequest.self, Etcdserverpb_WatchResponse.self),
         "lease/keepalive": GatewayRoute("/etcdserverpb.Lease/LeaseKeepAlive", Etcdserverpb_LeaseKeepAliveRequest.self,
                                         Etcdserverpb_LeaseKeepAliveResponse.self),
+        "election/observe": GatewayRoute("/v3electionpb.Election/Observe", V3electionpb_LeaderRequest.self,
+                                         V3electionpb_LeaderResponse.self),
         "maintenance/snapshot": GatewayRoute("/etcdserverpb.Maintenance/Snapshot", Etcdserverpb_SnapshotRequest.self,
                                              Etcdserverpb_SnapshotResponse.self),
     ]
