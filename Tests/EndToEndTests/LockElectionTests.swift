@@ -266,6 +266,88 @@ import TestSupport
             for t in campaigns.values { t.cancel() }
         }
     }
+
+    /// `etcdctl lock` (clientv3's own recipe, on the client) and the
+    /// server's Lock take the same keys, so they exclude each other both
+    /// ways round.
+    @Test func etcdctlLockAndServerLockExcludeEachOther() async throws {
+        try await withServer { client, server in
+            let c = Coordinator(client: client)
+            let etcdctl = ProcessInfo.processInfo.environment["SWETCD_ETCDCTL"] ?? "/usr/bin/etcdctl"
+            let output = FileManager.default.temporaryDirectory.appendingPathComponent("lock-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: output) }
+            func etcdctlLock() throws -> ChildProcess {
+                _ = FileManager.default.createFile(atPath: output, contents: nil)
+                return try ChildProcess(etcdctl, ["--endpoints=\(server.endpoint)", "lock", "shared"],
+                                        environment: ["ETCDCTL_API": "3"], stdout: .file(output))
+            }
+            func etcdctlHolds() -> Bool {
+                ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").hasPrefix("shared/")
+            }
+            // etcdctl holds: the server's Lock waits until etcdctl lets go.
+            let first = try etcdctlLock()
+            #expect(try await Self.eventually { etcdctlHolds() })
+            let lease = try await client.grantLease(ttl: 60).id
+            await #expect(throws: EtcdError.deadlineExceeded) { _ = try await c.lock("shared", lease: lease, timeout: 1) }
+            first.signal(SIGINT)
+            _ = try await offThePool { first.waitUntilExit() }
+            let held = try await c.lock("shared", lease: lease, timeout: 10)
+            // The server's Lock holds: etcdctl waits until it is unlocked.
+            let second = try etcdctlLock()
+            defer { _ = second.terminate() }
+            try await Task.sleep(nanoseconds: 1_000_000_000)
+            #expect(!etcdctlHolds() && second.isRunning)
+            try await c.unlock(held.key)
+            #expect(try await Self.eventually { etcdctlHolds() })
+        }
+    }
+
+    /// In a cluster of three: a waiter on a follower gets the lock when
+    /// the holder's key is deleted through the leader, also after the
+    /// leadership moved; a candidate waiting on a follower leads once the
+    /// leader resigns through another member, and Observe on the third
+    /// member sees both leaders.
+    @Test func waitersOnFollowersAcrossALeaderChange() async throws {
+        let cluster = try ClusterTests.Cluster()
+        defer { cluster.stop() }
+        let leader = try await offThePool { try cluster.leader() }
+        let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3)
+        let clients = try cluster.members.map { try EtcdClient(endpoints: [$0!.endpoint]) }
+        defer { for c in clients { c.close() } }
+        let onLeader = Coordinator(client: clients[leader]), onF1 = Coordinator(client: clients[f1])
+        let onF2 = Coordinator(client: clients[f2])
+
+        let holderLease = try await clients[leader].grantLease(ttl: 60).id
+        let held = try await onLeader.lock("cl", lease: holderLease)
+        let waiterLease = try await clients[f1].grantLease(ttl: 60).id
+        let waiter = Task { try await onF1.lock("cl", lease: waiterLease) }
+
+        let a = try await clients[leader].grantLease(ttl: 60).id, b = try await clients[f1].grantLease(ttl: 60).id
+        let aKey = try await onLeader.campaign("ce", lease: a, value: "a")
+        let candidate = Task { try await onF1.campaign("ce", lease: b, value: "b") }
+        let observed = try onF2.observe("ce")
+        #expect(try await Self.eventually { observed.values.withLock { $0 } == ["ce/\(String(a, radix: 16))=a"] })
+
+        // The leadership moves to f2.
+        let f2ID = try await offThePool { () throws -> String in
+            let json = try cluster.etcdctl(f2).run("endpoint", "status", "-w", "json").stdout
+            return String(try #require(json.firstMatch(of: /"member_id":(\d+)/).flatMap { UInt64($0.1) }), radix: 16)
+        }
+        let moved = try await offThePool { try cluster.etcdctl(leader).run("move-leader", f2ID) }
+        #expect(moved.status == 0, "\(moved)")
+        #expect(try await offThePool { try cluster.leader() } == f2)
+
+        try await onF2.unlock(held.key)
+        let got = try await waiter.value
+        #expect(got.key == Data("cl/\(String(waiterLease, radix: 16))".utf8))
+        try await onF2.resign(aKey)
+        let bKey = try await candidate.value
+        #expect(bKey.key == Data("ce/\(String(b, radix: 16))".utf8))
+        #expect(try await onLeader.leader("ce").valueString == "b")
+        #expect(try await Self.eventually {
+            observed.values.withLock { $0 } == ["ce/\(String(a, radix: 16))=a", "ce/\(String(b, radix: 16))=b"]
+        }, "\(observed.values.withLock { $0 })")
+    }
 }
 
 extension Mvccpb_KeyValue {
