@@ -348,6 +348,18 @@ import TestSupport
             observed.values.withLock { $0 } == ["ce/\(String(a, radix: 16))=a", "ce/\(String(b, radix: 16))=b"]
         }, "\(observed.values.withLock { $0 })")
     }
+
+    /// An Observe call whose client stops reading is ended once 1 MiB
+    /// waits for it (RESOURCE_EXHAUSTED), so the server keeps no more for
+    /// it (without the bound it was sent all 24 values of 256 KiB, kept
+    /// for it until it read, and the stream went on).
+    @Test func anObserverThatDoesNotReadIsEnded() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let r = try runPython("observe_unread.py", [server.endpoint])
+        let counted = r.stdout.firstMatch(of: /grpc-status 8 after (\d+) of 24 messages/).flatMap { Int($0.1) }
+        #expect(r.status == 0 && counted != nil && counted! < 12, "\(r.stdout)\(r.stderr)")
+    }
 }
 
 extension Mvccpb_KeyValue {
