@@ -91,7 +91,7 @@ extension EtcdServer {
                           _ done: @escaping (Result<V3electionpb_CampaignResponse, GRPCStatus>) -> Void) {
         var place = QueuePlace(name: r.name, lease: leaseOrNew(r.lease))
         let take = Self.takePlace(place.key, value: r.value, lease: place.lease)
-        if let refused = refusal(call, take) { return done(.failure(refused)) }
+        if let refused = refusal(call, take, readingPrefix: place.prefix) { return done(.failure(refused)) }
         sessionLease(r.lease, picked: place.lease) { [unowned self] granted in
             if case .failure(let status) = granted { return done(.failure(status)) }
             proposeFor(call, .txn, take) { [unowned self] (taken: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in

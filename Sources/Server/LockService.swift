@@ -37,7 +37,7 @@ extension EtcdServer {
         var place = QueuePlace(name: r.name, lease: leaseOrNew(r.lease))
         let take = Self.takePlace(place.key, value: Data(), lease: place.lease)
         // Checked before a lease is granted for the call.
-        if let refused = refusal(call, take) { return done(.failure(refused)) }
+        if let refused = refusal(call, take, readingPrefix: place.prefix) { return done(.failure(refused)) }
         sessionLease(r.lease, picked: place.lease) { [unowned self] granted in
             if case .failure(let status) = granted { return done(.failure(status)) }
             proposeFor(call, .txn, take) { [unowned self] (taken: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in
@@ -62,10 +62,13 @@ extension EtcdServer {
         }
     }
 
-    /// The status a transaction made for `call` is refused with, if any.
-    func refusal(_ call: GRPCCall, _ t: Etcdserverpb_TxnRequest) -> GRPCStatus? {
+    /// The status a transaction made for `call` is refused with, if any;
+    /// with `readingPrefix`, also if the caller may not read the keys
+    /// under it (a waiter reads them: etcd's through the caller's client).
+    func refusal(_ call: GRPCCall, _ t: Etcdserverpb_TxnRequest, readingPrefix prefix: [UInt8]? = nil) -> GRPCStatus? {
         do {
             try authorize(call, txn: Wire.txn(t))
+            if let prefix { try authorize(call, range: RangeRequest(key: prefix, rangeEnd: prefixRangeEnd(prefix))) }
             return nil
         } catch let error as any EtcdStatusError {
             return GRPCStatus(error)

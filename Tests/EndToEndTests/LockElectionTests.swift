@@ -360,6 +360,35 @@ import TestSupport
         let counted = r.stdout.firstMatch(of: /grpc-status 8 after (\d+) of 24 messages/).flatMap { Int($0.1) }
         #expect(r.status == 0 && counted != nil && counted! < 12, "\(r.stdout)\(r.stderr)")
     }
+
+    /// With auth on, the services act with their caller's permissions: a
+    /// user who may read and write under a name locks and campaigns there,
+    /// and is refused elsewhere with etcd's error; no user, no lock.
+    @Test func callersNeedPermissionOnTheName() async throws {
+        try await withServer { _, server in
+            let e = Etcdctl(endpoint: server.endpoint)
+            for command in [["user", "add", "root:pw"], ["user", "add", "alice:pw"], ["role", "add", "locker"],
+                            ["role", "grant-permission", "locker", "readwrite", "--prefix=true", "mine/"],
+                            ["user", "grant-role", "alice", "locker"], ["auth", "enable"]] {
+                let r = try e.run(arguments: command)
+                #expect(r.status == 0, "\(command): \(r)")
+            }
+            let alice = try EtcdClient(endpoints: [server.endpoint], user: "alice", password: "pw")
+            defer { alice.close() }
+            let c = Coordinator(client: alice)
+            let lease = try await alice.grantLease(ttl: 60).id
+            #expect(try await c.lock("mine", lease: lease).key == Data("mine/\(String(lease, radix: 16))".utf8))
+            _ = try await c.campaign("mine", lease: lease, value: "x")
+            #expect(try await c.leader("mine").valueString == "x")
+            let denied = EtcdError.permissionDenied
+            await #expect(throws: denied) { _ = try await c.lock("theirs", lease: lease) }
+            await #expect(throws: denied) { _ = try await c.campaign("theirs", lease: lease, value: "x") }
+            await #expect(throws: denied) { _ = try await c.leader("theirs") }
+            let anonymous = try EtcdClient(endpoints: [server.endpoint])
+            defer { anonymous.close() }
+            await #expect(throws: EtcdError.self) { _ = try await Coordinator(client: anonymous).lock("mine", lease: lease) }
+        }
+    }
 }
 
 extension Mvccpb_KeyValue {
