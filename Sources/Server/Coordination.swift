@@ -100,6 +100,10 @@ extension EtcdServer {
     ) {
         do {
             let bytes: [UInt8] = try request.serializedBytes()
+            // A lock's or a candidate's request holds its name twice.
+            guard bytes.count <= config.maxRequestBytes else {
+                return done(.failure(GRPCStatus(.invalidArgument, EtcdMessage.requestTooLarge)))
+            }
             let decoded = try DecodedWrite(kind, bytes)
             if let call { try authorize(call, decoded) }
             propose(kind, bytes, decoded) { outcome in

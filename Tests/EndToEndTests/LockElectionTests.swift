@@ -193,7 +193,12 @@ import TestSupport
             let live: Etcdserverpb_LeaseTimeToLiveResponse = try await client.unary("/etcdserverpb.Lease/LeaseTimeToLive",
                                                                                    Etcdserverpb_LeaseTimeToLiveRequest.with { $0.id = lease })
             if Date().timeIntervalSince(asked) < 50 { #expect(live.grantedTtl == 60) }
-            await #expect(throws: EtcdError.self) { _ = try await c.lock("m", lease: 12345) }
+            await #expect(throws: EtcdError.leaseNotFound) { _ = try await c.lock("m", lease: 12345) }
+            // A proposal past --max-request-bytes (1.5 MiB) is refused as
+            // etcd refuses it.
+            await #expect(throws: EtcdError.requestTooLarge) {
+                _ = try await c.campaign("big", lease: next, value: String(repeating: "x", count: 1_600_000))
+            }
         }
     }
 
