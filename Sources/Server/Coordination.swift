@@ -14,6 +14,8 @@ final class KeyWaiter {
     var recheck: () -> Void = {}
 }
 
+typealias TxnOutcome = Result<Etcdserverpb_TxnResponse, GRPCStatus>
+
 /// A lock's or a candidate's place in its queue: its key (the name, `/`,
 /// its lease in hex), made under that lease at `createRevision`. The
 /// place made first is served first.
@@ -124,6 +126,12 @@ extension EtcdServer {
         }
     }
 
+    /// Proposes a transaction of the server's own (a place given up, or a
+    /// candidate resigned, for a call that ended), answered to no one.
+    func proposeCleanUp(_ t: Etcdserverpb_TxnRequest) {
+        proposeFor(nil, .txn, t) { (_: TxnOutcome) in }
+    }
+
     /// The first key made under `prefix` (a lock's holder, an election's
     /// leader), now or as it was at `revision`.
     func firstCreated(under prefix: [UInt8], at revision: Int64 = 0) throws -> KeyValue? {
@@ -194,6 +202,17 @@ extension EtcdServer {
         get.key = Data(key)
         t.success = [.with { $0.request = .requestPut(put) }]
         t.failure = [.with { $0.request = .requestRange(get) }]
+        return t
+    }
+
+    /// A transaction that deletes `key` (when `revision` is given, only
+    /// while its create revision is that).
+    static func deleting(_ key: [UInt8], ifCreatedAt revision: Int64? = nil) -> Etcdserverpb_TxnRequest {
+        var t = Etcdserverpb_TxnRequest()
+        if let revision { t.compare = [createRevision(of: key, is: revision)] }
+        var delete = Etcdserverpb_DeleteRangeRequest()
+        delete.key = Data(key)
+        t.success = [.with { $0.request = .requestDeleteRange(delete) }]
         return t
     }
 

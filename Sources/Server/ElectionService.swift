@@ -37,7 +37,7 @@ extension EtcdServer {
             if let refused = refusal(call, proclaim) { return done(.failure(refused)) }
             sessionLease(r.leader.lease, picked: lease) { [unowned self] granted in
                 if case .failure(let status) = granted { return done(.failure(status)) }
-                proposeFor(call, .txn, proclaim) { (result: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in
+                proposeFor(call, .txn, proclaim) { (result: TxnOutcome) in
                     done(result.flatMap { t in
                         t.succeeded ? .success(.with { $0.header = t.header }) : .failure(GRPCStatus(.unknown, Self.electionNotLeader))
                     })
@@ -47,7 +47,8 @@ extension EtcdServer {
         answeringLater(service, "Resign", access: .anyone) { [unowned self] (r: V3electionpb_ResignRequest, call, key) in
             let done: (Result<V3electionpb_ResignResponse, GRPCStatus>) -> Void = answer(call, key)
             guard r.hasLeader else { return done(.failure(GRPCStatus(.unknown, Self.missingLeaderKey))) }
-            proposeFor(call, .txn, Self.resign([UInt8](r.leader.key), rev: r.leader.rev)) { (result: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in
+            let resign = Self.deleting([UInt8](r.leader.key), ifCreatedAt: r.leader.rev)
+            proposeFor(call, .txn, resign) { (result: TxnOutcome) in
                 done(result.map { t in .with { $0.header = t.header } })
             }
         }
@@ -94,7 +95,7 @@ extension EtcdServer {
         if let refused = refusal(call, take, readingPrefix: place.prefix) { return done(.failure(refused)) }
         sessionLease(r.lease, picked: place.lease) { [unowned self] granted in
             if case .failure(let status) = granted { return done(.failure(status)) }
-            proposeFor(call, .txn, take) { [unowned self] (taken: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in
+            proposeFor(call, .txn, take) { [unowned self] (taken: TxnOutcome) in
                 let response: Etcdserverpb_TxnResponse
                 switch taken {
                 case .failure(let status): return done(.failure(status))
@@ -106,11 +107,10 @@ extension EtcdServer {
                 place.createRevision = revision
                 var leader = V3electionpb_LeaderKey()
                 (leader.name, leader.key, leader.rev, leader.lease) = (r.name, Data(place.key), revision, place.lease)
+                let resign = Self.deleting(place.key, ifCreatedAt: revision)
                 let wait = { [unowned self] in
-                    let resign = Self.resign(place.key, rev: revision)
-                    waitForTurn(place, of: call, lost: GRPCStatus(.unknown, Self.electionSessionExpired), abandoned: { [unowned self] in
-                        proposeFor(nil, .txn, resign) { (_: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in }
-                    }) { leads in
+                    let lost = GRPCStatus(.unknown, Self.electionSessionExpired)
+                    waitForTurn(place, of: call, lost: lost, abandoned: { [unowned self] in proposeCleanUp(resign) }) { leads in
                         done(leads.map { _ in .with { $0.header = response.header; $0.leader = leader } })
                     }
                 }
@@ -118,12 +118,13 @@ extension EtcdServer {
                 // this one first (and resign if that fails).
                 guard !response.succeeded, case .responseRange(let got)? = response.responses.first?.response,
                       got.kvs.first?.value != r.value else { return wait() }
-                proposeFor(call, .txn, Self.proclaim(leader, value: r.value, lease: place.lease)) { [unowned self] (result: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in
+                let proclaim = Self.proclaim(leader, value: r.value, lease: place.lease)
+                proposeFor(call, .txn, proclaim) { [unowned self] (result: TxnOutcome) in
                     switch result {
                     case .success(let t) where t.succeeded:
                         wait()
                     case .success:
-                        proposeFor(nil, .txn, Self.resign(place.key, rev: revision)) { (_: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in }
+                        proposeCleanUp(resign)
                         done(.failure(GRPCStatus(.unknown, Self.electionNotLeader)))
                     case .failure(let status):
                         done(.failure(status))
@@ -140,16 +141,6 @@ extension EtcdServer {
         var put = Etcdserverpb_PutRequest()
         (put.key, put.value, put.lease) = (leader.key, value, lease)
         t.success = [.with { $0.request = .requestPut(put) }]
-        return t
-    }
-
-    /// Deletes a candidate's key while it is still the one it made.
-    static func resign(_ key: [UInt8], rev: Int64) -> Etcdserverpb_TxnRequest {
-        var t = Etcdserverpb_TxnRequest()
-        t.compare = [createRevision(of: key, is: rev)]
-        var delete = Etcdserverpb_DeleteRangeRequest()
-        delete.key = Data(key)
-        t.success = [.with { $0.request = .requestDeleteRange(delete) }]
         return t
     }
 

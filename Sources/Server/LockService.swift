@@ -40,7 +40,7 @@ extension EtcdServer {
         if let refused = refusal(call, take, readingPrefix: place.prefix) { return done(.failure(refused)) }
         sessionLease(r.lease, picked: place.lease) { [unowned self] granted in
             if case .failure(let status) = granted { return done(.failure(status)) }
-            proposeFor(call, .txn, take) { [unowned self] (taken: Result<Etcdserverpb_TxnResponse, GRPCStatus>) in
+            proposeFor(call, .txn, take) { [unowned self] (taken: TxnOutcome) in
                 switch taken {
                 case .failure(let status):
                     done(.failure(status))
@@ -50,11 +50,8 @@ extension EtcdServer {
                     }
                     place.createRevision = revision
                     let key = place.key
-                    waitForTurn(place, of: call, lost: GRPCStatus(.unknown, Self.mutexSessionExpired), abandoned: { [unowned self] in
-                        var delete = Etcdserverpb_DeleteRangeRequest()
-                        delete.key = Data(key)
-                        proposeFor(nil, .deleteRange, delete) { (_: Result<Etcdserverpb_DeleteRangeResponse, GRPCStatus>) in }
-                    }) { held in
+                    let lost = GRPCStatus(.unknown, Self.mutexSessionExpired)
+                    waitForTurn(place, of: call, lost: lost, abandoned: { [unowned self] in proposeCleanUp(Self.deleting(key)) }) { held in
                         done(held.map { header in .with { $0.header = header; $0.key = Data(key) } })
                     }
                 }
