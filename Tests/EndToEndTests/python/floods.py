@@ -30,7 +30,8 @@ import time
 import grpc
 import hpack
 
-from h2wire import DATA, END_HEADERS, END_STREAM, ERRORS, GOAWAY, HEADERS, PREFACE, RST_STREAM, SETTINGS, frame, grpc_headers, grpc_message
+from h2wire import (DATA, END_HEADERS, END_STREAM, ERRORS, GOAWAY, HEADERS, PREFACE, RST_STREAM, SETTINGS, field, frame,
+                    grpc_headers, grpc_message)
 
 case, target, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tls_files = sys.argv[4:7] if case != "descriptors" else []
@@ -64,17 +65,6 @@ def rss():
             if line.startswith("RssAnon:"):
                 return int(line.split()[1]) * 1024
     fail("server gone")
-
-
-def field(number, data):
-    """A protobuf length-delimited field (numbers below 16)."""
-    size, varint = len(data), b""
-    while True:
-        byte = size & 0x7F
-        size >>= 7
-        varint += bytes([byte | (0x80 if size else 0)])
-        if not size:
-            return bytes([number << 3 | 2]) + varint + data
 
 
 def channel():

@@ -1,5 +1,6 @@
 """HTTP/2 frames and gRPC requests written by hand, for the scripts that
-send the server exactly the bytes they mean (h2_violations.py, floods.py)."""
+send the server exactly the bytes they mean (h2_violations.py, floods.py,
+observe_unread.py)."""
 import struct
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -22,3 +23,14 @@ def grpc_headers(authority, path="/etcdserverpb.Maintenance/Status", extra=()):
 def grpc_message(body):
     """gRPC's length prefix (uncompressed) and the message."""
     return b"\0" + struct.pack(">I", len(body)) + body
+
+
+def field(number, data):
+    """A protobuf length-delimited field (numbers below 16)."""
+    size, varint = len(data), b""
+    while True:
+        byte = size & 0x7F
+        size >>= 7
+        varint += bytes([byte | (0x80 if size else 0)])
+        if not size:
+            return bytes([number << 3 | 2]) + varint + data

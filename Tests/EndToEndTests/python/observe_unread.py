@@ -11,21 +11,12 @@ import time
 import grpc
 import hpack
 
-from h2wire import ACK, DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, RST_STREAM, SETTINGS, WINDOW_UPDATE, frame, grpc_headers, grpc_message
+from h2wire import (ACK, DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, RST_STREAM, SETTINGS, WINDOW_UPDATE, field, frame,
+                    grpc_headers, grpc_message)
 
 target = sys.argv[1]
 host, port = target.rsplit(":", 1)
 PUTS, VALUE = 24, 256 * 1024
-
-
-def field(number, data):
-    size, varint = len(data), b""
-    while True:
-        byte = size & 0x7F
-        size >>= 7
-        varint += bytes([byte | (0x80 if size else 0)])
-        if not size:
-            return bytes([number << 3 | 2]) + varint + data
 
 
 sock = socket.socket()
