@@ -206,8 +206,9 @@ import TestSupport
     /// lease revocations among four candidates, against a model: the
     /// leader is the live candidate whose key was made first. After each
     /// step Leader names the model's leader, whose Campaign has returned;
-    /// a waiting candidate whose lease is revoked is told so; and Observe
-    /// sees every leader and every value proclaimed, in order.
+    /// a waiting candidate whose lease is revoked is told so, one past its
+    /// deadline resigns; and Observe sees every leader and every value
+    /// proclaimed, in order.
     @Test func electionsFollowTheModel() async throws {
         let seed = testSeed()
         var random = SeededRandom(seed: seed)
@@ -238,6 +239,10 @@ import TestSupport
             _ = try await campaigns[0]!.value
             let observed = try c.observe("e")
             #expect(try await Self.eventually { observed.values.withLock { $0 } == expected })
+            // A candidate past its deadline resigns.
+            let impatient = try await client.grantLease(ttl: 3600).id
+            await #expect(throws: EtcdError.deadlineExceeded) { _ = try await c.campaign("e", lease: impatient, value: "no", timeout: 0.3) }
+            #expect(try await Self.eventually { try await client.get(keyOf(impatient)).kvs.isEmpty })
             for step in 0..<40 {
                 let slot = Int(random.next() % 4)
                 let value = "v\(step)"
