@@ -17,7 +17,7 @@ func fuzzGateway(_ body: [UInt8]) {
     if let bytes = try? EtcdServer.gatewayRoutes["kv/txn"]!.decode(fixed) {
         precondition((try? Etcdserverpb_TxnRequest(serializedBytes: bytes)) != nil, "a decoded TxnRequest does not read back")
     }
-    for path in ["kv/range", "kv/put", "auth/user/add"] {
+    for path in ["kv/range", "kv/put", "auth/user/add", "election/proclaim"] {
         _ = try? EtcdServer.gatewayRoutes[path]!.decode(fixed)
     }
 }
