@@ -227,14 +227,17 @@ import TestSupport
                 if let now, now != lastSeen || proclaimed { expected.append(now) }
                 lastSeen = now
             }
-            func campaign(_ slot: Int, _ value: String) {
+            /// Campaigns, and returns once the candidate's key is made (so
+            /// that keys are made in the model's order).
+            func campaign(_ slot: Int, _ value: String) async throws {
                 let lease = leases[slot]
                 queue.append((slot, value))
                 campaigns[slot] = Task { try await c.campaign("e", lease: lease, value: value) }
+                #expect(try await Self.eventually { try await !client.get(keyOf(lease)).kvs.isEmpty })
             }
             // A first leader before observing starts, so that Observe is
             // known to be open once it reports that one.
-            campaign(0, "first")
+            try await campaign(0, "first")
             noteLeader()
             _ = try await campaigns[0]!.value
             let observed = try c.observe("e")
@@ -249,7 +252,7 @@ import TestSupport
                 let at = queue.firstIndex { $0.slot == slot }
                 let action = random.next() % 3
                 if at == nil {
-                    campaign(slot, value)
+                    try await campaign(slot, value)
                     noteLeader()
                 } else if at == 0 && action == 0 {
                     let key = try await campaigns[slot]!.value
