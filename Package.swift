@@ -53,6 +53,9 @@ let package = Package(
         .systemLibrary(
             name: "CMimalloc",
             providers: [.apt(["libmimalloc-dev"])]),
+        // The version and git commit a release build was made from
+        // (scripts/package.sh defines them; a header, no library).
+        .systemLibrary(name: "CBuildInfo"),
 
         // etcd's wire messages: swift-protobuf code generated from proto/ by
         // scripts/generate-protos.sh and committed.
@@ -109,12 +112,12 @@ let package = Package(
 
         .executableTarget(
             name: "swetcd",
-            dependencies: ["Server", "Snapshot", "Transport", "CMimalloc", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["Server", "Snapshot", "Transport", "CMimalloc", "CBuildInfo", .product(name: "Logging", package: "swift-log")]),
 
         // etcdctl's commands on the client library (never on server code).
         .executableTarget(
             name: "swetcdctl",
-            dependencies: ["EtcdClient", "EtcdProto", "EtcdStatus", "Snapshot",
+            dependencies: ["EtcdClient", "EtcdProto", "EtcdStatus", "Snapshot", "CBuildInfo",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
 

@@ -1,3 +1,4 @@
+import CBuildInfo
 import CMimalloc
 import Logging
 import Server
@@ -9,6 +10,15 @@ import Glibc
 
 // swetcd: parse etcd's flags, open the store, serve clients until SIGINT or
 // SIGTERM, then shut down cleanly.
+
+/// The architecture as Go and etcd's release names call it.
+#if arch(x86_64)
+let releaseArchitecture = "amd64"
+#elseif arch(arm64)
+let releaseArchitecture = "arm64"
+#else
+let releaseArchitecture = "unknown"
+#endif
 
 func writeError(_ s: String) {
     var bytes = Array((s + "\n").utf8)
@@ -95,7 +105,13 @@ do {
     print(ServerConfig.usage)
     exit(0)
 } catch ServerConfig.ParseError.versionRequested {
-    print("swetcd Version: \(ServerVersion.server)")
+    // As etcd prints its version, with the etcd API level clients see.
+    print("""
+        swetcd Version: \(String(cString: swetcd_build_version()))
+        Git SHA: \(String(cString: swetcd_build_git_sha()))
+        etcd API Version: \(ServerVersion.server)
+        OS/Arch: linux/\(releaseArchitecture)
+        """)
     exit(0)
 } catch {
     writeError("swetcd: \(error)\n\n\(ServerConfig.usage)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CBuildInfo
 import Foundation
 
 /// swetcdctl: etcdctl's v3 commands and flags over the Swift client.
@@ -7,6 +8,8 @@ struct SwetcdCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swetcdctl",
         abstract: "A simple command line client for etcd3 (etcdctl's commands, flags and output).",
+        version: "swetcdctl version: \(String(cString: swetcd_build_version()))\nGit SHA: \(String(cString: swetcd_build_git_sha()))\n"
+            + "API version: \(Version.apiVersion)",
         subcommands: [Get.self, Put.self, Del.self, Txn.self, Compaction.self, Watch.self, Lease.self, Member.self, Endpoint.self,
                       Alarm.self, Defrag.self, SnapshotCommand.self, Lock.self, Elect.self, Check.self, User.self, Role.self, Auth.self, Version.self])
 
