@@ -34,7 +34,7 @@ let package = Package(
     targets: [
         // C libraries, each a module map + shim header, installed from Debian.
         .systemLibrary(
-            name: "CLibevent", pkgConfig: "libevent",
+            name: "CLibevent", pkgConfig: "libevent_core",
             providers: [.apt(["libevent-dev"])]),
         .systemLibrary(
             name: "COpenSSL", pkgConfig: "openssl",
