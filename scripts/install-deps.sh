@@ -7,6 +7,7 @@ packages=(
   etcd-client etcd-server curl openssl                          # real clients, a real etcd to compare with, certificates for TLS tests
   iproute2                                                      # network namespaces for the cluster fault test
   prometheus                                                    # promtool and a real Prometheus to scrape /metrics
+  dpkg-dev binutils lintian                                     # scripts/package.sh and check-package.sh: shlibdeps, strip, checks
 )
 # A python3 with pip from elsewhere (pyenv, ...) will do; else Debian's.
 if ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
