@@ -12,12 +12,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(realpath "${1:-$root/dist}")
-version=$(tr -d '[:space:]' < "$root/VERSION")
-sha=$(git -C "$root" rev-parse --short HEAD)
-if [ -n "$(git -C "$root" status --porcelain --untracked-files=no)" ]; then sha=$sha-dirty; fi
-case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
-name=swetcd-v$version-linux-$arch
-deb=$dir/swetcd_${version}_$(dpkg --print-architecture).deb
+# shellcheck source=release-names.sh
+. "$root/scripts/release-names.sh"
+name=$tarball_name
+deb=$dir/$deb_name
 toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")
 work=$(mktemp -d /tmp/swetcd-check-package-XXXXXX)
 server=

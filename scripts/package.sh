@@ -9,22 +9,25 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$(realpath -m "${1:-$root/dist}")
-version=$(tr -d '[:space:]' < "$root/VERSION")
-sha=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$sha" != unknown ] && [ -n "$(git -C "$root" status --porcelain --untracked-files=no)" ]; then sha=$sha-dirty; fi
-case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
-debarch=$(dpkg --print-architecture)
+# shellcheck source=release-names.sh
+. "$root/scripts/release-names.sh"
 scratch=$root/.build-package
 
 # The defines reach CBuildInfo's header; a separate scratch path keeps them
 # (and the static runtime) out of the development build.
-for product in swetcd swetcdctl; do
-  swift build --package-path "$root" -c release --static-swift-stdlib --scratch-path "$scratch" --product "$product" \
-    -Xcc "-DSWETCD_BUILD_VERSION=\"$version\"" -Xcc "-DSWETCD_BUILD_GIT_SHA=\"$sha\""
-done
+# glibc's linker warns of `mktemp` where the toolchain's static Foundation
+# refers to it (FoundationEssentials' temporary files); that one line,
+# not ours, is left out.
 mkdir -p "$out"
 work=$(mktemp -d /tmp/swetcd-package-XXXXXX)
 trap 'rm -rf "$work"' EXIT
+for product in swetcd swetcdctl; do
+  status=0
+  swift build --package-path "$root" -c release --static-swift-stdlib --scratch-path "$scratch" --product "$product" \
+    -Xcc "-DSWETCD_BUILD_VERSION=\"$version\"" -Xcc "-DSWETCD_BUILD_GIT_SHA=\"$sha\"" > "$work/build.log" 2>&1 || status=$?
+  grep -v "libFoundationEssentials.a(Data+Writing.swift.o).*the use of \`mktemp' is dangerous" "$work/build.log" || true
+  [ "$status" -eq 0 ] || { echo "package build of $product failed" >&2; exit 1; }
+done
 
 # The two binaries, stripped (as Debian installs binaries).
 binaries() {
@@ -37,7 +40,7 @@ binaries() {
 
 # The tarball: one directory, the binaries at its root, then what a user
 # needs to start (etcd's has README.md, README-etcdctl.md, Documentation/).
-name=swetcd-v$version-linux-$arch
+name=$tarball_name
 binaries "$work/$name"
 install -m 644 "$root/README.md" "$work/$name/README.md"
 install -d "$work/$name/docs"
@@ -66,6 +69,6 @@ size=$(du -sk --exclude=DEBIAN "$deb" | cut -f1)
 sed "s/@VERSION@/$version/; s/@ARCH@/$debarch/; s/@DEPENDS@/$depends/; s/@SIZE@/$size/" \
   "$root/packaging/debian/control" > "$deb/DEBIAN/control"
 (cd "$deb" && find usr lib etc -type f ! -path 'etc/*' -print0 | sort -z | xargs -0 md5sum > DEBIAN/md5sums)
-package=$out/swetcd_${version}_$debarch.deb
+package=$out/$deb_name
 dpkg-deb --root-owner-group -Zxz --build "$deb" "$package" > /dev/null
 echo "$package"
