@@ -289,6 +289,9 @@ for sig in [SIGINT, SIGTERM] {
         loop.stop()
     }
 }
+// Listening: a unit of Type=notify may go on (etcd tells systemd once it
+// serves clients).
+if notifySystemd("READY=1", environment: environment) { logger.info("told systemd the server is ready") }
 loop.run()
 transport.closeAll()
 metricsServer.closeAll()
