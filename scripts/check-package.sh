@@ -4,7 +4,9 @@
 # The tarball: one top-level directory with the binaries at its root and the
 # docs; neither binary loads a library from the Swift toolchain; both print
 # VERSION and the commit; ./swetcd, started with a bare environment, serves
-# its embedded default to ./swetcdctl and to the real etcdctl. The Debian
+# its embedded default to ./swetcdctl and to the real etcdctl (the origin
+# document's commands: put, get --prefix --keys-only --limit, watch
+# --prefix, snapshot save, endpoint health). The Debian
 # package: lintian finds no error; apt-get installs it with exactly the
 # libraries it needs; the unit's ExecStart line, run by hand as the unit
 # would (its user, /etc/default/swetcd's variables), serves clients;
@@ -36,6 +38,23 @@ healthy() {
   fail "the server on port $port never became healthy"
 }
 stop_server() { kill "$server"; wait "$server" || true; server=; }
+# The origin document's commands, with the client `$@` (its --endpoints
+# given): put, get --prefix --keys-only --limit, watch --prefix, snapshot
+# save, endpoint health.
+origin_commands() {
+  local tag=$1; shift
+  [ "$("$@" put "/registry/pods/$tag-a" 1)" = OK ] && [ "$("$@" put "/registry/pods/$tag-b" 2)" = OK ] || fail "$tag: put"
+  [ "$("$@" get --prefix --keys-only --limit 1 "/registry/pods/$tag-")" = "/registry/pods/$tag-a" ] || fail "$tag: get --prefix --keys-only --limit"
+  # A watch from the first revision replays what is there, so nothing
+  # depends on when it starts.
+  "$@" watch --prefix --rev=1 "/registry/pods/$tag-" > "$work/$tag.watch" 2>&1 &
+  local watch=$! i
+  for i in $(seq 100); do [ "$(grep -c "^/registry/pods/$tag-" "$work/$tag.watch")" = 2 ] && break; sleep 0.1; done
+  kill "$watch"; wait "$watch" 2> /dev/null || true
+  [ "$(grep -c "^/registry/pods/$tag-" "$work/$tag.watch")" = 2 ] || fail "$tag: watch --prefix: $(cat "$work/$tag.watch")"
+  "$@" snapshot save "$work/$tag.db" > /dev/null 2>&1 && [ -s "$work/$tag.db" ] || fail "$tag: snapshot save"
+  "$@" endpoint health 2>&1 | grep -q "is healthy" || fail "$tag: endpoint health"
+}
 
 echo "== tarball $name.tar.gz"
 tar -C "$work" -xzf "$dir/$name.tar.gz"
@@ -61,11 +80,10 @@ env -i PATH=/usr/bin:/bin ./swetcd "${flags[@]}" > "$work/tarball.log" 2>&1 &
 server=$!
 healthy
 [ -d default.swetcd ] || fail "no ./default.swetcd"
-[ "$(env -i ./swetcdctl --endpoints="127.0.0.1:$port" put foo bar)" = OK ] || fail "swetcdctl put"
-[ "$(etcdctl get --prefix --keys-only f | head -1)" = foo ] || fail "etcdctl get"
-[ "$(env -i ./swetcdctl --endpoints="127.0.0.1:$port" get foo --print-value-only)" = bar ] || fail "swetcdctl get"
+origin_commands swetcdctl env -i ./swetcdctl --endpoints="127.0.0.1:$port"
+origin_commands etcdctl env -i ETCDCTL_API=3 /usr/bin/etcdctl --endpoints="127.0.0.1:$port"
 stop_server
-echo "tarball ok: no toolchain library, --version $version ($sha), served ./swetcdctl and etcdctl"
+echo "tarball ok: no toolchain library, --version $version ($sha); put, get, watch, snapshot save, endpoint health with ./swetcdctl and etcdctl"
 
 echo "== lintian"
 report=$(lintian "$deb" 2>&1 | grep -v "running with root privileges" || true)
