@@ -143,6 +143,29 @@ extension EtcdServer {
         return try store.range(r).kvs.first
     }
 
+    /// Takes a place in the queue of `name` for the lease named (none: a
+    /// new session lease), valued `value`, or finds the place that lease
+    /// has: `done` gets it and the transaction's response. The caller's
+    /// permissions are checked before a lease is granted for it.
+    func takePlace(in name: Data, lease requested: Int64, value: Data, for call: GRPCCall,
+                   _ done: @escaping (Result<(place: QueuePlace, response: Etcdserverpb_TxnResponse), GRPCStatus>) -> Void) {
+        var place = QueuePlace(name: name, lease: leaseOrNew(requested))
+        let take = Self.placeTransaction(place.key, value: value, lease: place.lease)
+        if let refused = refusal(call, take, readingPrefix: place.prefix) { return done(.failure(refused)) }
+        sessionLease(requested, picked: place.lease) { [unowned self] granted in
+            if case .failure(let status) = granted { return done(.failure(status)) }
+            proposeFor(call, .txn, take) { (taken: TxnOutcome) in
+                done(taken.flatMap { response in
+                    guard let revision = Self.placeRevision(response) else {
+                        return .failure(GRPCStatus(.internal, "swetcd: the queue place's key vanished"))
+                    }
+                    place.createRevision = revision
+                    return .success((place, response))
+                })
+            }
+        }
+    }
+
     // MARK: Waiting for a turn
 
     /// Waits until no key under the place's prefix made before its key is
@@ -193,7 +216,7 @@ extension EtcdServer {
 
     /// A transaction that makes `key` (with `value`, under `lease`) unless
     /// it is there, and otherwise reads it: a queue place, new or held.
-    static func takePlace(_ key: [UInt8], value: Data, lease: Int64) -> Etcdserverpb_TxnRequest {
+    static func placeTransaction(_ key: [UInt8], value: Data, lease: Int64) -> Etcdserverpb_TxnRequest {
         var t = Etcdserverpb_TxnRequest()
         t.compare = [Self.createRevision(of: key, is: 0)]
         var put = Etcdserverpb_PutRequest()
@@ -226,10 +249,39 @@ extension EtcdServer {
         return c
     }
 
-    /// The create revision of the place `takePlace` made or found.
+    /// The create revision of the place `placeTransaction` made or found.
     static func placeRevision(_ r: Etcdserverpb_TxnResponse) -> Int64? {
         if r.succeeded { return r.header.revision }
         guard case .responseRange(let got)? = r.responses.first?.response else { return nil }
         return got.kvs.first?.createRevision
+    }
+
+    /// The status a transaction made for `call` is refused with, if any;
+    /// with `readingPrefix`, also if the caller may not read the keys
+    /// under it (a waiter reads them: etcd's through the caller's client).
+    func refusal(_ call: GRPCCall, _ t: Etcdserverpb_TxnRequest, readingPrefix prefix: [UInt8]? = nil) -> GRPCStatus? {
+        do {
+            try authorize(call, txn: Wire.txn(t))
+            if let prefix { try authorize(call, range: RangeRequest(key: prefix, rangeEnd: prefixRangeEnd(prefix))) }
+            return nil
+        } catch let error as any EtcdStatusError {
+            return GRPCStatus(error)
+        } catch {
+            return GRPCStatus(.internal, "\(error)")
+        }
+    }
+
+    /// How a Lock or Election call is answered with a result. etcd's
+    /// services make their requests through a client and return its
+    /// errors as plain Go errors, so every error reaches their clients as
+    /// UNKNOWN with the message it had.
+    func answer<Response: SwiftProtobuf.Message>(_ call: GRPCCall, _ key: ServerMetrics.CallKey)
+        -> (Result<Response, GRPCStatus>) -> Void {
+        { [unowned self] result in
+            switch result {
+            case .success(let response): respond(call, key, response)
+            case .failure(let status): finish(call, key, status: GRPCStatus(.unknown, status.message))
+            }
+        }
     }
 }

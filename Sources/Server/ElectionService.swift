@@ -90,45 +90,34 @@ extension EtcdServer {
     /// leads. A wait its client gives up resigns, as Election.Campaign does.
     private func campaign(_ r: V3electionpb_CampaignRequest, _ call: GRPCCall,
                           _ done: @escaping (Result<V3electionpb_CampaignResponse, GRPCStatus>) -> Void) {
-        var place = QueuePlace(name: r.name, lease: leaseOrNew(r.lease))
-        let take = Self.takePlace(place.key, value: r.value, lease: place.lease)
-        if let refused = refusal(call, take, readingPrefix: place.prefix) { return done(.failure(refused)) }
-        sessionLease(r.lease, picked: place.lease) { [unowned self] granted in
-            if case .failure(let status) = granted { return done(.failure(status)) }
-            proposeFor(call, .txn, take) { [unowned self] (taken: TxnOutcome) in
-                let response: Etcdserverpb_TxnResponse
-                switch taken {
-                case .failure(let status): return done(.failure(status))
-                case .success(let t): response = t
+        takePlace(in: r.name, lease: r.lease, value: r.value, for: call) { [unowned self] taken in
+            let (place, response): (QueuePlace, Etcdserverpb_TxnResponse)
+            switch taken {
+            case .failure(let status): return done(.failure(status))
+            case .success(let t): (place, response) = t
+            }
+            var leader = V3electionpb_LeaderKey()
+            (leader.name, leader.key, leader.rev, leader.lease) = (r.name, Data(place.key), place.createRevision, place.lease)
+            let resign = Self.deleting(place.key, ifCreatedAt: place.createRevision)
+            let wait = { [unowned self] in
+                let lost = GRPCStatus(.unknown, Self.electionSessionExpired)
+                waitForTurn(place, of: call, lost: lost, abandoned: { [unowned self] in proposeCleanUp(resign) }) { leads in
+                    done(leads.map { _ in .with { $0.header = response.header; $0.leader = leader } })
                 }
-                guard let revision = Self.placeRevision(response) else {
-                    return done(.failure(GRPCStatus(.internal, "swetcd: the candidate's key vanished")))
-                }
-                place.createRevision = revision
-                var leader = V3electionpb_LeaderKey()
-                (leader.name, leader.key, leader.rev, leader.lease) = (r.name, Data(place.key), revision, place.lease)
-                let resign = Self.deleting(place.key, ifCreatedAt: revision)
-                let wait = { [unowned self] in
-                    let lost = GRPCStatus(.unknown, Self.electionSessionExpired)
-                    waitForTurn(place, of: call, lost: lost, abandoned: { [unowned self] in proposeCleanUp(resign) }) { leads in
-                        done(leads.map { _ in .with { $0.header = response.header; $0.leader = leader } })
-                    }
-                }
-                // The lease's key was there with another value: proclaim
-                // this one first (and resign if that fails).
-                guard !response.succeeded, case .responseRange(let got)? = response.responses.first?.response,
-                      got.kvs.first?.value != r.value else { return wait() }
-                let proclaim = Self.proclaim(leader, value: r.value, lease: place.lease)
-                proposeFor(call, .txn, proclaim) { [unowned self] (result: TxnOutcome) in
-                    switch result {
-                    case .success(let t) where t.succeeded:
-                        wait()
-                    case .success:
-                        proposeCleanUp(resign)
-                        done(.failure(GRPCStatus(.unknown, Self.electionNotLeader)))
-                    case .failure(let status):
-                        done(.failure(status))
-                    }
+            }
+            // The lease's key was there with another value: proclaim this
+            // one first (and resign if that fails).
+            guard !response.succeeded, case .responseRange(let got)? = response.responses.first?.response,
+                  got.kvs.first?.value != r.value else { return wait() }
+            proposeFor(call, .txn, Self.proclaim(leader, value: r.value, lease: place.lease)) { [unowned self] (result: TxnOutcome) in
+                switch result {
+                case .success(let t) where t.succeeded:
+                    wait()
+                case .success:
+                    proposeCleanUp(resign)
+                    done(.failure(GRPCStatus(.unknown, Self.electionNotLeader)))
+                case .failure(let status):
+                    done(.failure(status))
                 }
             }
         }
